@@ -1,0 +1,281 @@
+"""Configuration: one frozen dataclass per stage, nested in :class:`PipelineConfig`.
+
+Each stage reads only its own section. Configurations round-trip through plain dicts, JSON and TOML,
+and unknown keys or wrongly-typed values raise :class:`~meshforge.errors.InputError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import InputError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Image decoding limits.
+
+    Attributes:
+        max_pixels: refuse images with more pixels than this (decompression-bomb guard).
+        max_bytes: refuse encoded files larger than this many bytes.
+    """
+
+    max_pixels: int = 40_000_000
+    max_bytes: int = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Background handling and framing.
+
+    Attributes:
+        background: ``"auto"`` keeps a meaningful alpha channel and removes the background otherwise;
+            ``"keep"`` uses the picture as it is (the whole frame is the object unless it has alpha);
+            ``"remove"`` always removes the background, ignoring any alpha.
+        engine: background-removal engine: ``"grabcut"`` (OpenCV, no weights) or ``"rembg"``
+            (optional package, needs ``rembg_model``).
+        rembg_model: the rembg model name; only models with a commercial-use licence are accepted.
+        foreground_ratio: the object's longer side as a fraction of the square output frame.
+        min_object_fraction: refuse a mask covering less than this fraction of the picture.
+    """
+
+    background: str = "auto"
+    engine: str = "grabcut"
+    rembg_model: str | None = None
+    foreground_ratio: float = 0.85
+    min_object_fraction: float = 0.001
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Isosurface extraction.
+
+    Attributes:
+        resolution: grid points per axis of the marching-cubes grid (``resolution³`` samples).
+        engine: ``"skimage"`` (scikit-image's Lewiner marching cubes, CPU).
+        chunk_points: points per batch when a field has no fast grid path.
+    """
+
+    resolution: int = 256
+    engine: str = "skimage"
+    chunk_points: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """Mesh cleanup.
+
+    Attributes:
+        min_component_fraction: drop connected components whose area is below this fraction of the
+            largest component's area.
+    """
+
+    min_component_fraction: float = 0.002
+
+
+@dataclass(frozen=True)
+class DecimateConfig:
+    """QEM decimation.
+
+    Attributes:
+        faces: target face budget; the output has at most this many faces.
+        engine: ``"fast-simplification"`` (Forstmann's fast quadric simplification).
+        aggressiveness: the engine's collapse schedule (lower keeps quality, higher is faster).
+    """
+
+    faces: int = 20_000
+    engine: str = "fast-simplification"
+    aggressiveness: float = 7.0
+
+
+@dataclass(frozen=True)
+class UnwrapConfig:
+    """UV atlas generation.
+
+    Attributes:
+        resolution: atlas size in texels the charts are packed for (the texture size).
+        padding: empty texels between charts.
+        max_chart_fraction: largest chart area as a fraction of the mesh area (xatlas
+            ``max_chart_area``); smaller is faster with more seams.
+        time_limit: seconds allowed for xatlas before falling back to the per-face atlas; 0 runs
+            xatlas in-process without a limit.
+        engine: ``"xatlas"`` or ``"faces"`` (per-face-pair grid atlas, always works).
+    """
+
+    resolution: int = 1024
+    padding: int = 4
+    max_chart_fraction: float = 1.0 / 48.0
+    time_limit: float = 60.0
+    engine: str = "xatlas"
+
+
+@dataclass(frozen=True)
+class BakeConfig:
+    """Texture baking.
+
+    Attributes:
+        texture_size: width and height of every baked map, in texels.
+        textures: False bakes vertex colours instead of texture maps (fast screening mode).
+    """
+
+    texture_size: int = 1024
+    textures: bool = True
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole run's configuration; each stage receives its own section."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    decimate: DecimateConfig = field(default_factory=DecimateConfig)
+    unwrap: UnwrapConfig = field(default_factory=UnwrapConfig)
+    bake: BakeConfig = field(default_factory=BakeConfig)
+    seed: int = 0
+
+    # -- convenience -------------------------------------------------------------------------------
+    def with_options(
+        self,
+        *,
+        resolution: int | None = None,
+        faces: int | None = None,
+        texture_size: int | None = None,
+        textures: bool | None = None,
+        foreground_ratio: float | None = None,
+        background: str | None = None,
+        seed: int | None = None,
+    ) -> PipelineConfig:
+        """Return a copy with the user-facing options set in every section that uses them."""
+        cfg = self
+        if resolution is not None:
+            cfg = dataclasses.replace(cfg, extract=dataclasses.replace(cfg.extract, resolution=resolution))
+        if faces is not None:
+            cfg = dataclasses.replace(cfg, decimate=dataclasses.replace(cfg.decimate, faces=faces))
+        if texture_size is not None:
+            cfg = dataclasses.replace(
+                cfg,
+                unwrap=dataclasses.replace(cfg.unwrap, resolution=texture_size),
+                bake=dataclasses.replace(cfg.bake, texture_size=texture_size),
+            )
+        if textures is not None:
+            cfg = dataclasses.replace(cfg, bake=dataclasses.replace(cfg.bake, textures=textures))
+        if foreground_ratio is not None:
+            cfg = dataclasses.replace(
+                cfg, preprocess=dataclasses.replace(cfg.preprocess, foreground_ratio=foreground_ratio)
+            )
+        if background is not None:
+            cfg = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, background=background))
+        if seed is not None:
+            cfg = dataclasses.replace(cfg, seed=seed)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Check value ranges; raise :class:`InputError` naming the first bad option."""
+        checks: list[tuple[bool, str]] = [
+            (16 <= self.extract.resolution <= 1024, f"resolution must be in [16, 1024], got {self.extract.resolution}"),
+            (self.decimate.faces >= 4, f"faces must be at least 4, got {self.decimate.faces}"),
+            (
+                16 <= self.bake.texture_size <= 8192,
+                f"texture size must be in [16, 8192], got {self.bake.texture_size}",
+            ),
+            (
+                0.1 <= self.preprocess.foreground_ratio <= 1.0,
+                f"foreground ratio must be in [0.1, 1.0], got {self.preprocess.foreground_ratio}",
+            ),
+            (
+                self.preprocess.background in ("auto", "keep", "remove"),
+                f"background must be auto, keep or remove, got {self.preprocess.background!r}",
+            ),
+            (
+                self.preprocess.engine in ("grabcut", "rembg"),
+                f"background engine must be grabcut or rembg, got {self.preprocess.engine!r}",
+            ),
+            (self.unwrap.padding >= 0, f"padding must be >= 0, got {self.unwrap.padding}"),
+            (self.unwrap.engine in ("xatlas", "faces"), f"unwrap engine must be xatlas or faces, got {self.unwrap.engine!r}"),
+            (self.input.max_pixels > 0, "max_pixels must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+    # -- serialisation -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        """Build from a (possibly partial) dict; missing keys keep their defaults."""
+        cfg = _from_dict(cls, data, "")
+        cfg.validate()
+        return cfg
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_toml(self) -> str:
+        lines: list[str] = []
+        top = {k: v for k, v in self.to_dict().items() if not isinstance(v, dict)}
+        for key, value in top.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                lines.append(f"\n[{key}]")
+                for k, v in value.items():
+                    if v is not None:
+                        lines.append(f"{k} = {_toml_value(v)}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def load(cls, path: str | Path) -> PipelineConfig:
+        """Load a ``.json`` or ``.toml`` file; raise :class:`InputError` if it cannot be read."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+            data = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{p}: cannot read configuration ({exc})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{p}: configuration must be a table/object")
+        return cls.from_dict(data)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], prefix: str) -> T:
+    if not isinstance(data, dict):
+        raise InputError(f"configuration section {prefix or 'root'} must be a table")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise InputError(f"unknown configuration key {prefix}{key!r}")
+        default = getattr(cls(), key)
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _from_dict(type(default), value, f"{prefix}{key}.")
+            continue
+        if default is not None and not isinstance(default, bool) and isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(f"configuration key {prefix}{key} must be a number, got {value!r}")
+            value = type(default)(value) if not (isinstance(default, int) and isinstance(value, float)) else value
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise InputError(f"configuration key {prefix}{key} must be true or false, got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise InputError(f"configuration key {prefix}{key} must be a string, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
