@@ -220,3 +220,22 @@ class Report:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str)
+
+
+@dataclass(frozen=True)
+class Camera:
+    """The camera a backend assumes for its input picture, in the canonical frame.
+
+    The camera sits on the +Z axis looking down −Z, +Y up in the picture.
+
+    Attributes:
+        kind: ``"orthographic"`` or ``"perspective"``.
+        extent: orthographic only: width (= height) of the square view in metres, centred on the origin.
+        fov_deg: perspective only: vertical field of view in degrees.
+        distance: perspective only: distance of the camera from the origin in metres.
+    """
+
+    kind: str = "orthographic"
+    extent: float = 1.0
+    fov_deg: float = 40.0
+    distance: float = 1.9

@@ -1,0 +1,93 @@
+"""Backend registry: lazy ``"module:Class"`` entries, built once and passed to :func:`meshforge.pipeline.run`.
+
+A backend is a callable ``backend(image) -> Field`` with attributes ``name``, ``input_size`` (side of the
+square prepared picture it wants, pixels), ``camera`` (:class:`~meshforge.types.Camera`, the input view
+in the canonical frame) and a method ``info() -> dict`` (provenance). Backends that need weights also
+provide a classmethod ``weights_present(weights) -> bool`` used by ``auto`` selection.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+from ..errors import BackendError
+from ..fields.base import Field
+from ..types import Camera, Image
+
+#: name → "module:Class"; imported only when used.
+REGISTRY: dict[str, str] = {
+    "inflate": "meshforge.backends.inflate:InflateBackend",
+}
+
+#: order in which ``auto`` tries backends: the best first, the weightless fallback last.
+AUTO_ORDER: tuple[str, ...] = ("inflate",)
+
+
+class Backend(Protocol):
+    name: str
+    input_size: int
+    camera: Camera
+
+    def __call__(self, image: Image) -> Field: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
+def backend_class(name: str) -> type:
+    """Import and return the class registered under ``name``.
+
+    Raises:
+        BackendError: unknown name, or the module cannot be imported.
+    """
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise BackendError(f"unknown backend {name!r} (choices: auto, {', '.join(REGISTRY)})") from None
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError(f"backend {name!r} cannot be imported: {exc}") from None
+    cls: type = getattr(module, class_name)
+    return cls
+
+
+def resolve_name(name: str, weights: str | None = None) -> tuple[str, str | None]:
+    """Resolve ``"auto"`` to a concrete backend name.
+
+    Returns:
+        ``(name, note)`` where ``note`` says why a fallback was chosen (None when nothing to say).
+    """
+    if name != "auto":
+        backend_class(name)
+        return name, None
+    skipped = []
+    for candidate in AUTO_ORDER:
+        cls = backend_class(candidate)
+        present = getattr(cls, "weights_present", None)
+        if present is None or present(weights):
+            note = None
+            if skipped:
+                note = f"no weights found for {', '.join(skipped)}; using the weightless '{candidate}' backend"
+            return candidate, note
+        skipped.append(candidate)
+    raise BackendError("no backend is available")  # pragma: no cover - inflate is always available
+
+
+def load_backend(name: str = "auto", *, weights: str | None = None, device: str = "auto", **options: Any) -> Backend:
+    """Build a backend once (loading its weights), ready to be called on prepared pictures.
+
+    Args:
+        name: a registry name or ``"auto"`` (the best backend whose weights are present, else ``inflate``).
+        weights: weights location for backends that need them (local folder or hub id).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        **options: backend-specific keyword options.
+
+    Raises:
+        BackendError: unknown backend or failed load.
+    """
+    resolved, _ = resolve_name(name, weights)
+    cls = backend_class(resolved)
+    backend: Backend = cls(weights=weights, device=device, **options)
+    return backend

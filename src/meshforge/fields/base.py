@@ -1,0 +1,87 @@
+"""The Field protocol: what a reconstruction backend hands to the rest of the pipeline.
+
+A field answers, at batches of points ``[N, 3]`` (float32, metres, canonical glTF frame: +Y up, the input
+camera looking down −Z), a scalar *density* whose isosurface ``density == iso_level`` is the object's
+surface (values **greater** than the level are inside — true for volume densities such as TripoSR's and
+for "positive inside" signed distances alike), a base *colour* (sRGB-encoded, in [0, 1], stated once here
+for every field), and optionally *metallic* and *roughness* in [0, 1].
+
+The field is the one value used twice in the pipeline: by isosurface extraction and by texture baking.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Field(Protocol):
+    """A 3D field in the canonical frame.
+
+    Attributes:
+        bbox_min: ``[3]`` float32, lower corner of the region holding the object (metres).
+        bbox_max: ``[3]`` float32, upper corner.
+        iso_level: the density value of the surface; inside is ``density > iso_level``.
+    """
+
+    bbox_min: np.ndarray
+    bbox_max: np.ndarray
+    iso_level: float
+
+    def density(self, points: np.ndarray) -> np.ndarray:
+        """``[N, 3]`` float32 points → ``[N]`` float32 density (greater is inside)."""
+        ...
+
+    def colour(self, points: np.ndarray) -> np.ndarray:
+        """``[N, 3]`` float32 points → ``[N, 3]`` float32 sRGB-encoded base colour in [0, 1]."""
+        ...
+
+    def material(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[N, 3]`` float32 points → (metallic ``[N]``, roughness ``[N]``), float32 in [0, 1]."""
+        ...
+
+
+def grid_axes(field: Field, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sample coordinates of the extraction grid along x, y and z.
+
+    Grid point ``[i, j, k]`` is at ``bbox_min + (bbox_max - bbox_min) * (i, j, k) / (resolution - 1)``.
+
+    Returns:
+        Three ``[resolution]`` float32 arrays (metres).
+    """
+    lo = np.asarray(field.bbox_min, dtype=np.float64)
+    hi = np.asarray(field.bbox_max, dtype=np.float64)
+    t = np.linspace(0.0, 1.0, resolution)
+    return tuple((lo[a] + (hi[a] - lo[a]) * t).astype(np.float32) for a in range(3))  # type: ignore[return-value]
+
+
+def sample_grid(field: Field, resolution: int, chunk_points: int = 1 << 20) -> np.ndarray:
+    """Evaluate a field's density on the extraction grid.
+
+    Uses the field's own ``density_grid(resolution)`` fast path when it has one (it must return the same
+    values as the generic path), else evaluates ``density`` in batches of ``chunk_points`` points.
+
+    Returns:
+        ``[R, R, R]`` float32 densities, indexed ``[i, j, k]`` ↔ ``(x, y, z)`` as in :func:`grid_axes`.
+    """
+    fast = getattr(field, "density_grid", None)
+    if callable(fast):
+        out = np.asarray(fast(resolution), dtype=np.float32)
+        if out.shape != (resolution,) * 3:
+            raise ValueError(f"density_grid returned {out.shape}, expected {(resolution,) * 3}")
+        return out
+    xs, ys, zs = grid_axes(field, resolution)
+    out = np.empty((resolution,) * 3, dtype=np.float32)
+    plane = resolution * resolution
+    slabs = max(1, chunk_points // plane)
+    yy, zz = np.meshgrid(ys, zs, indexing="ij")
+    yz = np.stack([yy.ravel(), zz.ravel()], axis=1)
+    for i0 in range(0, resolution, slabs):
+        i1 = min(resolution, i0 + slabs)
+        pts = np.empty(((i1 - i0) * plane, 3), dtype=np.float32)
+        pts[:, 0] = np.repeat(xs[i0:i1], plane)
+        pts[:, 1:] = np.tile(yz, (i1 - i0, 1))
+        out[i0:i1] = field.density(pts).reshape(i1 - i0, resolution, resolution)
+    return out
