@@ -63,6 +63,8 @@ def extract_grid(grid: np.ndarray, bbox_min: np.ndarray, bbox_max: np.ndarray, l
     step = (hi - lo) / (res - 1)
     # padded index p corresponds to grid index p - 1 + lo_idx
     verts = (verts.astype(np.float64) - 1.0 + lo_idx) * step + lo
+    # the padding layer lies one step outside the box: clamp the closing caps onto the box's faces
+    verts = np.clip(verts, lo, hi)
     # scikit-image winds faces clockwise seen from the higher-valued (inside) side's complement; flip
     # so normals point outward (towards lower density).
     faces = faces[:, ::-1]

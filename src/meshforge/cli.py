@@ -1,0 +1,235 @@
+"""The ``meshforge`` command. Subcommands only parse options and call library functions.
+
+Errors a user can cause (bad files, bad options) print one line to stderr and never a traceback; the
+exit status is 0 when every input succeeded, 1 when any failed, 2 for usage errors, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._version import __version__
+from .errors import MeshforgeError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".tga")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshforge", description="Single image → game-ready 3D asset.")
+    parser.add_argument("--version", action="version", version=f"meshforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    g = sub.add_parser(
+        "generate",
+        help="turn pictures into GLB assets",
+        description="For each input picture write <stem>.glb (and other formats) plus <stem>.report.json.",
+    )
+    g.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    g.add_argument("-o", "--output", default=".", metavar="OUTDIR", help="output folder (default: .)")
+    g.add_argument("--format", default="glb", help="comma-separated formats: glb,obj,ply,stl (default: glb)")
+    g.add_argument("--backend", default="auto", help="reconstruction backend (default: auto)")
+    g.add_argument("--weights", default=None, help="weights folder or hub id for backends that need them")
+    g.add_argument("--resolution", type=_positive_int, default=None, help="isosurface grid size (default 256)")
+    g.add_argument("--faces", type=_positive_int, default=None, help="target face count (default 20000)")
+    g.add_argument("--texture-size", type=_positive_int, default=None, help="texture size in texels (default 1024)")
+    g.add_argument("--no-texture", action="store_true", help="vertex colours instead of baked textures (fast)")
+    g.add_argument("--foreground-ratio", type=float, default=None, help="object size in the frame (default 0.85)")
+    g.add_argument("--background", choices=("auto", "keep", "remove"), default=None, help="background handling")
+    g.add_argument("--bg-engine", choices=("grabcut", "rembg"), default=None, help="background removal engine")
+    g.add_argument("--rembg-model", default=None, help="rembg model name (with --bg-engine rembg)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device")
+    g.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    g.add_argument("--config", default=None, metavar="FILE", help="pipeline configuration (.toml or .json)")
+    g.add_argument("--preview", action="store_true", help="also write <stem>.preview.png (rendered views)")
+    g.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    g.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
+    g.set_defaults(func=_cmd_generate)
+    return parser
+
+
+def _expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Files as given; folders expanded to their image files (sorted). Returns (paths, problems)."""
+    paths: list[Path] = []
+    problems: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(c for c in p.iterdir() if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                problems.append(f"{p}: folder holds no image files")
+            paths.extend(found)
+        else:
+            paths.append(p)
+    return paths, problems
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from .backends import load_backend, resolve_name
+    from .config import PipelineConfig
+    from .export import FORMATS, export_files
+    from .pipeline import STAGES, generate
+
+    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        print(f"error: unknown format {', '.join(bad) or '(none)'} (choices: {', '.join(FORMATS)})", file=sys.stderr)
+        return 2
+    cfg = PipelineConfig.load(args.config) if args.config else PipelineConfig()
+    cfg = cfg.with_options(
+        resolution=args.resolution,
+        faces=args.faces,
+        texture_size=args.texture_size,
+        textures=False if args.no_texture else None,
+        foreground_ratio=args.foreground_ratio,
+        background=args.background,
+        seed=args.seed,
+    )
+    if args.bg_engine or args.rembg_model:
+        pre = dataclasses.replace(
+            cfg.preprocess,
+            engine=args.bg_engine or cfg.preprocess.engine,
+            rembg_model=args.rembg_model or cfg.preprocess.rembg_model,
+        )
+        cfg = dataclasses.replace(cfg, preprocess=pre)
+        cfg.validate()
+
+    paths, problems = _expand_inputs(args.inputs)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not paths:
+        return 1
+    out_dir = Path(args.output)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create output folder {out_dir}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+    name, note = resolve_name(args.backend, args.weights)
+    if note and not args.quiet:
+        print(f"note: {note}", file=sys.stderr)
+    backend = load_backend(name, weights=args.weights, device=args.device)
+
+    failed = len(problems)
+    used_stems: set[str] = set()
+    show_bar = not args.quiet
+    outer = tqdm(paths, desc="images", unit="img", disable=not show_bar or len(paths) < 2, file=sys.stderr)
+    for path in outer:
+        stem = path.stem
+        n = 2
+        while stem in used_stems:
+            stem, n = f"{path.stem}-{n}", n + 1
+        used_stems.add(stem)
+        inner = tqdm(
+            total=len(STAGES), desc=path.name, unit="stage", leave=False, file=sys.stderr,
+            disable=not show_bar or len(paths) > 1,
+        )
+
+        def progress(stage: str, index: int, total: int, _bar: tqdm = inner) -> None:
+            _bar.set_postfix_str(stage)
+            _bar.n = index
+            _bar.refresh()
+
+        try:
+            result = generate(path, backend, cfg, on_progress=progress)
+            files: dict[str, bytes] = {}
+            for fmt in formats:
+                files.update(export_files(result.asset, fmt, stem))
+            if args.preview:
+                files[f"{stem}.preview.png"] = _preview_png(result.asset)
+            report = result.report.to_dict()
+            report["outputs"] = sorted(files)
+            files[f"{stem}.report.json"] = (json.dumps(report, indent=2, default=str) + "\n").encode()
+            for fname, data in files.items():
+                _write_atomic(out_dir / fname, data)
+        except MeshforgeError as exc:
+            failed += 1
+            _say_error(outer, exc)
+            continue
+        except MemoryError:
+            failed += 1
+            _say_error(outer, f"{path.name}: out of memory (try a lower --resolution or --texture-size)")
+            continue
+        except Exception as exc:  # an internal error: still one line, and the batch goes on
+            failed += 1
+            if args.debug:
+                traceback.print_exc()
+            _say_error(outer, f"{path.name}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+            continue
+        finally:
+            inner.close()
+        if not args.quiet:
+            rep = result.report
+            summary = (
+                f"{path.name} -> {out_dir / (stem + '.' + formats[0])}: {result.asset.mesh.n_faces} faces, "
+                f"{rep.total_seconds:.2f} s"
+            )
+            outer.write(summary, file=sys.stderr) if len(paths) > 1 else print(summary, file=sys.stderr)
+            for warning in rep.warnings:
+                print(f"warning: {path.name}: {warning}", file=sys.stderr)
+    outer.close()
+    return 1 if failed else 0
+
+
+def _say_error(bar: object, message: object) -> None:
+    text = " ".join(str(message).split())  # always a single line
+    print(f"error: {text}", file=sys.stderr)
+
+
+def _preview_png(asset: object) -> bytes:
+    from .eval.render import contact_sheet
+    from .export._png import encode_png
+
+    return encode_png(contact_sheet(asset, size=256))  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``meshforge`` console script."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args))
+    except MeshforgeError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

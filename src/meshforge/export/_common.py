@@ -1,0 +1,238 @@
+"""Helpers shared by the exporters: input checks, colour transfer functions, sampling, normals."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from meshforge.errors import InputError
+from meshforge.types import Asset, Material, Textures
+
+ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB transfer function, encoded → linear (IEC 61966-2-1; the formula quoted in glTF 2.0 §3.9.2).
+
+    Args:
+        c: any shape, float values in [0, 1] (clipped first).
+
+    Returns:
+        float32 array of the same shape, linear values in [0, 1].
+    """
+    c = np.clip(np.asarray(c, dtype=np.float64), 0.0, 1.0)
+    out = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return out.astype(np.float32)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    """sRGB transfer function, linear → encoded (IEC 61966-2-1), the inverse of :func:`srgb_to_linear`.
+
+    Args:
+        c: any shape, float values in [0, 1] (clipped first).
+
+    Returns:
+        float32 array of the same shape, sRGB-encoded values in [0, 1].
+    """
+    c = np.clip(np.asarray(c, dtype=np.float64), 0.0, 1.0)
+    out = np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1.0 / 2.4) - 0.055)
+    return out.astype(np.float32)
+
+
+def safe_stem(name: str, default: str = "asset") -> str:
+    """A file-name-safe stem from an asset name: letters, digits, ``-``, ``_`` and ``.``; others become ``_``."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._")
+    return stem or default
+
+
+def check_material(material: Material) -> None:
+    """Raise :class:`InputError` when a material factor is outside the range glTF 2.0 §5.19–5.22 allows."""
+    bcf = tuple(material.base_color_factor)
+    if len(bcf) != 4 or not all(math.isfinite(float(x)) and 0.0 <= float(x) <= 1.0 for x in bcf):
+        raise InputError(f"material.base_color_factor must be 4 values in [0, 1], got {bcf}")
+    for name in ("metallic_factor", "roughness_factor"):
+        value = float(getattr(material, name))
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise InputError(f"material.{name} must be in [0, 1], got {value}")
+    if material.alpha_mode not in ALPHA_MODES:
+        raise InputError(f"material.alpha_mode must be one of {', '.join(ALPHA_MODES)}, got {material.alpha_mode!r}")
+    cutoff = float(material.alpha_cutoff)
+    if not (math.isfinite(cutoff) and cutoff >= 0.0):
+        raise InputError(f"material.alpha_cutoff must be a finite value >= 0, got {cutoff}")
+
+
+def _check_texture(name: str, arr: np.ndarray | None, channels: tuple[int, ...]) -> None:
+    if arr is None:
+        return
+    ok_shape = (arr.ndim == 2 and 1 in channels) or (arr.ndim == 3 and arr.shape[2] in channels)
+    if arr.dtype != np.uint8 or not ok_shape or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"textures.{name} has shape {arr.shape} {arr.dtype}; expected uint8 with {channels} channels")
+
+
+def check_textures(textures: Textures) -> None:
+    """Raise :class:`InputError` when a texture map has the wrong dtype or channel count."""
+    _check_texture("base_color", textures.base_color, (4,))
+    _check_texture("metallic_roughness", textures.metallic_roughness, (3,))
+    _check_texture("normal", textures.normal, (3,))
+    _check_texture("occlusion", textures.occlusion, (1,))
+
+
+def check_asset(asset: Asset) -> None:
+    """Check what every exporter relies on, raising :class:`InputError` with the reason.
+
+    Checks: at least one vertex and one face; finite positions; face indices in ``[0, V)``; finite
+    normals / UVs / colours; textures need UVs; material factors in range; texture dtypes/shapes.
+    """
+    mesh = asset.mesh
+    if mesh.n_vertices == 0 or mesh.n_faces == 0:
+        raise InputError(
+            f"asset {asset.name!r}: cannot export an empty mesh ({mesh.n_vertices} vertices, {mesh.n_faces} faces)"
+        )
+    if not np.all(np.isfinite(mesh.vertices)):
+        raise InputError(f"asset {asset.name!r}: mesh.vertices contain NaN or infinite values")
+    fmin, fmax = int(mesh.faces.min()), int(mesh.faces.max())
+    if fmin < 0 or fmax >= mesh.n_vertices:
+        raise InputError(
+            f"asset {asset.name!r}: face indices must be in [0, {mesh.n_vertices}), got range [{fmin}, {fmax}]"
+        )
+    for name in ("normals", "uv", "colors"):
+        arr = getattr(mesh, name)
+        if arr is not None and not np.all(np.isfinite(arr)):
+            raise InputError(f"asset {asset.name!r}: mesh.{name} contain NaN or infinite values")
+    if asset.textures is not None:
+        if mesh.uv is None:
+            raise InputError(f"asset {asset.name!r}: has textures but the mesh has no UVs")
+        check_textures(asset.textures)
+    check_material(asset.material)
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalised face normals (cross products, length = 2 × area) and their unit versions.
+
+    Args:
+        vertices: ``[V, 3]`` float positions.
+        faces: ``[F, 3]`` int indices, counter-clockwise seen from outside.
+
+    Returns:
+        ``(cross, unit)``: ``[F, 3]`` float64 each; ``unit`` rows are zero for degenerate faces.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    tri = v[np.asarray(faces)]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(cross, axis=1, keepdims=True)
+    unit = np.divide(cross, length, out=np.zeros_like(cross), where=length > 0)
+    return cross, unit
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (``[V, 3]`` float64); vertices on no face get ``(0, 0, 0)``."""
+    cross, _ = face_normals(vertices, faces)
+    acc = np.zeros((len(vertices), 3), dtype=np.float64)
+    for k in range(3):
+        np.add.at(acc, faces[:, k], cross)
+    length = np.linalg.norm(acc, axis=1, keepdims=True)
+    return np.divide(acc, length, out=np.zeros_like(acc), where=length > 0)
+
+
+def unit_normals(normals: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Normalise vertex normals defensively (glTF 2.0 §3.7.2.1 requires unit NORMAL vectors).
+
+    Zero-length or non-finite rows are replaced by the area-weighted normal from the faces, and, where
+    that is zero too (isolated or degenerate vertices), by ``+Z``.
+
+    Returns:
+        ``[V, 3]`` float32 unit vectors.
+    """
+    n = np.asarray(normals, dtype=np.float64)
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    good = np.isfinite(length[:, 0]) & (length[:, 0] > 1e-12)
+    out = np.zeros_like(n)
+    out[good] = n[good] / length[good]
+    if not np.all(good):
+        fallback = vertex_normals(vertices, faces)
+        out[~good] = fallback[~good]
+        still = np.linalg.norm(out, axis=1) < 0.5
+        out[still] = (0.0, 0.0, 1.0)
+    # Re-normalise in float32 so the stored values are unit to float32 precision.
+    out32 = out.astype(np.float32)
+    out32 /= np.linalg.norm(out32, axis=1, keepdims=True)
+    return out32
+
+
+def sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinearly sample an image at glTF UVs with clamp-to-edge wrapping.
+
+    The UV convention is glTF's (types.Mesh): ``(0, 0)`` is the top-left corner of the image, v points
+    down; texel ``(row i, column j)`` has its centre at ``((j + 0.5) / W, (i + 0.5) / H)``.
+
+    Args:
+        image: ``[H, W, C]`` (or ``[H, W]``) array, any numeric dtype.
+        uv: ``[N, 2]`` float texture coordinates.
+
+    Returns:
+        ``[N, C]`` (or ``[N]``) float64 interpolated values in the image's units.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    h, w = img.shape[:2]
+    x = np.clip(np.asarray(uv[:, 0], dtype=np.float64) * w - 0.5, 0.0, w - 1)
+    y = np.clip(np.asarray(uv[:, 1], dtype=np.float64) * h - 0.5, 0.0, h - 1)
+    x0 = np.floor(x).astype(np.int64)
+    y0 = np.floor(y).astype(np.int64)
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    fx = x - x0
+    fy = y - y0
+    if img.ndim == 3:
+        fx = fx[:, None]
+        fy = fy[:, None]
+    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
+    bottom = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
+    return np.asarray(top * (1 - fy) + bottom * fy)
+
+
+def vertex_colors_srgb(asset: Asset) -> np.ndarray:
+    """Per-vertex sRGB-encoded RGBA colours for formats that only carry vertex colours (PLY).
+
+    The source is, in order: the base-colour texture sampled bilinearly at each vertex's UV; the mesh's
+    vertex colours; or a uniform white. The material's ``base_color_factor`` (linear, glTF 2.0 §3.9.2)
+    then multiplies the colour in linear space (alpha directly).
+
+    Returns:
+        ``[V, 4]`` uint8 sRGB RGBA (straight alpha).
+    """
+    mesh = asset.mesh
+    if asset.textures is not None and mesh.uv is not None:
+        rgba = sample_bilinear(asset.textures.base_color, mesh.uv) / 255.0
+    elif mesh.colors is not None:
+        rgba = np.clip(mesh.colors.astype(np.float64), 0.0, 1.0)
+    else:
+        rgba = np.ones((mesh.n_vertices, 4), dtype=np.float64)
+    factor = np.asarray(asset.material.base_color_factor, dtype=np.float64)
+    if np.any(factor != 1.0):
+        rgb = linear_to_srgb(srgb_to_linear(rgba[:, :3]) * factor[:3]).astype(np.float64)
+        rgba = np.concatenate([rgb, rgba[:, 3:4] * factor[3]], axis=1)
+    return np.asarray(np.clip(np.rint(rgba * 255.0), 0, 255).astype(np.uint8))
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples and paths into plain JSON values (recursively).
+
+    Non-finite floats become ``None`` (JSON has no NaN/Infinity, RFC 8259 §6); keys become strings;
+    anything else unknown becomes its ``str()``.
+    """
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)

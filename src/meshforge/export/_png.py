@@ -1,0 +1,50 @@
+"""PNG encoding shared by every exporter (one place, so all formats write identical texture bytes)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image as PILImage
+
+from meshforge.errors import InputError
+
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def encode_png(pixels: np.ndarray, *, compress_level: int = 3, drop_opaque_alpha: bool = False) -> bytes:
+    """Encode an 8-bit picture as PNG bytes with Pillow.
+
+    Follows the PNG specification (ISO/IEC 15948, W3C PNG 2nd ed.): 8 bits per channel, colour type 0
+    (greyscale), 2 (RGB) or 6 (RGBA), no interlacing, no gamma/ICC chunks (glTF 2.0 §3.8.3 says
+    those must be ignored by clients anyway). The row order is the array's: row 0 is the top of the
+    image, which is where glTF's UV origin (0, 0) points.
+
+    Args:
+        pixels: ``[H, W]`` (greyscale), ``[H, W, 1]``, ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA) uint8.
+        compress_level: zlib level 0–9 (Pillow's ``compress_level``); 3 is a good speed/size balance.
+        drop_opaque_alpha: write RGB instead of RGBA when every alpha value is 255.
+
+    Returns:
+        The PNG file as bytes.
+
+    Raises:
+        InputError: wrong dtype or shape, an empty picture, or a compress level outside 0–9.
+    """
+    if not 0 <= int(compress_level) <= 9:
+        raise InputError(f"png compress level must be in 0..9, got {compress_level}")
+    arr = np.asarray(pixels)
+    if arr.dtype != np.uint8:
+        raise InputError(f"PNG pixels must be uint8, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    channels = 1 if arr.ndim == 2 else (arr.shape[2] if arr.ndim == 3 else 0)
+    if channels not in _MODES or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"PNG pixels must be [H, W], [H, W, 3] or [H, W, 4] with H, W > 0, got {arr.shape}")
+    if channels == 4 and drop_opaque_alpha and bool(np.all(arr[..., 3] == 255)):
+        arr = arr[..., :3]
+        channels = 3
+    image = PILImage.fromarray(np.ascontiguousarray(arr))  # mode inferred from the uint8 shape: L / RGB / RGBA
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=int(compress_level))
+    return buf.getvalue()
