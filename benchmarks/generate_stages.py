@@ -90,7 +90,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "config": {"resolution": 256, "faces": 20000, "texture_size": 1024, "backend": "inflate"},
-        "command": "python benchmarks/generate_stages.py --repeat %d" % args.repeat,
+        "command": f"python benchmarks/generate_stages.py --repeat {args.repeat}",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "generate_stages.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

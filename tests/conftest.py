@@ -33,3 +33,16 @@ def shared_assets() -> Path:
     if not path.is_dir():
         pytest.fail(f"shared test assets not found at {path} (set MESHFORGE_SHARED)")
     return path
+
+
+@pytest.fixture(scope="session")
+def validate():
+    """The glTF validator entry point; fails (not skips) when the Node validator is not installed."""
+    from meshforge.errors import MissingDependency
+    from meshforge.eval.validate import find_validator, validate_gltf
+
+    try:
+        find_validator()
+    except MissingDependency as exc:
+        pytest.fail(str(exc))
+    return validate_gltf

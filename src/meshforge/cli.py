@@ -155,7 +155,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             stem, n = f"{path.stem}-{n}", n + 1
         used_stems.add(stem)
         inner = tqdm(
-            total=len(STAGES), desc=path.name, unit="stage", leave=False, file=sys.stderr,
+            total=len(STAGES),
+            desc=path.name,
+            unit="stage",
+            leave=False,
+            file=sys.stderr,
             disable=not show_bar or len(paths) > 1,
         )
 

@@ -201,7 +201,10 @@ class PipelineConfig:
                 f"background engine must be grabcut or rembg, got {self.preprocess.engine!r}",
             ),
             (self.unwrap.padding >= 0, f"padding must be >= 0, got {self.unwrap.padding}"),
-            (self.unwrap.engine in ("xatlas", "faces"), f"unwrap engine must be xatlas or faces, got {self.unwrap.engine!r}"),
+            (
+                self.unwrap.engine in ("xatlas", "faces"),
+                f"unwrap engine must be xatlas or faces, got {self.unwrap.engine!r}",
+            ),
             (self.input.max_pixels > 0, "max_pixels must be positive"),
         ]
         for ok, message in checks:

@@ -32,7 +32,7 @@ from .mesh.decimate import decimate
 from .mesh.topology import topology
 from .mesh.uv import unwrap, vertex_normals
 from .preprocess import prepare
-from .types import Asset, Image, Material, Mesh, Report
+from .types import Asset, Image, Material, Report
 
 #: the stages of :func:`run`, in order (for progress reporting)
 STAGES: tuple[str, ...] = ("prepare", "reconstruct", "extract", "clean", "decimate", "unwrap", "bake")
@@ -107,8 +107,8 @@ def run(
         c.update(resolution=cfg.extract.resolution, vertices=dense.n_vertices, faces=dense.n_faces)
     step(3)
     with _profiling.stage(report, "clean") as c:
-        cleaned, counts = clean(dense, cfg.clean)
-        c.update(faces_in=dense.n_faces, faces=cleaned.n_faces, vertices=cleaned.n_vertices, **counts)
+        cleaned, clean_counts = clean(dense, cfg.clean)
+        c.update(faces_in=dense.n_faces, faces=cleaned.n_faces, vertices=cleaned.n_vertices, **clean_counts)
     step(4)
     with _profiling.stage(report, "decimate") as c:
         low, counts = decimate(cleaned, cfg.decimate)

@@ -76,7 +76,7 @@ def test_isosurface_silhouette_matches_the_mask():
 
 
 def test_registry_resolves_auto_to_inflate_and_rejects_unknown_names():
-    name, note = resolve_name("auto")
+    name, _ = resolve_name("auto")
     assert name == "inflate"
     assert isinstance(load_backend("inflate"), InflateBackend)
     with pytest.raises(BackendError, match="unknown backend 'nope'"):

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from meshforge.errors import MissingDependency
 from meshforge.types import Asset, Material, Mesh, Textures
 
 TEX = 32  # texture size (pixels)
@@ -160,18 +159,6 @@ def color_alpha_asset() -> Asset:
         material=Material(name="vc", metallic_factor=0.0, roughness_factor=0.6, alpha_mode="BLEND"),
         name="translucent sphere",
     )
-
-
-@pytest.fixture(scope="session")
-def validate():
-    """The glTF validator entry point; fails (not skips) when the Node validator is not installed."""
-    from meshforge.eval.validate import find_validator, validate_gltf
-
-    try:
-        find_validator()
-    except MissingDependency as exc:
-        pytest.fail(str(exc))
-    return validate_gltf
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -31,7 +31,9 @@ def unwrapped(low_sphere):
 
 def uv_overlap_ratio(mesh, res=2048):
     t = mesh.uv[mesh.faces].astype(np.float64) * res
-    area = 0.5 * np.abs((t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1]))
+    area = 0.5 * np.abs(
+        (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1])
+    )
     covered = rasterize(t, res, res).covered.sum()
     return covered / area.sum()
 

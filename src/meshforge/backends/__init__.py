@@ -62,7 +62,7 @@ def resolve_name(name: str, weights: str | None = None) -> tuple[str, str | None
     if name != "auto":
         backend_class(name)
         return name, None
-    skipped = []
+    skipped: list[str] = []
     for candidate in AUTO_ORDER:
         cls = backend_class(candidate)
         present = getattr(cls, "weights_present", None)

@@ -63,7 +63,7 @@ def silhouette(mesh: Mesh, camera: Camera, size: int) -> np.ndarray:
     Returns:
         ``[size, size]`` bool, True where some triangle covers the pixel centre.
     """
-    xy, depth = project(mesh.vertices, size, camera)
+    xy, _ = project(mesh.vertices, size, camera)
     return rasterize(xy[mesh.faces], size, size).covered
 
 

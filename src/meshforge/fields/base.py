@@ -54,7 +54,7 @@ def grid_axes(field: Field, resolution: int) -> tuple[np.ndarray, np.ndarray, np
     lo = np.asarray(field.bbox_min, dtype=np.float64)
     hi = np.asarray(field.bbox_max, dtype=np.float64)
     t = np.linspace(0.0, 1.0, resolution)
-    return tuple((lo[a] + (hi[a] - lo[a]) * t).astype(np.float32) for a in range(3))  # type: ignore[return-value]
+    return tuple((lo[a] + (hi[a] - lo[a]) * t).astype(np.float32) for a in range(3))
 
 
 def sample_grid(field: Field, resolution: int, chunk_points: int = 1 << 20) -> np.ndarray:

@@ -158,6 +158,8 @@ def _consistent_flips(e: np.ndarray, face_of: np.ndarray, nf: int, nv: int) -> n
         visited[order] = True
         # flip[node] = XOR of "must differ" along the tree path to the root, by pointer jumping
         nodes = order[1:]
+        if nodes.size == 0:
+            continue
         acc = np.zeros(nf, dtype=bool)
         ptr = np.arange(nf)
         acc[nodes] = np.asarray(graph[nodes, pred[nodes]]).ravel() == 2

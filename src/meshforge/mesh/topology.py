@@ -55,7 +55,9 @@ class TopologyReport:
         return d
 
 
-def topology(vertices: np.ndarray, faces: np.ndarray, *, weld_positions: bool = False, area_eps: float = 0.0) -> TopologyReport:
+def topology(
+    vertices: np.ndarray, faces: np.ndarray, *, weld_positions: bool = False, area_eps: float = 0.0
+) -> TopologyReport:
     """Count boundary, non-manifold and inconsistently wound edges, degenerate faces and components.
 
     Args:

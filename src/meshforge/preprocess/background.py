@@ -1,0 +1,416 @@
+"""Background removal: the policy (:func:`needs_removal`) and the engines (:func:`remove_background`).
+
+Engines:
+
+* ``grabcut`` (default, no downloaded weights): a colour model of the picture's border seeds a trimap
+  that OpenCV's GrabCut refines (Rother, Kolmogorov & Blake, "GrabCut: interactive foreground
+  extraction using iterated graph cuts", SIGGRAPH 2004; implementation ``cv2.grabCut``).
+* ``rembg`` (optional package): a salient-object network run by rembg, restricted to models whose
+  weights are published under a licence that permits commercial use (:data:`REMBG_MODELS`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..config import PreprocessConfig
+from ..errors import InputError, StageError, require
+from ..types import Image
+
+__all__ = ["REMBG_MODELS", "REMBG_REFUSED", "needs_removal", "remove_background"]
+
+#: rembg models accepted by the ``rembg`` engine, with the licence their authors publish the weights under.
+#: (Caveat for legal review: the training sets - DUTS for U²-Net, DIS5K among others for BiRefNet - carry
+#: their own terms, which the model authors do not re-license.)
+REMBG_MODELS: dict[str, str] = {
+    "u2net": "Apache-2.0 (xuebinqin/U-2-Net; the author states the released weights follow the repo licence)",
+    "u2netp": "Apache-2.0 (xuebinqin/U-2-Net)",
+    "u2net_human_seg": "Apache-2.0 (xuebinqin/U-2-Net)",
+    "birefnet-general": "MIT (ZhengPeng7/BiRefNet; the author states code and weights are MIT)",
+    "birefnet-general-lite": "MIT (ZhengPeng7/BiRefNet)",
+    "birefnet-massive": "MIT (ZhengPeng7/BiRefNet)",
+    "birefnet-dis": "MIT (ZhengPeng7/BiRefNet)",
+    "birefnet-hrsod": "MIT (ZhengPeng7/BiRefNet)",
+    "birefnet-cod": "MIT (ZhengPeng7/BiRefNet)",
+    "birefnet-portrait": "MIT (ZhengPeng7/BiRefNet)",
+}
+
+#: rembg models refused on purpose, with the reason given to the user.
+REMBG_REFUSED: dict[str, str] = {
+    "bria-rmbg": "BRIA RMBG weights are licensed CC BY-NC 4.0 / commercial use needs an agreement with BRIA",
+    "isnet-general-use": "the DIS repository licenses only its code and metric (Apache-2.0), not the weights",
+    "isnet-anime": "an anime-character model whose weight licence was not verified",
+    "silueta": "a third-party re-export of U²-Net published without a licence statement",
+    "u2net_cloth_seg": "a clothing parser that returns several masks, not an object mask",
+    "sam": "Segment Anything needs prompt points; it is not an automatic background remover",
+    "u2net_custom": "custom weights cannot be licence-checked",
+    "dis_custom": "custom weights cannot be licence-checked",
+    "ben_custom": "custom weights cannot be licence-checked",
+}
+
+#: Longest side of the working copy the GrabCut engine segments.
+WORK_SIZE = 512
+#: Border strip (fraction of the longest side, at least 2 px) whose colours model the background.
+_BORDER_FRACTION = 0.02
+#: Colour clusters covering less than this fraction of the border are ignored (likely the object).
+_MIN_CLUSTER_WEIGHT = 0.03
+#: ... and so are clusters that cover this fraction of fewer than two of the four sides.
+_MIN_SIDE_SHARE = 0.05
+#: A pixel is "close" to the border model below this normalised distance (units of a cluster's spread).
+_CLOSE = 0.6
+#: Border pixels closer than this to a kept cluster are definite background.
+_BORDER_SURE = 1.5
+#: Border pixels farther than this from every kept cluster start as probable foreground (object parts
+#: cut by the frame); those in between start as probable background.
+_BORDER_FAR = 3.0
+#: Mask coverage at or above which removal is considered to have found no background.
+_FULL_FRAME = 0.97
+#: Std-dev (full-resolution pixels) of the Gaussian feather applied to the mask edge.
+_FEATHER_SIGMA = 1.0
+
+
+def needs_removal(image: Image, cfg: PreprocessConfig) -> bool:
+    """Decide whether the background of ``image`` must be removed under ``cfg.background``.
+
+    * ``"auto"``: remove unless the image carries a meaningful alpha channel (``image.has_alpha``).
+    * ``"keep"``: never remove; an image without alpha is then the object edge to edge.
+    * ``"remove"``: always remove, ignoring any alpha the image has.
+
+    Args:
+        image: the decoded picture.
+        cfg: preprocessing options; only ``background`` is read.
+
+    Returns:
+        True when :func:`remove_background` should run.
+
+    Raises:
+        InputError: ``cfg.background`` is not one of ``auto``, ``keep``, ``remove``.
+    """
+    policy = cfg.background
+    if policy == "auto":
+        return not image.has_alpha
+    if policy == "keep":
+        return False
+    if policy == "remove":
+        return True
+    raise InputError(f"background must be auto, keep or remove, got {policy!r}")
+
+
+def remove_background(image: Image, cfg: PreprocessConfig) -> Image:
+    """Segment the object and return the image with its alpha replaced by the object mask.
+
+    The colour channels are left untouched; any alpha the input had is ignored. The ``grabcut`` engine
+    works on a copy whose longest side is :data:`WORK_SIZE` pixels:
+
+    1. The colours of the four border strips (2 % of the longest side) are clustered (k-means in CIE
+       L*a*b*, OpenCV ``cv2.kmeans``, k = 6). Clusters covering under 3 % of the border, or found along
+       only one side, are dropped as probable object parts running out of the frame. Each pixel gets its
+       distance to the nearest kept cluster centre in units of that cluster's spread (90th-percentile
+       member distance, at least 3 L*a*b* units).
+    2. Trimap: border pixels within 1.5 spreads are definite background, those within 3 probable
+       background, the rest probable foreground; interior pixels within 0.6 spreads *and connected to the
+       border through such pixels* are probable background; everything else is probable foreground.
+    3. GrabCut (Rother et al. 2004, ``cv2.grabCut`` with ``GC_INIT_WITH_MASK``, 5 iterations) refines
+       the labels with colour GMMs and a contrast-sensitive graph cut.
+    4. Components smaller than 10 % of the largest are dropped and holes smaller than 0.5 % of the
+       object's area are filled (larger holes, like a handle's loop, are kept).
+    5. The mask is upscaled bilinearly to the full size, smoothed, thresholded at 0.5 and feathered with
+       a Gaussian of σ = 1 px.
+    6. In a band about one working-pixel wide around the edge, alpha is re-estimated from colour: the
+       projection of each pixel's colour on the line between the local object and background colours
+       (the compositing equation C = αF + (1 - α)B of Porter & Duff 1984, as used by Chuang et al. 2001
+       for Bayesian matting, here without priors), where those colours differ enough. This drops the
+       halo/shadow fringe a low-resolution mask leaves around the object.
+
+    The ``rembg`` engine runs ``rembg.remove(..., only_mask=True)`` with ``cfg.rembg_model``, which
+    must be one of :data:`REMBG_MODELS`.
+
+    Args:
+        image: ``rgba`` ``[H, W, 4]`` uint8; only the RGB channels are read.
+        cfg: ``engine``, ``rembg_model`` and ``min_object_fraction`` are read.
+
+    Returns:
+        A new :class:`Image` with the same RGB, alpha = the soft object mask (uint8, 255 inside),
+        ``has_alpha=True`` and ``meta["background"]`` = ``{"engine", "model" (rembg only), "coverage"
+        (fraction of pixels with alpha > 127), "seconds", "work_size" ([w, h], grabcut only)}``.
+
+    Raises:
+        InputError: unknown engine; the rembg model is missing, unknown or refused for its licence;
+            the picture is too small; no object was found (mask empty or covering less than
+            ``cfg.min_object_fraction`` of the picture); or the mask covers essentially the whole frame
+            (at least 97 %), i.e. no background could be told apart.
+        MissingDependency: the ``rembg`` engine was chosen but the package is not installed.
+        StageError: rembg could not load its model (e.g. no network for the first download) or failed.
+    """
+    start = time.perf_counter()
+    info: dict[str, Any] = {"engine": cfg.engine}
+    if cfg.engine == "grabcut":
+        alpha, work_size = _grabcut_alpha(image)
+        info["work_size"] = list(work_size)
+    elif cfg.engine == "rembg":
+        model = _check_rembg_model(cfg.rembg_model, image.name)
+        info["model"] = model
+        alpha = _rembg_alpha(image, model)
+    else:
+        raise InputError(f"background engine must be grabcut or rembg, got {cfg.engine!r}")
+
+    coverage = float(np.count_nonzero(alpha > 127)) / alpha.size
+    if coverage == 0.0 or coverage < cfg.min_object_fraction:
+        raise InputError(
+            f"{image.name}: background removal found no object (mask covers {coverage:.3%} of the picture, "
+            f"less than min_object_fraction {cfg.min_object_fraction:.3%})"
+        )
+    if coverage >= _FULL_FRAME:
+        raise InputError(
+            f"{image.name}: background removal could not separate an object from the background (mask covers "
+            f"{coverage:.1%} of the picture); crop the object with some background around it or supply alpha"
+        )
+    info["coverage"] = round(coverage, 5)
+    info["seconds"] = round(time.perf_counter() - start, 4)
+
+    rgba = image.rgba.copy()
+    rgba[..., 3] = alpha
+    meta = dict(image.meta)
+    meta["background"] = info
+    return image.replace(rgba=rgba, has_alpha=True, meta=meta)
+
+
+# -- grabcut -----------------------------------------------------------------------------------------
+
+
+def _grabcut_alpha(image: Image) -> tuple[np.ndarray, tuple[int, int]]:
+    """Return the full-size ``[H, W]`` uint8 soft mask and the working size ``(w, h)``."""
+    rgb = np.ascontiguousarray(image.rgba[..., :3])
+    height, width = rgb.shape[:2]
+    if min(height, width) < 16:
+        raise InputError(
+            f"{image.name}: {width}x{height} is too small for background removal (needs at least 16 px a side)"
+        )
+    scale = min(1.0, WORK_SIZE / max(height, width))
+    if scale < 1.0:
+        size = (max(16, round(width * scale)), max(16, round(height * scale)))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    else:
+        small = rgb.copy()
+    h, w = small.shape[:2]
+
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    band = max(2, round(_BORDER_FRACTION * max(h, w)))
+    border = np.zeros((h, w), dtype=bool)
+    border[:band] = border[-band:] = True
+    border[:, :band] = border[:, -band:] = True
+    centres, spreads = _border_model(lab, band)
+    dist = _model_distance(cv2.GaussianBlur(lab, (0, 0), 1.0), centres, spreads)
+
+    close = dist < _CLOSE
+    labels, _ = ndi.label(close)
+    touching = np.unique(labels[border & close])
+    connected = np.isin(labels, touching[touching > 0])
+
+    trimap = np.full((h, w), cv2.GC_PR_FGD, dtype=np.uint8)
+    trimap[connected] = cv2.GC_PR_BGD
+    trimap[border & (dist < _BORDER_FAR)] = cv2.GC_PR_BGD
+    trimap[border & (dist < _BORDER_SURE)] = cv2.GC_BGD
+    n_fg = int(np.count_nonzero(trimap == cv2.GC_PR_FGD))
+    if n_fg < 64:
+        raise InputError(
+            f"{image.name}: background removal found no object (the picture looks like its border colours everywhere)"
+        )
+
+    bgd_model = np.zeros((1, 65), np.float64)
+    fgd_model = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut seeds its GMMs with k-means on OpenCV's global RNG: keep runs repeatable
+    try:
+        bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+        # the rectangle is ignored with GC_INIT_WITH_MASK
+        cv2.grabCut(bgr, trimap, (0, 0, w, h), bgd_model, fgd_model, 5, cv2.GC_INIT_WITH_MASK)
+    except cv2.error as exc:
+        message = " ".join(str(exc).split())[-160:]
+        raise InputError(f"{image.name}: background removal failed (OpenCV GrabCut: {message})") from None
+    mask = (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
+    mask = _clean_mask(mask)
+
+    soft: np.ndarray = mask.astype(np.float32)
+    if (h, w) != (height, width):
+        soft = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
+        # smooth the staircase of the upscaled mask before re-thresholding
+        soft = cv2.GaussianBlur(soft, (0, 0), 0.5 / scale)
+    hard = soft >= 0.5
+    feathered = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), _FEATHER_SIGMA)
+    radius = max(2, math.ceil(1.0 / scale) + 1)
+    refined = _refine_edge(rgb, hard, feathered, radius)
+    alpha = np.clip(np.rint(refined * 255.0), 0, 255).astype(np.uint8)
+    return alpha, (w, h)
+
+
+def _refine_edge(rgb: np.ndarray, hard: np.ndarray, feathered: np.ndarray, radius: int) -> np.ndarray:
+    """Re-estimate alpha in a band of ``radius`` px around the mask edge from local colours.
+
+    For each band pixel C, F is the mean colour of the nearby sure-object pixels and B that of the nearby
+    sure-background pixels (Gaussian-weighted normalised convolution); alpha is the projection of C on
+    the line from B to F, ``((C - B)·(F - B)) / |F - B|²`` (the linear compositing model of alpha
+    matting, Porter & Duff 1984 / Chuang et al. 2001, without their priors). Where F and B are too alike
+    for the projection to mean anything, the feathered mask is kept. Returns ``[H, W]`` float32 in [0, 1].
+    """
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    hard8 = hard.astype(np.uint8)
+    inner8 = cv2.erode(hard8, kernel)
+    outer8 = 1 - cv2.dilate(hard8, kernel)
+    band = (inner8 == 0) & (outer8 == 0)
+    ys, xs = np.nonzero(band)
+    if len(ys) == 0:
+        return feathered
+    sigma = 1.5 * radius
+    # work in the band's bounding box plus the blur's reach, at a resolution reduced by `step` (the local
+    # means are smooth at the scale of sigma, so a coarser grid loses nothing)
+    reach = int(3 * sigma) + 2
+    y0, y1 = max(0, int(ys.min()) - reach), min(hard.shape[0], int(ys.max()) + reach + 1)
+    x0, x1 = max(0, int(xs.min()) - reach), min(hard.shape[1], int(xs.max()) + reach + 1)
+    step = max(1, radius // 2)
+    colour = rgb[y0:y1, x0:x1].astype(np.float32)
+    box_h, box_w = colour.shape[:2]
+    small_size = (max(1, box_w // step), max(1, box_h // step))
+
+    def local_mean(weight8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        weight: np.ndarray = weight8[y0:y1, x0:x1].astype(np.float32)
+        total: np.ndarray = colour * weight[..., None]
+        if step > 1:
+            weight = cv2.resize(weight, small_size, interpolation=cv2.INTER_AREA)
+            total = cv2.resize(total, small_size, interpolation=cv2.INTER_AREA)
+        wsum: np.ndarray = cv2.GaussianBlur(weight, (0, 0), sigma / step)
+        mean: np.ndarray = cv2.GaussianBlur(total, (0, 0), sigma / step) / np.maximum(wsum, 1e-6)[..., None]
+        if step > 1:
+            wsum = cv2.resize(wsum, (box_w, box_h), interpolation=cv2.INTER_LINEAR)
+            mean = cv2.resize(mean, (box_w, box_h), interpolation=cv2.INTER_LINEAR)
+        return mean, wsum
+
+    fg, fg_w = local_mean(inner8)
+    bg, bg_w = local_mean(outer8)
+    by, bx = ys - y0, xs - x0
+    c, f, b = colour[by, bx], fg[by, bx], bg[by, bx]
+    fb = f - b
+    norm2 = np.einsum("ij,ij->i", fb, fb)
+    est = np.clip(np.einsum("ij,ij->i", c - b, fb) / np.maximum(norm2, 1e-6), 0.0, 1.0)
+    # trust the projection when F and B differ clearly and both were actually seen nearby
+    trust = np.clip((np.sqrt(norm2) - 20.0) / 40.0, 0.0, 1.0)
+    trust *= (fg_w[by, bx] > 0.05) & (bg_w[by, bx] > 0.05)
+    out = feathered.copy()
+    out[ys, xs] = trust * est + (1.0 - trust) * feathered[ys, xs]
+    return out
+
+
+def _border_model(lab: np.ndarray, band: int, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster the colours of the four border strips of ``lab`` (``[h, w, 3]`` L*a*b*).
+
+    Returns the centres ``[K, 3]`` and spreads ``[K]`` of the clusters taken as background: those
+    covering at least 3 % of the border *and* at least 5 % of two or more sides. A colour found along one
+    side only is most likely the object running out of the frame (say, its base cut by the bottom edge).
+    """
+    sides = [lab[:band], lab[-band:], lab[:, :band], lab[:, -band:]]
+    pixels = np.concatenate([s.reshape(-1, 3) for s in sides]).astype(np.float32)
+    side_id = np.concatenate([np.full(s.shape[0] * s.shape[1], i) for i, s in enumerate(sides)])
+    if len(pixels) > 20000:
+        pick = np.linspace(0, len(pixels) - 1, 20000).astype(np.int64)
+        pixels, side_id = pixels[pick], side_id[pick]
+    k = max(1, min(k, len(np.unique(pixels.round(), axis=0))))
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    cv2.setRNGSeed(0)
+    best_labels = np.zeros((len(pixels), 1), np.int32)
+    _, assign, centres = cv2.kmeans(pixels, k, best_labels, criteria, 3, cv2.KMEANS_PP_CENTERS)
+    assign = assign.ravel()
+    side_sizes = np.bincount(side_id, minlength=4).astype(np.float64)
+
+    def stats(i: int) -> tuple[float, int, float]:
+        members = assign == i
+        weight = float(np.count_nonzero(members)) / len(pixels)
+        shares = np.bincount(side_id[members], minlength=4) / np.maximum(side_sizes, 1.0)
+        d = np.linalg.norm(pixels[members] - centres[i], axis=1)
+        spread = max(float(np.percentile(d, 90)) if len(d) else 0.0, 3.0)
+        return weight, int(np.count_nonzero(shares >= _MIN_SIDE_SHARE)), spread
+
+    table = [stats(i) for i in range(k)]
+    keep = [i for i, (weight, n_sides, _) in enumerate(table) if weight >= _MIN_CLUSTER_WEIGHT and n_sides >= 2]
+    if not keep:  # no colour surrounds the object: fall back to the substantial clusters, then to all
+        keep = [i for i, (weight, _, _) in enumerate(table) if weight >= _MIN_CLUSTER_WEIGHT]
+    if not keep:
+        keep = [i for i, (weight, _, _) in enumerate(table) if weight > 0]
+    return centres[keep].astype(np.float32), np.asarray([table[i][2] for i in keep], np.float32)
+
+
+def _model_distance(lab: np.ndarray, centres: np.ndarray, spreads: np.ndarray) -> np.ndarray:
+    """Per-pixel distance to the nearest border cluster, in units of that cluster's spread."""
+    flat = lab.reshape(-1, 3)
+    best = np.full(flat.shape[0], np.inf, dtype=np.float32)
+    for centre, spread in zip(centres, spreads):
+        d = np.linalg.norm(flat - centre, axis=1) / spread
+        np.minimum(best, d, out=best)
+    return best.reshape(lab.shape[:2])
+
+
+def _clean_mask(mask: np.ndarray) -> np.ndarray:
+    """Keep substantial 8-connected components and fill small holes."""
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return mask
+    areas = np.bincount(labels.ravel())[1:]
+    keep = np.flatnonzero(areas >= 0.1 * areas.max()) + 1
+    mask = np.isin(labels, keep)
+    # holes: background components (4-connected) that do not touch the frame
+    holes, n_holes = ndi.label(~mask)
+    if n_holes:
+        frame_ids = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+        hole_areas = np.bincount(holes.ravel())
+        limit = max(16.0, 0.005 * float(np.count_nonzero(mask)))
+        small = np.flatnonzero(hole_areas <= limit)
+        small = small[(small > 0) & ~np.isin(small, frame_ids)]
+        if len(small):
+            mask = mask | np.isin(holes, small)
+    return mask
+
+
+# -- rembg -------------------------------------------------------------------------------------------
+
+
+def _check_rembg_model(model: str | None, name: str) -> str:
+    allowed = ", ".join(REMBG_MODELS)
+    if not model:
+        raise InputError(f"{name}: the rembg engine needs rembg_model to be set (one of: {allowed})")
+    if model in REMBG_REFUSED:
+        raise InputError(f"{name}: rembg model {model!r} is refused: {REMBG_REFUSED[model]}; use one of: {allowed}")
+    if model not in REMBG_MODELS:
+        raise InputError(
+            f"{name}: unknown rembg model {model!r}; only models whose licence permits commercial use are "
+            f"accepted: {allowed}"
+        )
+    return model
+
+
+@functools.lru_cache(maxsize=2)
+def _rembg_session(model: str) -> Any:
+    rembg: Any = require("rembg", "background removal with engine 'rembg'", extra="rembg")
+    return rembg.new_session(model)
+
+
+def _rembg_alpha(image: Image, model: str) -> np.ndarray:
+    rembg: Any = require("rembg", "background removal with engine 'rembg'", extra="rembg")
+    from PIL import Image as PILImage
+
+    pil = PILImage.fromarray(np.ascontiguousarray(image.rgba[..., :3]))
+    try:
+        session = _rembg_session(model)
+        out = rembg.remove(pil, session=session, only_mask=True)
+    except Exception as exc:  # model download or runtime errors; report them as one line
+        raise StageError(f"{image.name}: rembg ({model}) failed: {' '.join(str(exc).split())[:200]}") from None
+    mask: np.ndarray = np.asarray(out.convert("L") if hasattr(out, "convert") else out, dtype=np.uint8)
+    if mask.ndim == 3:
+        mask = mask[..., -1]
+    if mask.shape != (image.height, image.width):
+        mask = cv2.resize(mask, (image.width, image.height), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(mask)
