@@ -85,12 +85,20 @@ def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); give it the usual umask mode
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -101,6 +109,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .backends import load_backend, resolve_name
     from .config import PipelineConfig
     from .export import FORMATS, export_files
+    from .export._common import safe_stem
     from .pipeline import STAGES, generate
 
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
@@ -146,13 +155,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     failed = len(problems)
     used_stems: set[str] = set()
-    show_bar = not args.quiet
+    show_bar = not args.quiet and sys.stderr.isatty()  # no progress-bar debris in logs and pipes
     outer = tqdm(paths, desc="images", unit="img", disable=not show_bar or len(paths) < 2, file=sys.stderr)
     for path in outer:
-        stem = path.stem
+        base = safe_stem(path.stem)  # the name every output file of this input shares
+        stem = base
         n = 2
         while stem in used_stems:
-            stem, n = f"{path.stem}-{n}", n + 1
+            stem, n = f"{base}-{n}", n + 1
         used_stems.add(stem)
         inner = tqdm(
             total=len(STAGES),
@@ -182,7 +192,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 _write_atomic(out_dir / fname, data)
         except MeshforgeError as exc:
             failed += 1
-            _say_error(outer, exc)
+            _say_error(outer, _name_input(path, exc))
             continue
         except MemoryError:
             failed += 1
@@ -210,8 +220,23 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _say_error(bar: object, message: object) -> None:
+    from tqdm import tqdm
+
     text = " ".join(str(message).split())  # always a single line
-    print(f"error: {text}", file=sys.stderr)
+    tqdm.write(f"error: {text}", file=sys.stderr)  # on a line of its own, even while a bar is drawn
+
+
+def _name_input(path: Path, exc: BaseException) -> str:
+    """The error message led by the input's path (stages name the picture by its stem only)."""
+    text = " ".join(str(exc).split())
+    label = str(path)
+    if text.startswith(f"{label}:"):
+        return text
+    for prefix in (f"{path.name}:", f"{path.stem}:"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :].lstrip()
+            break
+    return f"{label}: {text}"
 
 
 def _preview_png(asset: object) -> bytes:
