@@ -81,10 +81,18 @@ def glb_faces(glb: bytes) -> int:
     return doc["accessors"][prim["indices"]]["count"] // 3
 
 
+def stderr_lines(err: str) -> list[str]:
+    """stderr lines without the one ``note:`` line that says ``auto`` chose the weightless backend."""
+    lines = err.splitlines()
+    notes = [line for line in lines if line.startswith("note: ")]
+    assert len(notes) <= 1 and all("weightless 'inflate'" in n for n in notes), notes
+    return [line for line in lines if not line.startswith("note: ")]
+
+
 def assert_one_error_line(err: str, *needles: str) -> str:
     """stderr holds exactly one line, ``error: ...``, containing every needle; return it."""
     assert "Traceback" not in err
-    lines = err.splitlines()  # also splits on "\r": progress-bar redraws would count as extra lines
+    lines = stderr_lines(err)  # also splits on "\r": progress-bar redraws would count as extra lines
     assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
     (line,) = lines
     assert line.startswith("error: "), line
@@ -124,7 +132,7 @@ def test_good_image_writes_valid_glb_and_report(capsys, tmp_path, shared_images,
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
 
     # one summary line naming the input, the output and the face count
-    (summary,) = err.splitlines()
+    (summary,) = stderr_lines(err)
     assert summary.startswith(f"{GOOD} -> ") and f"{stem}.glb" in summary and "faces" in summary
 
     glb = (out_dir / f"{stem}.glb").read_bytes()
@@ -330,7 +338,7 @@ def test_refusal_through_console_script_has_no_traceback(tmp_path, shared_images
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     assert proc.stdout == ""
-    lines = proc.stderr.splitlines()
+    lines = stderr_lines(proc.stderr)
     errors = [line for line in lines if line.startswith("error:")]
     assert errors == [errors[0]] and "broken.png" in errors[0] and "truncated or corrupt" in errors[0]
     assert len(lines) == 2, lines  # the error and the good picture's summary, no progress-bar debris
@@ -363,7 +371,7 @@ def test_batch_with_one_bad_input_keeps_going(capsys, tmp_path, shared_images):
     code, _, err = generate(capsys, str(bad), str(good), "-o", str(out_dir), *SMALL, "--no-texture")
     assert code == 1
     assert "Traceback" not in err
-    lines = err.splitlines()
+    lines = stderr_lines(err)
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and str(bad) in errors[0]
     assert len(lines) == 2 and lines[1].startswith(f"{GOOD} -> "), lines
@@ -385,7 +393,7 @@ def test_folder_input_expands_to_its_images(capsys, tmp_path, shared_images):
     assert "error" not in err
     s1, s2 = Path(GOOD).stem, Path(GOOD2).stem
     assert all_files(out_dir) == sorted([f"{s1}.glb", f"{s1}.report.json", f"{s2}.glb", f"{s2}.report.json"])
-    summaries = [line for line in err.splitlines() if " -> " in line]
+    summaries = [line for line in stderr_lines(err) if " -> " in line]
     assert len(summaries) == 2
 
 
@@ -410,7 +418,7 @@ def test_output_names_are_safe_and_never_collide(capsys, tmp_path, shared_images
     code, _, err = generate(capsys, str(a / "my chair.png"), str(b), "-o", str(out_dir), *SMALL, "--no-texture")
     assert code == 0, err
     assert all_files(out_dir) == ["my_chair-2.glb", "my_chair-2.report.json", "my_chair.glb", "my_chair.report.json"]
-    for line in (line for line in err.splitlines() if " -> " in line):
+    for line in (line for line in stderr_lines(err) if " -> " in line):
         target = line.split(" -> ", 1)[1].split(":", 1)[0]
         assert Path(target).is_file(), line  # the summary names a file that exists
 
@@ -434,7 +442,7 @@ def test_non_positive_numbers_are_rejected_by_argparse(option, capsys, tmp_path,
     assert exc.value.code == 2
     _, err = capsys.readouterr()
     assert "Traceback" not in err
-    last = err.splitlines()[-1]
+    last = stderr_lines(err)[-1]
     assert last.startswith("meshforge generate: error: argument ") and option[0] in last
     assert not (tmp_path / "out").exists()
 
@@ -460,3 +468,13 @@ def test_bad_config_key_exits_2(capsys, tmp_path, shared_images):
     code, _, err = generate(capsys, str(shared_images / GOOD), "-o", str(tmp_path / "out"), "--config", str(config))
     assert code == 2
     assert_one_error_line(err, "max_pixles")
+
+
+def test_auto_backend_says_it_fell_back_to_inflate(tmp_path, capsys, shared_images):
+    code, _, err = generate(capsys, str(shared_images / GOOD), "-o", str(tmp_path), *SMALL, "--no-texture")
+    assert code == 0
+    assert err.splitlines()[0].startswith("note: no model weights found") and "'inflate'" in err
+    code, _, err = generate(
+        capsys, str(shared_images / GOOD), "-o", str(tmp_path), *SMALL, "--no-texture", "--backend", "inflate"
+    )
+    assert code == 0 and "note:" not in err

@@ -76,8 +76,9 @@ def test_isosurface_silhouette_matches_the_mask():
 
 
 def test_registry_resolves_auto_to_inflate_and_rejects_unknown_names():
-    name, _ = resolve_name("auto")
-    assert name == "inflate"
+    name, note = resolve_name("auto")
+    assert name == "inflate" and "weightless 'inflate'" in note
+    assert resolve_name("inflate") == ("inflate", None)
     assert isinstance(load_backend("inflate"), InflateBackend)
     with pytest.raises(BackendError, match="unknown backend 'nope'"):
         load_backend("nope")

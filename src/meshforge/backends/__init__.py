@@ -68,8 +68,9 @@ def resolve_name(name: str, weights: str | None = None) -> tuple[str, str | None
         present = getattr(cls, "weights_present", None)
         if present is None or present(weights):
             note = None
-            if skipped:
-                note = f"no weights found for {', '.join(skipped)}; using the weightless '{candidate}' backend"
+            if present is None:  # a weightless fallback: say why it was chosen
+                missing = f" for {', '.join(skipped)}" if skipped else " for any neural backend"
+                note = f"no model weights found{missing}; using the weightless '{candidate}' backend"
             return candidate, note
         skipped.append(candidate)
     raise BackendError("no backend is available")  # pragma: no cover - inflate is always available
