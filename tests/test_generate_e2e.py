@@ -52,6 +52,10 @@ def test_real_image_gives_a_valid_closed_textured_glb(name, shared_images, backe
     topo = topology(mesh.vertices, mesh.faces, weld_positions=True, area_eps=1e-12)
     assert topo.degenerate_faces == 0
     assert topo.watertight, topo
+    t = mesh.vertices[mesh.faces].astype(np.float64)
+    longest = np.linalg.norm(t - np.roll(t, 1, axis=1), axis=2).max(1)
+    area = 0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1)
+    assert (longest**2 / (2 * area)).max() <= 100, "sliver faces (aspect ratio > 100) left"
 
     # silhouette seen from the backend's input camera vs the prepared picture's object mask
     mask = result.prepared.rgba[..., 3] >= 128

@@ -48,9 +48,30 @@ def test_decimate_meets_budget_and_stays_closed(sphere_mesh):
     out, counts = decimate(sphere_mesh, DecimateConfig(faces=2000))
     assert out.n_faces <= 2000 and out.n_faces > 1800
     assert counts["watertight"] and topology(out.vertices, out.faces).degenerate_faces == 0
+    assert counts["slivers_over_100"] == 0
     assert signed_volume(out.vertices, out.faces) == pytest.approx(4 / 3 * np.pi * 0.3**3, rel=0.03)
 
 
 def test_decimate_within_budget_is_identity(sphere_mesh):
     out, counts = decimate(sphere_mesh, DecimateConfig(faces=sphere_mesh.n_faces))
     assert out.n_faces == sphere_mesh.n_faces and counts["attempts"] == 0
+
+
+def test_repair_removes_folded_pairs_caps_and_needles(sphere_mesh):
+    from meshforge.mesh.decimate import _aspect, repair
+
+    low, _ = decimate(sphere_mesh, DecimateConfig(faces=800))
+    v, f = low.vertices.copy(), low.faces.copy()
+    # a cap: move a vertex onto the midpoint of an opposite edge of one of its faces
+    a, b, c = f[0]
+    v[c] = 0.5 * (v[a] + v[b]) + 1e-7
+    # a needle: move a vertex of another far-away face almost onto its neighbour
+    far = int(np.argmax(np.linalg.norm(v[f].mean(1) - v[c], axis=1)))
+    p, q, _ = f[far]
+    v[q] = v[p] + 1e-6
+    broken = Mesh(v, f)
+    assert (_aspect(broken.vertices, broken.faces)[0] > 100).sum() >= 2
+    fixed = repair(broken)
+    assert (_aspect(fixed.vertices, fixed.faces)[0] > 100).sum() == 0
+    assert topology(fixed.vertices, fixed.faces).watertight
+    assert signed_volume(fixed.vertices, fixed.faces) == pytest.approx(signed_volume(low.vertices, low.faces), rel=0.02)

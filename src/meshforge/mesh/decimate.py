@@ -6,6 +6,8 @@ Quadric Mesh Simplification" variant, as packaged by ``fast-simplification`` (MI
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..config import DecimateConfig
@@ -13,6 +15,12 @@ from ..errors import InputError, MissingDependency
 from ..types import Mesh
 from .clean import orient_faces, remove_degenerate_faces
 from .topology import topology
+
+
+#: faces with less area than this (m²) count as degenerate after decimation
+DEGENERATE_AREA = 1e-12
+#: faces with a larger aspect ratio (longest edge / height) count as slivers and are repaired
+MAX_ASPECT = 20.0
 
 
 def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
@@ -61,6 +69,7 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
         candidate = repair(Mesh(vertices=np.asarray(v, dtype=np.float32), faces=np.asarray(f, dtype=np.int32)))
         topo = topology(candidate.vertices, candidate.faces, area_eps=DEGENERATE_AREA)
         defects = topo.boundary_edges + topo.nonmanifold_edges + topo.degenerate_faces
+        defects += int((_aspect(candidate.vertices, candidate.faces)[0] > 100.0).sum())
         defects += max(0, topo.components - before.components)
         if not before.watertight:  # an open input cannot come out closed; judge the rest only
             defects -= topo.boundary_edges
@@ -72,11 +81,9 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     assert best is not None
     result = best[1]
     topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA)
-    return result, {"attempts": len(attempts), **topo.to_dict()}
-
-
-#: faces with less area than this (m²) count as degenerate after decimation
-DEGENERATE_AREA = 1e-12
+    aspect, _, _ = _aspect(result.vertices, result.faces)
+    slivers = {"slivers_over_20": int((aspect > 20).sum()), "slivers_over_100": int((aspect > 100).sum())}
+    return result, {"attempts": len(attempts), **topo.to_dict(), **slivers}
 
 
 def _drop_duplicate_faces(faces: np.ndarray) -> np.ndarray:
@@ -86,66 +93,116 @@ def _drop_duplicate_faces(faces: np.ndarray) -> np.ndarray:
     return faces[counts[inverse.reshape(-1)] == 1]
 
 
-def repair(mesh: Mesh, max_passes: int = 4) -> Mesh:
-    """Fix the local defects fast QEM collapses leave behind, keeping the surface closed.
+def _face_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    t = v[f].astype(np.float64)
+    n = np.cross(t[..., 1, :] - t[..., 0, :], t[..., 2, :] - t[..., 0, :])
+    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-30)
 
-    * duplicate faces (a collapsed thin part folded onto itself) are removed together;
-    * caps (a vertex lying on the opposite edge) get that longest edge flipped with its neighbour;
-    * needles (one edge much shorter than the others) get the short edge collapsed.
 
-    Faces count as degenerate when their area is below :data:`DEGENERATE_AREA` or their height is below
-    1e-6 of their longest edge. Unreferenced vertices are dropped and faces re-oriented outward.
+def _aspect(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per face: (aspect = longest edge / height, [3] edge lengths, area)."""
+    t = v[f].astype(np.float64)
+    edges = np.stack([t[..., 1, :] - t[..., 0, :], t[..., 2, :] - t[..., 1, :], t[..., 0, :] - t[..., 2, :]], axis=-2)
+    length = np.linalg.norm(edges, axis=-1)
+    area = 0.5 * np.linalg.norm(np.cross(edges[..., 0, :], -edges[..., 2, :]), axis=-1)
+    longest = length.max(axis=-1)
+    aspect = longest**2 / np.maximum(2.0 * area, 1e-300)
+    return aspect, length, area
+
+
+def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -> Mesh:
+    """Fix the local defects fast QEM collapses leave behind, keeping the surface closed and manifold.
+
+    * duplicate faces (a thin part collapsed and folded onto itself) are removed together;
+    * slivers — faces whose aspect ratio (longest edge / height) exceeds ``max_aspect`` or whose area is
+      below :data:`DEGENERATE_AREA` — are removed by the classic local operations (Botsch et al.,
+      *Polygon Mesh Processing*, 2010, ch. 6): a *needle* (one edge much shorter than the longest) has
+      that short edge collapsed when the link condition holds; a *cap* (a vertex close to the opposite
+      edge) has its longest edge flipped. An operation is applied only if no face normal around it turns
+      by more than 90° and, for flips, the worst aspect ratio of the pair improves.
+
+    Unreferenced vertices are dropped and faces re-oriented outward.
     """
     v = mesh.vertices
     f = mesh.faces.astype(np.int64)
+    nv = len(v)
     for _ in range(max_passes):
         f = _drop_duplicate_faces(f)
         f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
-        t = v[f].astype(np.float64)
-        edges = np.stack([t[:, 1] - t[:, 0], t[:, 2] - t[:, 1], t[:, 0] - t[:, 2]], axis=1)
-        length = np.linalg.norm(edges, axis=2)
-        area = 0.5 * np.linalg.norm(np.cross(edges[:, 0], -edges[:, 2]), axis=1)
-        longest = length.max(axis=1)
-        bad = np.flatnonzero((area < DEGENERATE_AREA) | (2.0 * area < 1e-6 * longest**2))
+        aspect, length, area = _aspect(v, f)
+        bad = np.flatnonzero((aspect > max_aspect) | (area < DEGENERATE_AREA))
         if bad.size == 0:
             break
-        edge_faces = _edge_map(f)
-        touched: set[int] = set()
+        bad = bad[np.argsort(-aspect[bad])]
+        flat = f.ravel()
+        order = np.argsort(flat, kind="stable")
+        starts = np.searchsorted(flat[order], np.arange(nv + 1))
+
+        def faces_of(x: int, order: np.ndarray = order, starts: np.ndarray = starts) -> np.ndarray:
+            return order[starts[x] : starts[x + 1]] // 3
+
+        touched = np.zeros(len(f), dtype=bool)
+        changed = False
         for fi in bad.tolist():
-            if fi in touched:
+            if touched[fi]:
                 continue
             k_long = int(np.argmax(length[fi]))
             k_short = int(np.argmin(length[fi]))
-            a, b = int(f[fi, k_long]), int(f[fi, (k_long + 1) % 3])
-            if length[fi, k_short] < 0.05 * length[fi, k_long]:
-                # needle: collapse the short edge onto its first vertex
-                p, q = int(f[fi, k_short]), int(f[fi, (k_short + 1) % 3])
-                around = np.flatnonzero((f == q).any(axis=1) | (f == p).any(axis=1))
-                if touched.intersection(around.tolist()):
-                    continue
-                f[f == q] = p
-                touched.update(around.tolist())
-                continue
-            nb = [g for g in edge_faces.get((min(a, b), max(a, b)), []) if g != fi]
-            if len(nb) != 1 or nb[0] in touched:
-                continue
-            g = nb[0]
-            c = int(f[fi, (k_long + 2) % 3])
-            d = int(next(x for x in f[g].tolist() if x not in (a, b)))
-            if (min(c, d), max(c, d)) in edge_faces or c == d:
-                continue
-            # faces (a, b, c) and (b, a, d) → (a, d, c) and (d, b, c)
-            f[fi] = (a, d, c)
-            f[g] = (d, b, c)
-            touched.update((fi, g))
+            if length[fi, k_short] < 0.3 * length[fi, k_long]:
+                changed |= _collapse(v, f, fi, k_short, faces_of, touched)
+            else:
+                changed |= _flip(v, f, fi, k_long, faces_of, touched, aspect[fi])
+        if not changed:
+            break
     out = remove_degenerate_faces(Mesh(vertices=v, faces=f.astype(np.int32)), area_eps=0.0)
     out, _ = orient_faces(out)
     return out
 
 
-def _edge_map(faces: np.ndarray) -> dict[tuple[int, int], list[int]]:
-    out: dict[tuple[int, int], list[int]] = {}
-    for fi, (x, y, z) in enumerate(faces.tolist()):
-        for p, q in ((x, y), (y, z), (z, x)):
-            out.setdefault((min(p, q), max(p, q)), []).append(fi)
-    return out
+def _collapse(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touched: np.ndarray) -> bool:
+    """Collapse edge k of face fi (q merges into p) if the link condition holds and nothing folds over."""
+    p, q = int(f[fi, k]), int(f[fi, (k + 1) % 3])
+    fp, fq = faces_of(p), faces_of(q)
+    ring = np.union1d(fp, fq)
+    if touched[ring].any():
+        return False
+    shared = np.intersect1d(fp, fq)
+    if len(shared) != 2:
+        return False
+    opposite = {int(x) for x in f[shared].ravel()} - {p, q}
+    np_ = set(f[fp].ravel().tolist()) - {p}
+    nq = set(f[fq].ravel().tolist()) - {q}
+    if (np_ & nq) != opposite:
+        return False
+    moved = np.setdiff1d(fq, shared)
+    new = f[moved].copy()
+    new[new == q] = p
+    if (_face_normals(v, new) * _face_normals(v, f[moved])).sum(1).min() < 0.0:
+        return False
+    f[fq] = np.where(f[fq] == q, p, f[fq])
+    touched[ring] = True
+    return True
+
+
+def _flip(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touched: np.ndarray, worst: float) -> bool:
+    """Flip edge k of face fi with the neighbouring face if that improves both faces."""
+    a, b, c = int(f[fi, k]), int(f[fi, (k + 1) % 3]), int(f[fi, (k + 2) % 3])
+    pair = np.intersect1d(faces_of(a), faces_of(b))
+    if len(pair) != 2:
+        return False
+    g = int(pair[0] if pair[1] == fi else pair[1])
+    if touched[fi] or touched[g]:
+        return False
+    d = int(next(x for x in f[g].tolist() if x not in (a, b)))
+    if c == d or len(np.intersect1d(faces_of(c), faces_of(d))) > 0:
+        return False  # edge c-d exists already: flipping would make it non-manifold
+    new = np.array([[a, d, c], [d, b, c]])
+    old_n = _face_normals(v, f[[fi, g]]).sum(0)
+    if (_face_normals(v, new) @ old_n).min() <= 0.0:
+        return False
+    new_aspect, _, _ = _aspect(v, new)
+    if new_aspect.max() >= max(worst, _aspect(v, f[[g]])[0].max()):
+        return False
+    f[fi], f[g] = new
+    touched[[fi, g]] = True
+    return True
