@@ -16,7 +16,6 @@ from ..types import Mesh
 from .clean import orient_faces, remove_degenerate_faces
 from .topology import topology
 
-
 #: faces with less area than this (m²) count as degenerate after decimation
 DEGENERATE_AREA = 1e-12
 #: faces with a larger aspect ratio (longest edge / height) count as slivers and are repaired
