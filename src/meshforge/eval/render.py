@@ -139,7 +139,7 @@ def render(
         light /= np.linalg.norm(light)
         # shade in linear light, then back to sRGB
         lin = (colour / 255.0) ** 2.2
-        lin = lin * (0.35 + 0.75 * np.clip(n @ light, 0.0, 1.0))[:, None]
+        lin = lin * (0.18 + 0.95 * np.clip(n @ light, 0.0, 1.0))[:, None]
         colour = 255.0 * np.clip(lin, 0, 1) ** (1 / 2.2)
     out[flat] = colour
     return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(size, size, 3)
