@@ -92,7 +92,7 @@ class DecimateConfig:
 
     faces: int = 20_000
     engine: str = "fast-simplification"
-    aggressiveness: float = 7.0
+    aggressiveness: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,15 @@ class BakeConfig:
     Attributes:
         texture_size: width and height of every baked map, in texels.
         textures: False bakes vertex colours instead of texture maps (fast screening mode).
+        normal_map: bake a tangent-space normal map when the field knows a dense surface's normals.
+        cage_fraction: ray length both ways from the low-poly surface when projecting onto a dense
+            surface, as a fraction of the dense surface's bounding-box diagonal.
     """
 
     texture_size: int = 1024
     textures: bool = True
+    normal_map: bool = True
+    cage_fraction: float = 0.03
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .backends import Backend, load_backend, resolve_name
 from .config import PipelineConfig
 from .fields.base import Field
 from .fields.isosurface import extract
+from .fields.surface import FieldSurfacePart, SurfaceField
 from .io.images import load_image
 from .mesh.bake import bake, bake_vertex_colours
 from .mesh.clean import clean
@@ -126,7 +127,13 @@ def run(
                 report.warn(f"UV unwrap fell back to the per-face atlas: {counts['fallback']}")
         step(6)
         with _profiling.stage(report, "bake") as c:
-            textures, counts = bake(mesh, field, cfg.bake)
+            source: Field = field
+            if cfg.bake.normal_map:
+                # bake through the dense isosurface: colours on the true surface, its detail in a normal map
+                part = FieldSurfacePart(cleaned, field)
+                diag = float(np.linalg.norm(cleaned.vertices.max(0) - cleaned.vertices.min(0)))
+                source = SurfaceField([part], cage=cfg.bake.cage_fraction * diag)
+            textures, counts = bake(mesh, source, cfg.bake)
             c.update(**counts)
         report.textures = textures.sizes()
     else:

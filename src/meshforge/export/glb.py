@@ -27,6 +27,7 @@ from meshforge.export._common import (
     vertex_normals,
 )
 from meshforge.export._png import encode_png
+from meshforge.mesh.tangents import compute_tangents
 from meshforge.types import Asset
 
 # glTF 2.0 §3.6.2.2 accessor component types and §3.6.1.2 bufferView targets.
@@ -103,58 +104,6 @@ class _BinBuilder:
 
     def bin_bytes(self) -> bytes:
         return b"".join(self.parts)
-
-
-def compute_tangents(vertices: np.ndarray, normals: np.ndarray, uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Per-vertex tangents for normal mapping (glTF 2.0 §3.7.2.1 ``TANGENT``).
-
-    Accumulates per-face UV-space tangents/bitangents (Lengyel's method), Gram-Schmidt orthogonalises
-    them against the vertex normal, and stores the handedness in ``w`` (±1), following the glTF
-    convention bitangent = cross(normal, tangent.xyz) * w. UVs are glTF's (v down); the derivative is
-    taken with respect to ``u`` and ``-v`` so ``+Y`` of the normal map points up the texture, as glTF's
-    normal-texture convention requires (§3.9.3). Vertices with degenerate UV mapping get an arbitrary
-    unit tangent perpendicular to their normal.
-
-    Args:
-        vertices: ``[V, 3]`` float positions; normals: ``[V, 3]`` unit float normals;
-        uv: ``[V, 2]`` float glTF UVs; faces: ``[F, 3]`` int indices.
-
-    Returns:
-        ``[V, 4]`` float32: unit xyz tangent perpendicular to the normal, ``w`` in {-1, +1}.
-    """
-    v = np.asarray(vertices, dtype=np.float64)
-    n = np.asarray(normals, dtype=np.float64)
-    t = np.asarray(uv, dtype=np.float64) * np.array([1.0, -1.0])
-    f = np.asarray(faces)
-    p0, p1, p2 = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    t0, t1, t2 = t[f[:, 0]], t[f[:, 1]], t[f[:, 2]]
-    e1, e2 = p1 - p0, p2 - p0
-    d1, d2 = t1 - t0, t2 - t0
-    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
-    r = np.divide(1.0, det, out=np.zeros_like(det), where=np.abs(det) > 1e-20)[:, None]
-    sdir = (e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) * r
-    tdir = (e2 * d1[:, 0:1] - e1 * d2[:, 0:1]) * r
-    tan = np.zeros_like(v)
-    bit = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(tan, f[:, k], sdir)
-        np.add.at(bit, f[:, k], tdir)
-    # Gram-Schmidt against the normal.
-    tan = tan - n * np.sum(n * tan, axis=1, keepdims=True)
-    length = np.linalg.norm(tan, axis=1)
-    bad = ~np.isfinite(length) | (length < 1e-12)
-    if np.any(bad):
-        # Any vector perpendicular to the normal: cross with the axis least aligned with it.
-        nb = n[bad]
-        axis = np.zeros_like(nb)
-        axis[np.arange(len(nb)), np.argmin(np.abs(nb), axis=1)] = 1.0
-        tan[bad] = np.cross(nb, axis)
-        length = np.linalg.norm(tan, axis=1)
-    tan = tan / length[:, None]
-    w = np.where(np.sum(np.cross(n, tan) * bit, axis=1) < 0.0, -1.0, 1.0)
-    out = np.concatenate([tan, w[:, None]], axis=1).astype(np.float32)
-    out[:, :3] /= np.linalg.norm(out[:, :3], axis=1, keepdims=True)
-    return out
 
 
 def build_gltf(asset: Asset, *, png_compress_level: int = 3) -> tuple[dict[str, Any], bytes]:

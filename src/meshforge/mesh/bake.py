@@ -60,19 +60,66 @@ def surface_points(mesh: Mesh, raster: Raster) -> tuple[np.ndarray, np.ndarray]:
     return points, flat
 
 
-def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> tuple[Textures, dict[str, Any]]:
-    """Bake base colour and metallic-roughness maps from a field onto a UV-unwrapped mesh.
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(x, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-20)
+
+
+def encode_tangent_normals(mesh: Mesh, face: np.ndarray, bary: np.ndarray, world_normals: np.ndarray) -> np.ndarray:
+    """Express world-space normals in the low-poly mesh's tangent frames (glTF normal-map encoding).
+
+    The frame at a texel interpolates the vertex normals and the tangents of
+    :func:`meshforge.mesh.tangents.compute_tangents` (the ones the GLB writer stores as ``TANGENT``),
+    re-orthogonalised (Gram-Schmidt); bitangent = cross(normal, tangent)·w (glTF 2.0 §3.7.2.1).
 
     Args:
-        mesh: mesh with ``uv`` (glTF convention, v down) in the canonical frame.
-        field: the field to sample (its ``colour`` and ``material``).
-        cfg: ``texture_size`` (texels per side).
+        mesh: low-poly mesh with ``normals`` and ``uv``.
+        face: ``[N]`` low-poly face of each texel; bary: ``[N, 3]`` barycentrics there.
+        world_normals: ``[N, 3]`` unit normals to encode.
+
+    Returns:
+        ``[N, 3]`` float32 tangent-space unit normals (x along +u, y up the texture, z out of the surface).
+    """
+    from .tangents import compute_tangents
+
+    assert mesh.normals is not None and mesh.uv is not None
+    tangents = compute_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
+    idx = mesh.faces[face]
+    n = _unit(np.einsum("nk,nkd->nd", bary, mesh.normals[idx].astype(np.float64)))
+    t = np.einsum("nk,nkd->nd", bary, tangents[idx, :3].astype(np.float64))
+    t = _unit(t - n * np.einsum("ij,ij->i", t, n)[:, None])
+    w = np.where(np.einsum("nk,nk->n", bary, tangents[idx, 3]) < 0, -1.0, 1.0)
+    b = np.cross(n, t) * w[:, None]
+    m = _unit(np.asarray(world_normals, dtype=np.float64))
+    ts = np.stack([np.einsum("ij,ij->i", m, t), np.einsum("ij,ij->i", m, b), np.einsum("ij,ij->i", m, n)], 1)
+    # a dense normal facing away from the low-poly surface cannot be encoded: clamp to the hemisphere
+    ts[:, 2] = np.maximum(ts[:, 2], 0.05)
+    return _unit(ts).astype(np.float32)
+
+
+def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> tuple[Textures, dict[str, Any]]:
+    """Bake PBR maps from a field onto a UV-unwrapped mesh.
+
+    Two kinds of field are accepted. A plain :class:`Field` is sampled at each texel's point on the
+    low-poly surface (``colour``, ``material``). A field with ``bake_attributes(points, normals, faces)``
+    (:class:`meshforge.fields.surface.SurfaceField`: a dense surface) first projects the texel onto the
+    dense surface along the low-poly normal and returns that surface's attributes, including its shading
+    normal — which is then written as a tangent-space normal map (``cfg.normal_map``) — and occlusion
+    when the source has one.
+
+    Args:
+        mesh: mesh with ``uv`` (glTF convention, v down) and ``normals`` in the canonical frame.
+        field: the field to sample.
+        cfg: ``texture_size`` (texels per side), ``normal_map``.
         chunk: field queries per batch.
 
     Returns:
-        ``(textures, counts)``: ``base_color`` ``[S, S, 4]`` uint8 sRGB (alpha 255),
-        ``metallic_roughness`` ``[S, S, 3]`` uint8 (R 0, G roughness, B metallic), and counts with the
-        number of covered texels.
+        ``(textures, counts)``: ``base_color`` ``[S, S, 4]`` uint8 sRGB (alpha from the field, else 255),
+        ``metallic_roughness`` ``[S, S, 3]`` uint8 (R 0, G roughness, B metallic), optional ``normal``
+        ``[S, S, 3]`` uint8 and ``occlusion`` ``[S, S]`` uint8; counts hold the covered texels.
 
     Raises:
         StageError: the mesh has no UVs or covers no texel.
@@ -82,27 +129,56 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
     points, flat = surface_points(mesh, raster)
     if points.size == 0:
         raise StageError("the UV atlas covers no texel")
-    colour = np.empty((len(points), 3), dtype=np.float32)
-    metallic = np.empty(len(points), dtype=np.float32)
-    roughness = np.empty(len(points), dtype=np.float32)
-    for s in range(0, len(points), chunk):
-        p = points[s : s + chunk]
-        colour[s : s + chunk] = field.colour(p)
-        metallic[s : s + chunk], roughness[s : s + chunk] = field.material(p)
-    base = np.zeros((size * size, 4), dtype=np.uint8)
-    base[flat, :3] = np.clip(np.rint(colour * 255.0), 0, 255).astype(np.uint8)
-    base[:, 3] = 255
-    mr = np.zeros((size * size, 3), dtype=np.uint8)
-    mr[flat, 1] = np.clip(np.rint(roughness * 255.0), 0, 255).astype(np.uint8)
-    mr[flat, 2] = np.clip(np.rint(metallic * 255.0), 0, 255).astype(np.uint8)
-    covered = raster.covered
-    stacked = np.concatenate([base.reshape(size, size, 4), mr.reshape(size, size, 3)], axis=2)
-    stacked = fill_gutters(stacked, covered)
+    n_tex = len(points)
+    face = raster.face.ravel()[flat]
+    bary = raster.bary.reshape(-1, 3)[flat].astype(np.float64)
+    colour = np.ones((n_tex, 4), dtype=np.float32)
+    metallic = np.empty(n_tex, dtype=np.float32)
+    roughness = np.empty(n_tex, dtype=np.float32)
+    world_normal: np.ndarray | None = None
+    occlusion: np.ndarray | None = None
+    surface = getattr(field, "bake_attributes", None)
+    for s in range(0, n_tex, chunk):
+        sl = slice(s, s + chunk)
+        p = points[sl]
+        if callable(surface):
+            if mesh.normals is None:
+                raise StageError("baking from a dense surface needs vertex normals on the low-poly mesh")
+            nrm = _unit(np.einsum("nk,nkd->nd", bary[sl], mesh.normals[mesh.faces[face[sl]]].astype(np.float64)))
+            attrs = surface(p, nrm, face[sl])
+            bc = attrs["base_color"]
+            colour[sl, : bc.shape[1]] = bc
+            metallic[sl], roughness[sl] = attrs["metallic"], attrs["roughness"]
+            if "normal" in attrs and cfg.normal_map:
+                if world_normal is None:
+                    world_normal = np.zeros((n_tex, 3), dtype=np.float32)
+                world_normal[sl] = attrs["normal"]
+            if "occlusion" in attrs:
+                if occlusion is None:
+                    occlusion = np.ones(n_tex, dtype=np.float32)
+                occlusion[sl] = attrs["occlusion"]
+        else:
+            colour[sl, :3] = field.colour(p)
+            metallic[sl], roughness[sl] = field.material(p)
+    channels = [_to_u8(colour), np.zeros((n_tex, 1), np.uint8), _to_u8(roughness)[:, None], _to_u8(metallic)[:, None]]
+    if world_normal is not None:
+        ts = encode_tangent_normals(mesh, face, bary, world_normal)
+        channels.append(_to_u8(ts * 0.5 + 0.5))
+    if occlusion is not None:
+        channels.append(_to_u8(occlusion)[:, None])
+    packed = np.concatenate(channels, axis=1)
+    image = np.zeros((size * size, packed.shape[1]), dtype=np.uint8)
+    if world_normal is not None:
+        image[:, 7:10] = (128, 128, 255)  # flat normal wherever nothing is written
+    image[flat] = packed
+    image = fill_gutters(image.reshape(size, size, -1), raster.covered)
     textures = Textures(
-        base_color=np.ascontiguousarray(stacked[..., :4]),
-        metallic_roughness=np.ascontiguousarray(stacked[..., 4:]),
+        base_color=np.ascontiguousarray(image[..., :4]),
+        metallic_roughness=np.ascontiguousarray(image[..., 4:7]),
+        normal=np.ascontiguousarray(image[..., 7:10]) if world_normal is not None else None,
+        occlusion=np.ascontiguousarray(image[..., -1]) if occlusion is not None else None,
     )
-    return textures, {"texels_baked": int(len(flat)), "coverage": round(len(flat) / size**2, 4)}
+    return textures, {"texels_baked": int(n_tex), "coverage": round(n_tex / size**2, 4)}
 
 
 def bake_vertex_colours(mesh: Mesh, field: Field) -> tuple[Mesh, float]:

@@ -55,7 +55,10 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     before = topology(base.vertices, base.faces)
     attempts: list[dict[str, object]] = []
     best: tuple[int, Mesh] | None = None
-    schedule = [(cfg.aggressiveness, 1.0), (max(2.0, cfg.aggressiveness - 3.0), 1.0), (2.0, 0.995), (2.0, 0.98)]
+    schedule = [(cfg.aggressiveness, 1.0), (max(2.0, cfg.aggressiveness - 2.0), 1.0), (2.0, 0.995), (2.0, 0.98)]
+    if not before.watertight:
+        # an open or non-manifold source (a multi-part model): its defects are its own, retrying rarely helps
+        schedule = schedule[:1]
     for aggressiveness, shrink in schedule:
         target = max(4, int(cfg.faces * shrink))
         for _ in range(4):
@@ -67,11 +70,12 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
             target = max(4, int(target - (len(f) - cfg.faces) - 2))
         candidate = repair(Mesh(vertices=np.asarray(v, dtype=np.float32), faces=np.asarray(f, dtype=np.int32)))
         topo = topology(candidate.vertices, candidate.faces, area_eps=DEGENERATE_AREA)
-        defects = topo.boundary_edges + topo.nonmanifold_edges + topo.degenerate_faces
-        defects += int((_aspect(candidate.vertices, candidate.faces)[0] > 100.0).sum())
+        # defects the decimation introduced (an open or non-manifold input keeps its own)
+        defects = topo.degenerate_faces + int((_aspect(candidate.vertices, candidate.faces)[0] > 100.0).sum())
+        defects += max(0, topo.nonmanifold_edges - before.nonmanifold_edges)
         defects += max(0, topo.components - before.components)
-        if not before.watertight:  # an open input cannot come out closed; judge the rest only
-            defects -= topo.boundary_edges
+        if before.watertight:
+            defects += topo.boundary_edges
         attempts.append({"aggressiveness": aggressiveness, "faces": candidate.n_faces, "defects": defects})
         if best is None or defects < best[0]:
             best = (defects, candidate)
@@ -161,24 +165,26 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
 def _collapse(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touched: np.ndarray) -> bool:
     """Collapse edge k of face fi (q merges into p) if the link condition holds and nothing folds over."""
     p, q = int(f[fi, k]), int(f[fi, (k + 1) % 3])
-    fp, fq = faces_of(p), faces_of(q)
-    ring = np.union1d(fp, fq)
+    fp = set(faces_of(p).tolist())
+    fq = set(faces_of(q).tolist())
+    ring = list(fp | fq)
     if touched[ring].any():
         return False
-    shared = np.intersect1d(fp, fq)
+    shared = fp & fq
     if len(shared) != 2:
         return False
-    opposite = {int(x) for x in f[shared].ravel()} - {p, q}
-    np_ = set(f[fp].ravel().tolist()) - {p}
-    nq = set(f[fq].ravel().tolist()) - {q}
+    opposite = {x for g in shared for x in f[g].tolist()} - {p, q}
+    np_ = {x for g in fp for x in f[g].tolist()} - {p}
+    nq = {x for g in fq for x in f[g].tolist()} - {q}
     if (np_ & nq) != opposite:
         return False
-    moved = np.setdiff1d(fq, shared)
+    moved = np.fromiter(fq - shared, dtype=np.int64)
     new = f[moved].copy()
     new[new == q] = p
     if (_face_normals(v, new) * _face_normals(v, f[moved])).sum(1).min() < 0.0:
         return False
-    f[fq] = np.where(f[fq] == q, p, f[fq])
+    f[moved] = new
+    f[list(shared)] = p  # both faces of the collapsed edge become degenerate and are dropped
     touched[ring] = True
     return True
 
