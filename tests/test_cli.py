@@ -194,8 +194,8 @@ def test_all_formats_and_preview(capsys, tmp_path, shared_images):
     assert f"mtllib {s}.mtl" in obj
     assert sum(1 for line in obj.splitlines() if line.startswith("f ")) == n_faces
     mtl = (out_dir / f"{s}.mtl").read_text()
-    maps = [line.split()[-1] for line in mtl.splitlines() if line.strip().startswith("map_")]
-    assert f"{s}_basecolor.png" in maps
+    maps = [line.split()[-1] for line in mtl.splitlines() if line.strip().startswith(("map_", "norm "))]
+    assert f"{s}_basecolor.png" in maps and f"{s}_normal.png" in maps  # generate bakes a normal map
     for name in maps:
         with Image.open(out_dir / name) as im:
             assert im.size == (256, 256)

@@ -62,6 +62,39 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     g.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
     g.set_defaults(func=_cmd_generate)
+
+    m = sub.add_parser("models", help="list or download model weights")
+    msub = m.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    ml = msub.add_parser("list", help="each backend: weights present? where?")
+    ml.add_argument("--weights", default=None, help="check this folder or hub id instead of the defaults")
+    ml.add_argument("--json", action="store_true", help="print JSON")
+    ml.set_defaults(func=_cmd_models_list)
+    mp = msub.add_parser("pull", help="download a backend's official weights (Hugging Face cache)")
+    mp.add_argument("name", choices=("triposr",))
+    mp.add_argument("--revision", default=None, help="branch, tag or commit")
+    mp.add_argument("--local-dir", default=None, metavar="DIR", help="download into DIR (then --weights DIR)")
+    mp.set_defaults(func=_cmd_models_pull)
+
+    o = sub.add_parser(
+        "optimize",
+        help="turn a dense mesh into a game-ready low-poly asset with baked maps",
+        description=(
+            "Decimate a dense GLB/glTF/OBJ/PLY/STL mesh to a face budget, unwrap it and bake the source's base "
+            "colour, metallic-roughness, normals (and occlusion) onto it. Presets: "
+            "mobile = 5000 faces / 512², prop = 20000 / 1024², hero = 100000 / 2048²."
+        ),
+    )
+    o.add_argument("input", metavar="INPUT", help="mesh file (.glb, .gltf, .obj, .ply, .stl)")
+    o.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (.glb/.obj/.ply/.stl) or folder")
+    o.add_argument("--preset", choices=("mobile", "prop", "hero"), default=None, help="named budget")
+    o.add_argument("--faces", type=_positive_int, default=None, help="target face count (default 20000)")
+    o.add_argument("--texture-size", type=_positive_int, default=None, help="texture size in texels (default 1024)")
+    o.add_argument("--format", default=None, help="comma-separated formats when OUT is a folder (default: glb)")
+    o.add_argument("--preview", action="store_true", help="also write <stem>.preview.png")
+    o.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    o.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
+    o.set_defaults(func=_cmd_optimize)
     return parser
 
 
@@ -224,6 +257,88 @@ def _say_error(bar: object, message: object) -> None:
 
     text = " ".join(str(message).split())  # always a single line
     tqdm.write(f"error: {text}", file=sys.stderr)  # on a line of its own, even while a bar is drawn
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from .backends.models import format_models, list_models
+
+    statuses = list_models(args.weights)
+    print(json.dumps([s.to_dict() for s in statuses], indent=2) if args.json else format_models(statuses))
+    return 0
+
+
+def _cmd_models_pull(args: argparse.Namespace) -> int:
+    from .backends.models import pull
+
+    try:
+        folder = pull(args.name, revision=args.revision, local_dir=args.local_dir)
+    except MeshforgeError as exc:  # no network / offline / digest mismatch: one line, exit 1
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    print(folder)
+    return 0
+
+
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    from .export import FORMATS, export_files
+    from .export._common import safe_stem
+    from .optimize import OptimizeConfig, optimize
+
+    out = Path(args.output)
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix in FORMATS:
+        out_dir, stem, formats = out.parent, out.stem, [suffix]
+        if args.format:
+            print("error: --format only applies when OUT is a folder", file=sys.stderr)
+            return 2
+    else:
+        formats = [f.strip().lower() for f in (args.format or "glb").split(",") if f.strip()]
+        bad = [f for f in formats if f not in FORMATS]
+        if bad or not formats:
+            print(
+                f"error: unknown format {', '.join(bad) or '(none)'} (choices: {', '.join(FORMATS)})", file=sys.stderr
+            )
+            return 2
+        out_dir, stem = out, safe_stem(Path(args.input).stem)
+    cfg = OptimizeConfig().with_options(preset=args.preset, faces=args.faces, texture_size=args.texture_size)
+    path = Path(args.input)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = optimize(path, cfg)
+        files: dict[str, bytes] = {}
+        for fmt in formats:
+            files.update(export_files(result.asset, fmt, stem))
+        if args.preview:
+            files[f"{stem}.preview.png"] = _preview_png(result.asset)
+        report = result.report.to_dict()
+        report["outputs"] = sorted(files)
+        files[f"{stem}.report.json"] = (json.dumps(report, indent=2, default=str) + "\n").encode()
+        for fname, data in files.items():
+            _write_atomic(out_dir / fname, data)
+    except MeshforgeError as exc:
+        print(f"error: {_name_input(path, exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"error: {path}: out of memory (try a smaller --faces or --texture-size)", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {path}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        rep = result.report
+        print(
+            f"{path.name} -> {out_dir / (stem + '.' + formats[0])}: "
+            f"{result.source.n_faces()} → {result.asset.mesh.n_faces} faces, {rep.total_seconds:.2f} s",
+            file=sys.stderr,
+        )
+        for warning in rep.warnings:
+            print(f"warning: {path.name}: {warning}", file=sys.stderr)
+    return 0
 
 
 def _name_input(path: Path, exc: BaseException) -> str:

@@ -17,11 +17,12 @@ from ..types import Camera, Image
 
 #: name → "module:Class"; imported only when used.
 REGISTRY: dict[str, str] = {
+    "triposr": "meshforge.backends.triposr.backend:TripoSRBackend",
     "inflate": "meshforge.backends.inflate:InflateBackend",
 }
 
 #: order in which ``auto`` tries backends: the best first, the weightless fallback last.
-AUTO_ORDER: tuple[str, ...] = ("inflate",)
+AUTO_ORDER: tuple[str, ...] = ("triposr", "inflate")
 
 
 class Backend(Protocol):

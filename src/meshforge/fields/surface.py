@@ -12,7 +12,7 @@ Collision Detection*, 2005, §5.1.5).
 **Agreement.** Where the source has several overlapping parts (a visor over a face, decals), the texels
 of one low-poly triangle can land on different parts and the atlas shows patches along the triangle
 seams. Each low-poly triangle therefore takes the source part most of its texels hit, and texels that
-landed elsewhere are re-projected onto that part (closest point on it).
+landed elsewhere are re-projected onto that part alone (the same rays, then closest point on it).
 """
 
 from __future__ import annotations
@@ -88,11 +88,13 @@ class ClosestPoint:
         self.f = np.asarray(faces, dtype=np.int64)
         self.k = k
         centroids = self.v[self.f].mean(axis=1)
-        # samples: centroids (face id) and each face's corners (face id via one incident face)
-        corner_face = np.repeat(np.arange(len(self.f)), 3)
-        samples = np.concatenate([centroids, self.v[self.f.reshape(-1)]])
-        self.sample_face = np.concatenate([np.arange(len(self.f)), corner_face])
-        self.tree = cKDTree(samples)
+        # samples: face centroids, and each used vertex (labelled with one incident face)
+        vertex_face = np.full(len(self.v), -1, dtype=np.int64)
+        vertex_face[self.f.reshape(-1)] = np.repeat(np.arange(len(self.f)), 3)
+        used = np.flatnonzero(vertex_face >= 0)
+        samples = np.concatenate([centroids, self.v[used]])
+        self.sample_face = np.concatenate([np.arange(len(self.f)), vertex_face[used]])
+        self.tree = cKDTree(samples, balanced_tree=False, compact_nodes=False)
 
     def query(self, points: np.ndarray, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``[N, 3]`` points → (face ``[N]`` int64, barycentrics ``[N, 3]`` float64, distance ``[N]``)."""
@@ -194,6 +196,7 @@ class SurfaceField:
         self._rays = RayCaster(self.vertices, self.faces)
         self._closest_index: ClosestPoint | None = None  # built on first use (misses are rare)
         self._part_closest: dict[int, ClosestPoint] = {}
+        self._part_rays: dict[int, RayCaster] = {}
 
     @property
     def _closest(self) -> ClosestPoint:
@@ -227,11 +230,11 @@ class SurfaceField:
             cf, cb, _ = self._closest.query(p[miss])
             face[miss], bary[miss] = cf, cb
         if self.agree and low_face is not None and len(self.parts) > 1:
-            face, bary = self._agree(p, face, bary, np.asarray(low_face, dtype=np.int64))
+            face, bary = self._agree(p, n, face, bary, np.asarray(low_face, dtype=np.int64))
         return face, bary
 
     def _agree(
-        self, p: np.ndarray, face: np.ndarray, bary: np.ndarray, low_face: np.ndarray
+        self, p: np.ndarray, n: np.ndarray, face: np.ndarray, bary: np.ndarray, low_face: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         n_parts = len(self.parts)
         part = self.part_of_face[face]
@@ -242,10 +245,22 @@ class SurfaceField:
         wrong = np.flatnonzero(part != major)
         for target in np.unique(major[wrong]).tolist():
             rows = wrong[major[wrong] == target]
-            if target not in self._part_closest:
-                mesh = self.parts[target].mesh
-                self._part_closest[target] = ClosestPoint(mesh.vertices, mesh.faces)
-            cf, cb, _ = self._part_closest[target].query(p[rows])
+            mesh = self.parts[target].mesh
+            if target not in self._part_rays:
+                self._part_rays[target] = RayCaster(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces))
+            # re-cast the texel's rays against the majority part alone; closest point where they miss
+            rays = self._part_rays[target]
+            f_out, b_out, d_out = rays.cast(p[rows], n[rows], self.cage)
+            f_in, b_in, d_in = rays.cast(p[rows], -n[rows], self.cage)
+            use_in = d_in < d_out
+            cf = np.where(use_in, f_in, f_out)
+            cb = np.where(use_in[:, None], b_in, b_out)
+            miss = cf < 0
+            if miss.any():
+                if target not in self._part_closest:
+                    self._part_closest[target] = ClosestPoint(mesh.vertices, mesh.faces)
+                mf, mb, _ = self._part_closest[target].query(p[rows][miss])
+                cf[miss], cb[miss] = mf, mb
             face[rows] = cf + self.face_offset[target]
             bary[rows] = cb
         return face, bary

@@ -17,7 +17,7 @@ from .clean import orient_faces, remove_degenerate_faces
 from .topology import topology
 
 #: faces with less area than this (m²) count as degenerate after decimation
-DEGENERATE_AREA = 1e-12
+DEGENERATE_AREA = 1e-12  # relative to the squared bounding-box diagonal (1e-12 m² for a 1 m model)
 #: faces with a larger aspect ratio (longest edge / height) count as slivers and are repaired
 MAX_ASPECT = 20.0
 
@@ -59,17 +59,21 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     if not before.watertight:
         # an open or non-manifold source (a multi-part model): its defects are its own, retrying rarely helps
         schedule = schedule[:1]
+    # the engine's collapse thresholds are absolute quadric errors: work at unit scale so a model in
+    # centimetres decimates like the same model in metres
+    centre = 0.5 * (base.vertices.min(0) + base.vertices.max(0)).astype(np.float64)
+    scale = float(np.linalg.norm(base.vertices.max(0) - base.vertices.min(0))) or 1.0
+    unit = ((base.vertices - centre) / scale).astype(np.float32)
     for aggressiveness, shrink in schedule:
         target = max(4, int(cfg.faces * shrink))
         for _ in range(4):
-            v, f = fast_simplification.simplify(
-                base.vertices, base.faces, target_count=int(target), agg=float(aggressiveness)
-            )
+            v, f = fast_simplification.simplify(unit, base.faces, target_count=int(target), agg=float(aggressiveness))
             if len(f) <= cfg.faces:
                 break
             target = max(4, int(target - (len(f) - cfg.faces) - 2))
-        candidate = repair(Mesh(vertices=np.asarray(v, dtype=np.float32), faces=np.asarray(f, dtype=np.int32)))
-        topo = topology(candidate.vertices, candidate.faces, area_eps=DEGENERATE_AREA)
+        v = (np.asarray(v, dtype=np.float64) * scale + centre).astype(np.float32)
+        candidate = repair(Mesh(vertices=v, faces=np.asarray(f, dtype=np.int32)))
+        topo = topology(candidate.vertices, candidate.faces, area_eps=DEGENERATE_AREA * scale**2)
         # defects the decimation introduced (an open or non-manifold input keeps its own)
         defects = topo.degenerate_faces + int((_aspect(candidate.vertices, candidate.faces)[0] > 100.0).sum())
         defects += max(0, topo.nonmanifold_edges - before.nonmanifold_edges)
@@ -83,7 +87,7 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
             break
     assert best is not None
     result = best[1]
-    topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA)
+    topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * scale**2)
     aspect, _, _ = _aspect(result.vertices, result.faces)
     slivers = {"slivers_over_20": int((aspect > 20).sum()), "slivers_over_100": int((aspect > 100).sum())}
     return result, {"attempts": len(attempts), **topo.to_dict(), **slivers}
@@ -118,7 +122,7 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
 
     * duplicate faces (a thin part collapsed and folded onto itself) are removed together;
     * slivers — faces whose aspect ratio (longest edge / height) exceeds ``max_aspect`` or whose area is
-      below :data:`DEGENERATE_AREA` — are removed by the classic local operations (Botsch et al.,
+      below :data:`DEGENERATE_AREA` × (bounding diagonal)² — are removed by the classic local operations (Botsch et al.,
       *Polygon Mesh Processing*, 2010, ch. 6): a *needle* (one edge much shorter than the longest) has
       that short edge collapsed when the link condition holds; a *cap* (a vertex close to the opposite
       edge) has its longest edge flipped. An operation is applied only if no face normal around it turns
@@ -129,11 +133,12 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
     v = mesh.vertices
     f = mesh.faces.astype(np.int64)
     nv = len(v)
+    min_area = DEGENERATE_AREA * float(np.sum((v.max(0) - v.min(0)).astype(np.float64) ** 2)) if nv else 0.0
     for _ in range(max_passes):
         f = _drop_duplicate_faces(f)
         f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
         aspect, length, area = _aspect(v, f)
-        bad = np.flatnonzero((aspect > max_aspect) | (area < DEGENERATE_AREA))
+        bad = np.flatnonzero((aspect > max_aspect) | (area < min_area))
         if bad.size == 0:
             break
         bad = bad[np.argsort(-aspect[bad])]
