@@ -76,6 +76,21 @@ def _build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--local-dir", default=None, metavar="DIR", help="download into DIR (then --weights DIR)")
     mp.set_defaults(func=_cmd_models_pull)
 
+    i = sub.add_parser(
+        "inspect",
+        help="report on a mesh file (counts, topology, UVs, textures; metrics against a reference)",
+        description=(
+            "Diagnostics of one asset; with --reference also Chamfer distance, F-score, Hausdorff distance, "
+            "normal consistency (distances relative to the reference's bounding-box diagonal) and colour PSNR."
+        ),
+    )
+    i.add_argument("file", metavar="FILE", help="mesh file (.glb, .gltf, .obj, .ply, .stl)")
+    i.add_argument("--reference", metavar="REF", default=None, help="reference mesh to measure against")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("--preview", metavar="PNG", default=None, help="write a preview sheet")
+    i.add_argument("--samples", type=_positive_int, default=100_000, help="surface samples for metrics")
+    i.set_defaults(func=_cmd_inspect)
+
     o = sub.add_parser(
         "optimize",
         help="turn a dense mesh into a game-ready low-poly asset with baked maps",
@@ -259,6 +274,18 @@ def _say_error(bar: object, message: object) -> None:
     tqdm.write(f"error: {text}", file=sys.stderr)  # on a line of its own, even while a bar is drawn
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .eval.diagnostics import inspect_command
+
+    try:
+        return inspect_command(
+            args.file, reference=args.reference, as_json=args.json, preview=args.preview, n_samples=args.samples
+        )
+    except MeshforgeError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+
+
 def _cmd_models_list(args: argparse.Namespace) -> int:
     from .backends.models import format_models, list_models
 
@@ -355,10 +382,10 @@ def _name_input(path: Path, exc: BaseException) -> str:
 
 
 def _preview_png(asset: object) -> bytes:
-    from .eval.render import contact_sheet
+    from .eval.diagnostics import preview_sheet
     from .export._png import encode_png
 
-    return encode_png(contact_sheet(asset, size=256))  # type: ignore[arg-type]
+    return encode_png(preview_sheet(asset, size=256))  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

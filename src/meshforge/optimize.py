@@ -180,7 +180,10 @@ def optimize(
     step(3)
     with _profiling.stage(report, "decimate") as c:
         low, dcounts = decimate(cleaned, cfg.decimate)
-        c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **dcounts)
+        oriented = field_.orient_like(low.vertices, low.faces)
+        flipped = int((oriented != low.faces).any(axis=1).sum())
+        low = low.replace(faces=oriented)
+        c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **dcounts, faces_reoriented=flipped)
     step(4)
     with _profiling.stage(report, "unwrap") as c:
         low = low.replace(normals=vertex_normals(low.vertices, low.faces))

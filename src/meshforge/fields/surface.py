@@ -9,10 +9,14 @@ Blender). Rays are traced with Embree (Intel, Apache-2.0) through ``embreex``. T
 k-d tree over triangle centroids and vertices, then exact point–triangle distance, Ericson, *Real-Time
 Collision Detection*, 2005, §5.1.5).
 
+Of the two hits the nearer *front-facing* one wins (the dense face's normal agrees with the low-poly
+normal), so the inside of a thin shell is not baked over its outside.
+
 **Agreement.** Where the source has several overlapping parts (a visor over a face, decals), the texels
 of one low-poly triangle can land on different parts and the atlas shows patches along the triangle
 seams. Each low-poly triangle therefore takes the source part most of its texels hit, and texels that
-landed elsewhere are re-projected onto that part alone (the same rays, then closest point on it).
+landed elsewhere are re-projected onto that part alone when the same rays hit it nearby (see
+:meth:`SurfaceField._agree`); parts that only border each other are left alone.
 """
 
 from __future__ import annotations
@@ -154,6 +158,33 @@ class RayCaster:
         return face, bary, dist
 
 
+def _face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    t = np.asarray(vertices, dtype=np.float64)[faces]
+    n = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-30)
+
+
+def nearest_hit(
+    rays: RayCaster, face_normals: np.ndarray, p: np.ndarray, n: np.ndarray, cage: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cast both ways along ``n`` and keep, per point, the nearest *front-facing* hit (the dense face's
+    normal agrees with ``n``); a back-facing hit (the inside of a shell) is kept only when there is no
+    front-facing one within the cage. Returns (face ``[N]``, −1 on miss; barycentrics; distance)."""
+    f_out, b_out, d_out = rays.cast(p, n, cage)
+    f_in, b_in, d_in = rays.cast(p, -n, cage)
+
+    def score(face: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        back = np.einsum("ij,ij->i", face_normals[np.maximum(face, 0)], n) < 0
+        return np.where(face >= 0, dist + np.where(back, 2.0 * cage, 0.0), np.inf)
+
+    use_in = score(f_in, d_in) < score(f_out, d_out)
+    return (
+        np.where(use_in, f_in, f_out),
+        np.where(use_in[:, None], b_in, b_out),
+        np.where(use_in, d_in, d_out),
+    )
+
+
 class SurfaceField:
     """A field answering bake queries from dense surface parts (see the module docstring).
 
@@ -194,9 +225,9 @@ class SurfaceField:
         self.cage = float(cage) if cage is not None else 0.03 * self.diagonal
         self.agree = agree
         self._rays = RayCaster(self.vertices, self.faces)
+        self._face_normals = _face_normals(self.vertices, self.faces)
         self._closest_index: ClosestPoint | None = None  # built on first use (misses are rare)
-        self._part_closest: dict[int, ClosestPoint] = {}
-        self._part_rays: dict[int, RayCaster] = {}
+        self._part_rays: dict[int, tuple[RayCaster, np.ndarray]] = {}
 
     @property
     def _closest(self) -> ClosestPoint:
@@ -220,22 +251,30 @@ class SurfaceField:
         """
         p = np.asarray(points, dtype=np.float64)
         n = np.asarray(normals, dtype=np.float64)
-        f_out, b_out, d_out = self._rays.cast(p, n, self.cage)
-        f_in, b_in, d_in = self._rays.cast(p, -n, self.cage)
-        use_in = d_in < d_out
-        face = np.where(use_in, f_in, f_out)
-        bary = np.where(use_in[:, None], b_in, b_out)
+        face, bary, dist = nearest_hit(self._rays, self._face_normals, p, n, self.cage)
         miss = face < 0
         if miss.any():
-            cf, cb, _ = self._closest.query(p[miss])
-            face[miss], bary[miss] = cf, cb
+            cf, cb, cd = self._closest.query(p[miss])
+            face[miss], bary[miss], dist[miss] = cf, cb, cd
         if self.agree and low_face is not None and len(self.parts) > 1:
-            face, bary = self._agree(p, n, face, bary, np.asarray(low_face, dtype=np.int64))
+            face, bary = self._agree(p, n, face, bary, dist, np.asarray(low_face, dtype=np.int64))
         return face, bary
 
     def _agree(
-        self, p: np.ndarray, n: np.ndarray, face: np.ndarray, bary: np.ndarray, low_face: np.ndarray
+        self,
+        p: np.ndarray,
+        n: np.ndarray,
+        face: np.ndarray,
+        bary: np.ndarray,
+        dist: np.ndarray,
+        low_face: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Move texels onto their low-poly triangle's majority part where that part overlaps them.
+
+        A texel is moved only when its rays also hit the majority part, and no farther than 0.5% of the
+        diagonal beyond its own hit: overlapping shells (a visor over a face) are unified, while parts
+        that merely border each other (the layers of a cake) keep their own colours.
+        """
         n_parts = len(self.parts)
         part = self.part_of_face[face]
         _, low_idx = np.unique(low_face, return_inverse=True)
@@ -243,27 +282,43 @@ class SurfaceField:
         np.add.at(votes, (low_idx, part), 1)
         major = np.argmax(votes, axis=1)[low_idx]
         wrong = np.flatnonzero(part != major)
+        slack = 0.005 * self.diagonal
         for target in np.unique(major[wrong]).tolist():
             rows = wrong[major[wrong] == target]
             mesh = self.parts[target].mesh
             if target not in self._part_rays:
-                self._part_rays[target] = RayCaster(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces))
-            # re-cast the texel's rays against the majority part alone; closest point where they miss
-            rays = self._part_rays[target]
-            f_out, b_out, d_out = rays.cast(p[rows], n[rows], self.cage)
-            f_in, b_in, d_in = rays.cast(p[rows], -n[rows], self.cage)
-            use_in = d_in < d_out
-            cf = np.where(use_in, f_in, f_out)
-            cb = np.where(use_in[:, None], b_in, b_out)
-            miss = cf < 0
-            if miss.any():
-                if target not in self._part_closest:
-                    self._part_closest[target] = ClosestPoint(mesh.vertices, mesh.faces)
-                mf, mb, _ = self._part_closest[target].query(p[rows][miss])
-                cf[miss], cb[miss] = mf, mb
+                verts, faces = np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces)
+                self._part_rays[target] = (RayCaster(verts, faces), _face_normals(verts, faces))
+            rays, normals = self._part_rays[target]
+            cf, cb, cd = nearest_hit(rays, normals, p[rows], n[rows], self.cage)
+            ok = (cf >= 0) & (cd <= dist[rows] + slack)
+            rows, cf, cb = rows[ok], cf[ok], cb[ok]
             face[rows] = cf + self.face_offset[target]
             bary[rows] = cb
         return face, bary
+
+    def orient_like(self, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """Flip the low-poly faces whose normal opposes the dense surface they stand for.
+
+        Decimating a non-manifold or inconsistently wound source can leave faces facing inwards; each
+        face's centroid is projected onto the dense surface (along its normal, both ways) and the face is
+        flipped when the dense face there points the other way.
+
+        Returns:
+            ``[F, 3]`` faces, some rows reversed.
+        """
+        v = np.asarray(vertices, dtype=np.float64)
+        f = np.asarray(faces)
+        t = v[f]
+        normal = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)
+        centre = t.mean(axis=1)
+        f_out, _, d_out = self._rays.cast(centre, normal, self.cage)
+        f_in, _, d_in = self._rays.cast(centre, -normal, self.cage)
+        hit = np.where(d_in < d_out, f_in, f_out)
+        dots = np.einsum("ij,ij->i", self._face_normals[np.maximum(hit, 0)], normal)
+        flip = (hit >= 0) & (dots < 0)
+        return np.where(flip[:, None], f[:, ::-1], f)
 
     def attributes(self, face: np.ndarray, bary: np.ndarray) -> dict[str, np.ndarray]:
         """Sample every part's attributes at dense (face, barycentric) points; see ``SourcePart.sample``."""

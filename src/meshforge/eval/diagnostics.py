@@ -1,0 +1,525 @@
+"""Mesh and texture-atlas diagnostics, multi-part previews, and the ``meshforge inspect`` helpers.
+
+:func:`diagnostics` counts what makes a mesh good or bad as a game asset: parts, vertices, faces, connected
+components, boundary and non-manifold edges, watertightness, degenerate, duplicate and sliver faces, UV
+overlap, atlas utilisation, texels never written, materials and texture sizes. :func:`inspect_file` loads a
+file (:func:`meshforge.io.meshes.load_mesh`), runs the diagnostics and, given a reference, the surface
+metrics of :mod:`meshforge.eval.metrics`; :func:`format_inspection` prints the result for people and
+:func:`inspect_command` is what the ``meshforge inspect`` command calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from ..export._common import jsonable, linear_to_srgb, srgb_to_linear
+from ..io.meshes import DEFAULT_MAX_BYTES, SourcePart, SourceScene, load_mesh
+from ..mesh.raster import rasterize
+from ..mesh.topology import topology, weld
+from ..types import Asset, Camera, Mesh
+from .metrics import DEFAULT_SAMPLES, DEFAULT_THRESHOLDS, Surface, as_scene, compare_surfaces
+from .render import DEFAULT_VIEWS, project, view_rotation
+
+__all__ = [
+    "DEGENERATE_REL_AREA",
+    "DILATION_TEXELS",
+    "MAX_UV_RASTER",
+    "SLIVER_ASPECTS",
+    "aspect_ratios",
+    "diagnostics",
+    "format_inspection",
+    "inspect_command",
+    "inspect_file",
+    "preview_sheet",
+    "uv_coverage",
+]
+
+#: a face is degenerate when it repeats a vertex (after welding equal positions) or its area is at most
+#: this fraction of the squared bounding-box diagonal
+DEGENERATE_REL_AREA = 1e-12
+#: sliver thresholds on the aspect ratio (longest edge / height on it)
+SLIVER_ASPECTS = (20.0, 100.0)
+#: a texel farther than this (Euclidean, in texels) from every texel covered by a UV triangle is "never
+#: written": no bake with the usual gutter padding reaches it, and bilinear/mip filtering never reads it
+DILATION_TEXELS = 2.0
+#: UV rasterisation is done at the texture's resolution, at most this many texels per side
+MAX_UV_RASTER = 1024
+# Sub-texel offset of the UV raster: keeps texel centres off UV edges that lie on exact texel-centre lines
+# (e.g. grid-aligned atlases), where both neighbouring triangles would claim the texel (a false overlap).
+_UV_JITTER = (0.00127, 0.00071)
+
+
+def aspect_ratios(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Per-face aspect ratio ``longest edge / height on that edge`` (= ``longest² / (2·area)``).
+
+    An equilateral triangle has ``2/√3 ≈ 1.155``; degenerate faces get ``inf``.
+
+    Returns:
+        ``[F]`` float64.
+    """
+    t = np.asarray(vertices, dtype=np.float64)[np.asarray(faces)]
+    e = np.stack([t[:, 1] - t[:, 0], t[:, 2] - t[:, 1], t[:, 0] - t[:, 2]], axis=1)
+    longest = np.linalg.norm(e, axis=2).max(axis=1)
+    twice_area = np.linalg.norm(np.cross(e[:, 0], -e[:, 2]), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(twice_area > 0.0, longest**2 / twice_area, np.inf)
+    return np.asarray(out, dtype=np.float64)
+
+
+def uv_coverage(uv: np.ndarray, faces: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterise UV triangles into a ``width × height`` grid and find texels covered more than once.
+
+    A texel is covered when its centre lies inside a UV triangle (:func:`meshforge.mesh.raster.rasterize`,
+    UVs as given, glTF convention). Multiplicity comes from two z-buffered passes with the face index as
+    depth: the first keeps the smallest covering face index, the second the largest; a texel where they
+    differ is covered by at least two faces.
+
+    Args:
+        uv: ``[V, 2]`` float UVs. faces: ``[F, 3]`` int. width, height: grid size in texels.
+
+    Returns:
+        ``(covered [H, W] bool, overlapped [H, W] bool)``.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    tri = np.asarray(uv, dtype=np.float64)[f] * np.array([width, height], dtype=np.float64) + np.array(_UV_JITTER)
+    order = np.arange(len(f), dtype=np.float64)
+    low = rasterize(tri, width, height, np.repeat(order[:, None], 3, axis=1)).face
+    high = rasterize(tri, width, height, np.repeat(-order[:, None], 3, axis=1)).face
+    covered = low >= 0
+    return covered, covered & (low != high)
+
+
+def _texture_key(part: SourcePart) -> tuple[int, np.ndarray] | None:
+    """Identity of a part's texture set (the first map present), so parts sharing an atlas are grouped."""
+    for name in ("base_color", "metallic_roughness", "normal", "occlusion"):
+        arr = getattr(part, name)
+        if arr is not None:
+            return id(arr), arr
+    return None
+
+
+def _uv_groups(
+    scene: SourceScene, *, bake_coverage: np.ndarray | None, dilation: float, max_raster: int
+) -> list[dict[str, Any]]:
+    groups: dict[int, tuple[np.ndarray, list[int]]] = {}
+    for i, part in enumerate(scene.parts):
+        key = _texture_key(part)
+        if key is None or part.mesh.uv is None:
+            continue
+        groups.setdefault(key[0], (key[1], []))[1].append(i)
+    out: list[dict[str, Any]] = []
+    for texture, members in groups.values():
+        th, tw = int(texture.shape[0]), int(texture.shape[1])
+        scale = min(1.0, max_raster / max(th, tw))
+        rw, rh = max(1, round(tw * scale)), max(1, round(th * scale))
+        uvs, faces, offset, outside = [], [], 0, 0
+        seen: set[bytes] = set()
+        for i in members:
+            m = scene.parts[i].mesh
+            assert m.uv is not None
+            # Instances of one primitive (the same UVs and faces) are counted once, not as overlap.
+            digest = hashlib.blake2b(m.uv.tobytes() + m.faces.tobytes(), digest_size=16).digest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            uvs.append(m.uv.astype(np.float64))
+            faces.append(m.faces.astype(np.int64) + offset)
+            offset += m.n_vertices
+            fu = m.uv[m.faces]
+            outside += int(np.any((fu < -1e-6) | (fu > 1.0 + 1e-6), axis=(1, 2)).sum())
+        covered, overlapped = uv_coverage(np.concatenate(uvs), np.concatenate(faces), rw, rh)
+        n_cov = int(covered.sum())
+        entry: dict[str, Any] = {
+            "parts": [scene.parts[i].name for i in members],
+            "texture": [tw, th],
+            "raster": [rw, rh],
+            "faces_outside_unit_square": outside,
+            "utilisation": n_cov / float(rw * rh),
+            "overlap": (int(overlapped.sum()) / n_cov) if n_cov else 0.0,
+            "overlapped_texels": int(overlapped.sum()),
+        }
+        if bake_coverage is not None and len(groups) == 1:
+            written = np.asarray(bake_coverage, dtype=bool)
+            entry["never_written_source"] = "bake coverage"
+        else:
+            # Texels within `dilation` texels (Euclidean, centre to centre) of a covered texel count as written.
+            if n_cov:
+                written = ndimage.distance_transform_edt(~covered) <= dilation
+            else:
+                written = covered
+            entry["never_written_source"] = f"uv raster dilated by {dilation:g} texels"
+        entry["texels_never_written"] = int((~written).sum())
+        entry["never_written_fraction"] = float((~written).mean())
+        out.append(entry)
+    return out
+
+
+def diagnostics(
+    obj: Surface,
+    *,
+    bake_coverage: np.ndarray | None = None,
+    dilation: float = DILATION_TEXELS,
+    max_raster: int = MAX_UV_RASTER,
+) -> dict[str, Any]:
+    """Counts and checks of a mesh, scene or asset (all parts together), as a JSON-ready dict.
+
+    Definitions:
+
+    * ``counts``: ``parts``, ``vertices`` (as stored, i.e. split at UV/normal seams), ``faces``.
+    * ``topology`` (on all parts concatenated, equal positions welded, unreferenced vertices dropped — so UV
+      seams do not count as boundaries): ``components`` (vertex-connected), ``boundary_edges`` (edges of one
+      face), ``nonmanifold_edges`` (edges of three or more faces), ``inconsistent_edges`` (a directed edge
+      used twice: neighbours wound oppositely), ``watertight`` (no boundary or non-manifold edge),
+      ``degenerate_faces`` (a repeated vertex, or area ≤ :data:`DEGENERATE_REL_AREA` × diagonal²),
+      ``duplicate_faces`` (faces beyond the first with the same three vertices, either winding),
+      ``slivers_over_20`` / ``slivers_over_100`` (non-degenerate faces with :func:`aspect_ratios` above 20 /
+      100), ``max_aspect``.
+    * ``materials``: one entry per distinct material (name, factors — ``base_color_factor`` linear as in
+      glTF — alpha mode, double-sidedness, unlit, texture sizes ``[width, height]``, number of parts).
+    * ``uv``: one entry per texture atlas (parts sharing the same texture image are grouped; instances of
+      one primitive count once), rasterised at the texture's resolution (at most ``max_raster`` per side,
+      default :data:`MAX_UV_RASTER`; ``raster`` gives the size used, texel counts are of that raster):
+      ``utilisation`` = covered texels / all texels; ``overlap`` = texels covered by two or more UV
+      triangles / covered texels (mirrored or stacked UV islands); ``texels_never_written`` and
+      ``never_written_fraction``: texels farther than ``dilation`` texels from every covered texel — or,
+      with ``bake_coverage`` (the baker's ``[H, W]`` bool mask of texels it wrote, one atlas only), the
+      texels outside that mask; ``faces_outside_unit_square``: faces with UVs outside [0, 1] (they are
+      rasterised as given, not wrapped).
+
+    Args:
+        obj: a SourceScene, Asset, Mesh or SourcePart.
+        bake_coverage: optional ``[H, W]`` bool mask of written texels (from the bake), at the raster size.
+        dilation: gutter width in texels for "never written" without ``bake_coverage``.
+        max_raster: largest UV raster side.
+
+    Returns:
+        ``{"counts", "bounds", "topology", "materials", "textures", "uv"}`` (plain Python values).
+    """
+    scene = as_scene(obj)
+    verts = [p.mesh.vertices for p in scene.parts]
+    faces, offset = [], 0
+    for p in scene.parts:
+        faces.append(p.mesh.faces.astype(np.int64) + offset)
+        offset += p.mesh.n_vertices
+    v_all = np.concatenate(verts) if verts else np.zeros((0, 3), np.float32)
+    f_all = np.concatenate(faces) if faces else np.zeros((0, 3), np.int64)
+    lo, hi = scene.bounds()
+    diag = float(np.linalg.norm(hi - lo))
+    # Weld equal positions and drop unreferenced vertices, so seams and stray vertices do not count.
+    wv, wf = weld(v_all, f_all) if len(f_all) else (v_all, f_all.astype(np.int32))
+    used, inverse = np.unique(wf, return_inverse=True)
+    wv, wf = wv[used], inverse.reshape(-1, 3).astype(np.int64)
+    topo = topology(wv, wf, area_eps=DEGENERATE_REL_AREA * diag * diag)
+    key = np.sort(wf, axis=1)
+    duplicates = int(len(key) - len(np.unique(key, axis=0))) if len(key) else 0
+    aspect = aspect_ratios(wv, wf)
+    repeated = (wf[:, 0] == wf[:, 1]) | (wf[:, 1] == wf[:, 2]) | (wf[:, 2] == wf[:, 0])
+    tri = wv.astype(np.float64)[wf]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    valid = ~repeated & (area > DEGENERATE_REL_AREA * diag * diag)
+    topology_out: dict[str, Any] = {
+        **topo.to_dict(),
+        "duplicate_faces": duplicates,
+        "slivers_over_20": int((aspect[valid] > SLIVER_ASPECTS[0]).sum()),
+        "slivers_over_100": int((aspect[valid] > SLIVER_ASPECTS[1]).sum()),
+        "max_aspect": float(aspect[valid].max()) if valid.any() else None,
+    }
+    topology_out.pop("faces", None)
+    topology_out["welded_vertices"] = topology_out.pop("vertices")
+
+    materials: dict[int, dict[str, Any]] = {}
+    textures: dict[int, dict[str, Any]] = {}
+    for part in scene.parts:
+        mat = part.material
+        mkey = hash((mat, part.unlit, tuple(id(a) for a in part.textures().values())))
+        entry = materials.setdefault(
+            mkey,
+            {
+                "name": mat.name,
+                "base_color_factor": [float(c) for c in mat.base_color_factor],
+                "metallic_factor": float(mat.metallic_factor),
+                "roughness_factor": float(mat.roughness_factor),
+                "alpha_mode": mat.alpha_mode,
+                "double_sided": bool(mat.double_sided),
+                "unlit": bool(part.unlit),
+                "textures": part.texture_sizes(),
+                "parts": 0,
+            },
+        )
+        entry["parts"] += 1
+        for name, arr in part.textures().items():
+            textures.setdefault(id(arr), {"map": name, "size": [int(arr.shape[1]), int(arr.shape[0])]})
+    texture_bytes = int(sum(t["size"][0] * t["size"][1] * 4 for t in textures.values()))
+    return {
+        "counts": {"parts": len(scene.parts), "vertices": scene.n_vertices(), "faces": scene.n_faces()},
+        "bounds": {"min": lo.tolist(), "max": hi.tolist(), "diagonal": diag},
+        "topology": topology_out,
+        "materials": list(materials.values()),
+        "textures": {"images": len(textures), "rgba8_bytes": texture_bytes},
+        "uv": _uv_groups(scene, bake_coverage=bake_coverage, dilation=dilation, max_raster=max_raster),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+# Previews
+# --------------------------------------------------------------------------------------------------------
+
+
+def preview_sheet(
+    obj: Surface,
+    *,
+    size: int = 256,
+    views: Sequence[tuple[float, float]] = DEFAULT_VIEWS,
+    modes: Sequence[str] = ("unlit", "lit"),
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """Render a multi-part scene (textures, vertex colours, normal maps) as a grid of orthographic views.
+
+    Any number of parts (an :class:`~meshforge.types.Asset` counts as one): all triangles are rasterised
+    together with a z-buffer and each pixel's colour and shading
+    normal come from :meth:`SourcePart.sample` of the part it shows. ``"lit"`` multiplies the linear base
+    colour by ``0.18 + 0.95·max(0, n·l)`` (the normal-mapped normal; unlit materials are not shaded).
+    Alpha is ignored (every surface is drawn opaque).
+
+    Returns:
+        ``[len(modes)·size, len(views)·size, 3]`` uint8 sRGB image.
+    """
+    scene = as_scene(obj)
+    verts = np.concatenate([p.mesh.vertices.astype(np.float64) for p in scene.parts])
+    faces, part_of, local, offset = [], [], [], 0
+    for i, p in enumerate(scene.parts):
+        faces.append(p.mesh.faces.astype(np.int64) + offset)
+        part_of.append(np.full(p.mesh.n_faces, i))
+        local.append(np.arange(p.mesh.n_faces))
+        offset += p.mesh.n_vertices
+    f = np.concatenate(faces)
+    part_idx, local_idx = np.concatenate(part_of), np.concatenate(local)
+    lo, hi = scene.bounds()
+    centre = 0.5 * (lo + hi)
+    v = verts - centre
+    used = np.unique(f)
+    extent = 2.05 * float(np.linalg.norm(v[used], axis=1).max()) if used.size else 1.0
+    extent = extent if extent > 0 else 1.0
+    light = np.array([-0.35, 0.5, 0.8])
+    light /= np.linalg.norm(light)
+    rows = []
+    for mode in modes:
+        tiles = []
+        for azimuth, elevation in views:
+            rot = view_rotation(azimuth, elevation)
+            xy, depth = project(v, size, Camera(kind="orthographic", extent=extent), rot)
+            r = rasterize(xy[f], size, size, depth[f])
+            out = np.empty((size * size, 3))
+            out[:] = np.asarray(background, dtype=np.float64) / 255.0
+            flat = np.flatnonzero(r.face.ravel() >= 0)
+            gface = r.face.ravel()[flat]
+            bary = r.bary.reshape(-1, 3)[flat].astype(np.float64)
+            bary /= np.maximum(bary.sum(axis=1, keepdims=True), 1e-12)
+            for p in np.unique(part_idx[gface]):
+                sel = np.flatnonzero(part_idx[gface] == p)
+                part = scene.parts[int(p)]
+                s = part.sample(local_idx[gface[sel]], bary[sel])
+                colour = s["base_color"][:, :3]
+                if mode == "lit" and not part.unlit:
+                    n = s["normal"] @ rot.T
+                    lin = srgb_to_linear(colour) * (0.18 + 0.95 * np.clip(n @ light, 0.0, 1.0))[:, None]
+                    colour = linear_to_srgb(lin)
+                out[flat[sel]] = colour
+            tiles.append(np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8).reshape(size, size, 3))
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# inspect
+# --------------------------------------------------------------------------------------------------------
+
+
+def inspect_file(
+    path: str | os.PathLike[str],
+    *,
+    reference: str | os.PathLike[str] | SourceScene | Asset | Mesh | None = None,
+    n_samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
+    preview: str | os.PathLike[str] | None = None,
+    preview_size: int = 256,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> dict[str, Any]:
+    """Load a mesh file and report on it: provenance, warnings, :func:`diagnostics`, optional metrics.
+
+    Args:
+        path: the file (any format :func:`meshforge.io.meshes.load_mesh` reads).
+        reference: a file or surface to compare with (:func:`meshforge.eval.metrics.compare_surfaces`;
+            distances relative to the reference's bounding-box diagonal); None for no comparison.
+        n_samples, seed, thresholds: see :func:`compare_surfaces`.
+        preview: optional path of a PNG contact sheet (:func:`preview_sheet`) to write.
+        preview_size: side of one preview tile in pixels.
+        max_bytes: file size limit for loading.
+
+    Returns:
+        A JSON-ready dict: ``file``, ``name``, ``format``, ``bytes``, ``sha256``, ``warnings``, ``meta``,
+        ``diagnostics``, ``seconds`` (``load``, ``diagnostics``, ``metrics``, ``preview``), and with a
+        reference ``reference`` (``file``, ``sha256``, ``diagonal``, ``warnings``) and ``metrics``
+        (:meth:`SurfaceComparison.to_dict`); with a preview, ``preview`` (its path).
+
+    Raises:
+        InputError: the file or the reference cannot be loaded (one line, see ``load_mesh``), or the
+            preview cannot be written.
+    """
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    scene = load_mesh(path, max_bytes=max_bytes)
+    seconds["load"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    diag = diagnostics(scene)
+    seconds["diagnostics"] = time.perf_counter() - t0
+    report: dict[str, Any] = {
+        "file": str(path),
+        "name": scene.name,
+        "format": scene.meta.get("format"),
+        "bytes": scene.meta.get("bytes"),
+        "sha256": scene.sha256,
+        "warnings": list(scene.warnings),
+        "meta": {k: v for k, v in scene.meta.items() if k not in ("format", "bytes")},
+        "diagnostics": diag,
+    }
+    if reference is not None:
+        t0 = time.perf_counter()
+        if isinstance(reference, str | os.PathLike):
+            ref_scene = load_mesh(reference, max_bytes=max_bytes)
+            ref_file = str(reference)
+        else:
+            ref_scene = as_scene(reference)
+            ref_file = ref_scene.name
+        seconds["reference_load"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        comparison = compare_surfaces(scene, ref_scene, thresholds=thresholds, n_samples=n_samples, seed=seed)
+        seconds["metrics"] = time.perf_counter() - t0
+        report["reference"] = {
+            "file": ref_file,
+            "sha256": ref_scene.sha256,
+            "diagonal": ref_scene.diagonal(),
+            "warnings": list(ref_scene.warnings),
+        }
+        report["metrics"] = comparison.to_dict()
+    if preview is not None:
+        t0 = time.perf_counter()
+        sheet = preview_sheet(scene, size=preview_size)
+        try:
+            from PIL import Image as PILImage
+
+            PILImage.fromarray(sheet).save(os.fspath(preview), format="PNG")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{preview}: cannot write the preview ({' '.join(str(exc).split())})") from None
+        seconds["preview"] = time.perf_counter() - t0
+        report["preview"] = str(preview)
+    report["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
+    result: dict[str, Any] = jsonable(report)
+    return result
+
+
+def _fmt_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100.0 * x:.2f} %"
+
+
+def format_inspection(report: dict[str, Any]) -> str:
+    """Render an :func:`inspect_file` report as readable text (several lines, no trailing newline)."""
+    d = report["diagnostics"]
+    c, t, b = d["counts"], d["topology"], d["bounds"]
+    lines = [
+        f"{report['file']}  ({report.get('format')}, {_fmt_size(report.get('bytes'))}, "
+        f"sha256 {str(report.get('sha256', ''))[:12]})",
+        f"  parts {c['parts']:,}  vertices {c['vertices']:,}  faces {c['faces']:,}",
+        "  bounds [{}] – [{}]  diagonal {:.4g}".format(
+            ", ".join(f"{x:.4g}" for x in b["min"]), ", ".join(f"{x:.4g}" for x in b["max"]), b["diagonal"]
+        ),
+        f"  topology: {t['components']:,} components, {t['boundary_edges']:,} boundary edges, "
+        f"{t['nonmanifold_edges']:,} non-manifold edges, {t['inconsistent_edges']:,} inconsistently wound edges, "
+        f"{'watertight' if t['watertight'] else 'not watertight'}",
+        f"  faces: {t['degenerate_faces']:,} degenerate, {t['duplicate_faces']:,} duplicate, "
+        f"{t['slivers_over_20']:,} slivers with aspect > 20, {t['slivers_over_100']:,} > 100",
+    ]
+    mats = d["materials"]
+    lines.append(f"  materials ({len(mats)}):")
+    for m in mats:
+        f = m["base_color_factor"]
+        tex = ", ".join(f"{k} {w}×{h}" for k, (w, h) in m["textures"].items()) or "no textures"
+        flags = [m["alpha_mode"].lower()] + (["double-sided"] if m["double_sided"] else [])
+        flags += ["unlit"] if m["unlit"] else []
+        lines.append(
+            f"    {m['name']}: base ({', '.join(f'{x:.3g}' for x in f)}) metallic {m['metallic_factor']:.3g} "
+            f"roughness {m['roughness_factor']:.3g}, {', '.join(flags)}; {tex}; {m['parts']} part(s)"
+        )
+    for g in d["uv"]:
+        names = ", ".join(g["parts"][:4]) + (f" (+{len(g['parts']) - 4})" if len(g["parts"]) > 4 else "")
+        w, h = g["texture"]
+        lines.append(
+            f"  UV atlas {w}×{h} [{names}]: utilisation {_pct(g['utilisation'])}, overlap {_pct(g['overlap'])}, "
+            f"texels never written {_pct(g['never_written_fraction'])}"
+            + (f", {g['faces_outside_unit_square']:,} faces outside [0, 1]" if g["faces_outside_unit_square"] else "")
+        )
+    if "metrics" in report:
+        m = report["metrics"]
+        fs = ", ".join(f"F@{float(k) * 100:g}% {v:.4f}" for k, v in m["f_score"].items())
+        psnr = m.get("colour_psnr_db")
+        lines.append(
+            f"  vs {report['reference']['file']} (distances relative to its diagonal "
+            f"{report['reference']['diagonal']:.4g}):"
+        )
+        lines.append(
+            f"    chamfer {_pct(m['chamfer_rel'])}, hausdorff {_pct(m['hausdorff_rel'])}, {fs}, "
+            f"normal consistency {m['normal_consistency']:.4f}, colour PSNR "
+            + ("n/a" if psnr is None else f"{psnr:.2f} dB")
+        )
+    for w in report.get("warnings", []):
+        lines.append(f"  warning: {w}")
+    secs = report.get("seconds", {})
+    if secs:
+        lines.append("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in secs.items()))
+    return "\n".join(lines)
+
+
+def inspect_command(
+    path: str | os.PathLike[str],
+    *,
+    reference: str | os.PathLike[str] | None = None,
+    as_json: bool = False,
+    preview: str | os.PathLike[str] | None = None,
+    n_samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    stream: TextIO | None = None,
+) -> int:
+    """What ``meshforge inspect FILE [--reference REF] [--json] [--preview out.png]`` does.
+
+    Prints :func:`format_inspection` (or, with ``as_json``, the report as indented JSON) to ``stream``
+    (default stdout) and returns the exit status 0. Errors are raised (:class:`InputError` for unusable
+    files), for the CLI's usual one-line handling.
+    """
+    out = stream if stream is not None else sys.stdout
+    report = inspect_file(path, reference=reference, preview=preview, n_samples=n_samples, seed=seed)
+    if as_json:
+        out.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    else:
+        out.write(format_inspection(report) + "\n")
+    return 0

@@ -1,0 +1,135 @@
+"""meshforge optimize: real dense assets → one low-poly mesh with one material and baked maps,
+measured against the source."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import meshforge
+from meshforge.cli import main
+from meshforge.eval.metrics import compare_surfaces
+from meshforge.export.glb import read_glb_json
+from meshforge.io.meshes import SKIN_WARNING, load_mesh
+from meshforge.optimize import PRESETS, OptimizeConfig, optimize
+
+ASSETS = ["spot.glb", "FlightHelmet.glb", "kenney_cakeBirthday.glb", "Fox.glb", "CesiumMilkTruck.glb"]
+
+
+def check_glb(glb: bytes, validate, *, normal_map: bool = True) -> dict:
+    report = validate(glb)
+    assert report["errors"] == 0 and report["warnings"] == 0, report["messages"]
+    doc = read_glb_json(glb)
+    assert len(doc["meshes"]) == 1 and len(doc["meshes"][0]["primitives"]) == 1 and len(doc["materials"]) == 1
+    pbr = doc["materials"][0]["pbrMetallicRoughness"]
+    assert "baseColorTexture" in pbr and "metallicRoughnessTexture" in pbr
+    if normal_map:
+        assert "normalTexture" in doc["materials"][0]
+        assert "TANGENT" in doc["meshes"][0]["primitives"][0]["attributes"]
+    return doc
+
+
+@pytest.fixture(scope="module")
+def helmet(shared_assets):
+    source = load_mesh(shared_assets / "FlightHelmet.glb")
+    result = optimize(source, OptimizeConfig().with_options(faces=20_000, texture_size=1024))
+    return source, result
+
+
+@pytest.mark.slow
+def test_flight_helmet_meets_the_bar(helmet, validate):
+    source, result = helmet
+    glb = meshforge.export(result.asset, "glb")
+    check_glb(glb, validate)
+    assert result.asset.mesh.n_faces <= 20_000
+    assert result.asset.textures.base_color.shape == (1024, 1024, 4)
+    cmp = compare_surfaces(result.asset, source, n_samples=50_000, seed=1)
+    assert cmp.chamfer_rel <= 0.005, cmp.to_dict()
+    assert cmp.colour_psnr_db >= 28.0, cmp.to_dict()
+    # the source's ORM occlusion is real, so it is baked too
+    assert result.asset.textures.occlusion is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("budget", [2_000, 20_000])
+@pytest.mark.parametrize("name", ASSETS)
+def test_every_asset_optimizes_to_a_valid_glb(name, budget, shared_assets, validate):
+    source = load_mesh(shared_assets / name)
+    result = optimize(source, OptimizeConfig().with_options(faces=budget, texture_size=512))
+    glb = meshforge.export(result.asset, "glb")
+    check_glb(glb, validate)
+    assert result.asset.mesh.n_faces <= min(budget, source.n_faces())
+    assert result.asset.mesh.n_faces >= 0.5 * min(budget, source.n_faces())
+    cmp = compare_surfaces(result.asset, source, n_samples=20_000, colour=False)
+    assert cmp.f_score[0.02] > 0.9, cmp.to_dict()
+
+
+def test_spot_at_1000_faces_keeps_its_shape(shared_assets):
+    source = load_mesh(shared_assets / "spot.glb")
+    result = optimize(source, OptimizeConfig().with_options(faces=1_000, texture_size=512))
+    assert result.asset.mesh.n_faces <= 1_000
+    cmp = compare_surfaces(result.asset, source, n_samples=50_000)
+    assert cmp.f_score[0.01] >= 0.95
+    assert cmp.colour_psnr_db > 28.0
+
+
+def test_flat_colour_materials_are_baked(shared_assets):
+    source = load_mesh(shared_assets / "kenney_cakeBirthday.glb")
+    result = optimize(source, OptimizeConfig().with_options(faces=1_000, texture_size=256))
+    sampled = compare_surfaces(result.asset, source, n_samples=20_000).colour_psnr_db
+    assert sampled > 25.0
+    # every flat colour of the source appears in the baked texture
+    tex = result.asset.textures.base_color[..., :3].reshape(-1, 3).astype(int)
+    colours = {
+        tuple(np.rint(p.sample(np.array([0]), np.array([[1.0, 0, 0]]))["base_color"][0, :3] * 255).astype(int))
+        for p in source.parts
+    }
+    for c in colours:
+        assert (np.abs(tex - np.array(c)).max(axis=1) <= 2).sum() >= 8, c  # sprinkles are small
+
+
+def test_skinned_input_warns_that_skin_and_animation_are_dropped(shared_assets):
+    result = optimize(shared_assets / "Fox.glb", OptimizeConfig().with_options(faces=300, texture_size=256))
+    assert SKIN_WARNING in result.report.warnings
+    assert result.asset.mesh.n_faces <= 300
+
+
+def test_presets_and_bad_values():
+    cfg = OptimizeConfig().with_options(preset="mobile")
+    assert cfg.decimate.faces == PRESETS["mobile"]["faces"] and cfg.bake.texture_size == 512
+    assert OptimizeConfig().with_options(preset="hero", faces=1234).decimate.faces == 1234
+    with pytest.raises(meshforge.InputError, match="unknown preset"):
+        OptimizeConfig().with_options(preset="huge")
+
+
+def test_cli_optimize_writes_glb_report_and_preview(tmp_path, shared_assets, capsys, validate):
+    out = tmp_path / "out" / "cake.glb"
+    code = main(
+        ["optimize", str(shared_assets / "kenney_cakeBirthday.glb"), "-o", str(out), "--preset", "mobile", "--preview"]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    check_glb(out.read_bytes(), validate)
+    report = json.loads((out.parent / "cake.report.json").read_text())
+    assert [s["name"] for s in report["stages"]] == ["load", "flatten", "clean", "decimate", "unwrap", "bake"]
+    assert report["textures"]["base_color"] == [512, 512]
+    assert (out.parent / "cake.preview.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [(b"glTF\x02\x00\x00\x00\xff\xff\x00\x00", "glb"), (b"solid nothing\nendsolid\n", "stl"), (b"not a mesh", "obj")],
+)
+def test_cli_optimize_refuses_broken_files_in_one_line(tmp_path, capsys, payload, reason):
+    bad = tmp_path / f"broken.{reason}"
+    bad.write_bytes(payload)
+    out_dir = tmp_path / "out"
+    code = main(["optimize", str(bad), "-o", str(out_dir)])
+    err = capsys.readouterr().err
+    assert code == 1
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "broken" in lines[0], lines
+    assert "Traceback" not in err
+    assert not out_dir.exists() or not any(out_dir.iterdir())
