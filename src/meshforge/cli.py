@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .errors import MeshforgeError
+from .types import Asset, Report
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".tga")
 
@@ -156,7 +157,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     from .backends import load_backend, resolve_name
     from .config import PipelineConfig
-    from .export import FORMATS, export_files
+    from .export import FORMATS
     from .export._common import safe_stem
     from .pipeline import STAGES, generate
 
@@ -228,16 +229,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
         try:
             result = generate(path, backend, cfg, on_progress=progress)
-            files: dict[str, bytes] = {}
-            for fmt in formats:
-                files.update(export_files(result.asset, fmt, stem))
-            if args.preview:
-                files[f"{stem}.preview.png"] = _preview_png(result.asset)
-            report = result.report.to_dict()
-            report["outputs"] = sorted(files)
-            files[f"{stem}.report.json"] = (json.dumps(report, indent=2, default=str) + "\n").encode()
-            for fname, data in files.items():
-                _write_atomic(out_dir / fname, data)
+            _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview)
         except MeshforgeError as exc:
             failed += 1
             _say_error(outer, _name_input(path, exc))
@@ -307,7 +299,7 @@ def _cmd_models_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_optimize(args: argparse.Namespace) -> int:
-    from .export import FORMATS, export_files
+    from .export import FORMATS
     from .export._common import safe_stem
     from .optimize import OptimizeConfig, optimize
 
@@ -332,16 +324,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         result = optimize(path, cfg)
-        files: dict[str, bytes] = {}
-        for fmt in formats:
-            files.update(export_files(result.asset, fmt, stem))
-        if args.preview:
-            files[f"{stem}.preview.png"] = _preview_png(result.asset)
-        report = result.report.to_dict()
-        report["outputs"] = sorted(files)
-        files[f"{stem}.report.json"] = (json.dumps(report, indent=2, default=str) + "\n").encode()
-        for fname, data in files.items():
-            _write_atomic(out_dir / fname, data)
+        _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview)
     except MeshforgeError as exc:
         print(f"error: {_name_input(path, exc)}", file=sys.stderr)
         return 1
@@ -379,6 +362,24 @@ def _name_input(path: Path, exc: BaseException) -> str:
             text = text[len(prefix) :].lstrip()
             break
     return f"{label}: {text}"
+
+
+def _write_outputs(
+    asset: Asset, report: Report, formats: Sequence[str], out_dir: Path, stem: str, *, preview: bool
+) -> None:
+    """Export every format (+ preview) and the report, each written atomically into ``out_dir``."""
+    from .export import export_files
+
+    files: dict[str, bytes] = {}
+    for fmt in formats:
+        files.update(export_files(asset, fmt, stem))
+    if preview:
+        files[f"{stem}.preview.png"] = _preview_png(asset)
+    rep = report.to_dict()
+    rep["outputs"] = sorted(files)
+    files[f"{stem}.report.json"] = (json.dumps(rep, indent=2, default=str) + "\n").encode()
+    for fname, data in files.items():
+        _write_atomic(out_dir / fname, data)
 
 
 def _preview_png(asset: object) -> bytes:

@@ -27,6 +27,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..errors import MissingDependency
+from ..mesh.closest import closest_point_on_triangles
 
 
 class SurfacePart(Protocol):
@@ -35,48 +36,6 @@ class SurfacePart(Protocol):
     mesh: Any
 
     def sample(self, face: np.ndarray, bary: np.ndarray) -> dict[str, np.ndarray]: ...
-
-
-def closest_points_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Barycentrics of the closest point on triangle (a, b, c) to p, vectorised over ``[N]`` rows.
-
-    Ericson (2005) §5.1.5 region tests. Args are ``[N, 3]`` float64; returns ``[N, 3]`` float64 weights
-    of (a, b, c).
-    """
-    ab, ac, ap = b - a, c - a, p - a
-    d1 = np.einsum("ij,ij->i", ab, ap)
-    d2 = np.einsum("ij,ij->i", ac, ap)
-    bp = p - b
-    d3 = np.einsum("ij,ij->i", ab, bp)
-    d4 = np.einsum("ij,ij->i", ac, bp)
-    cp = p - c
-    d5 = np.einsum("ij,ij->i", ab, cp)
-    d6 = np.einsum("ij,ij->i", ac, cp)
-    va = d3 * d6 - d5 * d4
-    vb = d5 * d2 - d1 * d6
-    vc = d1 * d4 - d3 * d2
-    denom = va + vb + vc
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = np.where(denom != 0, vb / denom, 1 / 3)
-        w = np.where(denom != 0, vc / denom, 1 / 3)
-        out = np.stack([1 - v - w, v, w], axis=1)
-        # edge and vertex regions (later assignments take precedence, as in the sequential algorithm)
-        t_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        m = (va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0)
-        out[m] = np.stack([np.zeros(m.sum()), 1 - t_bc[m], t_bc[m]], axis=1)
-        t_ac = d2 / (d2 - d6)
-        m = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
-        out[m] = np.stack([1 - t_ac[m], np.zeros(m.sum()), t_ac[m]], axis=1)
-        t_ab = d1 / (d1 - d3)
-        m = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
-        out[m] = np.stack([1 - t_ab[m], t_ab[m], np.zeros(m.sum())], axis=1)
-    m = (d6 >= 0) & (d5 <= d6)
-    out[m] = (0.0, 0.0, 1.0)
-    m = (d3 >= 0) & (d4 <= d3)
-    out[m] = (0.0, 1.0, 0.0)
-    m = (d1 <= 0) & (d2 <= 0)
-    out[m] = (1.0, 0.0, 0.0)
-    return np.nan_to_num(out, nan=1 / 3)
 
 
 class ClosestPoint:
@@ -115,8 +74,7 @@ class ClosestPoint:
             rows = np.repeat(np.arange(len(p)), k)
             cf = cand.reshape(-1)
             tri = self.v[self.f[cf]]
-            w = closest_points_on_triangles(p[rows], tri[:, 0], tri[:, 1], tri[:, 2])
-            q = np.einsum("nk,nkd->nd", w, tri)
+            q, w = closest_point_on_triangles(p[rows], tri[:, 0], tri[:, 1], tri[:, 2])
             d2 = ((q - p[rows]) ** 2).sum(1).reshape(len(p), k)
             best = np.argmin(d2, axis=1)
             pick = np.arange(len(p)) * k + best
