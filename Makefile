@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 VALIDATOR := tools/gltf-validator
 
-.PHONY: demo install dev validator lint typecheck test bench clean
+WEB := src/meshforge/web
+
+.PHONY: demo install dev validator web browser lint typecheck test bench bench-service serve clean
 
 demo: install  ## create .venv, install meshforge, and turn the bundled chair picture into out/chair.glb
 	$(BIN)/meshforge generate examples/images/chair.png -o out --preview
@@ -29,6 +31,15 @@ $(VALIDATOR)/node_modules/.installed: $(VALIDATOR)/package.json $(VALIDATOR)/pac
 	npm ci --prefix $(VALIDATOR) --no-audit --no-fund --loglevel=error
 	touch $@
 
+web: $(WEB)/node_modules/.installed  ## three.js for the web studio, from npm
+
+$(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
+	touch $@
+
+browser:  ## Debian's Chromium for the studio's browser test (root installs it when missing)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+
 lint: dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -36,11 +47,17 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-test: dev validator lint typecheck  ## install dev extras and the glTF validator, lint, type-check, run the tests
+test: dev validator web browser lint typecheck  ## install dev extras, validator, studio deps, Chromium; lint, type-check, run the tests
 	$(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python benchmarks/generate_stages.py
 
+serve: dev web  ## run the HTTP service (API docs at /docs, studio at /) on http://127.0.0.1:8000
+	$(BIN)/meshforge serve --data-dir out/service
+
+bench-service: dev
+	$(BIN)/python benchmarks/service_load.py
+
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache $(VALIDATOR)/node_modules
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache $(VALIDATOR)/node_modules $(WEB)/node_modules

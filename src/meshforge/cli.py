@@ -92,6 +92,16 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--samples", type=_positive_int, default=100_000, help="surface samples for metrics")
     i.set_defaults(func=_cmd_inspect)
 
+    sv = sub.add_parser(
+        "serve",
+        help="run the HTTP job service and web studio (needs the serve extra)",
+        description="Run the HTTP job service: POST /v1/jobs, GET /v1/jobs/{id}, API docs at /docs, studio at /.",
+    )
+    from .service.entry import add_arguments as _add_serve_arguments
+
+    _add_serve_arguments(sv)
+    sv.set_defaults(func=_cmd_serve)
+
     o = sub.add_parser(
         "optimize",
         help="turn a dense mesh into a game-ready low-poly asset with baked maps",
@@ -264,6 +274,12 @@ def _say_error(bar: object, message: object) -> None:
 
     text = " ".join(str(message).split())  # always a single line
     tqdm.write(f"error: {text}", file=sys.stderr)  # on a line of its own, even while a bar is drawn
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .service.entry import run_from_args
+
+    return run_from_args(args)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

@@ -1,0 +1,169 @@
+"""The FastAPI application: :func:`create_app` wires settings, routes, error handlers, the workers and
+the housekeeping loop (job watchdog and expiry sweep)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._version import __version__
+from .events import ChangeHub
+from .manager import JobManager
+from .problems import ProblemError, install_handlers, problem_response
+from .routes import api, ops
+from .settings import Settings
+
+log = logging.getLogger("meshforge.service")
+
+_DESCRIPTION = """\
+Turn one picture into a game-ready GLB (`kind=generate`), or a dense mesh into an optimized one
+(`kind=optimize`), as asynchronous jobs.
+
+Submit with `POST /v1/jobs` (multipart), follow `GET /v1/jobs/{id}` or its Server-Sent Events at
+`/v1/jobs/{id}/events`, then download `/v1/jobs/{id}/result?format=glb|obj|ply|stl`.
+
+Every error is an RFC 9457 problem document (`application/problem+json`) with a stable `code`.
+"""
+
+_INDEX = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>meshforge</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto">
+<h1>meshforge</h1>
+<p>One picture in, a game-ready GLB out. This server has no web viewer installed.</p>
+<ul>
+<li><a href="/docs">API documentation</a> (<a href="/openapi.json">OpenAPI</a>)</li>
+<li><a href="/readyz">readiness</a> · <a href="/metrics">metrics</a></li>
+</ul>
+</body></html>
+"""
+
+#: bytes of multipart framing and form fields allowed on top of the largest file
+_FORM_SLACK = 1 << 20
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 ``payload_too_large``, before reading them
+    when ``Content-Length`` says so, else as soon as the count passes the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                response = problem_response(
+                    None,
+                    413,
+                    "payload_too_large",
+                    f"the request body is larger than the limit of {limit} bytes",
+                    instance=scope.get("path", ""),
+                )
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise ProblemError(
+                        413, "payload_too_large", f"the request body is larger than the limit of {limit} bytes"
+                    )
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _housekeeping(manager: JobManager, settings: Settings) -> None:
+    """Every second: fail overdue jobs; every ``sweep_interval_s``: delete expired jobs."""
+    last_sweep = 0.0
+    tick = min(1.0, settings.sweep_interval_s)
+    while True:
+        await asyncio.sleep(tick)
+        try:
+            await run_in_threadpool(manager.watchdog)
+            if time.monotonic() - last_sweep >= settings.sweep_interval_s:
+                last_sweep = time.monotonic()
+                await run_in_threadpool(manager.sweep)
+        except Exception:  # pragma: no cover - keep the loop alive; the log says what broke
+            log.exception("housekeeping failed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service app.
+
+    Args:
+        settings: the settings (read from the environment with :meth:`Settings.from_env` when None).
+
+    Returns:
+        A FastAPI app. Its lifespan opens the ledger in ``settings.data_dir``, re-queues jobs a crash left
+        running, starts one worker thread per device and the housekeeping loop; on shutdown running jobs
+        are re-queued at their next stage boundary (or at the next start, if they do not reach one within
+        ``shutdown_grace_s``).
+
+    Raises:
+        SettingsError: invalid settings in the environment.
+    """
+    settings = settings if settings is not None else Settings.from_env()
+    hub = ChangeHub()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.bind(asyncio.get_running_loop())
+        manager = await run_in_threadpool(JobManager.start, settings, hub)
+        app.state.manager = manager
+        task = asyncio.create_task(_housekeeping(manager, settings))
+        log.info("meshforge service ready: data in %s, workers on %s", settings.data_dir, settings.resolved_devices())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await run_in_threadpool(manager.shutdown)
+            app.state.manager = None
+            manager.store.close()
+
+    app = FastAPI(
+        title="meshforge",
+        version=__version__,
+        summary="One picture → game-ready GLB; dense mesh → optimized GLB.",
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.manager = None
+    install_handlers(app)
+    app.add_middleware(BodyLimit, limit=max(settings.max_image_bytes, settings.max_mesh_bytes) + _FORM_SLACK)
+    app.include_router(api)
+    app.include_router(ops)
+    vendor = settings.web_dir / "node_modules"
+    if settings.web_dir.is_dir() and (vendor / "three").is_dir():
+        from fastapi.staticfiles import StaticFiles
+
+        # the page's import map loads its npm dependencies (three.js) from /vendor/<package>/...
+        app.mount("/vendor", StaticFiles(directory=vendor), name="vendor")
+        app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
+    else:
+        # no studio (or its three.js was never installed): a minimal page that says how to get it
+        hint = f"<p>To get the web studio, run <code>npm ci --prefix {settings.web_dir}</code> and restart.</p>"
+        page = _INDEX.replace("</body>", hint + "</body>") if settings.web_dir.is_dir() else _INDEX
+
+        @app.get("/", include_in_schema=False)
+        async def index() -> HTMLResponse:
+            return HTMLResponse(page)
+
+    return app

@@ -1,0 +1,137 @@
+"""``meshforge serve`` / ``python -m meshforge.service``: run the HTTP service with uvicorn.
+
+This module imports neither FastAPI nor uvicorn at import time, so the CLI can add the ``serve`` command
+cheaply; :func:`serve_main` says what to install when the ``serve`` extra is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import MeshforgeError, require
+
+
+def serve_main(
+    host: str | None = None,
+    port: int | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    backend: str | None = None,
+    weights: str | None = None,
+    devices: str | None = None,
+    api_keys: str | None = None,
+    log_level: str | None = None,
+    **settings: Any,
+) -> int:
+    """Run the service in the foreground until SIGINT/SIGTERM.
+
+    Arguments left as None come from the environment (``MESHFORGE_SERVICE_*``, see
+    :class:`~meshforge.service.settings.Settings`), then the defaults (``127.0.0.1:8000``, data in
+    ``./meshforge-data``).
+
+    Args:
+        host: interface to bind (``0.0.0.0`` to listen on every interface).
+        port: TCP port.
+        data_dir: the service's data folder (job ledger and artifacts).
+        backend: default backend for generate jobs (``auto``, ``inflate``, ``triposr``).
+        weights: weights location for backends that need them.
+        devices: ``auto`` or a comma-separated list (``cpu``, ``cuda:0,cuda:1``): one worker per device.
+        api_keys: comma-separated bearer tokens; authentication is off when empty.
+        log_level: uvicorn log level.
+        **settings: any other :class:`~meshforge.service.settings.Settings` field.
+
+    Returns:
+        The process exit status: 0 after a clean shutdown, 2 for invalid settings, 1 when the service
+        cannot start (missing dependency, port in use).
+    """
+    try:
+        require("fastapi", "meshforge serve", "serve")
+        require("uvicorn", "meshforge serve", "serve")
+        require("python_multipart", "meshforge serve (file uploads)", "serve")
+        require("prometheus_client", "meshforge serve (metrics)", "serve")
+        from .app import create_app
+        from .settings import Settings
+
+        cfg = Settings.from_env(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            backend=backend,
+            weights=weights,
+            devices=devices,
+            api_keys=api_keys,
+            log_level=log_level,
+            **settings,
+        )
+    except MeshforgeError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2 if not isinstance(exc, ImportError) else 1
+    import logging
+
+    import uvicorn
+
+    own = logging.getLogger("meshforge")  # the service's own log lines on stderr, beside uvicorn's
+    if not own.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+        own.addHandler(handler)
+        own.setLevel("DEBUG" if cfg.log_level == "trace" else cfg.log_level.upper())
+    app = create_app(cfg)
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        timeout_graceful_shutdown=5,
+        access_log=cfg.log_level in ("debug", "trace"),
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except (OSError, SystemExit) as exc:  # uvicorn exits(1) when it cannot bind
+        if isinstance(exc, OSError):
+            print(f"error: cannot serve on {cfg.host}:{cfg.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0 if server.started else 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` options to a parser (used by ``meshforge serve`` and ``python -m meshforge.service``)."""
+    parser.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
+    parser.add_argument(
+        "--data-dir", default=None, metavar="DIR", help="job ledger and artifacts (default ./meshforge-data)"
+    )
+    parser.add_argument("--backend", default=None, help="default backend for generate jobs (default auto)")
+    parser.add_argument("--weights", default=None, help="weights folder or hub id for backends that need them")
+    parser.add_argument("--devices", default=None, help="auto, cpu, or e.g. cuda:0,cuda:1 (one worker each)")
+    parser.add_argument("--log-level", default=None, choices=("critical", "error", "warning", "info", "debug"))
+    parser.epilog = (
+        "Every setting can also come from MESHFORGE_SERVICE_<NAME> environment variables, e.g. "
+        "MESHFORGE_SERVICE_API_KEYS (comma-separated bearer tokens), MESHFORGE_SERVICE_MAX_QUEUE, "
+        "MESHFORGE_SERVICE_JOB_TIMEOUT_S, MESHFORGE_SERVICE_TTL_S."
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Call :func:`serve_main` with parsed :func:`add_arguments` options."""
+    return serve_main(
+        args.host,
+        args.port,
+        args.data_dir,
+        backend=args.backend,
+        weights=args.weights,
+        devices=args.devices,
+        log_level=args.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m meshforge.service [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m meshforge.service", description="Run the meshforge HTTP service.")
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))

@@ -1,0 +1,574 @@
+"""Running one job: :func:`execute_job` is a plain function of a job id and the settings.
+
+Everything a job needs is in the ledger row and the job's folder, so a distributed engine (a task queue
+worker on another machine sharing the data dir) could call ``execute_job(job_id, settings)`` without any
+change to the API. The in-process workers (:mod:`meshforge.service.workers`) call it too, passing the
+backends they built once.
+
+Also here: the canonical form of the user-facing options and the cache key (fingerprint) built from
+them, shared by the submitting side and the executing side.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import pickle
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..backends import Backend, backend_class, load_backend, resolve_name
+from ..config import InputConfig, PipelineConfig
+from ..errors import BackendError, InputError, MeshforgeError, MissingDependency, StageError
+from ..export import export
+from ..types import Asset, Report
+from .problems import one_line
+from .settings import Settings
+from .storage import JobRow, JobStore
+
+log = logging.getLogger("meshforge.service")
+
+#: artifact file names inside a job's folder
+RESULT_GLB = "result.glb"
+ASSET_PICKLE = "asset.pkl"
+PREVIEW_PNG = "preview.png"
+INPUT_DIR = "input"
+
+
+# -- options and cache keys ---------------------------------------------------------------------------
+def normalize_generate_options(
+    settings: Settings,
+    *,
+    resolution: int | None = None,
+    faces: int | None = None,
+    texture_size: int | None = None,
+    no_texture: bool = False,
+    foreground_ratio: float | None = None,
+    background: str | None = None,
+    backend: str | None = None,
+) -> dict[str, Any]:
+    """The complete, canonical options of a generate job (defaults filled in, backend resolved).
+
+    Returns:
+        ``{"resolution", "faces", "texture_size" (None without textures), "textures", "foreground_ratio",
+        "background", "backend" (a concrete name), "backend_requested"}``.
+
+    Raises:
+        InputError: an option is out of range or above the server's limits, or the backend is unknown or
+            not enabled; the message names the option.
+    """
+    requested = (backend or settings.backend).strip().lower()
+    if requested not in settings.backends:
+        raise InputError(
+            f"backend {requested!r} is not enabled on this server (choices: {', '.join(settings.backends)})"
+        )
+    cfg = PipelineConfig().with_options(
+        resolution=resolution,
+        faces=faces,
+        texture_size=texture_size,
+        textures=False if no_texture else None,
+        foreground_ratio=foreground_ratio,
+        background=background,
+    )
+    _cap("resolution", cfg.extract.resolution, settings.max_resolution)
+    _cap("faces", cfg.decimate.faces, settings.max_faces)
+    if cfg.bake.textures:
+        _cap("texture_size", cfg.bake.texture_size, settings.max_texture_size)
+    try:
+        resolved, _note = resolve_name(requested, settings.weights)
+    except BackendError as exc:
+        raise InputError(str(exc)) from None
+    return {
+        "resolution": cfg.extract.resolution,
+        "faces": cfg.decimate.faces,
+        "texture_size": cfg.bake.texture_size if cfg.bake.textures else None,
+        "textures": cfg.bake.textures,
+        "foreground_ratio": cfg.preprocess.foreground_ratio,
+        "background": cfg.preprocess.background,
+        "backend": resolved,
+        "backend_requested": requested,
+    }
+
+
+def normalize_optimize_options(
+    settings: Settings, *, faces: int | None = None, texture_size: int | None = None, preset: str | None = None
+) -> dict[str, Any]:
+    """The complete, canonical options of an optimize job (preset applied, defaults filled in).
+
+    Returns:
+        ``{"faces", "texture_size", "preset"}``.
+
+    Raises:
+        InputError: unknown preset, or a value out of range or above the server's limits.
+    """
+    from ..optimize import OptimizeConfig
+
+    cfg = OptimizeConfig().with_options(preset=preset, faces=faces, texture_size=texture_size)
+    _cap("faces", cfg.decimate.faces, settings.max_faces)
+    _cap("texture_size", cfg.bake.texture_size, settings.max_texture_size)
+    return {"faces": cfg.decimate.faces, "texture_size": cfg.bake.texture_size, "preset": preset}
+
+
+def _cap(name: str, value: int, limit: int) -> None:
+    if value > limit:
+        raise InputError(f"{name} must be at most {limit} on this server, got {value}")
+
+
+_IDENTITIES: dict[tuple[str, str | None], str] = {}
+_IDENTITIES_LOCK = threading.Lock()
+
+
+def backend_identity(name: str, settings: Settings) -> str:
+    """A short string that changes when the backend's weights change (part of the cache key).
+
+    ``settings.weights_version`` when set; otherwise, for backends with weights, the checkpoint's file
+    name, size and modification time; ``"builtin"`` for weightless backends. Memoised per process.
+    """
+    if settings.weights_version:
+        return settings.weights_version
+    key = (name, settings.weights)
+    with _IDENTITIES_LOCK:
+        if key in _IDENTITIES:
+            return _IDENTITIES[key]
+    ident = "builtin"
+    cls = backend_class(name)
+    locate = getattr(cls, "weights_location", None)
+    if locate is not None:
+        try:
+            files = locate(settings.weights)
+            if files is None:
+                ident = "absent"
+            else:
+                st = files.checkpoint.stat()
+                ident = f"{files.source}:{files.location}:{files.checkpoint.name}:{st.st_size}:{int(st.st_mtime)}"
+        except (OSError, MeshforgeError):
+            ident = "unknown"
+    with _IDENTITIES_LOCK:
+        _IDENTITIES[key] = ident
+    return ident
+
+
+_NOTES: dict[str | None, str | None] = {}
+
+
+def _auto_note(weights: str | None) -> str | None:
+    """Why ``auto`` chose the backend it chose (memoised per process)."""
+    if weights not in _NOTES:
+        _NOTES[weights] = resolve_name("auto", weights)[1]
+    return _NOTES[weights]
+
+
+def fingerprint(kind: str, input_sha256: str, options: dict[str, Any], settings: Settings) -> str:
+    """The cache key: same input bytes, options, backend, weights and meshforge version → same key."""
+    opts = {k: v for k, v in options.items() if k not in ("backend_requested", "preset")}
+    backend = options.get("backend")
+    doc = {
+        "v": 1,
+        "kind": kind,
+        "input": input_sha256,
+        "options": opts,
+        "backend": backend,
+        "weights": backend_identity(str(backend), settings) if backend else None,
+        "meshforge": __version__,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def request_hash(kind: str, input_sha256: str, options: dict[str, Any]) -> str:
+    """Identity of a request for Idempotency-Key matching (the options as normalised, backend as asked)."""
+    doc = {"kind": kind, "input": input_sha256, "options": options}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def degrade(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Reduced settings for the retry after running out of memory: half the grid resolution and half the
+    texture size (generate), half the texture size (optimize), never below the allowed minimum of 16."""
+    out = dict(options)
+    if kind == "generate":
+        out["resolution"] = max(16, int(out["resolution"]) // 2)
+    if out.get("texture_size"):
+        out["texture_size"] = max(16, int(out["texture_size"]) // 2)
+    return out
+
+
+# -- backends -----------------------------------------------------------------------------------------
+class BackendPool:
+    """Backends of one device, each built (weights loaded) once, on first use, then reused.
+
+    Args:
+        settings: weights location and whether downloads are allowed.
+        device: ``"cpu"`` or ``"cuda:N"``.
+    """
+
+    def __init__(self, settings: Settings, device: str) -> None:
+        self.settings = settings
+        self.device = device
+        self._built: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> tuple[Backend, float]:
+        """The backend registered as ``name`` (a concrete name, not ``auto``).
+
+        Returns:
+            ``(backend, seconds spent building it now)`` (0 when it was built before).
+
+        Raises:
+            BackendError, MissingDependency: it cannot be built.
+        """
+        with self._lock:
+            backend = self._built.get(name)
+            if backend is not None:
+                return backend, 0.0
+            start = time.perf_counter()
+            backend = load_backend(
+                name, weights=self.settings.weights, device=self.device, download=self.settings.download_weights
+            )
+            self._built[name] = backend
+            return backend, time.perf_counter() - start
+
+    def loaded(self) -> list[str]:
+        """Names of the backends built so far."""
+        with self._lock:
+            return sorted(self._built)
+
+
+_DEFAULT_POOLS: dict[tuple[str, str | None], BackendPool] = {}
+_DEFAULT_POOLS_LOCK = threading.Lock()
+
+
+def default_pool(settings: Settings) -> BackendPool:
+    """The process-wide pool used when :func:`execute_job` is called without one (first device)."""
+    device = settings.resolved_devices()[0]
+    key = (device, settings.weights)
+    with _DEFAULT_POOLS_LOCK:
+        pool = _DEFAULT_POOLS.get(key)
+        if pool is None:
+            pool = _DEFAULT_POOLS[key] = BackendPool(settings, device)
+        return pool
+
+
+# -- running ------------------------------------------------------------------------------------------
+@dataclass
+class JobOutcome:
+    """What :func:`execute_job` did.
+
+    ``state`` is the job's new state (``succeeded``, ``failed``, ``canceled``, ``queued`` when it was put
+    back because the worker is stopping) or ``"skipped"`` (not queued or not this worker's), ``"missing"``
+    (no such job), ``"abandoned"`` (the job was taken away while it ran: timed out by the watchdog).
+    """
+
+    job_id: str
+    state: str
+    kind: str = ""
+    error_code: str | None = None
+    degraded: bool = False
+    oom_retried: bool = False
+    report: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+
+
+class _Stop(Exception):
+    """Raised from the progress callback to leave the pipeline at a stage boundary."""
+
+
+class JobCanceled(_Stop):
+    """A cancel was requested for the running job."""
+
+
+class JobTimedOut(_Stop):
+    """The job passed its deadline (``job_timeout_s`` after it started)."""
+
+
+class JobInterrupted(_Stop):
+    """The worker is stopping; the job goes back to the queue."""
+
+
+class JobAbandoned(_Stop):
+    """The job is no longer this attempt's (failed by the watchdog, or re-queued)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) means out of memory.
+
+    Recognised: :class:`MemoryError`, ``torch.cuda.OutOfMemoryError`` (``torch.OutOfMemoryError``), and
+    errors whose message says "out of memory" (a backend's wrapped CUDA OOM, cuBLAS/cuDNN allocation errors).
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+            return True
+        if "out of memory" in str(e).lower():
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _free_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def execute_job(
+    job_id: str,
+    settings: Settings,
+    *,
+    store: JobStore | None = None,
+    backends: BackendPool | None = None,
+    worker: str = "local",
+    should_stop: Callable[[], bool] | None = None,
+) -> JobOutcome:
+    """Run one job to a terminal state (at least once: a job interrupted mid-way is run again).
+
+    A ``queued`` job is claimed first (queued → running); a job already ``running`` is run only when it
+    was claimed by ``worker``. The result is written to the job's folder (``result.glb`` and the pickled
+    asset for re-export) before the ledger says ``succeeded``. Failures are recorded with a stable code:
+    ``invalid_input``, ``backend_error``, ``stage_failed``, ``missing_dependency``, ``out_of_memory``
+    (after one retry with :func:`degrade`d settings, which marks the job ``degraded``), ``timeout``,
+    ``internal_error``; a cancel request ends the job ``canceled`` at the next stage boundary.
+
+    Args:
+        job_id: the job to run.
+        settings: the service settings (data dir, limits, weights).
+        store: an open ledger (one is opened on ``settings.data_dir`` and closed again when None).
+        backends: built backends to use (a process-wide pool for the first device when None).
+        worker: the name recorded as the job's runner.
+        should_stop: polled at stage boundaries; when it returns True the job is put back in the queue.
+
+    Returns:
+        A :class:`JobOutcome`. Never raises for a job's own failure.
+    """
+    own = store is None
+    st = store if store is not None else JobStore(settings.data_dir)
+    try:
+        job = st.get(job_id)
+        if job is None:
+            return JobOutcome(job_id, "missing")
+        if job.state == "queued":
+            claimed = st.claim(worker, settings.job_timeout_s, job_id=job_id)
+            if claimed is None:
+                return JobOutcome(job_id, "skipped", job.kind)
+            job = claimed
+        elif job.state != "running" or job.worker != worker:
+            return JobOutcome(job_id, "skipped", job.kind)
+        pool = backends if backends is not None else default_pool(settings)
+        return _Execution(job, settings, st, pool, should_stop).run()
+    finally:
+        if own:
+            st.close()
+
+
+class _Execution:
+    def __init__(
+        self,
+        job: JobRow,
+        settings: Settings,
+        store: JobStore,
+        pool: BackendPool,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.job = job
+        self.settings = settings
+        self.store = store
+        self.pool = pool
+        self.should_stop = should_stop
+        self.attempt = job.attempts
+        self.deadline = job.deadline or (time.time() + settings.job_timeout_s)
+        self.backend_load_s = 0.0
+        self.call_s = 0.0  # wall time inside the pipeline call (its stages plus its own untimed work)
+        self.progress_s = 0.0  # time spent in the progress callback (ledger writes), test delays excluded
+
+    # the progress callback: a stage boundary is where a job may stop
+    def checkpoint(self, stage: str, percent: float) -> None:
+        """Record a stage boundary; raise a :class:`_Stop` when the job must stop here."""
+        t0 = time.perf_counter()
+        if self.should_stop is not None and self.should_stop():
+            raise JobInterrupted(stage)
+        if time.time() > self.deadline:
+            raise JobTimedOut(stage)
+        answer = self.store.progress(self.job.id, self.attempt, stage, percent)
+        self.progress_s += time.perf_counter() - t0
+        if answer is None:
+            raise JobAbandoned(stage)
+        if answer:
+            raise JobCanceled(stage)
+        if self.settings.test_stage_delay_s > 0:
+            time.sleep(self.settings.test_stage_delay_s)
+
+    def on_progress(self, stage: str, index: int, total: int) -> None:
+        """The pipeline's progress callback: stage ``index`` of ``total`` maps to 0–95 %."""
+        self.checkpoint(stage, round(95.0 * index / max(total, 1), 1))
+
+    def run(self) -> JobOutcome:
+        """Run the claimed job to a terminal state (see :func:`execute_job`)."""
+        job, s = self.job, self.settings
+        out = JobOutcome(job.id, "failed", job.kind)
+        timings: dict[str, Any] = {"queued_s": round((job.started_at or job.created_at) - job.created_at, 4)}
+        try:
+            asset, report = self._run_with_oom_retry(out)
+            self.checkpoint("export", 97.0)
+            t0 = time.perf_counter()
+            glb = export(asset, "glb")
+            folder = self.store.job_dir(job.id)
+            write_atomic(folder / ASSET_PICKLE, pickle.dumps(asset, protocol=pickle.HIGHEST_PROTOCOL))
+            write_atomic(folder / RESULT_GLB, glb)
+            export_s = time.perf_counter() - t0
+            finished = time.time()
+            run_s = finished - (job.started_at or finished)
+            pipeline_s = report.total_seconds
+            timings.update(
+                run_s=round(run_s, 4),
+                pipeline_s=round(pipeline_s, 4),
+                export_s=round(export_s, 4),
+                backend_load_s=round(self.backend_load_s, 4),
+                pipeline_call_s=round(self.call_s, 4),
+                progress_s=round(self.progress_s, 4),
+                overhead_s=round(run_s - pipeline_s, 4),
+                result_bytes=len(glb),
+            )
+            rep = report.to_dict()
+            ok = self.store.finish(
+                job.id, self.attempt, "succeeded", ttl_s=s.ttl_s, report=rep, timings=timings, finished_at=finished
+            )
+            out.state, out.report, out.timings = ("succeeded" if ok else "abandoned"), rep, timings
+            return out
+        except JobCanceled as exc:
+            self._fail(out, timings, "canceled", "canceled", f"canceled while running (at stage {exc})")
+        except JobTimedOut as exc:
+            self._fail(
+                out,
+                timings,
+                "failed",
+                "timeout",
+                f"the job ran longer than the limit of {s.job_timeout_s:g} s (at stage {exc})",
+            )
+        except JobAbandoned:
+            out.state = "abandoned"
+        except JobInterrupted:
+            out.state = "queued" if self.store.requeue(job.id, self.attempt) else "abandoned"
+        except MissingDependency as exc:
+            self._fail(out, timings, "failed", "missing_dependency", str(exc))
+        except InputError as exc:
+            self._fail(out, timings, "failed", "invalid_input", str(exc))
+        except BackendError as exc:
+            code = "out_of_memory" if is_out_of_memory(exc) else "backend_error"
+            self._fail(out, timings, "failed", code, str(exc))
+        except StageError as exc:
+            self._fail(out, timings, "failed", "stage_failed", str(exc))
+        except MeshforgeError as exc:
+            self._fail(out, timings, "failed", "failed", str(exc))
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                self._fail(out, timings, "failed", "out_of_memory", f"out of memory even with reduced settings ({exc})")
+            else:
+                log.exception("job %s: internal error", job.id)
+                self._fail(out, timings, "failed", "internal_error", f"internal error: {type(exc).__name__}: {exc}")
+        return out
+
+    def _fail(self, out: JobOutcome, timings: dict[str, Any], state: str, code: str, message: str) -> None:
+        finished = time.time()
+        timings["run_s"] = round(finished - (self.job.started_at or finished), 4)
+        ok = self.store.finish(
+            self.job.id,
+            self.attempt,
+            state,
+            ttl_s=self.settings.ttl_s,
+            error_code=code,
+            error_message=one_line(message),
+            timings=timings,
+            finished_at=finished,
+        )
+        out.state, out.error_code, out.timings = (state if ok else "abandoned"), code, timings
+
+    def _run_with_oom_retry(self, out: JobOutcome) -> tuple[Asset, Report]:
+        options = dict(self.job.effective_options or self.job.options)
+        try:
+            asset, report = self._run_once(options)
+            return asset, report
+        except _Stop:
+            raise
+        except Exception as exc:
+            if not is_out_of_memory(exc) or self.job.degraded:
+                raise
+            log.warning("job %s ran out of memory (%s); retrying with reduced settings", self.job.id, one_line(exc))
+        _free_memory()
+        reduced = degrade(self.job.kind, options)
+        self.store.set_degraded(self.job.id, self.attempt, reduced)
+        out.degraded = out.oom_retried = True
+        asset, report = self._run_once(reduced)
+        parts = [
+            f"{k} {options[k]} → {reduced[k]}"
+            for k in ("resolution", "texture_size")
+            if options.get(k) != reduced.get(k)
+        ]
+        report.warn("ran out of memory; retried once with reduced settings: " + (", ".join(parts) or "unchanged"))
+        report.info["degraded"] = True
+        return asset, report
+
+    def _run_once(self, options: dict[str, Any]) -> tuple[Asset, Report]:
+        path = self.store.input_path(self.job)
+        if self.job.kind == "optimize":
+            from ..optimize import OptimizeConfig, optimize
+
+            ocfg = OptimizeConfig(max_bytes=self.settings.max_mesh_bytes).with_options(
+                faces=options["faces"], texture_size=options["texture_size"]
+            )
+            t0 = time.perf_counter()
+            try:
+                oresult = optimize(path, ocfg, on_progress=self.on_progress)
+            finally:
+                self.call_s = time.perf_counter() - t0
+            return oresult.asset, oresult.report
+        from ..pipeline import generate
+
+        cfg = PipelineConfig(
+            input=InputConfig(max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_image_bytes)
+        ).with_options(
+            resolution=options["resolution"],
+            faces=options["faces"],
+            texture_size=options["texture_size"],
+            textures=bool(options["textures"]),
+            foreground_ratio=options["foreground_ratio"],
+            background=options["background"],
+        )
+        backend, load_s = self.pool.get(str(options["backend"]))
+        self.backend_load_s += load_s
+        t0 = time.perf_counter()
+        try:
+            result = generate(path, backend, cfg, on_progress=self.on_progress)
+        finally:
+            self.call_s = time.perf_counter() - t0
+        if options.get("backend_requested") == "auto":
+            note = _auto_note(self.settings.weights)
+            if note:
+                result.report.warn(note)
+        return result.asset, result.report

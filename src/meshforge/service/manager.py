@@ -1,0 +1,489 @@
+"""The service behind the routes: submissions (checks, idempotency, cache), views of jobs, artifacts,
+readiness. Route handlers stay thin and call one method here; every refusal is a
+:class:`~meshforge.service.problems.ProblemError` with a stable code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import pickle
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..config import InputConfig
+from ..errors import InputError
+from ..export import export
+from ..export._common import safe_stem
+from ..io.images import load_image
+from .events import ChangeHub
+from .jobs import (
+    ASSET_PICKLE,
+    INPUT_DIR,
+    PREVIEW_PNG,
+    RESULT_GLB,
+    JobOutcome,
+    fingerprint,
+    normalize_generate_options,
+    normalize_optimize_options,
+    request_hash,
+    write_atomic,
+)
+from .metrics import ServiceMetrics, gpu_memory
+from .problems import ProblemError, one_line
+from .schemas import GpuMemory, Job, JobError, JobInput, JobLinks, JobList, Progress, Readiness, Timings, WorkerInfo
+from .settings import Settings
+from .storage import JobRow, JobStore, NewJob, decode_cursor, encode_cursor, new_job_id
+from .workers import WorkerPool
+
+log = logging.getLogger("meshforge.service")
+
+IMAGE_TYPES: dict[str, tuple[str, str]] = {
+    "PNG": ("png", "image/png"),
+    "JPEG": ("jpg", "image/jpeg"),
+    "WEBP": ("webp", "image/webp"),
+    "AVIF": ("avif", "image/avif"),
+    "GIF": ("gif", "image/gif"),
+    "BMP": ("bmp", "image/bmp"),
+    "DIB": ("bmp", "image/bmp"),
+    "TIFF": ("tif", "image/tiff"),
+    "TGA": ("tga", "image/x-tga"),
+    "PPM": ("ppm", "image/x-portable-anymap"),
+    "ICO": ("ico", "image/vnd.microsoft.icon"),
+    "JPEG2000": ("jp2", "image/jp2"),
+    "QOI": ("qoi", "image/qoi"),
+}
+MESH_TYPES: dict[str, str] = {
+    "glb": "model/gltf-binary",
+    "gltf": "model/gltf+json",
+    "obj": "model/obj",
+    "ply": "application/octet-stream",
+    "stl": "model/stl",
+}
+RESULT_TYPES: dict[str, tuple[str, str]] = {
+    "glb": ("glb", "model/gltf-binary"),
+    "obj": ("zip", "application/zip"),
+    "ply": ("ply", "application/octet-stream"),
+    "stl": ("stl", "model/stl"),
+}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file as the route received it."""
+
+    data: bytes
+    filename: str
+
+
+@dataclass(frozen=True)
+class FileAnswer:
+    """A file to stream back."""
+
+    path: Path
+    filename: str
+    media_type: str
+
+
+def _iso(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, tz=UTC) if ts is not None else None
+
+
+def detect_mesh_format(data: bytes, filename: str) -> str:
+    """The mesh format of an upload: its file extension when it has one, else its content.
+
+    Raises:
+        ProblemError: 415 when the format is not one of glb, gltf, obj, ply, stl or cannot be told.
+    """
+    suffix = Path(filename).suffix.lower().lstrip(".")
+    if suffix:
+        if suffix not in MESH_TYPES:
+            raise ProblemError(
+                415,
+                "unsupported_media_type",
+                f"{filename}: .{suffix} meshes are not supported (choices: {', '.join(MESH_TYPES)})",
+            )
+        return suffix
+    head = data[:512].lstrip()
+    if data[:4] == b"glTF":
+        return "glb"
+    if head[:3] == b"ply":
+        return "ply"
+    if head[:1] == b"{":
+        return "gltf"
+    if len(data) >= 84 and len(data) == 84 + 50 * int.from_bytes(data[80:84], "little"):
+        return "stl"
+    if head[:5].lower() == b"solid":
+        return "stl"
+    if any(line.strip().startswith((b"v ", b"f ", b"o ", b"mtllib")) for line in head.splitlines()):
+        return "obj"
+    raise ProblemError(
+        415,
+        "unsupported_media_type",
+        f"{filename or 'upload'}: cannot tell the mesh format; name it .glb/.gltf/.obj/.ply/.stl",
+    )
+
+
+class JobManager:
+    """Owns the ledger, the workers and the metrics of one app.
+
+    Build with :meth:`start` (opens the ledger, re-queues jobs a crash left running, starts the workers)
+    and end with :meth:`shutdown`.
+    """
+
+    def __init__(self, settings: Settings, hub: ChangeHub) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.store = JobStore(settings.data_dir, notify=hub.notify)
+        self.pool = WorkerPool(settings, self.store, on_outcome=self._on_outcome)
+        self.metrics = ServiceMetrics(self.store, self.pool.status)
+        self._mean_run_s = 5.0
+        self.stopping = False
+
+    @classmethod
+    def start(cls, settings: Settings, hub: ChangeHub) -> JobManager:
+        """Open the ledger under ``settings.data_dir``, recover interrupted jobs, start the workers."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        manager = cls(settings, hub)
+        requeued, failed = manager.store.recover(settings.max_attempts, settings.ttl_s)
+        if requeued or failed:
+            log.warning(
+                "recovered %d interrupted job(s); %d failed after too many attempts", len(requeued), len(failed)
+            )
+        manager.store.remove_orphans()
+        manager.pool.start()
+        return manager
+
+    def shutdown(self) -> None:
+        """Stop the workers (running jobs go back to the queue at their next stage boundary) and close."""
+        self.stopping = True
+        if not self.pool.stop(self.settings.shutdown_grace_s):
+            log.warning("a job is still running at shutdown; it will be re-queued at the next start")
+        self.hub.bind(None)
+
+    def _on_outcome(self, outcome: JobOutcome) -> None:
+        self.metrics.observe(outcome)
+        run_s = outcome.timings.get("run_s")
+        if outcome.state == "succeeded" and run_s is not None:
+            self._mean_run_s = 0.8 * self._mean_run_s + 0.2 * float(run_s)
+
+    # -- submission ---------------------------------------------------------------------------------
+    def submit(
+        self,
+        kind: str,
+        upload: Upload,
+        options: dict[str, Any],
+        *,
+        owner: str,
+        idempotency_key: str | None,
+    ) -> tuple[Job, str]:
+        """Check and queue a job (or answer with an equivalent one).
+
+        Args:
+            kind: ``"generate"`` (a picture) or ``"optimize"`` (a mesh).
+            upload: the uploaded file.
+            options: the raw options (generate: resolution, faces, texture_size, no_texture,
+                foreground_ratio, background, backend; optimize: faces, texture_size, preset).
+            owner: the API key's owner id (``""`` without authentication).
+            idempotency_key: the ``Idempotency-Key`` header, if any.
+
+        Returns:
+            ``(job, how)``, ``how`` being ``created``, ``replayed`` or ``cached``.
+
+        Raises:
+            ProblemError: 413 ``payload_too_large``; 415 ``unsupported_media_type``; 422 ``invalid_image``,
+                ``invalid_options``, ``idempotency_key_mismatch``; 429 ``queue_full`` with ``Retry-After``.
+        """
+        s = self.settings
+        stem = safe_stem(Path(upload.filename or "").stem, default="image" if kind == "generate" else "mesh")[:100]
+        limit = s.max_image_bytes if kind == "generate" else s.max_mesh_bytes
+        if len(upload.data) > limit:
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(
+                413, "payload_too_large", f"{stem}: {len(upload.data)} bytes is more than the limit of {limit} bytes"
+            )
+        if not upload.data:
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(
+                422, "invalid_image" if kind == "generate" else "invalid_options", f"{stem}: empty upload"
+            )
+        try:
+            if kind == "generate":
+                norm = normalize_generate_options(s, **options)
+            else:
+                norm = normalize_optimize_options(s, **options)
+        except InputError as exc:
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(422, "invalid_options", str(exc)) from None
+        if kind == "generate":
+            ext, media_type, sha = self._check_image(upload.data, stem, kind)
+        else:
+            ext = detect_mesh_format(upload.data, upload.filename or "")
+            media_type, sha = MESH_TYPES[ext], hashlib.sha256(upload.data).hexdigest()
+        job_id = new_job_id()
+        folder = self.store.job_dir(job_id)
+        (folder / INPUT_DIR).mkdir(parents=True)
+        input_file = f"{INPUT_DIR}/{stem}.{ext}"
+        try:
+            (folder / input_file).write_bytes(upload.data)
+            new = NewJob(
+                id=job_id,
+                kind=kind,
+                owner=owner,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash(kind, sha, norm),
+                fingerprint=fingerprint(kind, sha, norm, s),
+                input_name=f"{stem}.{ext}",
+                input_file=input_file,
+                input_sha256=sha,
+                input_bytes=len(upload.data),
+                input_media_type=media_type,
+                options=norm,
+                backend=norm.get("backend"),
+            )
+            outcome = self.store.create(new, max_queue=s.max_queue, ttl_s=s.ttl_s)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if outcome.how != "created":
+            shutil.rmtree(folder, ignore_errors=True)
+        if outcome.how == "queue_full":
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            retry = self.retry_after()
+            raise ProblemError(
+                429,
+                "queue_full",
+                f"{outcome.queue_depth} jobs are waiting, the limit is {s.max_queue}; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+                queue_depth=outcome.queue_depth,
+            )
+        assert outcome.job is not None
+        if outcome.how == "key_mismatch":
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(
+                422,
+                "idempotency_key_mismatch",
+                f"Idempotency-Key {idempotency_key!r} was used for a different request (job {outcome.job.id})",
+                job_id=outcome.job.id,
+            )
+        self.metrics.submitted.labels(kind, outcome.how).inc()
+        if outcome.how == "created":
+            self.pool.wake()
+        return self.view(outcome.job, cached=outcome.how == "cached"), outcome.how
+
+    def _check_image(self, data: bytes, stem: str, kind: str) -> tuple[str, str, str]:
+        """Decode the picture once (so a bad one is refused now, not later); returns (ext, media type, sha256)."""
+        s = self.settings
+        try:
+            image = load_image(data, InputConfig(max_pixels=s.max_pixels, max_bytes=s.max_image_bytes), name=stem)
+        except InputError as exc:
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            message = str(exc)
+            if "not supported" in message or "not in a supported format" in message:
+                raise ProblemError(415, "unsupported_media_type", message) from None
+            raise ProblemError(422, "invalid_image", message) from None
+        ext, media_type = IMAGE_TYPES.get(str(image.meta.get("format")), ("img", "application/octet-stream"))
+        return ext, media_type, image.sha256
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has room again (a worker takes the next job): the recent mean job time
+        divided by the number of workers, 1 to 3600."""
+        workers = max(1, len(self.pool.workers))
+        return int(min(3600, max(1, math.ceil(self._mean_run_s / workers))))
+
+    # -- reading ------------------------------------------------------------------------------------
+    def view(self, job: JobRow, *, cached: bool = False, with_report: bool = True) -> Job:
+        """The API's view of a stored job."""
+        base = f"/v1/jobs/{job.id}"
+        done = job.state == "succeeded"
+        error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
+        return Job(
+            id=job.id,
+            kind=job.kind,  # type: ignore[arg-type]
+            state=job.state,  # type: ignore[arg-type]
+            cached=cached,
+            degraded=job.degraded,
+            cancel_requested=job.cancel_requested,
+            attempts=job.attempts,
+            backend=job.backend,
+            options=job.options,
+            effective_options=job.effective_options,
+            input=JobInput(
+                name=job.input_name, sha256=job.input_sha256, bytes=job.input_bytes, media_type=job.input_media_type
+            ),
+            progress=Progress(stage=job.stage, percent=job.percent, queue_position=self.store.queue_position(job)),
+            created_at=_iso(job.created_at),  # type: ignore[arg-type]
+            started_at=_iso(job.started_at),
+            finished_at=_iso(job.finished_at),
+            expires_at=_iso(job.expires_at),
+            timings=Timings(**job.timings),
+            error=error,
+            report=job.report if with_report else None,
+            links=JobLinks(
+                job=base,
+                events=f"{base}/events",
+                cancel=f"{base}/cancel",
+                input=f"{base}/input",
+                result=f"{base}/result?format=glb" if done else None,
+                preview=f"{base}/preview.png" if done else None,
+            ),
+        )
+
+    def get_row(self, job_id: str, owner: str) -> JobRow:
+        """The stored job, or 404 ``not_found``."""
+        job = self.store.get(job_id, self._owner(owner)) if job_id.isalnum() and len(job_id) <= 64 else None
+        if job is None:
+            raise ProblemError(404, "not_found", f"no job {job_id!r} (it may have expired)")
+        return job
+
+    def get(self, job_id: str, owner: str) -> Job:
+        """A job's view, or 404 ``not_found``."""
+        return self.view(self.get_row(job_id, owner))
+
+    def list_jobs(self, owner: str, states: list[str] | None, limit: int, cursor: str | None) -> JobList:
+        """A page of jobs, newest first (reports left out).
+
+        Raises:
+            ProblemError: 422 ``invalid_cursor``.
+        """
+        before = None
+        if cursor:
+            try:
+                before = decode_cursor(cursor)
+            except ValueError:
+                raise ProblemError(422, "invalid_cursor", "cursor: not a cursor this server issued") from None
+        rows, nxt = self.store.list_jobs(owner=self._owner(owner), states=states, limit=limit, before_seq=before)
+        return JobList(
+            items=[self.view(r, with_report=False) for r in rows],
+            next_cursor=encode_cursor(nxt) if nxt is not None else None,
+        )
+
+    def cancel(self, job_id: str, owner: str) -> Job:
+        """Cancel a queued job now, a running one at its next stage boundary.
+
+        Raises:
+            ProblemError: 404 ``not_found``; 409 ``not_cancelable`` when it already succeeded or failed.
+        """
+        job = self.get_row(job_id, owner)
+        if job.state in ("succeeded", "failed"):
+            raise ProblemError(409, "not_cancelable", f"job {job_id} already {job.state}", state=job.state)
+        after = self.store.cancel(job_id, self._owner(owner), self.settings.ttl_s)
+        if after is None:  # pragma: no cover - expired in between
+            raise ProblemError(404, "not_found", f"no job {job_id!r}")
+        return self.view(after)
+
+    def _owner(self, owner: str) -> str | None:
+        return owner if self.settings.auth_enabled() else None
+
+    # -- artifacts ----------------------------------------------------------------------------------
+    def _succeeded(self, job_id: str, owner: str) -> JobRow:
+        job = self.get_row(job_id, owner)
+        if job.state != "succeeded":
+            raise ProblemError(
+                409,
+                "job_not_finished",
+                f"job {job_id} is {job.state}" + (f": {job.error_message}" if job.error_message else ""),
+                state=job.state,
+            )
+        return job
+
+    def _asset(self, job: JobRow) -> Any:
+        path = self.store.job_dir(job.id) / ASSET_PICKLE
+        try:
+            return pickle.loads(path.read_bytes())  # written by execute_job into the service's own data dir
+        except FileNotFoundError:
+            raise ProblemError(404, "artifact_missing", f"job {job.id}: its files are gone") from None
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as exc:
+            log.warning("job %s: stored asset unreadable: %s", job.id, exc)
+            raise ProblemError(
+                404,
+                "artifact_missing",
+                f"job {job.id}: its stored asset cannot be read by this version (the GLB result is still there)",
+            ) from None
+
+    def result(self, job_id: str, owner: str, fmt: str) -> FileAnswer:
+        """The asset file in ``fmt`` (glb, obj as a zip, ply, stl), exported on first request for non-GLB.
+
+        Raises:
+            ProblemError: 404 ``not_found`` / ``artifact_missing``; 409 ``job_not_finished``.
+        """
+        job = self._succeeded(job_id, owner)
+        ext, media_type = RESULT_TYPES[fmt]
+        stem = safe_stem(Path(job.input_name).stem)
+        folder = self.store.job_dir(job.id)
+        path = folder / (RESULT_GLB if fmt == "glb" else f"result.{fmt}.{ext}")
+        if not path.is_file():
+            if fmt == "glb":
+                raise ProblemError(404, "artifact_missing", f"job {job.id}: its files are gone")
+            write_atomic(path, export(self._asset(job), fmt))
+        return FileAnswer(path, f"{stem}.{ext}", media_type)
+
+    def preview(self, job_id: str, owner: str) -> FileAnswer:
+        """A PNG sheet of rendered views of the asset (unlit and lit), rendered on first request."""
+        job = self._succeeded(job_id, owner)
+        path = self.store.job_dir(job.id) / PREVIEW_PNG
+        if not path.is_file():
+            from PIL import Image as PILImage
+
+            from ..eval.diagnostics import preview_sheet
+
+            sheet = preview_sheet(self._asset(job), size=256)
+            buf = io.BytesIO()
+            PILImage.fromarray(sheet).save(buf, format="PNG", compress_level=6)
+            write_atomic(path, buf.getvalue())
+        return FileAnswer(path, f"{safe_stem(Path(job.input_name).stem)}.preview.png", "image/png")
+
+    def input(self, job_id: str, owner: str) -> FileAnswer:
+        """The uploaded file, as stored."""
+        job = self.get_row(job_id, owner)
+        path = self.store.input_path(job)
+        if not path.is_file():
+            raise ProblemError(404, "artifact_missing", f"job {job.id}: its input is gone")
+        return FileAnswer(path, job.input_name, job.input_media_type)
+
+    # -- operations ---------------------------------------------------------------------------------
+    def readiness(self) -> Readiness:
+        """Workers, queue and GPU memory; ``ready`` when every worker is alive with its backend built."""
+        workers = [WorkerInfo(**vars(w)) for w in self.pool.status()]
+        counts = self.store.counts()
+        ready = not self.stopping and bool(workers) and all(w.alive and w.backend_loaded for w in workers)
+        return Readiness(
+            ready=ready,
+            workers=workers,
+            queue_depth=counts["queued"],
+            running=counts["running"],
+            gpus=[GpuMemory(**g) for g in gpu_memory()],
+        )
+
+    def watchdog(self, now: float | None = None) -> list[str]:
+        """Fail running jobs past their deadline (``timeout``); their worker drops them at its next stage."""
+        out = []
+        for job in self.store.overdue(now):
+            ok = self.store.finish(
+                job.id,
+                job.attempts,
+                "failed",
+                ttl_s=self.settings.ttl_s,
+                error_code="timeout",
+                error_message=one_line(
+                    f"the job ran longer than the limit of {self.settings.job_timeout_s:g} s (at stage {job.stage})"
+                ),
+                timings={"queued_s": round((job.started_at or job.created_at) - job.created_at, 4)},
+            )
+            if ok:
+                self.metrics.finished.labels(job.kind, "failed", "timeout").inc()
+                out.append(job.id)
+        return out
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Delete expired jobs and their files."""
+        removed = self.store.expire(time.time() if now is None else now)
+        if removed:
+            log.info("expired %d job(s)", len(removed))
+        return removed

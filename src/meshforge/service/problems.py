@@ -1,0 +1,154 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``) with a stable ``code``.
+
+Every error response of the service has this body::
+
+    {"type": "urn:meshforge:problem:<code>", "title": "...", "status": 413, "detail": "one line",
+     "instance": "/v1/jobs", "code": "<code>", ...extension members}
+
+``code`` is the stable, machine-readable part (documented in :data:`CODES`); ``detail`` is a one-line,
+human-readable reason and never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("meshforge.service")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+#: every ``code`` the service answers with, and what it means
+CODES: dict[str, str] = {
+    "bad_request": "the request is malformed",
+    "unauthorized": "missing or wrong API key (Authorization: Bearer <key>)",
+    "not_found": "no such resource (or the job expired, or belongs to another API key)",
+    "method_not_allowed": "the method is not allowed on this path",
+    "payload_too_large": "the upload is larger than the server's limit",
+    "unsupported_media_type": "the upload is not a picture (or mesh) in a supported format",
+    "invalid_image": "the picture cannot be used (truncated, corrupt, too many pixels, fully transparent)",
+    "invalid_options": "an option is missing, unknown or out of range",
+    "invalid_cursor": "the paging cursor is not one this server issued",
+    "idempotency_key_mismatch": "the Idempotency-Key was already used for a different request",
+    "queue_full": "too many jobs are waiting; retry after Retry-After seconds",
+    "job_not_finished": "the job has no result yet (or failed / was canceled)",
+    "not_cancelable": "the job already finished",
+    "artifact_missing": "the job's files are gone (expired or deleted)",
+    "not_ready": "the service is not ready",
+    "internal_error": "an unexpected error; the server log has the details",
+}
+
+_STATUS_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_options",
+    429: "queue_full",
+}
+
+_TITLES: dict[int, str] = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class ProblemError(StarletteHTTPException):
+    """An error answered as problem details.
+
+    It subclasses Starlette's ``HTTPException`` so it may be raised anywhere, including while the request
+    body is being read (FastAPI re-raises those unchanged).
+
+    Args:
+        status: HTTP status code.
+        code: stable machine-readable code (a key of :data:`CODES`).
+        detail: one-line human-readable reason.
+        headers: extra response headers (``Retry-After``, ``WWW-Authenticate``).
+        **extra: extension members added to the body.
+    """
+
+    def __init__(
+        self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
+        super().__init__(status_code=status, detail=one_line(detail), headers=headers)
+        self.code = code
+        self.extra = extra
+
+
+def one_line(text: object, limit: int = 500) -> str:
+    """Collapse whitespace (no multi-line messages, no tracebacks) and cut to ``limit`` characters."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def problem_response(
+    request: Request | None,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Build a ``application/problem+json`` response (RFC 9457)."""
+    body: dict[str, Any] = {
+        "type": f"urn:meshforge:problem:{code}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": one_line(detail),
+        "code": code,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update(extra)
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE)
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Answer every error (HTTP errors, validation errors, unexpected exceptions) as problem details."""
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc, ProblemError):
+            return problem_response(
+                request, exc.status_code, exc.code, str(exc.detail), headers=exc.headers, **exc.extra
+            )
+        code = _STATUS_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
+        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "error")
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such resource: {request.url.path}"
+        return problem_response(request, exc.status_code, code, detail, headers=exc.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": one_line(e.get("msg", "invalid"))} for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(p for p in first["loc"] if p not in ("body", "query", "header", "path")) or "request"
+        return problem_response(request, 422, "invalid_options", f"{where}: {first['msg']}", errors=errors)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(request, 500, "internal_error", f"internal error ({type(exc).__name__})")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,168 @@
+"""Response schemas of the HTTP API (request options arrive as multipart form fields, see the routes).
+
+Times are ISO 8601 UTC strings; durations are seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+JobState = Literal["queued", "running", "succeeded", "failed", "canceled"]
+JobKind = Literal["generate", "optimize"]
+ResultFormat = Literal["glb", "obj", "ply", "stl"]
+
+
+class Progress(BaseModel):
+    """Where a job is.
+
+    ``stage`` is the stage that is running (generate: prepare, reconstruct, extract, clean, decimate,
+    unwrap, bake, export; optimize: load, flatten, clean, decimate, unwrap, bake, export); ``percent``
+    is 0–100 (100 only when succeeded); ``queue_position`` is 1 for the next job to run, null unless queued.
+    """
+
+    stage: str | None = None
+    percent: float = 0.0
+    queue_position: int | None = None
+
+
+class JobInput(BaseModel):
+    """The uploaded file."""
+
+    name: str = Field(description="the upload's file name (made file-safe)")
+    sha256: str = Field(description="hex SHA-256 of the uploaded bytes")
+    bytes: int
+    media_type: str
+
+
+class JobError(BaseModel):
+    """Why a job failed or was canceled: a stable ``code`` and a one-line ``message``.
+
+    Codes: ``invalid_input``, ``backend_error``, ``stage_failed``, ``missing_dependency``,
+    ``out_of_memory``, ``timeout``, ``interrupted``, ``internal_error``, ``canceled``.
+    """
+
+    code: str
+    message: str
+
+
+class Timings(BaseModel):
+    """Durations of a job, seconds.
+
+    ``queued_s``: waiting in the queue; ``run_s``: from start to finish (wall); ``pipeline_s``: the
+    pipeline's own stage times (the report's total); ``export_s``: writing the GLB and the asset;
+    ``backend_load_s``: building a backend for this job (0 when already built); ``pipeline_call_s``: wall
+    time of the pipeline call (its stages, the progress callbacks, and the pipeline's own untimed work such
+    as per-stage memory bookkeeping); ``progress_s``: time spent recording progress at stage boundaries
+    (ledger writes); ``overhead_s``: ``run_s − pipeline_s``, everything the job's run
+    adds to the pipeline's stage times (export included; the final ledger write excluded).
+    """
+
+    queued_s: float | None = None
+    run_s: float | None = None
+    pipeline_s: float | None = None
+    export_s: float | None = None
+    backend_load_s: float | None = None
+    pipeline_call_s: float | None = None
+    progress_s: float | None = None
+    overhead_s: float | None = None
+    result_bytes: int | None = None
+
+
+class JobLinks(BaseModel):
+    """Where to go next (paths relative to the server); ``result``/``preview`` only when succeeded."""
+
+    job: str
+    events: str
+    cancel: str
+    input: str
+    result: str | None = None
+    preview: str | None = None
+
+
+class Job(BaseModel):
+    """A job, as ``POST /v1/jobs``, ``GET /v1/jobs/{id}`` and the events stream return it.
+
+    ``cached`` is true when the submission was answered by an existing job with the same input bytes,
+    options, backend and weights (no new work was queued). ``degraded`` is true when the job ran out of
+    memory and was retried with reduced settings (``effective_options``). ``report`` is the pipeline's
+    report (per-stage times, peak memory, counts, warnings, configuration) once succeeded.
+    """
+
+    id: str
+    kind: JobKind
+    state: JobState
+    cached: bool = False
+    degraded: bool = False
+    cancel_requested: bool = False
+    attempts: int = Field(description="how many times the job was started (more than 1 after a restart)")
+    backend: str | None = None
+    options: dict[str, Any]
+    effective_options: dict[str, Any] | None = None
+    input: JobInput
+    progress: Progress
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expires_at: datetime | None = None
+    timings: Timings
+    error: JobError | None = None
+    report: dict[str, Any] | None = None
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    """One page of jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page (null at the end)."""
+
+    items: list[Job]
+    next_cursor: str | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``); ``code`` is stable, ``detail`` one line."""
+
+    type: str = Field(examples=["urn:meshforge:problem:queue_full"])
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+
+
+class WorkerInfo(BaseModel):
+    """One worker thread."""
+
+    name: str
+    device: str
+    alive: bool
+    backend: str
+    backend_loaded: bool
+    load_error: str | None = None
+    current_job: str | None = None
+    jobs_done: int
+
+
+class GpuMemory(BaseModel):
+    """Memory of one CUDA device, bytes (from ``torch.cuda.mem_get_info``)."""
+
+    device: str
+    free_bytes: int
+    total_bytes: int
+
+
+class Readiness(BaseModel):
+    """``/readyz``: ready when every worker is alive and has built its default backend."""
+
+    ready: bool
+    workers: list[WorkerInfo]
+    queue_depth: int
+    running: int
+    gpus: list[GpuMemory] = Field(default_factory=list)
+
+
+class Liveness(BaseModel):
+    """``/livez``: the process answers."""
+
+    status: Literal["ok"] = "ok"

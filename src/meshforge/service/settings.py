@@ -1,0 +1,212 @@
+"""Service settings: read from the environment once, validated at startup.
+
+Every field can be set with an environment variable ``MESHFORGE_SERVICE_<FIELD>`` (upper case), e.g.
+``MESHFORGE_SERVICE_DATA_DIR=/var/lib/meshforge``; list fields take comma-separated values
+(``MESHFORGE_SERVICE_API_KEYS=key1,key2``). Explicit keyword arguments (the ``meshforge serve`` options)
+win over the environment. Unknown ``MESHFORGE_SERVICE_*`` variables are refused, so a typo is an error at
+startup rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import InputError
+
+ENV_PREFIX = "MESHFORGE_SERVICE_"
+
+#: the bundled static viewer, served at ``/`` when the folder exists
+DEFAULT_WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+
+
+class SettingsError(InputError):
+    """The service settings are invalid; the message names the variable and says why (one line)."""
+
+
+class Settings(BaseModel):
+    """Everything the service reads from its environment.
+
+    Attributes:
+        data_dir: folder owned by the service: the SQLite job ledger (``jobs.sqlite3``) and one folder of
+            artifacts per job (``jobs/<id>/``). Created when missing.
+        host: interface :func:`~meshforge.service.entry.serve_main` binds (loopback by default).
+        port: TCP port :func:`~meshforge.service.entry.serve_main` binds.
+        backend: backend used when a generate job names none (``auto``: the best backend whose weights are
+            present, else ``inflate``).
+        backends: backends a job may ask for (``auto`` included); others are refused with 422.
+        weights: weights location for backends that need them (folder or hub id).
+        weights_version: a label standing for the weights in the cache key; empty derives one from the
+            weights files (name, size, modification time).
+        download_weights: let a backend download missing weights when a job first needs it.
+        devices: ``auto`` (every CUDA device when PyTorch sees one, else ``cpu``) or a list such as
+            ``cuda:0,cuda:1``; one worker thread per device, each building its backends once.
+        max_image_bytes: largest accepted picture upload (bytes); larger uploads get 413.
+        max_mesh_bytes: largest accepted mesh upload for optimize jobs (bytes); larger uploads get 413.
+        max_pixels: largest accepted picture in pixels (width·height); larger pictures get 422.
+        max_resolution: largest ``resolution`` option a job may ask for.
+        max_faces: largest ``faces`` option a job may ask for.
+        max_texture_size: largest ``texture_size`` option a job may ask for.
+        max_queue: most jobs waiting in the queue; more submissions get 429 with ``Retry-After``.
+        job_timeout_s: wall-clock limit of one job once it runs, seconds; checked at every stage boundary
+            and by a watchdog that fails the job at the deadline.
+        max_attempts: a job interrupted by crashes or restarts this many times is failed, not re-queued.
+        ttl_s: finished jobs and their artifacts are deleted this many seconds after they finish.
+        sweep_interval_s: how often the expiry sweep runs, seconds.
+        api_keys: bearer tokens accepted on ``/v1``; empty (the default) turns authentication off. Each
+            key sees only its own jobs.
+        sse_poll_s: the events stream re-reads the job at least this often (seconds), besides being woken
+            on every change made in this process.
+        sse_heartbeat_s: the events stream sends a comment line after this many quiet seconds.
+        shutdown_grace_s: on shutdown, how long to wait for running jobs to reach a stage boundary (they are
+            re-queued, not lost, either way).
+        web_dir: folder of static files served at ``/``; the bundled ``meshforge/web`` by default.
+        log_level: uvicorn and service log level.
+        test_stage_delay_s: TEST ONLY: sleep this long at every stage boundary of every job (to observe
+            running jobs, cancel them or kill the server mid-job). Keep 0 in production.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Path("meshforge-data")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    backend: str = "auto"
+    backends: tuple[str, ...] = ("auto", "inflate", "triposr")
+    weights: str | None = None
+    weights_version: str = ""
+    download_weights: bool = False
+    devices: tuple[str, ...] = ("auto",)
+    max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    max_mesh_bytes: int = Field(128 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(40_000_000, gt=0)
+    max_resolution: int = Field(512, ge=16, le=1024)
+    max_faces: int = Field(200_000, ge=4)
+    max_texture_size: int = Field(4096, ge=16, le=8192)
+    max_queue: int = Field(100, ge=1)
+    job_timeout_s: float = Field(900.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
+    sweep_interval_s: float = Field(60.0, gt=0)
+    api_keys: tuple[str, ...] = Field((), repr=False)
+    sse_poll_s: float = Field(1.0, gt=0)
+    sse_heartbeat_s: float = Field(15.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    web_dir: Path = DEFAULT_WEB_DIR
+    log_level: str = "info"
+    test_stage_delay_s: float = Field(0.0, ge=0)
+
+    @field_validator("backends", "devices", "api_keys", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("backend", "log_level")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value not in ("critical", "error", "warning", "info", "debug", "trace"):
+            raise ValueError("must be one of critical, error, warning, info, debug, trace")
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("needs at least one device (or auto)")
+        for d in value:
+            if d != "auto" and d != "cpu" and d != "cuda" and not (d.startswith("cuda:") and d[5:].isdigit()):
+                raise ValueError(f"unknown device {d!r} (auto, cpu, cuda, cuda:N)")
+        if "auto" in value and len(value) > 1:
+            raise ValueError("auto cannot be combined with other devices")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for key in value:
+            if len(key) < 8:
+                raise ValueError("every API key must have at least 8 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_allowed(self) -> Settings:
+        from ..backends import REGISTRY
+
+        for name in self.backends:
+            if name != "auto" and name not in REGISTRY:
+                raise ValueError(f"unknown backend {name!r} in backends (choices: auto, {', '.join(REGISTRY)})")
+        if self.backend not in self.backends:
+            raise ValueError(f"the default backend {self.backend!r} is not in backends ({', '.join(self.backends)})")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``MESHFORGE_SERVICE_*`` variables, then ``overrides`` (None values skipped).
+
+        Args:
+            environ: the environment to read (``os.environ`` when None).
+            **overrides: field values that win over the environment.
+
+        Returns:
+            Validated, frozen :class:`Settings`.
+
+        Raises:
+            SettingsError: an unknown ``MESHFORGE_SERVICE_*`` variable or an invalid value; one line naming
+                the variable (or option) and the reason.
+        """
+        env = os.environ if environ is None else environ
+        fields = set(cls.model_fields)
+        values: dict[str, Any] = {}
+        for key, raw in env.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in fields:
+                raise SettingsError(f"{key}: unknown setting (known: {', '.join(sorted(fields))})")
+            values[name] = raw
+        for name, value in overrides.items():
+            if name not in fields:
+                raise SettingsError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = value
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+            source = f"{ENV_PREFIX}{loc.upper()}" if loc in values and loc not in overrides else loc
+            raise SettingsError(f"{source}: {err.get('msg', 'invalid value')}") from None
+
+    def resolved_devices(self) -> tuple[str, ...]:
+        """The worker devices: ``auto`` becomes every CUDA device PyTorch sees (``cuda:0``…), else ``cpu``.
+
+        PyTorch is imported only when it is installed and ``auto`` was asked for.
+        """
+        if self.devices != ("auto",):
+            return tuple("cuda:0" if d == "cuda" else d for d in self.devices)
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            return ("cpu",)
+        try:
+            import torch
+
+            n = int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+        except Exception:  # a broken CUDA setup: run on the CPU rather than not at all
+            n = 0
+        return tuple(f"cuda:{i}" for i in range(n)) or ("cpu",)
+
+    def auth_enabled(self) -> bool:
+        """Whether ``/v1`` requires ``Authorization: Bearer <key>``."""
+        return bool(self.api_keys)

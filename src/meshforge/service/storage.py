@@ -1,0 +1,579 @@
+"""The job ledger (SQLite in WAL mode) and the artifact folders, both under the service's data dir.
+
+::
+
+    <data_dir>/jobs.sqlite3          one row per job (state, options, progress, report, timings)
+    <data_dir>/jobs/<id>/input/...   the upload, named after its original file name
+    <data_dir>/jobs/<id>/result.glb  the asset (other formats and preview.png are made on first request)
+    <data_dir>/jobs/<id>/asset.pkl   the asset itself, for re-export to other formats
+
+States move ``queued → running → succeeded | failed | canceled`` (and ``queued → canceled``). Every
+change is one SQL statement or one ``BEGIN IMMEDIATE`` transaction, so several threads (HTTP handlers,
+workers) and even several processes can share the ledger. Writes made while running a job are guarded
+by the attempt number, so a job taken away from a worker (by the watchdog, or after a restart) ignores
+whatever that worker writes later.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "canceled")
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT,
+    request_hash TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    input_name TEXT NOT NULL,
+    input_file TEXT NOT NULL,
+    input_sha256 TEXT NOT NULL,
+    input_bytes INTEGER NOT NULL,
+    input_media_type TEXT NOT NULL,
+    options TEXT NOT NULL,
+    effective_options TEXT,
+    backend TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    expires_at REAL,
+    deadline REAL,
+    stage TEXT,
+    percent REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    degraded INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    report TEXT,
+    timings TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(owner, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs(fingerprint, owner, state);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at);
+"""
+
+
+@dataclass
+class JobRow:
+    """One job as stored. Times are POSIX seconds; JSON columns are decoded."""
+
+    seq: int
+    id: str
+    kind: str
+    state: str
+    owner: str
+    idempotency_key: str | None
+    request_hash: str
+    fingerprint: str
+    input_name: str
+    input_file: str
+    input_sha256: str
+    input_bytes: int
+    input_media_type: str
+    options: dict[str, Any]
+    effective_options: dict[str, Any] | None
+    backend: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float | None
+    deadline: float | None
+    stage: str | None
+    percent: float
+    attempts: int
+    degraded: bool
+    cancel_requested: bool
+    worker: str | None
+    error_code: str | None
+    error_message: str | None
+    report: dict[str, Any] | None
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_sql(cls, row: sqlite3.Row) -> JobRow:
+        """Decode a ``SELECT *`` row."""
+        d = dict(row)
+        for key in ("options", "effective_options", "report", "timings"):
+            d[key] = json.loads(d[key]) if d[key] else ({} if key in ("options", "timings") else None)
+        d["degraded"] = bool(d["degraded"])
+        d["cancel_requested"] = bool(d["cancel_requested"])
+        return cls(**d)
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job has finished (succeeded, failed or canceled)."""
+        return self.state in TERMINAL
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What a submission stores (see :meth:`JobStore.create`)."""
+
+    id: str
+    kind: str
+    owner: str
+    idempotency_key: str | None
+    request_hash: str
+    fingerprint: str
+    input_name: str
+    input_file: str
+    input_sha256: str
+    input_bytes: int
+    input_media_type: str
+    options: dict[str, Any]
+    backend: str | None
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    """The answer of :meth:`JobStore.create`.
+
+    ``how`` is ``"created"`` (a new queued job), ``"replayed"`` (the Idempotency-Key's job), ``"cached"``
+    (an existing job with the same fingerprint), ``"key_mismatch"`` (the key belongs to another request;
+    ``job`` is that job) or ``"queue_full"`` (``job`` is None).
+    """
+
+    how: str
+    job: JobRow | None
+    queue_depth: int = 0
+
+
+def new_job_id() -> str:
+    """A new random job id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def encode_cursor(seq: int) -> str:
+    """An opaque paging cursor standing for the position after job ``seq``."""
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The sequence number inside a cursor from :func:`encode_cursor`.
+
+    Raises:
+        ValueError: not a cursor this module made.
+    """
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("malformed cursor") from exc
+    if not text.startswith("s") or not text[1:].isdigit():
+        raise ValueError("malformed cursor")
+    return int(text[1:])
+
+
+class JobStore:
+    """The job ledger and artifact folders under ``data_dir``.
+
+    Thread-safe: every thread gets its own SQLite connection. ``notify(job_id)`` is called after every
+    change to a job (from whichever thread made it) so listeners such as event streams can wake up.
+
+    Args:
+        data_dir: the service's data folder (created when missing).
+        notify: change listener (optional).
+    """
+
+    def __init__(self, data_dir: Path, notify: Callable[[str], None] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.jobs_dir = self.data_dir / "jobs"
+        self.db_path = self.data_dir / "jobs.sqlite3"
+        self.notify: Callable[[str], None] = notify or (lambda _id: None)
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._conn().executescript(_SCHEMA)
+
+    # -- connections --------------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this store opened (call once no thread uses it any more)."""
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover
+                pass
+        self._local = threading.local()
+
+    # -- paths --------------------------------------------------------------------------------------
+    def job_dir(self, job_id: str) -> Path:
+        """The artifact folder of a job (``<data_dir>/jobs/<id>``)."""
+        if not job_id.isalnum():
+            raise ValueError("bad job id")
+        return self.jobs_dir / job_id
+
+    def input_path(self, job: JobRow) -> Path:
+        """The stored upload of a job."""
+        return self.job_dir(job.id) / job.input_file
+
+    # -- submission ---------------------------------------------------------------------------------
+    def create(self, new: NewJob, *, max_queue: int, ttl_s: float) -> CreateOutcome:
+        """Queue a job unless an equivalent one exists, in one transaction.
+
+        Order of checks: the Idempotency-Key (same key and same request → that job, ``"replayed"``; same
+        key, other request → ``"key_mismatch"``), then the fingerprint (a succeeded, not degraded, job or
+        one queued or running with the same fingerprint and owner → ``"cached"``; a succeeded one gets its
+        expiry extended by ``ttl_s``), then the queue limit (``"queue_full"`` when ``max_queue`` jobs are
+        queued), else a new queued row (``"created"``).
+
+        The upload must already be stored in :meth:`job_dir` of ``new.id`` (a worker may start the job as
+        soon as this commits).
+        """
+        now = time.time()
+        with self._tx() as c:
+            if new.idempotency_key is not None:
+                row = c.execute(
+                    "SELECT * FROM jobs WHERE owner=? AND idempotency_key=?", (new.owner, new.idempotency_key)
+                ).fetchone()
+                if row is not None:
+                    job = JobRow.from_sql(row)
+                    return CreateOutcome("replayed" if job.request_hash == new.request_hash else "key_mismatch", job)
+            row = c.execute(
+                "SELECT * FROM jobs WHERE fingerprint=? AND owner=? AND degraded=0 "
+                "AND state IN ('succeeded','running','queued') ORDER BY state='succeeded' DESC, seq DESC LIMIT 1",
+                (new.fingerprint, new.owner),
+            ).fetchone()
+            if row is not None:
+                job = JobRow.from_sql(row)
+                if job.state == "succeeded":
+                    c.execute(
+                        "UPDATE jobs SET expires_at=? WHERE seq=?", (max(job.expires_at or 0, now + ttl_s), job.seq)
+                    )
+                    job.expires_at = max(job.expires_at or 0, now + ttl_s)
+                return CreateOutcome("cached", job)
+            depth = int(c.execute("SELECT COUNT(*) FROM jobs WHERE state='queued'").fetchone()[0])
+            if depth >= max_queue:
+                return CreateOutcome("queue_full", None, depth)
+            c.execute(
+                "INSERT INTO jobs (id, kind, state, owner, idempotency_key, request_hash, fingerprint, input_name, "
+                "input_file, input_sha256, input_bytes, input_media_type, options, backend, created_at) "
+                "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new.id,
+                    new.kind,
+                    new.owner,
+                    new.idempotency_key,
+                    new.request_hash,
+                    new.fingerprint,
+                    new.input_name,
+                    new.input_file,
+                    new.input_sha256,
+                    new.input_bytes,
+                    new.input_media_type,
+                    json.dumps(new.options, sort_keys=True),
+                    new.backend,
+                    now,
+                ),
+            )
+            row = c.execute("SELECT * FROM jobs WHERE id=?", (new.id,)).fetchone()
+        self.notify(new.id)
+        return CreateOutcome("created", JobRow.from_sql(row), depth + 1)
+
+    # -- reading ------------------------------------------------------------------------------------
+    def get(self, job_id: str, owner: str | None = None) -> JobRow | None:
+        """The job, or None (also when ``owner`` is given and the job is someone else's)."""
+        if owner is None:
+            row = self._conn().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        else:
+            row = self._conn().execute("SELECT * FROM jobs WHERE id=? AND owner=?", (job_id, owner)).fetchone()
+        return JobRow.from_sql(row) if row is not None else None
+
+    def list_jobs(
+        self, *, owner: str | None, states: list[str] | None, limit: int, before_seq: int | None
+    ) -> tuple[list[JobRow], int | None]:
+        """Jobs newest first, ``limit`` at a time.
+
+        Returns:
+            ``(rows, next)`` where ``next`` is the ``before_seq`` of the following page (None at the end).
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if owner is not None:
+            where.append("owner=?")
+            args.append(owner)
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        if before_seq is not None:
+            where.append("seq<?")
+            args.append(before_seq)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?"
+        rows = [JobRow.from_sql(r) for r in self._conn().execute(sql, (*args, limit + 1)).fetchall()]
+        if len(rows) > limit:
+            return rows[:limit], rows[limit - 1].seq
+        return rows, None
+
+    def queue_position(self, job: JobRow) -> int | None:
+        """1 for the next job to run; None when the job is not queued."""
+        if job.state != "queued":
+            return None
+        n = self._conn().execute("SELECT COUNT(*) FROM jobs WHERE state='queued' AND seq<?", (job.seq,)).fetchone()[0]
+        return int(n) + 1
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs in each state (every state present, 0 when none)."""
+        out = dict.fromkeys(STATES, 0)
+        for state, n in self._conn().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+            out[str(state)] = int(n)
+        return out
+
+    # -- running ------------------------------------------------------------------------------------
+    def claim(self, worker: str, timeout_s: float, job_id: str | None = None) -> JobRow | None:
+        """Move the oldest queued job (or ``job_id`` when queued) to ``running`` for ``worker``.
+
+        Sets ``started_at``, ``deadline = started_at + timeout_s``, increments ``attempts``, clears progress.
+
+        Returns:
+            The claimed job, or None when there is nothing (or ``job_id`` is not queued).
+        """
+        now = time.time()
+        if job_id is None:
+            pick = "(SELECT seq FROM jobs WHERE state='queued' ORDER BY seq LIMIT 1)"
+            args: tuple[Any, ...] = (now, now + timeout_s, worker)
+        else:
+            pick = "(SELECT seq FROM jobs WHERE state='queued' AND id=?)"
+            args = (now, now + timeout_s, worker, job_id)
+        # fetchall: step the statement to its end so its implicit transaction commits now
+        rows = (
+            self._conn()
+            .execute(
+                "UPDATE jobs SET state='running', started_at=?, deadline=?, worker=?, attempts=attempts+1, "
+                f"stage=NULL, percent=0 WHERE seq={pick} AND state='queued' RETURNING *",
+                args,
+            )
+            .fetchall()
+        )
+        if not rows:
+            return None
+        job = JobRow.from_sql(rows[0])
+        self.notify(job.id)
+        return job
+
+    def progress(self, job_id: str, attempt: int, stage: str, percent: float) -> bool | None:
+        """Record a stage boundary of a running job.
+
+        Returns:
+            Whether a cancel was requested; None when the job is no longer this attempt's (canceled,
+            failed by the watchdog, re-queued), so the caller should stop.
+        """
+        rows = (
+            self._conn()
+            .execute(
+                "UPDATE jobs SET stage=?, percent=? WHERE id=? AND attempts=? AND state='running' "
+                "RETURNING cancel_requested",
+                (stage, percent, job_id, attempt),
+            )
+            .fetchall()
+        )
+        self.notify(job_id)
+        return bool(rows[0][0]) if rows else None
+
+    def set_degraded(self, job_id: str, attempt: int, effective_options: dict[str, Any]) -> None:
+        """Mark a running job as retried with reduced settings."""
+        self._conn().execute(
+            "UPDATE jobs SET degraded=1, effective_options=? WHERE id=? AND attempts=? AND state='running'",
+            (json.dumps(effective_options, sort_keys=True), job_id, attempt),
+        )
+        self.notify(job_id)
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        state: str,
+        *,
+        ttl_s: float,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        report: dict[str, Any] | None = None,
+        timings: dict[str, Any] | None = None,
+        finished_at: float | None = None,
+    ) -> bool:
+        """Move a running job of this attempt to a terminal state.
+
+        Returns:
+            False when the job was no longer this attempt's (nothing was written).
+        """
+        assert state in TERMINAL
+        now = finished_at if finished_at is not None else time.time()
+        cur = self._conn().execute(
+            "UPDATE jobs SET state=?, finished_at=?, expires_at=?, error_code=?, error_message=?, report=?, "
+            "timings=?, percent=CASE WHEN ?='succeeded' THEN 100 ELSE percent END "
+            "WHERE id=? AND attempts=? AND state='running'",
+            (
+                state,
+                now,
+                now + ttl_s,
+                error_code,
+                error_message,
+                json.dumps(report, default=str) if report is not None else None,
+                json.dumps(timings or {}),
+                state,
+                job_id,
+                attempt,
+            ),
+        )
+        self.notify(job_id)
+        return cur.rowcount == 1
+
+    def requeue(self, job_id: str, attempt: int) -> bool:
+        """Put a running job back in the queue (graceful shutdown); the attempt does not count."""
+        cur = self._conn().execute(
+            "UPDATE jobs SET state='queued', stage=NULL, percent=0, started_at=NULL, deadline=NULL, worker=NULL, "
+            "attempts=attempts-1 WHERE id=? AND attempts=? AND state='running'",
+            (job_id, attempt),
+        )
+        self.notify(job_id)
+        return cur.rowcount == 1
+
+    def cancel(self, job_id: str, owner: str | None, ttl_s: float) -> JobRow | None:
+        """Cancel a job: a queued one at once, a running one at its next stage boundary.
+
+        Returns:
+            The job after the change (unchanged when it had already finished), or None when unknown.
+        """
+        now = time.time()
+        with self._tx() as c:
+            c.execute(
+                "UPDATE jobs SET state='canceled', finished_at=?, expires_at=?, error_code='canceled', "
+                "error_message='canceled before it started' WHERE id=? AND state='queued'"
+                + (" AND owner=?" if owner is not None else ""),
+                (now, now + ttl_s, job_id) + ((owner,) if owner is not None else ()),
+            )
+            c.execute(
+                "UPDATE jobs SET cancel_requested=1 WHERE id=? AND state='running'"
+                + (" AND owner=?" if owner is not None else ""),
+                (job_id,) + ((owner,) if owner is not None else ()),
+            )
+        self.notify(job_id)
+        return self.get(job_id, owner)
+
+    # -- recovery and housekeeping ------------------------------------------------------------------
+    def recover(self, max_attempts: int, ttl_s: float) -> tuple[list[str], list[str]]:
+        """At startup: jobs left ``running`` by a crash go back to ``queued`` (kept in their order).
+
+        Jobs that were already started ``max_attempts`` times are failed with ``interrupted`` instead.
+
+        Returns:
+            ``(requeued ids, failed ids)``.
+        """
+        now = time.time()
+        with self._tx() as c:
+            rows = c.execute("SELECT id, attempts FROM jobs WHERE state='running'").fetchall()
+            requeued = [r[0] for r in rows if r[1] < max_attempts]
+            failed = [r[0] for r in rows if r[1] >= max_attempts]
+            for job_id in requeued:
+                c.execute(
+                    "UPDATE jobs SET state='queued', stage=NULL, percent=0, started_at=NULL, deadline=NULL, "
+                    "worker=NULL WHERE id=?",
+                    (job_id,),
+                )
+            for job_id in failed:
+                c.execute(
+                    "UPDATE jobs SET state='failed', finished_at=?, expires_at=?, error_code='interrupted', "
+                    "error_message=? WHERE id=?",
+                    (
+                        now,
+                        now + ttl_s,
+                        f"the job was interrupted {max_attempts} times (server crash or restart)",
+                        job_id,
+                    ),
+                )
+            # a cancel requested for a job that was then interrupted: honour it now
+            c.execute(
+                "UPDATE jobs SET state='canceled', finished_at=?, expires_at=?, error_code='canceled', "
+                "error_message='canceled' WHERE state='queued' AND cancel_requested=1",
+                (now, now + ttl_s),
+            )
+        return requeued, failed
+
+    def overdue(self, now: float | None = None) -> list[JobRow]:
+        """Running jobs past their deadline."""
+        now = time.time() if now is None else now
+        rows = self._conn().execute("SELECT * FROM jobs WHERE state='running' AND deadline<?", (now,)).fetchall()
+        return [JobRow.from_sql(r) for r in rows]
+
+    def expire(self, now: float | None = None, limit: int = 500) -> list[str]:
+        """Delete finished jobs whose expiry passed, with their artifact folders.
+
+        Returns:
+            The deleted job ids (at most ``limit`` per call).
+        """
+        now = time.time() if now is None else now
+        conn = self._conn()
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM jobs WHERE expires_at IS NOT NULL AND expires_at<? "
+                "AND state IN ('succeeded','failed','canceled') LIMIT ?",
+                (now, limit),
+            )
+        ]
+        if not ids:
+            return []
+        with self._tx() as c:
+            c.executemany(
+                "DELETE FROM jobs WHERE id=? AND expires_at<? AND state IN ('succeeded','failed','canceled')",
+                [(i, now) for i in ids],
+            )
+        for job_id in ids:
+            shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+            self.notify(job_id)
+        return ids
+
+    def remove_orphans(self) -> int:
+        """Delete artifact folders that belong to no job (a crash between storing an upload and committing)."""
+        known = {r[0] for r in self._conn().execute("SELECT id FROM jobs")}
+        n = 0
+        for p in self.jobs_dir.iterdir():
+            if p.is_dir() and p.name not in known and time.time() - p.stat().st_mtime > 60:
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+        return n

@@ -1,0 +1,192 @@
+"""In-process workers: one thread per device, each building its backends once and running jobs off the
+event loop by calling :func:`~meshforge.service.jobs.execute_job`.
+
+Workers take jobs from the ledger (oldest first), so several workers — or several processes sharing the
+data dir — never run the same job twice at once. A worker sleeps until it is woken by a submission, or
+for at most a second (so jobs queued by another process are seen too).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .jobs import BackendPool, JobOutcome, execute_job
+from .problems import one_line
+from .settings import Settings
+from .storage import JobStore
+
+log = logging.getLogger("meshforge.service")
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A worker's state for ``/readyz``."""
+
+    name: str
+    device: str
+    alive: bool
+    backend: str
+    backend_loaded: bool
+    load_error: str | None
+    current_job: str | None
+    jobs_done: int
+
+
+class Worker:
+    """One device's worker thread.
+
+    Args:
+        name: unique name, recorded in the ledger as the runner of its jobs.
+        device: ``"cpu"`` or ``"cuda:N"``.
+        settings: the service settings.
+        store: the shared ledger.
+        on_outcome: called (in the worker thread) after each job with its :class:`JobOutcome`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        settings: Settings,
+        store: JobStore,
+        on_outcome: Callable[[JobOutcome], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.device = device
+        self.settings = settings
+        self.store = store
+        self.on_outcome = on_outcome
+        self.pool = BackendPool(settings, device)
+        self.default_backend = _resolve(settings)
+        self.current_job: str | None = None
+        self.backend_loaded = False
+        self.load_error: str | None = None
+        self.jobs_done = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=f"meshforge-worker-{name}", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread: it builds the default backend, then runs queued jobs until stopped."""
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look at the queue now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the thread to finish: a running job is put back in the queue at its next stage boundary."""
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait for the thread; True when it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def status(self) -> WorkerStatus:
+        """A snapshot for ``/readyz`` and the metrics."""
+        return WorkerStatus(
+            name=self.name,
+            device=self.device,
+            alive=self._thread.is_alive(),
+            backend=self.default_backend,
+            backend_loaded=self.backend_loaded,
+            load_error=self.load_error,
+            current_job=self.current_job,
+            jobs_done=self.jobs_done,
+        )
+
+    def _main(self) -> None:
+        try:
+            self.pool.get(self.default_backend)
+            self.backend_loaded = True
+        except Exception as exc:  # jobs for this backend will fail with backend_error; others still run
+            self.load_error = one_line(f"{type(exc).__name__}: {exc}")
+            log.error("worker %s: cannot build the %s backend: %s", self.name, self.settings.backend, self.load_error)
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                job = self.store.claim(self.name, self.settings.job_timeout_s)
+            except sqlite3.Error as exc:  # a locked or unavailable ledger: try again shortly
+                log.warning("worker %s: ledger error: %s", self.name, exc)
+                self._stop.wait(1.0)
+                continue
+            if job is None:
+                self._wake.wait(1.0)
+                continue
+            self.current_job = job.id
+            try:
+                outcome = execute_job(
+                    job.id,
+                    self.settings,
+                    store=self.store,
+                    backends=self.pool,
+                    worker=self.name,
+                    should_stop=self._stop.is_set,
+                )
+            except Exception:  # execute_job records a job's failures itself; this is a ledger failure
+                log.exception("worker %s: job %s could not be run", self.name, job.id)
+                time.sleep(0.5)
+                continue
+            finally:
+                self.current_job = None
+            self.jobs_done += 1
+            if self.on_outcome is not None:
+                try:
+                    self.on_outcome(outcome)
+                except Exception:  # pragma: no cover - metrics must never stop a worker
+                    log.exception("worker %s: outcome hook failed", self.name)
+
+
+def _resolve(settings: Settings) -> str:
+    from ..backends import resolve_name
+
+    try:
+        return resolve_name(settings.backend, settings.weights)[0]
+    except Exception:
+        return settings.backend
+
+
+class WorkerPool:
+    """One :class:`Worker` per device.
+
+    Args:
+        settings: the service settings (``devices`` decides the workers).
+        store: the shared ledger.
+        on_outcome: see :class:`Worker`.
+    """
+
+    def __init__(
+        self, settings: Settings, store: JobStore, on_outcome: Callable[[JobOutcome], None] | None = None
+    ) -> None:
+        devices = settings.resolved_devices()
+        self.workers = [
+            Worker(f"{device}#{i}", device, settings, store, on_outcome) for i, device in enumerate(devices)
+        ]
+
+    def start(self) -> None:
+        """Start every worker."""
+        for w in self.workers:
+            w.start()
+
+    def wake(self) -> None:
+        """Tell every worker to look at the queue now (a job was queued)."""
+        for w in self.workers:
+            w.wake()
+
+    def stop(self, grace_s: float) -> bool:
+        """Stop every worker, waiting up to ``grace_s`` seconds in all; True when all have ended."""
+        for w in self.workers:
+            w.stop()
+        end = time.monotonic() + grace_s
+        return all(w.join(max(0.0, end - time.monotonic())) for w in self.workers)
+
+    def status(self) -> list[WorkerStatus]:
+        """Every worker's snapshot."""
+        return [w.status() for w in self.workers]
