@@ -59,12 +59,14 @@ class ExtractConfig:
 
     Attributes:
         resolution: grid points per axis of the marching-cubes grid (``resolution³`` samples).
-        engine: ``"skimage"`` (scikit-image's Lewiner marching cubes, CPU).
+        engine: ``"auto"`` (our PyTorch marching cubes when the field's grid lives on a CUDA device, else
+            scikit-image's), ``"skimage"`` (scikit-image's Lewiner marching cubes, CPU) or ``"torch"``
+            (:mod:`meshforge.fields.mc_torch` on the grid's device).
         chunk_points: points per batch when a field has no fast grid path.
     """
 
     resolution: int = 256
-    engine: str = "skimage"
+    engine: str = "auto"
     chunk_points: int = 1 << 20
 
 
@@ -206,6 +208,10 @@ class PipelineConfig:
                 f"background engine must be grabcut or rembg, got {self.preprocess.engine!r}",
             ),
             (self.unwrap.padding >= 0, f"padding must be >= 0, got {self.unwrap.padding}"),
+            (
+                self.extract.engine in ("auto", "skimage", "torch"),
+                f"isosurface engine must be auto, skimage or torch, got {self.extract.engine!r}",
+            ),
             (
                 self.unwrap.engine in ("xatlas", "faces"),
                 f"unwrap engine must be xatlas or faces, got {self.unwrap.engine!r}",

@@ -60,8 +60,12 @@ def grid_axes(field: Field, resolution: int) -> tuple[np.ndarray, np.ndarray, np
 def sample_grid(field: Field, resolution: int, chunk_points: int = 1 << 20) -> np.ndarray:
     """Evaluate a field's density on the extraction grid.
 
-    Uses the field's own ``density_grid(resolution)`` fast path when it has one (it must return the same
-    values as the generic path), else evaluates ``density`` in batches of ``chunk_points`` points.
+    Uses the field's own ``density_grid(resolution)`` fast path when it has one, else evaluates ``density``
+    in batches of ``chunk_points`` points. A fast path returns the generic path's values; on a GPU it may
+    compute them in reduced precision (TripoSR's fp16 grid: relative error below 1e-2, which moves the
+    isosurface by a small fraction of a voxel). A field may also offer ``density_grid_tensor(resolution)``,
+    the same grid as a tensor left on its device, which :func:`meshforge.fields.isosurface.extract` meshes
+    there with the ``torch``/``auto`` engines.
 
     Returns:
         ``[R, R, R]`` float32 densities, indexed ``[i, j, k]`` ↔ ``(x, y, z)`` as in :func:`grid_axes`.

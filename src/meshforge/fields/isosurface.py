@@ -1,10 +1,22 @@
 """Isosurface extraction: field → closed triangle mesh.
 
-Marching cubes (Lorensen & Cline, SIGGRAPH 1987) in the topologically consistent variant of Lewiner et
-al. (2003), as implemented by scikit-image (``skimage.measure.marching_cubes``).
+Marching cubes (Lorensen & Cline, SIGGRAPH 1987), by one of these engines:
+
+* ``"skimage"``: the topologically consistent variant of Lewiner et al. (2003), as implemented by
+  scikit-image (``skimage.measure.marching_cubes``), on the CPU;
+* ``"torch"``: meshforge's own vectorised marching cubes in PyTorch (:mod:`.mc_torch`), on the device that
+  holds the grid (a CUDA GPU, or the CPU). Same vertices (same edges, same interpolation); the topology can
+  differ only on ambiguous cube faces.
+* ``"auto"``: ``"torch"`` when the field hands over its grid as a CUDA tensor, else ``"skimage"``.
+
+A field may provide ``density_grid_tensor(resolution)`` returning the grid as a ``torch.Tensor`` (for instance
+on the GPU that computed it); the ``torch``/``auto`` engines then keep it on that device. ``density_grid`` may
+also return a tensor; the ``skimage`` engine copies such grids to the host.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +24,8 @@ from ..config import ExtractConfig
 from ..errors import InputError, StageError
 from ..types import Mesh
 from .base import Field, sample_grid
+
+ENGINES = ("skimage", "torch", "auto")
 
 
 def extract(field: Field, cfg: ExtractConfig) -> Mesh:
@@ -23,7 +37,7 @@ def extract(field: Field, cfg: ExtractConfig) -> Mesh:
 
     Args:
         field: any :class:`~meshforge.fields.base.Field`.
-        cfg: ``resolution`` (grid points per axis) and ``engine`` (``"skimage"``).
+        cfg: ``resolution`` (grid points per axis) and ``engine`` (``"skimage"``, ``"torch"`` or ``"auto"``).
 
     Returns:
         A :class:`Mesh` with ``[V, 3]`` float32 vertices in metres and ``[F, 3]`` int32 faces wound
@@ -33,10 +47,42 @@ def extract(field: Field, cfg: ExtractConfig) -> Mesh:
         InputError: unknown engine.
         StageError: the field has no inside samples on the grid (empty isosurface).
     """
-    if cfg.engine != "skimage":
-        raise InputError(f"unknown isosurface engine {cfg.engine!r} (choices: skimage)")
-    grid = sample_grid(field, cfg.resolution, cfg.chunk_points)
-    return extract_grid(grid, field.bbox_min, field.bbox_max, float(field.iso_level))
+    if cfg.engine not in ENGINES:
+        raise InputError(f"unknown isosurface engine {cfg.engine!r} (choices: {', '.join(ENGINES)})")
+    grid = _field_grid(field, cfg, want_tensor=cfg.engine != "skimage")
+    level = float(field.iso_level)
+    use_torch = cfg.engine == "torch" or (cfg.engine == "auto" and _is_tensor(grid) and grid.is_cuda)
+    if use_torch:
+        return extract_grid_torch(grid, field.bbox_min, field.bbox_max, level)
+    if _is_tensor(grid):
+        grid = grid.detach().float().cpu().numpy()
+    return extract_grid(grid, field.bbox_min, field.bbox_max, level)
+
+
+def _is_tensor(value: Any) -> bool:
+    """True for a ``torch.Tensor`` (checked without importing torch)."""
+    return type(value).__module__.startswith("torch") and hasattr(value, "is_cuda")
+
+
+def _field_grid(field: Field, cfg: ExtractConfig, *, want_tensor: bool) -> Any:
+    """The field's ``[R, R, R]`` density grid: a tensor from ``density_grid_tensor`` when a tensor is wanted and
+    the field has one, else ``density_grid`` (numpy or tensor) or the generic :func:`sample_grid` (numpy)."""
+    res = cfg.resolution
+    if want_tensor:
+        on_device = getattr(field, "density_grid_tensor", None)
+        if callable(on_device):
+            out = on_device(res)
+            if tuple(out.shape) != (res,) * 3:
+                raise ValueError(f"density_grid_tensor returned {tuple(out.shape)}, expected {(res,) * 3}")
+            return out
+    fast = getattr(field, "density_grid", None)
+    if callable(fast):
+        out = fast(res)
+        if _is_tensor(out):
+            if tuple(out.shape) != (res,) * 3:
+                raise ValueError(f"density_grid returned {tuple(out.shape)}, expected {(res,) * 3}")
+            return out
+    return sample_grid(field, res, cfg.chunk_points)
 
 
 def extract_grid(grid: np.ndarray, bbox_min: np.ndarray, bbox_max: np.ndarray, level: float) -> Mesh:
@@ -69,3 +115,20 @@ def extract_grid(grid: np.ndarray, bbox_min: np.ndarray, bbox_max: np.ndarray, l
     # so normals point outward (towards lower density).
     faces = faces[:, ::-1]
     return Mesh(vertices=verts.astype(np.float32), faces=faces.astype(np.int32))
+
+
+def extract_grid_torch(grid: Any, bbox_min: np.ndarray, bbox_max: np.ndarray, level: float) -> Mesh:
+    """:func:`extract_grid` with the PyTorch engine on the grid's device (a tensor or a numpy array).
+
+    The mesh is built on the grid's device (:func:`.mc_torch.extract_closed`) and copied to the host at the end.
+    """
+    import torch
+
+    from .mc_torch import extract_closed, to_host
+
+    tensor = grid if isinstance(grid, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(grid))
+    out = extract_closed(tensor.detach(), bbox_min, bbox_max, level)
+    if out is None:
+        raise StageError("the field has no inside samples on the grid: the isosurface is empty")
+    verts, faces = to_host(out[0], out[1])
+    return Mesh(vertices=verts, faces=faces)
