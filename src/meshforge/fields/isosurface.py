@@ -78,10 +78,9 @@ def _field_grid(field: Field, cfg: ExtractConfig, *, want_tensor: bool) -> Any:
     fast = getattr(field, "density_grid", None)
     if callable(fast):
         out = fast(res)
-        if _is_tensor(out):
-            if tuple(out.shape) != (res,) * 3:
-                raise ValueError(f"density_grid returned {tuple(out.shape)}, expected {(res,) * 3}")
-            return out
+        if tuple(out.shape) != (res,) * 3:
+            raise ValueError(f"density_grid returned {tuple(out.shape)}, expected {(res,) * 3}")
+        return out if _is_tensor(out) else np.asarray(out, dtype=np.float32)
     return sample_grid(field, res, cfg.chunk_points)
 
 

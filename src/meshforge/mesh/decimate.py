@@ -59,6 +59,9 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     if not before.watertight:
         # an open or non-manifold source (a multi-part model): its defects are its own, retrying rarely helps
         schedule = schedule[:1]
+    elif base.n_faces > 2_000_000:
+        # each retry of a multi-million-face mesh costs tens of seconds: one gentler retry at most
+        schedule = schedule[:2]
     # the engine's collapse thresholds are absolute quadric errors: work at unit scale so a model in
     # centimetres decimates like the same model in metres
     centre = 0.5 * (base.vertices.min(0) + base.vertices.max(0)).astype(np.float64)

@@ -35,8 +35,9 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     t = v[faces]
     fn = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])  # length = 2·area: area weighting
     n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
+    idx = np.asarray(faces).reshape(-1)
+    for c in range(3):  # bincount scatter-adds far faster than np.add.at
+        n[:, c] = np.bincount(idx, weights=np.repeat(fn[:, c], 3), minlength=len(v))
     length = np.linalg.norm(n, axis=1, keepdims=True)
     out = np.where(length > 0, n / np.maximum(length, 1e-30), np.array([0.0, 0.0, 1.0]))
     return out.astype(np.float32)
