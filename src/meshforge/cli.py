@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from ._version import __version__
 from .errors import MeshforgeError
+from .io.files import write_atomic
 from .types import Asset, Report
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".tga")
@@ -138,26 +137,6 @@ def _expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
         else:
             paths.append(p)
     return paths, problems
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); give it the usual umask mode
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -395,7 +374,7 @@ def _write_outputs(
     rep["outputs"] = sorted(files)
     files[f"{stem}.report.json"] = (json.dumps(rep, indent=2, default=str) + "\n").encode()
     for fname, data in files.items():
-        _write_atomic(out_dir / fname, data)
+        write_atomic(out_dir / fname, data)
 
 
 def _preview_png(asset: object) -> bytes:

@@ -15,15 +15,12 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import pickle
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .._version import __version__
@@ -31,6 +28,7 @@ from ..backends import Backend, backend_class, load_backend, resolve_name
 from ..config import InputConfig, PipelineConfig
 from ..errors import BackendError, InputError, MeshforgeError, MissingDependency, StageError
 from ..export import export
+from ..io.files import write_atomic
 from ..types import Asset, Report
 from .problems import one_line
 from .settings import Settings
@@ -324,18 +322,6 @@ def _free_memory() -> None:
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover - best effort
             pass
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def execute_job(
