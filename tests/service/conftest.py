@@ -1,5 +1,5 @@
 """Fixtures for the service tests: the real app in process (Starlette's TestClient, lifespan included) and
-the real server as a subprocess (``python -m meshforge.service``) on a free loopback port.
+the real server as a subprocess (``meshforge serve``, run as ``python -m meshforge.cli serve``) on a free loopback port.
 
 Every wait is bounded; every server started here is stopped (SIGTERM, then SIGKILL) by its fixture.
 """
@@ -147,7 +147,7 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m meshforge.service`` on 127.0.0.1 (stdout/stderr in ``log``)."""
+    """``meshforge serve`` on 127.0.0.1 (stdout/stderr in ``log``)."""
 
     def __init__(self, data_dir: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
@@ -160,7 +160,7 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_SERVICE_")}
         env.update(self.env)
-        cmd = [sys.executable, "-m", "meshforge.service", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "meshforge.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--data-dir", str(self.data_dir), "--backend", "inflate", "--devices", "cpu", "--log-level", "warning"]
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
