@@ -28,6 +28,12 @@ class MissingDependency(MeshforgeError, ImportError):
     """An optional dependency is needed for the requested feature; the message says what to install."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message as one line (whitespace collapsed), or its type name when it has none."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def require(module: str, feature: str, extra: str | None = None) -> object:
     """Import an optional module, or raise :class:`MissingDependency` naming what to install.
 

@@ -30,8 +30,9 @@ from .io.meshes import SourceScene, load_mesh
 from .mesh.bake import bake
 from .mesh.clean import clean
 from .mesh.decimate import decimate
+from .mesh.normals import vertex_normals
 from .mesh.topology import topology
-from .mesh.uv import unwrap, vertex_normals
+from .mesh.uv import unwrap
 from .pipeline import ProgressCallback
 from .types import Asset, Material, Mesh, Report
 

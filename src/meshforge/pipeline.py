@@ -30,8 +30,9 @@ from .io.images import load_image
 from .mesh.bake import bake, bake_vertex_colours
 from .mesh.clean import clean
 from .mesh.decimate import decimate
+from .mesh.normals import vertex_normals
 from .mesh.topology import topology
-from .mesh.uv import unwrap, vertex_normals
+from .mesh.uv import unwrap
 from .preprocess import prepare
 from .types import Asset, Image, Material, Report
 

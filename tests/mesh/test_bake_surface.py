@@ -12,7 +12,8 @@ from meshforge.io.meshes import SourcePart
 from meshforge.mesh.bake import bake
 from meshforge.mesh.closest import closest_point_on_triangles
 from meshforge.mesh.decimate import decimate
-from meshforge.mesh.uv import unwrap, vertex_normals
+from meshforge.mesh.normals import vertex_normals
+from meshforge.mesh.uv import unwrap
 from meshforge.types import Material, Mesh
 
 from ..fields.test_isosurface import Sphere

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from meshforge.errors import InputError
+from meshforge.mesh.normals import vertex_normals
+from meshforge.mesh.texture import CLAMP_TO_EDGE, sample_texture
 from meshforge.types import Asset, Material, Textures
 
 ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")
@@ -109,34 +111,6 @@ def check_asset(asset: Asset) -> None:
     check_material(asset.material)
 
 
-def face_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unnormalised face normals (cross products, length = 2 × area) and their unit versions.
-
-    Args:
-        vertices: ``[V, 3]`` float positions.
-        faces: ``[F, 3]`` int indices, counter-clockwise seen from outside.
-
-    Returns:
-        ``(cross, unit)``: ``[F, 3]`` float64 each; ``unit`` rows are zero for degenerate faces.
-    """
-    v = np.asarray(vertices, dtype=np.float64)
-    tri = v[np.asarray(faces)]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    length = np.linalg.norm(cross, axis=1, keepdims=True)
-    unit = np.divide(cross, length, out=np.zeros_like(cross), where=length > 0)
-    return cross, unit
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (``[V, 3]`` float64); vertices on no face get ``(0, 0, 0)``."""
-    cross, _ = face_normals(vertices, faces)
-    acc = np.zeros((len(vertices), 3), dtype=np.float64)
-    for k in range(3):
-        np.add.at(acc, faces[:, k], cross)
-    length = np.linalg.norm(acc, axis=1, keepdims=True)
-    return np.divide(acc, length, out=np.zeros_like(acc), where=length > 0)
-
-
 def unit_normals(normals: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Normalise vertex normals defensively (glTF 2.0 §3.7.2.1 requires unit NORMAL vectors).
 
@@ -162,37 +136,6 @@ def unit_normals(normals: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -
     return out32
 
 
-def sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Bilinearly sample an image at glTF UVs with clamp-to-edge wrapping.
-
-    The UV convention is glTF's (types.Mesh): ``(0, 0)`` is the top-left corner of the image, v points
-    down; texel ``(row i, column j)`` has its centre at ``((j + 0.5) / W, (i + 0.5) / H)``.
-
-    Args:
-        image: ``[H, W, C]`` (or ``[H, W]``) array, any numeric dtype.
-        uv: ``[N, 2]`` float texture coordinates.
-
-    Returns:
-        ``[N, C]`` (or ``[N]``) float64 interpolated values in the image's units.
-    """
-    img = np.asarray(image, dtype=np.float64)
-    h, w = img.shape[:2]
-    x = np.clip(np.asarray(uv[:, 0], dtype=np.float64) * w - 0.5, 0.0, w - 1)
-    y = np.clip(np.asarray(uv[:, 1], dtype=np.float64) * h - 0.5, 0.0, h - 1)
-    x0 = np.floor(x).astype(np.int64)
-    y0 = np.floor(y).astype(np.int64)
-    x1 = np.minimum(x0 + 1, w - 1)
-    y1 = np.minimum(y0 + 1, h - 1)
-    fx = x - x0
-    fy = y - y0
-    if img.ndim == 3:
-        fx = fx[:, None]
-        fy = fy[:, None]
-    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
-    bottom = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
-    return np.asarray(top * (1 - fy) + bottom * fy)
-
-
 def vertex_colors_srgb(asset: Asset) -> np.ndarray:
     """Per-vertex sRGB-encoded RGBA colours for formats that only carry vertex colours (PLY).
 
@@ -205,7 +148,7 @@ def vertex_colors_srgb(asset: Asset) -> np.ndarray:
     """
     mesh = asset.mesh
     if asset.textures is not None and mesh.uv is not None:
-        rgba = sample_bilinear(asset.textures.base_color, mesh.uv) / 255.0
+        rgba = sample_texture(asset.textures.base_color, mesh.uv, (CLAMP_TO_EDGE, CLAMP_TO_EDGE)) / 255.0
     elif mesh.colors is not None:
         rgba = np.clip(mesh.colors.astype(np.float64), 0.0, 1.0)
     else:

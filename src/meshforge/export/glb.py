@@ -24,9 +24,9 @@ from meshforge.export._common import (
     jsonable,
     srgb_to_linear,
     unit_normals,
-    vertex_normals,
 )
 from meshforge.export._png import encode_png
+from meshforge.mesh.normals import vertex_normals
 from meshforge.mesh.tangents import compute_tangents
 from meshforge.types import Asset
 

@@ -28,6 +28,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import MissingDependency
 from ..mesh.closest import closest_point_on_triangles
+from ..mesh.normals import face_normals, vertex_normals
 
 
 class SurfacePart(Protocol):
@@ -116,12 +117,6 @@ class RayCaster:
         return face, bary, dist
 
 
-def _face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    t = np.asarray(vertices, dtype=np.float64)[faces]
-    n = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-30)
-
-
 def nearest_hit(
     rays: RayCaster, face_normals: np.ndarray, p: np.ndarray, n: np.ndarray, cage: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -183,7 +178,7 @@ class SurfaceField:
         self.cage = float(cage) if cage is not None else 0.03 * self.diagonal
         self.agree = agree
         self._rays = RayCaster(self.vertices, self.faces)
-        self._face_normals = _face_normals(self.vertices, self.faces)
+        self._face_normals = face_normals(self.vertices, self.faces)[1]
         self._closest_index: ClosestPoint | None = None  # built on first use (misses are rare)
         self._part_rays: dict[int, tuple[RayCaster, np.ndarray]] = {}
 
@@ -246,7 +241,7 @@ class SurfaceField:
             mesh = self.parts[target].mesh
             if target not in self._part_rays:
                 verts, faces = np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces)
-                self._part_rays[target] = (RayCaster(verts, faces), _face_normals(verts, faces))
+                self._part_rays[target] = (RayCaster(verts, faces), face_normals(verts, faces)[1])
             rays, normals = self._part_rays[target]
             cf, cb, cd = nearest_hit(rays, normals, p[rows], n[rows], self.cage)
             ok = (cf >= 0) & (cd <= dist[rows] + slack)
@@ -333,8 +328,6 @@ class FieldSurfacePart:
     """
 
     def __init__(self, mesh: Any, field: Any) -> None:
-        from ..mesh.uv import vertex_normals
-
         self.mesh = mesh
         self.field = field
         self._normals = vertex_normals(mesh.vertices, mesh.faces).astype(np.float64)

@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
 from ..config import InputConfig
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..types import Image
 
 __all__ = ["SUPPORTED_FORMATS", "load_image"]
@@ -54,11 +54,6 @@ _PASS_THROUGH = (MemoryError, KeyboardInterrupt, SystemExit)
 def _formats() -> tuple[str, ...]:
     PILImage.init()
     return tuple(f for f in SUPPORTED_FORMATS if f in PILImage.OPEN)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def load_image(
@@ -151,7 +146,7 @@ def _read_source(
         with path.open("rb") as fh:
             data = fh.read(cfg.max_bytes + 1)
     except OSError as exc:
-        reason = exc.strerror or _one_line(exc)
+        reason = exc.strerror or one_line(exc)
         raise InputError(f"{label}: cannot read the file ({reason})") from None
     if len(data) > cfg.max_bytes:  # grew while we looked
         raise InputError(f"{label}: file is larger than the limit of {cfg.max_bytes} bytes (max_bytes)")
@@ -172,11 +167,11 @@ def _decode(data: bytes, label: str, cfg: InputConfig) -> tuple[np.ndarray, bool
         except UnidentifiedImageError:
             raise InputError(_unidentified_message(data, label, formats)) from None
         except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-            raise InputError(f"{label}: refused as a decompression bomb ({_one_line(exc)})") from None
+            raise InputError(f"{label}: refused as a decompression bomb ({one_line(exc)})") from None
         except _PASS_THROUGH:
             raise
         except Exception as exc:
-            raise InputError(f"{label}: truncated or corrupt image header ({_one_line(exc)})") from None
+            raise InputError(f"{label}: truncated or corrupt image header ({one_line(exc)})") from None
 
         with im:
             fmt = str(im.format or "unknown")
@@ -208,11 +203,11 @@ def _decode(data: bytes, label: str, cfg: InputConfig) -> tuple[np.ndarray, bool
             except InputError:
                 raise
             except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-                raise InputError(f"{label}: refused as a decompression bomb ({_one_line(exc)})") from None
+                raise InputError(f"{label}: refused as a decompression bomb ({one_line(exc)})") from None
             except _PASS_THROUGH:
                 raise
             except Exception as exc:
-                raise InputError(f"{label}: truncated or corrupt image data ({_one_line(exc)})") from None
+                raise InputError(f"{label}: truncated or corrupt image data ({one_line(exc)})") from None
     meta["exif_orientation"] = orientation
     if rgba.shape[0] == 0 or rgba.shape[1] == 0:
         raise InputError(f"{label}: zero-size image")

@@ -45,9 +45,12 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from ..errors import InputError
-from ..export._common import linear_to_srgb, srgb_to_linear, vertex_normals
-from ..export.glb import CHUNK_BIN, CHUNK_JSON, GLB_MAGIC, compute_tangents
+from ..errors import InputError, one_line
+from ..export._common import linear_to_srgb, srgb_to_linear
+from ..export.glb import CHUNK_BIN, CHUNK_JSON, GLB_MAGIC
+from ..mesh.normals import vertex_normals
+from ..mesh.tangents import compute_tangents
+from ..mesh.texture import CLAMP_TO_EDGE, MIRRORED_REPEAT, REPEAT, WRAP_MODES, sample_texture
 from ..types import Asset, Material, Mesh
 
 __all__ = [
@@ -76,11 +79,6 @@ MAX_NODE_INSTANCES = 1_000_000
 #: most vertices all parts together may have after instancing (guards against instancing bombs)
 MAX_TOTAL_VERTICES = 100_000_000
 
-# glTF 2.0 §3.8.4 sampler wrap modes.
-REPEAT = 10497
-CLAMP_TO_EDGE = 33071
-MIRRORED_REPEAT = 33648
-_WRAP_MODES = (REPEAT, CLAMP_TO_EDGE, MIRRORED_REPEAT)
 _MAP_NAMES = ("base_color", "metallic_roughness", "normal", "occlusion")
 
 # glTF 2.0 §3.6.2.2 accessor component types, §3.6.2.3 element types, §3.7.2.1 primitive modes.
@@ -103,70 +101,6 @@ _KNOWN_EXTENSIONS = {
 # Pillow formats accepted for embedded textures (glTF core allows PNG and JPEG; EXT_texture_webp adds WebP).
 _IMAGE_FORMATS = ["PNG", "JPEG", "WEBP"]
 _PASS_THROUGH = (MemoryError, KeyboardInterrupt, SystemExit)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-# --------------------------------------------------------------------------------------------------------
-# Texture sampling
-# --------------------------------------------------------------------------------------------------------
-
-
-def _wrap_index(i: np.ndarray, n: int, mode: int) -> np.ndarray:
-    """Map integer texel indices to ``[0, n)`` with a glTF wrap mode (§3.8.4.2)."""
-    if mode == CLAMP_TO_EDGE:
-        return np.clip(i, 0, n - 1)
-    if mode == MIRRORED_REPEAT:
-        m = np.mod(i, 2 * n)
-        return np.where(m >= n, 2 * n - 1 - m, m)
-    return np.mod(i, n)
-
-
-def sample_texture(image: np.ndarray, uv: np.ndarray, wrap: tuple[int, int] = (REPEAT, REPEAT)) -> np.ndarray:
-    """Bilinearly sample a texture at glTF UVs with the sampler's wrap modes (vectorised).
-
-    Texel ``(row i, column j)`` has its centre at ``u = (j + 0.5) / W``, ``v = (i + 0.5) / H`` (glTF UVs:
-    origin at the top-left of the image, v down). The four neighbours of a sample are wrapped
-    independently, so ``REPEAT`` blends across the opposite edge as a GPU does.
-
-    Args:
-        image: ``[H, W, C]`` or ``[H, W]`` array, any numeric dtype.
-        uv: ``[N, 2]`` float texture coordinates; non-finite values are treated as 0.
-        wrap: ``(wrapS, wrapT)`` glTF sampler constants: :data:`REPEAT` (10497, glTF's default),
-            :data:`CLAMP_TO_EDGE` (33071) or :data:`MIRRORED_REPEAT` (33648).
-
-    Returns:
-        ``[N, C]`` (or ``[N]``) float64 values in the image's units (0–255 for uint8 images).
-    """
-    img = np.asarray(image)
-    h, w = img.shape[:2]
-    uv = np.nan_to_num(np.asarray(uv, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    x = uv[:, 0] * w - 0.5
-    y = uv[:, 1] * h - 0.5
-    # Reduce huge coordinates first so floor() stays exact (periodic modes only).
-    if wrap[0] != CLAMP_TO_EDGE:
-        x = np.mod(x, 2.0 * w)
-    if wrap[1] != CLAMP_TO_EDGE:
-        y = np.mod(y, 2.0 * h)
-    x = np.clip(x, -2.0 * w, 4.0 * w)
-    y = np.clip(y, -2.0 * h, 4.0 * h)
-    x0 = np.floor(x)
-    y0 = np.floor(y)
-    fx = x - x0
-    fy = y - y0
-    xi = x0.astype(np.int64)
-    yi = y0.astype(np.int64)
-    c0, c1 = _wrap_index(xi, w, wrap[0]), _wrap_index(xi + 1, w, wrap[0])
-    r0, r1 = _wrap_index(yi, h, wrap[1]), _wrap_index(yi + 1, h, wrap[1])
-    if img.ndim == 3:
-        fx = fx[:, None]
-        fy = fy[:, None]
-    top = img[r0, c0] * (1.0 - fx) + img[r0, c1] * fx
-    bottom = img[r1, c0] * (1.0 - fx) + img[r1, c1] * fx
-    return np.asarray(top * (1.0 - fy) + bottom * fy, dtype=np.float64)
 
 
 def _unit(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -259,7 +193,7 @@ class SourcePart:
     def frame_tangents(self) -> np.ndarray | None:
         """``[V, 4]`` float32 tangents for normal mapping: the file's ``TANGENT`` or, when absent, computed.
 
-        Computed ones follow :func:`meshforge.export.glb.compute_tangents` (Lengyel's method, glTF
+        Computed ones follow :func:`meshforge.mesh.tangents.compute_tangents` (Lengyel's method, glTF
         handedness in ``w``), from the vertex normals (area-weighted ones when the file has none) and the
         UVs. None when the mesh has no UVs.
         """
@@ -527,7 +461,7 @@ def load_mesh(
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, struct.error) as exc:
         # Malformed documents reach places no explicit check covers (e.g. a string where a number belongs).
-        raise InputError(f"{label}: corrupt {kind.upper()} file ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise InputError(f"{label}: corrupt {kind.upper()} file ({type(exc).__name__}: {one_line(exc)})") from None
     _check_parts(parts, label)
     scene = SourceScene(parts=parts, name=name if name is not None else stem, sha256=digest, warnings=notes, meta=meta)
     diag = scene.diagonal()
@@ -569,7 +503,7 @@ def _read_source(
             raise InputError(f"{label}: file is {size} bytes, larger than the limit of {max_bytes} bytes (max_bytes)")
         data = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"{label}: cannot read the file ({_one_line(exc)})") from None
+        raise InputError(f"{label}: cannot read the file ({one_line(exc)})") from None
     if not data:
         raise InputError(f"{label}: empty file, not a mesh")
     return data, label, path.stem, path
@@ -825,7 +759,7 @@ class _GltfLoader:
         try:
             doc = json.loads(raw.decode("utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise InputError(f"{self.label}: not a glTF file (invalid JSON: {_one_line(exc)})") from None
+            raise InputError(f"{self.label}: not a glTF file (invalid JSON: {one_line(exc)})") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("asset"), dict):
             raise InputError(f"{self.label}: not a glTF file (no 'asset' object)")
         version = str(doc["asset"].get("version", ""))
@@ -844,7 +778,7 @@ class _GltfLoader:
                     else unquote(payload).encode()
                 )
             except (binascii.Error, ValueError) as exc:
-                raise self._corrupt(f"{what} has an invalid data URI ({_one_line(exc)})") from None
+                raise self._corrupt(f"{what} has an invalid data URI ({one_line(exc)})") from None
             return raw
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", uri) and not re.match(r"^[a-zA-Z]:[\\/]", uri):
             raise InputError(f"{self.label}: {what} refers to {uri!r}; only relative files and data: URIs are read")
@@ -862,7 +796,7 @@ class _GltfLoader:
         except FileNotFoundError:
             raise InputError(f"{self.label}: {what} file {uri!r} not found beside it") from None
         except OSError as exc:
-            raise InputError(f"{self.label}: cannot read {what} {uri!r} ({_one_line(exc)})") from None
+            raise InputError(f"{self.label}: cannot read {what} {uri!r} ({one_line(exc)})") from None
         self.external_bytes += len(raw)
         return raw
 
@@ -980,7 +914,7 @@ class _GltfLoader:
             _warn(
                 self.notes,
                 f"image {index} ({img.get('name', img.get('uri', ''))!s}) could not be decoded and is "
-                f"left out ({_one_line(exc)})",
+                f"left out ({one_line(exc)})",
             )
         self._images[index] = result
         return result
@@ -1002,7 +936,7 @@ class _GltfLoader:
         if "sampler" in tex:
             sampler = self._item("samplers", tex["sampler"])
             ws, wt = sampler.get("wrapS", REPEAT), sampler.get("wrapT", REPEAT)
-            wrap = (ws if ws in _WRAP_MODES else REPEAT, wt if wt in _WRAP_MODES else REPEAT)
+            wrap = (ws if ws in WRAP_MODES else REPEAT, wt if wt in WRAP_MODES else REPEAT)
         if source is None:
             return None, wrap, info
         key = (int(source), kind)
@@ -1369,7 +1303,7 @@ def _load_with_trimesh(
     except _PASS_THROUGH:
         raise
     except Exception as exc:
-        raise InputError(f"{label}: not a valid {kind.upper()} file ({_one_line(exc)})") from None
+        raise InputError(f"{label}: not a valid {kind.upper()} file ({one_line(exc)})") from None
     finally:
         log.setLevel(level)
     meta["loader"] = f"trimesh {trimesh.__version__}"

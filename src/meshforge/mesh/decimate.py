@@ -14,6 +14,7 @@ from ..config import DecimateConfig
 from ..errors import InputError, MissingDependency
 from ..types import Mesh
 from .clean import orient_faces, remove_degenerate_faces
+from .normals import face_normals
 from .topology import topology
 
 #: faces with less area than this (m²) count as degenerate after decimation
@@ -103,12 +104,6 @@ def _drop_duplicate_faces(faces: np.ndarray) -> np.ndarray:
     return faces[counts[inverse.reshape(-1)] == 1]
 
 
-def _face_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    t = v[f].astype(np.float64)
-    n = np.cross(t[..., 1, :] - t[..., 0, :], t[..., 2, :] - t[..., 0, :])
-    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-30)
-
-
 def _aspect(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per face: (aspect = longest edge / height, [3] edge lengths, area)."""
     t = v[f].astype(np.float64)
@@ -189,7 +184,7 @@ def _collapse(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touc
     moved = np.fromiter(fq - shared, dtype=np.int64)
     new = f[moved].copy()
     new[new == q] = p
-    if (_face_normals(v, new) * _face_normals(v, f[moved])).sum(1).min() < 0.0:
+    if (face_normals(v, new)[1] * face_normals(v, f[moved])[1]).sum(1).min() < 0.0:
         return False
     f[moved] = new
     f[list(shared)] = p  # both faces of the collapsed edge become degenerate and are dropped
@@ -210,8 +205,8 @@ def _flip(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touched:
     if c == d or len(np.intersect1d(faces_of(c), faces_of(d))) > 0:
         return False  # edge c-d exists already: flipping would make it non-manifold
     new = np.array([[a, d, c], [d, b, c]])
-    old_n = _face_normals(v, f[[fi, g]]).sum(0)
-    if (_face_normals(v, new) @ old_n).min() <= 0.0:
+    old_n = face_normals(v, f[[fi, g]])[1].sum(0)
+    if (face_normals(v, new)[1] @ old_n).min() <= 0.0:
         return False
     new_aspect, _, _ = _aspect(v, new)
     if new_aspect.max() >= max(worst, _aspect(v, f[[g]])[0].max()):

@@ -18,29 +18,8 @@ import numpy as np
 from ..config import UnwrapConfig
 from ..errors import InputError, MissingDependency
 from ..types import Mesh
+from .normals import vertex_normals
 from .topology import face_areas
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals.
-
-    Args:
-        vertices: ``[V, 3]`` float positions.
-        faces: ``[F, 3]`` int indices, counter-clockwise seen from outside.
-
-    Returns:
-        ``[V, 3]`` float32 unit normals (+Z for isolated vertices).
-    """
-    v = np.asarray(vertices, dtype=np.float64)
-    t = v[faces]
-    fn = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])  # length = 2·area: area weighting
-    n = np.zeros_like(v)
-    idx = np.asarray(faces).reshape(-1)
-    for c in range(3):  # bincount scatter-adds far faster than np.add.at
-        n[:, c] = np.bincount(idx, weights=np.repeat(fn[:, c], 3), minlength=len(v))
-    length = np.linalg.norm(n, axis=1, keepdims=True)
-    out = np.where(length > 0, n / np.maximum(length, 1e-30), np.array([0.0, 0.0, 1.0]))
-    return out.astype(np.float32)
 
 
 def _xatlas_unwrap(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) -> dict[str, Any]:
@@ -154,7 +133,7 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig) -> tuple[Mesh, dict[str, Any]]:
     """
     if cfg.engine not in ("xatlas", "faces"):
         raise InputError(f"unknown unwrap engine {cfg.engine!r} (choices: xatlas, faces)")
-    normals = mesh.normals if mesh.normals is not None else vertex_normals(mesh.vertices, mesh.faces)
+    normals = mesh.normals if mesh.normals is not None else vertex_normals(mesh.vertices, mesh.faces).astype(np.float32)
     counts: dict[str, Any] = {"engine": cfg.engine}
     result: dict[str, Any] | str | None = None
     if cfg.engine == "xatlas" and mesh.n_faces > 0:

@@ -1,0 +1,42 @@
+"""Face and vertex normals, shared by every stage, exporter and loader."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalised face normals (cross products, length = 2 × area) and their unit versions.
+
+    Args:
+        vertices: ``[V, 3]`` float positions.
+        faces: ``[F, 3]`` int indices, counter-clockwise seen from outside.
+
+    Returns:
+        ``(cross, unit)``: ``[F, 3]`` float64 each; ``unit`` rows are zero for degenerate faces.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    tri = v[np.asarray(faces)]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(cross, axis=1, keepdims=True)
+    unit = np.divide(cross, length, out=np.zeros_like(cross), where=length > 0)
+    return cross, unit
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals.
+
+    Args:
+        vertices: ``[V, 3]`` float positions.
+        faces: ``[F, 3]`` int indices, counter-clockwise seen from outside.
+
+    Returns:
+        ``[V, 3]`` float64 unit normals; ``+Z`` for vertices on no face (or only on degenerate faces).
+    """
+    cross, _ = face_normals(vertices, faces)  # length = 2·area: area weighting
+    n = np.zeros((len(vertices), 3), dtype=np.float64)
+    idx = np.asarray(faces).reshape(-1)
+    for c in range(3):  # bincount scatter-adds far faster than np.add.at
+        n[:, c] = np.bincount(idx, weights=np.repeat(cross[:, c], 3), minlength=len(vertices))
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.where(length > 0, n / np.maximum(length, 1e-300), np.array([0.0, 0.0, 1.0]))
