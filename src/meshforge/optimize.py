@@ -27,14 +27,14 @@ from .config import BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig
 from .errors import InputError
 from .fields.surface import SurfaceField
 from .io.meshes import SourceScene, load_mesh
-from .mesh.bake import bake
+from .mesh.bake import bake, baked_metallic_factor
 from .mesh.clean import clean
 from .mesh.decimate import decimate
 from .mesh.normals import vertex_normals
 from .mesh.topology import topology
 from .mesh.uv import unwrap
 from .pipeline import ProgressCallback
-from .types import Asset, Material, Mesh, Report
+from .types import Asset, Material, Mesh, Report, Textures
 
 #: named budgets: faces of the low-poly mesh and side of its textures
 PRESETS: dict[str, dict[str, int]] = {
@@ -116,15 +116,18 @@ def flatten(scene: SourceScene) -> Mesh:
     return Mesh(vertices=np.concatenate(verts), faces=np.concatenate(faces))
 
 
-def _material(scene: SourceScene, name: str) -> Material:
-    """One material standing for all of the source's: textures carry the values, factors are 1."""
+def _material(scene: SourceScene, name: str, textures: Textures) -> Material:
+    """One material standing for all of the source's: the baked textures carry the values.
+
+    The roughness factor is 1, the metallic factor :func:`~meshforge.mesh.bake.baked_metallic_factor`.
+    """
     modes = {p.material.alpha_mode for p in scene.parts}
     alpha_mode = "BLEND" if "BLEND" in modes else ("MASK" if "MASK" in modes else "OPAQUE")
     cutoff = min((p.material.alpha_cutoff for p in scene.parts if p.material.alpha_mode == "MASK"), default=0.5)
     double_sided = any(p.material.double_sided for p in scene.parts)
     return Material(
         name=f"{name}_material",
-        metallic_factor=1.0,
+        metallic_factor=baked_metallic_factor(textures),
         roughness_factor=1.0,
         alpha_mode=alpha_mode,
         alpha_cutoff=cutoff,
@@ -207,5 +210,6 @@ def optimize(
             "parameters": {"faces": cfg.decimate.faces, "texture_size": cfg.bake.texture_size},
         }
     }
-    asset = Asset(mesh=mesh, material=_material(scene, scene.name), textures=textures, name=scene.name, extras=extras)
+    material = _material(scene, scene.name, textures)
+    asset = Asset(mesh=mesh, material=material, textures=textures, name=scene.name, extras=extras)
     return OptimizeResult(asset=asset, report=report, source=scene, field=field_)

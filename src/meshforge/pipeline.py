@@ -11,6 +11,7 @@ in. Writing files is the caller's job (:func:`meshforge.export.export` returns b
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from .fields.base import Field
 from .fields.isosurface import extract
 from .fields.surface import FieldSurfacePart, SurfaceField
 from .io.images import load_image
-from .mesh.bake import bake, bake_vertex_colours
+from .mesh.bake import bake, bake_vertex_colours, baked_metallic_factor
 from .mesh.clean import clean
 from .mesh.decimate import decimate
 from .mesh.normals import vertex_normals
@@ -137,6 +138,7 @@ def run(
             textures, counts = bake(mesh, source, cfg.bake)
             c.update(**counts)
         report.textures = textures.sizes()
+        material = dataclasses.replace(material, metallic_factor=baked_metallic_factor(textures))
     else:
         step(6)
         with _profiling.stage(report, "bake") as c:
