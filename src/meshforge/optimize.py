@@ -26,10 +26,10 @@ from ._version import __version__
 from .config import BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig
 from .errors import InputError
 from .fields.surface import SurfaceField
-from .io.meshes import SourceScene, load_mesh
+from .io.meshes import Z_UP_TO_Y_UP, SourceScene, load_mesh
 from .mesh.bake import bake, baked_metallic_factor
 from .mesh.clean import clean
-from .mesh.decimate import decimate
+from .mesh.decimate import budget_shortfall, decimate
 from .mesh.normals import vertex_normals
 from .mesh.topology import topology
 from .mesh.uv import unwrap
@@ -43,6 +43,9 @@ PRESETS: dict[str, dict[str, int]] = {
     "hero": {"faces": 100_000, "texture_size": 2048},
 }
 
+#: accepted source up axes (see :class:`OptimizeConfig`)
+UP_AXES: tuple[str, ...] = ("y", "z")
+
 STAGES: tuple[str, ...] = ("load", "flatten", "clean", "decimate", "unwrap", "bake")
 
 
@@ -52,6 +55,10 @@ class OptimizeConfig:
 
     ``clean.min_component_fraction`` is 0 by default: small separate parts of a model (rivets, eyes) are
     content, unlike the floating specks of an isosurface.
+
+    ``up_axis`` is the source's up axis: ``"y"`` (glTF, OBJ and most game assets) leaves it as it is;
+    ``"z"`` (many scans, CAD and STL files) rotates it to glTF's +Y up by :data:`~meshforge.io.meshes.Z_UP_TO_Y_UP`,
+    (x, y, z) → (x, z, −y), so a Z-up model's front (−Y) faces glTF's front (+Z).
     """
 
     clean: CleanConfig = field(default_factory=lambda: CleanConfig(min_component_fraction=0.0))
@@ -59,11 +66,17 @@ class OptimizeConfig:
     unwrap: UnwrapConfig = field(default_factory=UnwrapConfig)
     bake: BakeConfig = field(default_factory=BakeConfig)
     max_bytes: int = 512 * 1024 * 1024
+    up_axis: str = "y"
 
     def with_options(
-        self, *, preset: str | None = None, faces: int | None = None, texture_size: int | None = None
+        self,
+        *,
+        preset: str | None = None,
+        faces: int | None = None,
+        texture_size: int | None = None,
+        up_axis: str | None = None,
     ) -> OptimizeConfig:
-        """A copy with a preset applied, then explicit ``faces``/``texture_size`` on top.
+        """A copy with a preset applied, then explicit ``faces``/``texture_size`` (and ``up_axis``) on top.
 
         Raises:
             InputError: unknown preset or out-of-range values.
@@ -86,6 +99,10 @@ class OptimizeConfig:
                 unwrap=dataclasses.replace(cfg.unwrap, resolution=texture_size),
                 bake=dataclasses.replace(cfg.bake, texture_size=texture_size),
             )
+        if up_axis is not None:
+            if up_axis not in UP_AXES:
+                raise InputError(f"up axis must be {' or '.join(UP_AXES)}, got {up_axis!r}")
+            cfg = dataclasses.replace(cfg, up_axis=up_axis)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,6 +185,8 @@ def optimize(
     step(0)
     with _profiling.stage(report, "load") as c:
         scene = source if isinstance(source, SourceScene) else load_mesh(source, max_bytes=cfg.max_bytes)
+        if cfg.up_axis == "z":
+            scene = scene.transformed(Z_UP_TO_Y_UP)
         c.update(parts=len(scene.parts), faces=scene.n_faces(), vertices=scene.n_vertices())
     for warning in scene.warnings:
         report.warn(warning)
@@ -188,6 +207,9 @@ def optimize(
         flipped = int((oriented != low.faces).any(axis=1).sum())
         low = low.replace(faces=oriented)
         c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **dcounts, faces_reoriented=flipped)
+        shortfall = budget_shortfall(cfg.decimate.faces, low)
+        if shortfall:
+            report.warn(shortfall)
     step(4)
     with _profiling.stage(report, "unwrap") as c:
         low = low.replace(normals=vertex_normals(low.vertices, low.faces))

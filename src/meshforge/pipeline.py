@@ -30,7 +30,7 @@ from .fields.surface import FieldSurfacePart, SurfaceField
 from .io.images import load_image
 from .mesh.bake import bake, bake_vertex_colours, baked_metallic_factor
 from .mesh.clean import clean
-from .mesh.decimate import decimate
+from .mesh.decimate import budget_shortfall, decimate
 from .mesh.normals import vertex_normals
 from .mesh.topology import topology
 from .mesh.uv import unwrap
@@ -116,6 +116,9 @@ def run(
     with _profiling.stage(report, "decimate") as c:
         low, counts = decimate(cleaned, cfg.decimate)
         c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **counts)
+        shortfall = budget_shortfall(cfg.decimate.faces, low)
+        if shortfall:
+            report.warn(shortfall)
         if not counts.get("watertight", False):
             report.warn("the decimated mesh is not watertight")
     textures = None

@@ -43,7 +43,7 @@ import os
 import re
 import struct
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "SourcePart",
     "SourceScene",
+    "Z_UP_TO_Y_UP",
     "load_mesh",
     "sample_texture",
 ]
@@ -87,6 +88,9 @@ DEFAULT_MATERIAL_WARNING = (
     "a primitive has no material, so glTF's default material is used (white, metallic 1, roughness 1: it "
     "renders as bare metal); give it a material in the source to change that"
 )
+#: rotation from a Z-up frame (scans, CAD, Blender: +Z up, front facing −Y) to glTF's +Y up (front facing
+#: +Z): −90° about X, (x, y, z) → (x, z, −y)
+Z_UP_TO_Y_UP = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1.0]])
 #: the largest texture image accepted, in pixels (width × height); larger ones are dropped with a warning
 MAX_TEXTURE_PIXELS = 16384 * 16384
 #: most scene-graph node instances followed (guards against exponential instancing in a node DAG)
@@ -385,6 +389,19 @@ class SourceScene:
     def n_vertices(self) -> int:
         """Total number of vertices over all parts."""
         return int(sum(p.mesh.n_vertices for p in self.parts))
+
+    def transformed(self, matrix: np.ndarray) -> SourceScene:
+        """A copy with every part moved by a 4×4 matrix (positions by M, normals by its inverse transpose,
+        tangents by its linear part; a mirroring matrix flips the winding), e.g. :data:`Z_UP_TO_Y_UP`."""
+        parts = []
+        for part in self.parts:
+            m = part.mesh
+            v, f, n, t = _transform(m.vertices, m.faces, m.normals, part.tangents, matrix)
+            mesh = m.replace(
+                vertices=v.astype(np.float32), faces=f, normals=None if n is None else n.astype(np.float32)
+            )
+            parts.append(replace(part, mesh=mesh, tangents=None if t is None else t.astype(np.float32)))
+        return replace(self, parts=parts)
 
     @classmethod
     def from_asset(cls, asset: Asset) -> SourceScene:
