@@ -131,7 +131,9 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--reference", metavar="REF", default=None, help="reference mesh to measure against")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--preview", metavar="PNG", default=None, help="write a preview sheet")
-    i.add_argument("--samples", type=_positive_int, default=100_000, help="surface samples for metrics")
+    i.add_argument(
+        "--samples", type=_positive_int, default=100_000, help="surface samples for metrics (default: 100000)"
+    )
     i.set_defaults(func=_cmd_inspect)
 
     sv = sub.add_parser(
