@@ -328,7 +328,8 @@ def test_pixel_limit_from_config_file(capsys, tmp_path, shared_images):
 
 
 def test_refusal_through_console_script_has_no_traceback(tmp_path, shared_images):
-    """The real entry point: a bad and a good input; the user sees one error line and one summary."""
+    """The real entry point: a bad and a good input; the user sees one error line, one result line and the
+    batch's closing summary."""
     bad = tmp_path / "broken.png"
     bad.write_bytes((shared_images / GOOD).read_bytes()[:3000])
     good = tmp_path / GOOD
@@ -341,8 +342,8 @@ def test_refusal_through_console_script_has_no_traceback(tmp_path, shared_images
     lines = stderr_lines(proc.stderr)
     errors = [line for line in lines if line.startswith("error:")]
     assert errors == [errors[0]] and "broken.png" in errors[0] and "truncated or corrupt" in errors[0]
-    assert len(lines) == 2, lines  # the error and the good picture's summary, no progress-bar debris
-    assert any(line.startswith(f"{GOOD} -> ") for line in lines)
+    assert len(lines) == 3, lines  # the error, the good picture's result and the summary; no progress-bar debris
+    assert lines[1].startswith(f"[2/2] {GOOD} -> ") and lines[2].startswith("done 1, failed 1 in ")
     stem = Path(GOOD).stem
     assert all_files(out_dir) == [f"{stem}.glb", f"{stem}.report.json"]
 
@@ -374,7 +375,8 @@ def test_batch_with_one_bad_input_keeps_going(capsys, tmp_path, shared_images):
     lines = stderr_lines(err)
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and str(bad) in errors[0]
-    assert len(lines) == 2 and lines[1].startswith(f"{GOOD} -> "), lines
+    assert len(lines) == 3 and lines[1].startswith(f"[2/2] {GOOD} -> "), lines
+    assert lines[2].startswith("done 1, failed 1 in "), lines
     stem = Path(GOOD).stem
     assert all_files(out_dir) == [f"{stem}.glb", f"{stem}.report.json"]
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +39,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    from .backends import REGISTRY
+    from .config import PipelineConfig
+
+    d = PipelineConfig()  # the defaults --help shows (a --config file may change them)
     g = sub.add_parser(
         "generate",
         help="turn pictures into GLB assets",
@@ -45,19 +51,56 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     g.add_argument("-o", "--output", default=".", metavar="OUTDIR", help="output folder (default: .)")
     g.add_argument("--format", default="glb", help="comma-separated formats: glb,obj,ply,stl (default: glb)")
-    g.add_argument("--backend", default="auto", help="reconstruction backend (default: auto)")
-    g.add_argument("--weights", default=None, help="weights folder or hub id for backends that need them")
-    g.add_argument("--resolution", type=_positive_int, default=None, help="isosurface grid size (default 256)")
-    g.add_argument("--faces", type=_positive_int, default=None, help="target face count (default 20000)")
-    g.add_argument("--texture-size", type=_positive_int, default=None, help="texture size in texels (default 1024)")
+    g.add_argument(
+        "--backend",
+        default="auto",
+        help=f"reconstruction backend: auto, {', '.join(REGISTRY)}; auto picks the best one whose weights are "
+        "present, else the weightless inflate (default: auto)",
+    )
+    g.add_argument(
+        "--weights", default=None, help="weights folder or hub id for backends that need them (default: none)"
+    )
+    g.add_argument(
+        "--resolution",
+        type=_positive_int,
+        default=None,
+        help=f"isosurface grid size (default: {d.extract.resolution})",
+    )
+    g.add_argument("--faces", type=_positive_int, default=None, help=f"target face count (default: {d.decimate.faces})")
+    g.add_argument(
+        "--texture-size",
+        type=_positive_int,
+        default=None,
+        help=f"texture size in texels (default: {d.bake.texture_size})",
+    )
     g.add_argument("--no-texture", action="store_true", help="vertex colours instead of baked textures (fast)")
-    g.add_argument("--foreground-ratio", type=float, default=None, help="object size in the frame (default 0.85)")
-    g.add_argument("--background", choices=("auto", "keep", "remove"), default=None, help="background handling")
-    g.add_argument("--bg-engine", choices=("grabcut", "rembg"), default=None, help="background removal engine")
-    g.add_argument("--rembg-model", default=None, help="rembg model name (with --bg-engine rembg)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device")
-    g.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    g.add_argument("--config", default=None, metavar="FILE", help="pipeline configuration (.toml or .json)")
+    g.add_argument(
+        "--foreground-ratio",
+        type=float,
+        default=None,
+        help=f"object size in the frame (default: {d.preprocess.foreground_ratio})",
+    )
+    g.add_argument(
+        "--background",
+        choices=("auto", "keep", "remove"),
+        default=None,
+        help=f"background handling (default: {d.preprocess.background})",
+    )
+    g.add_argument(
+        "--bg-engine",
+        choices=("grabcut", "rembg"),
+        default=None,
+        help=f"background removal engine (default: {d.preprocess.engine})",
+    )
+    g.add_argument("--rembg-model", default=None, help="rembg model name (with --bg-engine rembg) (default: none)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device (default: auto)")
+    g.add_argument("--seed", type=int, default=None, help=f"random seed (default: {d.seed})")
+    g.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="pipeline configuration (.toml or .json) (default: none, the built-in defaults shown here)",
+    )
     g.add_argument("--preview", action="store_true", help="also write <stem>.preview.png (rendered views)")
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     g.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
@@ -88,7 +131,9 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--reference", metavar="REF", default=None, help="reference mesh to measure against")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--preview", metavar="PNG", default=None, help="write a preview sheet")
-    i.add_argument("--samples", type=_positive_int, default=100_000, help="surface samples for metrics")
+    i.add_argument(
+        "--samples", type=_positive_int, default=100_000, help="surface samples for metrics (default: 100000)"
+    )
     i.set_defaults(func=_cmd_inspect)
 
     sv = sub.add_parser(
@@ -110,12 +155,44 @@ def _build_parser() -> argparse.ArgumentParser:
             "mobile = 5000 faces / 512², prop = 20000 / 1024², hero = 100000 / 2048²."
         ),
     )
+    from .optimize import PRESETS, UP_AXES, OptimizeConfig
+
+    od = OptimizeConfig()
+
     o.add_argument("input", metavar="INPUT", help="mesh file (.glb, .gltf, .obj, .ply, .stl)")
-    o.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (.glb/.obj/.ply/.stl) or folder")
-    o.add_argument("--preset", choices=("mobile", "prop", "hero"), default=None, help="named budget")
-    o.add_argument("--faces", type=_positive_int, default=None, help="target face count (default 20000)")
-    o.add_argument("--texture-size", type=_positive_int, default=None, help="texture size in texels (default 1024)")
+    o.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output file (.glb/.obj/.ply/.stl), or a folder (a name without a suffix, or ending in '/')",
+    )
+    o.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=None,
+        help="named budget, see above (default: none: --faces and --texture-size apply)",
+    )
+    o.add_argument(
+        "--faces",
+        type=_positive_int,
+        default=None,
+        help=f"target face count (default: {od.decimate.faces})",
+    )
+    o.add_argument(
+        "--texture-size",
+        type=_positive_int,
+        default=None,
+        help=f"texture size in texels (default: {od.bake.texture_size})",
+    )
     o.add_argument("--format", default=None, help="comma-separated formats when OUT is a folder (default: glb)")
+    o.add_argument(
+        "--up-axis",
+        choices=UP_AXES,
+        default=od.up_axis,
+        help="the source's up axis; z (many scans, CAD and STL files) is rotated to glTF's +Y up, "
+        f"(x, y, z) -> (x, z, -y) (default: {od.up_axis})",
+    )
     o.add_argument("--preview", action="store_true", help="also write <stem>.preview.png")
     o.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     o.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
@@ -155,6 +232,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if bad or not formats:
         print(f"error: unknown format {', '.join(bad) or '(none)'} (choices: {', '.join(FORMATS)})", file=sys.stderr)
         return 2
+    out_dir = Path(args.output)
+    suffix = out_dir.suffix.lower().lstrip(".")
+    if suffix in FORMATS and not args.output.endswith(("/", os.sep)) and not out_dir.is_dir():
+        print(
+            f"error: -o {args.output}: generate writes into a folder, not a .{suffix} file "
+            f"(use -o {out_dir.parent} --format {suffix}, or end the folder's name with '/')",
+            file=sys.stderr,
+        )
+        return 2
     cfg = PipelineConfig.load(args.config) if args.config else PipelineConfig()
     cfg = cfg.with_options(
         resolution=args.resolution,
@@ -179,7 +265,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if not paths:
         return 1
-    out_dir = Path(args.output)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -191,11 +276,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     backend = load_backend(name, weights=args.weights, device=args.device)
 
-    failed = len(problems)
+    failed, done, total = len(problems), 0, len(paths)
+    started = time.monotonic()
     used_stems: set[str] = set()
     show_bar = not args.quiet and sys.stderr.isatty()  # no progress-bar debris in logs and pipes
     outer = tqdm(paths, desc="images", unit="img", disable=not show_bar or len(paths) < 2, file=sys.stderr)
-    for path in outer:
+    for index, path in enumerate(outer, start=1):
+        item_started = time.monotonic()
+        tag = f"[{index}/{total}] " if total > 1 else ""  # a batch says where it is
         base = safe_stem(path.stem)  # the name every output file of this input shares
         stem = base
         n = 2
@@ -221,30 +309,38 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview)
         except MeshforgeError as exc:
             failed += 1
-            _say_error(outer, _name_input(path, exc))
+            _say_error(outer, tag + _name_input(path, exc))
             continue
         except MemoryError:
             failed += 1
-            _say_error(outer, f"{path.name}: out of memory (try a lower --resolution or --texture-size)")
+            _say_error(outer, f"{tag}{path.name}: out of memory (try a lower --resolution or --texture-size)")
             continue
         except Exception as exc:  # an internal error: still one line, and the batch goes on
             failed += 1
             if args.debug:
                 traceback.print_exc()
-            _say_error(outer, f"{path.name}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+            _say_error(outer, f"{tag}{path.name}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
             continue
         finally:
             inner.close()
+        done += 1
         if not args.quiet:
             rep = result.report
             summary = (
-                f"{path.name} -> {out_dir / (stem + '.' + formats[0])}: {result.asset.mesh.n_faces} faces, "
-                f"{rep.total_seconds:.2f} s"
+                f"{tag}{path.name} -> {out_dir / (stem + '.' + formats[0])}: "
+                f"{_faces(result.asset.mesh.n_faces, cfg.decimate.faces)}, "
             )
-            outer.write(summary, file=sys.stderr) if len(paths) > 1 else print(summary, file=sys.stderr)
+            if total > 1:  # the item's wall time (writing included) and the batch's estimated time left
+                elapsed = time.monotonic() - started
+                eta = f", ETA {elapsed / index * (total - index):.0f} s" if index < total else ""
+                outer.write(f"{summary}ok ({time.monotonic() - item_started:.1f} s{eta})", file=sys.stderr)
+            else:
+                print(f"{summary}{rep.total_seconds:.2f} s", file=sys.stderr)
             for warning in rep.warnings:
                 print(f"warning: {path.name}: {warning}", file=sys.stderr)
     outer.close()
+    if total > 1 and not args.quiet:
+        print(f"done {done}, failed {failed} in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -300,7 +396,15 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     suffix = out.suffix.lower().lstrip(".")
-    if suffix in FORMATS:
+    is_folder = not suffix or args.output.endswith(("/", os.sep)) or out.is_dir()
+    if not is_folder and suffix not in FORMATS:
+        print(
+            f"error: -o {args.output}: unknown output format '.{suffix}' (choices: "
+            f"{', '.join('.' + f for f in FORMATS)}; or a folder: a name without a suffix, or ending in '/')",
+            file=sys.stderr,
+        )
+        return 2
+    if not is_folder:
         out_dir, stem, formats = out.parent, out.stem, [suffix]
         if args.format:
             print("error: --format only applies when OUT is a folder", file=sys.stderr)
@@ -314,7 +418,9 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
             )
             return 2
         out_dir, stem = out, safe_stem(Path(args.input).stem)
-    cfg = OptimizeConfig().with_options(preset=args.preset, faces=args.faces, texture_size=args.texture_size)
+    cfg = OptimizeConfig().with_options(
+        preset=args.preset, faces=args.faces, texture_size=args.texture_size, up_axis=args.up_axis
+    )
     path = Path(args.input)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -337,13 +443,19 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     if not args.quiet:
         rep = result.report
         print(
-            f"{path.name} -> {out_dir / (stem + '.' + formats[0])}: "
-            f"{result.source.n_faces()} → {result.asset.mesh.n_faces} faces, {rep.total_seconds:.2f} s",
+            f"{path.name} -> {out_dir / (stem + '.' + formats[0])}: {result.source.n_faces()} → "
+            f"{_faces(result.asset.mesh.n_faces, cfg.decimate.faces)}, {rep.total_seconds:.2f} s",
             file=sys.stderr,
         )
         for warning in rep.warnings:
             print(f"warning: {path.name}: {warning}", file=sys.stderr)
     return 0
+
+
+def _faces(n_faces: int, budget: int) -> str:
+    """``"168 faces (budget 100 not reachable)"``: the count reached, and whether it met the budget (the
+    report's warnings say why not)."""
+    return f"{n_faces} faces" + (f" (budget {budget} not reachable)" if n_faces > budget else "")
 
 
 def _name_input(path: Path, exc: BaseException) -> str:

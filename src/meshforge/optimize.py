@@ -26,15 +26,15 @@ from ._version import __version__
 from .config import BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig
 from .errors import InputError
 from .fields.surface import SurfaceField
-from .io.meshes import SourceScene, load_mesh
-from .mesh.bake import bake
+from .io.meshes import Z_UP_TO_Y_UP, SourceScene, load_mesh
+from .mesh.bake import bake, baked_metallic_factor
 from .mesh.clean import clean
-from .mesh.decimate import decimate
+from .mesh.decimate import budget_shortfall, decimate
 from .mesh.normals import vertex_normals
 from .mesh.topology import topology
 from .mesh.uv import unwrap
 from .pipeline import ProgressCallback
-from .types import Asset, Material, Mesh, Report
+from .types import Asset, Material, Mesh, Report, Textures
 
 #: named budgets: faces of the low-poly mesh and side of its textures
 PRESETS: dict[str, dict[str, int]] = {
@@ -42,6 +42,9 @@ PRESETS: dict[str, dict[str, int]] = {
     "prop": {"faces": 20_000, "texture_size": 1024},
     "hero": {"faces": 100_000, "texture_size": 2048},
 }
+
+#: accepted source up axes (see :class:`OptimizeConfig`)
+UP_AXES: tuple[str, ...] = ("y", "z")
 
 STAGES: tuple[str, ...] = ("load", "flatten", "clean", "decimate", "unwrap", "bake")
 
@@ -52,6 +55,10 @@ class OptimizeConfig:
 
     ``clean.min_component_fraction`` is 0 by default: small separate parts of a model (rivets, eyes) are
     content, unlike the floating specks of an isosurface.
+
+    ``up_axis`` is the source's up axis: ``"y"`` (glTF, OBJ and most game assets) leaves it as it is;
+    ``"z"`` (many scans, CAD and STL files) rotates it to glTF's +Y up by :data:`~meshforge.io.meshes.Z_UP_TO_Y_UP`,
+    (x, y, z) → (x, z, −y), so a Z-up model's front (−Y) faces glTF's front (+Z).
     """
 
     clean: CleanConfig = field(default_factory=lambda: CleanConfig(min_component_fraction=0.0))
@@ -59,11 +66,17 @@ class OptimizeConfig:
     unwrap: UnwrapConfig = field(default_factory=UnwrapConfig)
     bake: BakeConfig = field(default_factory=BakeConfig)
     max_bytes: int = 512 * 1024 * 1024
+    up_axis: str = "y"
 
     def with_options(
-        self, *, preset: str | None = None, faces: int | None = None, texture_size: int | None = None
+        self,
+        *,
+        preset: str | None = None,
+        faces: int | None = None,
+        texture_size: int | None = None,
+        up_axis: str | None = None,
     ) -> OptimizeConfig:
-        """A copy with a preset applied, then explicit ``faces``/``texture_size`` on top.
+        """A copy with a preset applied, then explicit ``faces``/``texture_size`` (and ``up_axis``) on top.
 
         Raises:
             InputError: unknown preset or out-of-range values.
@@ -86,6 +99,10 @@ class OptimizeConfig:
                 unwrap=dataclasses.replace(cfg.unwrap, resolution=texture_size),
                 bake=dataclasses.replace(cfg.bake, texture_size=texture_size),
             )
+        if up_axis is not None:
+            if up_axis not in UP_AXES:
+                raise InputError(f"up axis must be {' or '.join(UP_AXES)}, got {up_axis!r}")
+            cfg = dataclasses.replace(cfg, up_axis=up_axis)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,15 +133,18 @@ def flatten(scene: SourceScene) -> Mesh:
     return Mesh(vertices=np.concatenate(verts), faces=np.concatenate(faces))
 
 
-def _material(scene: SourceScene, name: str) -> Material:
-    """One material standing for all of the source's: textures carry the values, factors are 1."""
+def _material(scene: SourceScene, name: str, textures: Textures) -> Material:
+    """One material standing for all of the source's: the baked textures carry the values.
+
+    The roughness factor is 1, the metallic factor :func:`~meshforge.mesh.bake.baked_metallic_factor`.
+    """
     modes = {p.material.alpha_mode for p in scene.parts}
     alpha_mode = "BLEND" if "BLEND" in modes else ("MASK" if "MASK" in modes else "OPAQUE")
     cutoff = min((p.material.alpha_cutoff for p in scene.parts if p.material.alpha_mode == "MASK"), default=0.5)
     double_sided = any(p.material.double_sided for p in scene.parts)
     return Material(
         name=f"{name}_material",
-        metallic_factor=1.0,
+        metallic_factor=baked_metallic_factor(textures),
         roughness_factor=1.0,
         alpha_mode=alpha_mode,
         alpha_cutoff=cutoff,
@@ -165,6 +185,8 @@ def optimize(
     step(0)
     with _profiling.stage(report, "load") as c:
         scene = source if isinstance(source, SourceScene) else load_mesh(source, max_bytes=cfg.max_bytes)
+        if cfg.up_axis == "z":
+            scene = scene.transformed(Z_UP_TO_Y_UP)
         c.update(parts=len(scene.parts), faces=scene.n_faces(), vertices=scene.n_vertices())
     for warning in scene.warnings:
         report.warn(warning)
@@ -185,6 +207,9 @@ def optimize(
         flipped = int((oriented != low.faces).any(axis=1).sum())
         low = low.replace(faces=oriented)
         c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **dcounts, faces_reoriented=flipped)
+        shortfall = budget_shortfall(cfg.decimate.faces, low)
+        if shortfall:
+            report.warn(shortfall)
     step(4)
     with _profiling.stage(report, "unwrap") as c:
         low = low.replace(normals=vertex_normals(low.vertices, low.faces))
@@ -207,5 +232,6 @@ def optimize(
             "parameters": {"faces": cfg.decimate.faces, "texture_size": cfg.bake.texture_size},
         }
     }
-    asset = Asset(mesh=mesh, material=_material(scene, scene.name), textures=textures, name=scene.name, extras=extras)
+    material = _material(scene, scene.name, textures)
+    asset = Asset(mesh=mesh, material=material, textures=textures, name=scene.name, extras=extras)
     return OptimizeResult(asset=asset, report=report, source=scene, field=field_)

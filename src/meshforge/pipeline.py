@@ -11,6 +11,7 @@ in. Writing files is the caller's job (:func:`meshforge.export.export` returns b
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +28,9 @@ from .fields.base import Field
 from .fields.isosurface import extract
 from .fields.surface import FieldSurfacePart, SurfaceField
 from .io.images import load_image
-from .mesh.bake import bake, bake_vertex_colours
+from .mesh.bake import bake, bake_vertex_colours, baked_metallic_factor
 from .mesh.clean import clean
-from .mesh.decimate import decimate
+from .mesh.decimate import budget_shortfall, decimate
 from .mesh.normals import vertex_normals
 from .mesh.topology import topology
 from .mesh.uv import unwrap
@@ -115,6 +116,9 @@ def run(
     with _profiling.stage(report, "decimate") as c:
         low, counts = decimate(cleaned, cfg.decimate)
         c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **counts)
+        shortfall = budget_shortfall(cfg.decimate.faces, low)
+        if shortfall:
+            report.warn(shortfall)
         if not counts.get("watertight", False):
             report.warn("the decimated mesh is not watertight")
     textures = None
@@ -137,6 +141,7 @@ def run(
             textures, counts = bake(mesh, source, cfg.bake)
             c.update(**counts)
         report.textures = textures.sizes()
+        material = dataclasses.replace(material, metallic_factor=baked_metallic_factor(textures))
     else:
         step(6)
         with _profiling.stage(report, "bake") as c:

@@ -14,6 +14,7 @@ from PIL import Image as PILImage
 
 from meshforge.errors import InputError
 from meshforge.eval.diagnostics import (
+    PREVIEW_BACKGROUND,
     aspect_ratios,
     diagnostics,
     format_inspection,
@@ -334,4 +335,4 @@ def test_preview_sheet_multi_part(shared_assets: Path) -> None:
     truck = load_mesh(shared_assets / "CesiumMilkTruck.glb")
     sheet = preview_sheet(truck, size=48, views=((0, 0), (90, 0)), modes=("lit",))
     assert sheet.shape == (48, 96, 3) and sheet.dtype == np.uint8
-    assert (sheet != 255).any(axis=2).mean() > 0.1  # something was drawn
+    assert (sheet != PREVIEW_BACKGROUND).any(axis=2).mean() > 0.1  # something was drawn

@@ -23,11 +23,24 @@ without its triangulation.
 where s is the 2D signed distance to the mask boundary (positive inside). Its zero set is the inflated
 surface; the first term makes the isosurface cross the silhouette exactly at the mask boundary.
 
-**Appearance.** Base colour at (x, y, z) is the picture's colour at (x, y): the front (z > 0) is the
-picture, the back (z < 0) is the picture mirrored as seen from behind, and the sides blend the two (they
-agree at the rim, so the blend is seamless). The picture's colours are extended outward past the mask so
-the silhouette never picks up background colour. Metallic is 0 and roughness a constant (0.8 by default,
-a matte dielectric), since one picture does not separate specular response.
+**Appearance.** One picture shows the front only; the back is made up, plausibly and without mirrored
+detail (no face on the back of a head, no mirror-written label). With F(x, y) the picture's colour (extended
+outward past the mask, so the silhouette never picks up background colour):
+
+* **front** (z > 0): F, the picture;
+* **back** (z < 0): B = (1 − w)·R + w·L, where L is the *low-pass* front, a Gaussian blur of F over the
+  mask (normalised convolution, σ = ``back_blur`` × the object's size, √(mask area)), which keeps the
+  object's overall colours and drops every detail; R is the *rim colour*, F on a band along the
+  silhouette (smoothed along it, σ = ``back_blur``/4 × size) carried inward from the nearest rim point,
+  so the colours at the silhouette wrap round onto the back; and w = smoothstep(d / (``rim_carry`` ×
+  size)) grows with the distance d from the silhouette: the rim colour near the outline, the low-pass
+  colour in the middle. Thin parts (legs, handles) are therefore their own rim colour all round;
+* **sides**: front and back are blended by q = z / t(x, y) (the point's height over the half-thickness:
+  ±1 on the front and back surfaces, crossing 0 at the silhouette) with smoothstep(−½, ½, q); at the
+  silhouette B ≈ F, since both come from the same rim colours, so the seam is soft.
+
+Colours are blended in sRGB. Metallic is 0 and roughness a constant (0.8 by default, a matte dielectric),
+since one picture does not separate specular response.
 """
 
 from __future__ import annotations
@@ -107,6 +120,64 @@ def _bilinear(img: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray
     return (top * (1 - fr) + bottom * fr).astype(np.float32)
 
 
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _masked_blur(rgb: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalised convolution: the Gaussian-weighted mean of ``rgb`` over the pixels where ``weight`` is 1.
+
+    Args:
+        rgb: ``[H, W, 3]`` float32.
+        weight: ``[H, W]`` bool or float32 in [0, 1].
+        sigma: Gaussian standard deviation, pixels.
+
+    Returns:
+        ``[H, W, 3]`` float32 (where no weighted pixel is within reach the value is meaningless, near 0).
+    """
+    import cv2
+
+    h, w = weight.shape
+    k = max(1, int(sigma // 4))  # a wide blur runs on a k× smaller picture (area-averaged), then upsampled
+    m = weight.astype(np.float32)
+    stack = np.concatenate([rgb * m[..., None], m[..., None]], axis=2)
+    if k > 1:
+        stack = cv2.resize(stack, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
+    stack = cv2.GaussianBlur(stack, (0, 0), sigma / k)
+    if k > 1:
+        stack = cv2.resize(stack, (w, h), interpolation=cv2.INTER_LINEAR)
+    return (stack[..., :3] / np.maximum(stack[..., 3:], 1e-6)).astype(np.float32)
+
+
+def back_colour(rgb: np.ndarray, mask: np.ndarray, back_blur: float, rim_carry: float) -> np.ndarray:
+    """The made-up colour of the unseen back: rim colours carried round, blending into the low-pass front.
+
+    ``B = (1 − w)·R + w·L`` with L the front blurred over the mask (σ = ``back_blur`` × size), R the front on
+    a 2-pixel band inside the silhouette, smoothed along it (σ = ``back_blur``/4 × size) and extended to every
+    pixel from its nearest band pixel, and ``w = smoothstep(d / (rim_carry × size))`` for d the distance to
+    the silhouette; size = √(mask area) in pixels. See the module docstring.
+
+    Args:
+        rgb: ``[S, S, 3]`` float32 sRGB in [0, 1], the picture (already extended past the mask).
+        mask: ``[S, S]`` bool object mask.
+        back_blur: low-pass σ as a fraction of the object's size.
+        rim_carry: distance over which the rim colour gives way to the low-pass colour, same unit.
+
+    Returns:
+        ``[S, S, 3]`` float32 sRGB in [0, 1].
+    """
+    size = float(np.sqrt(mask.sum()))
+    low = _masked_blur(rgb, mask, max(back_blur * size, 1.0))
+    depth = ndimage.distance_transform_edt(mask)
+    band = mask & (depth <= 2.0)
+    rim = _masked_blur(rgb, band, max(0.25 * back_blur * size, 1.0))
+    _, (ri, ci) = ndimage.distance_transform_edt(~band, return_indices=True)
+    rim = rim[ri, ci]
+    w = _smoothstep(depth / max(rim_carry * size, 1.0))[..., None].astype(np.float32)
+    return np.clip(rim + (low - rim) * w, 0.0, 1.0).astype(np.float32)
+
+
 class InflateField:
     """The field of an inflated silhouette; see the module docstring for the construction.
 
@@ -122,11 +193,15 @@ class InflateField:
         half_thickness: np.ndarray,
         colour: np.ndarray,
         roughness: float,
+        back_colour: np.ndarray | None = None,
+        min_thickness: float = 1e-3,
     ) -> None:
         self.size = int(signed_distance.shape[0])
         self._sd = signed_distance.astype(np.float32)
         self._t = half_thickness.astype(np.float32)
         self._rgb = colour.astype(np.float32)
+        self._back = self._rgb if back_colour is None else back_colour.astype(np.float32)
+        self._min_t = float(min_thickness)
         self._roughness = float(roughness)
         zmax = float(self._t.max()) if self._t.size else 0.0
         half = 0.5
@@ -161,10 +236,18 @@ class InflateField:
         return out
 
     def colour(self, points: np.ndarray) -> np.ndarray:
-        """``[N, 3]`` float32 → ``[N, 3]`` float32 sRGB in [0, 1] (front and mirrored back)."""
+        """``[N, 3]`` float32 → ``[N, 3]`` float32 sRGB in [0, 1]: the picture on the front, the back
+        colour behind, blended across the sides (see the module docstring)."""
         p = np.asarray(points, dtype=np.float32)
         cols, rows = self._pixel(p[:, 0], p[:, 1])
-        return np.clip(_bilinear(self._rgb, cols, rows), 0.0, 1.0)
+        front = _bilinear(self._rgb, cols, rows)
+        if self._back is self._rgb:
+            return np.clip(front, 0.0, 1.0)
+        back = _bilinear(self._back, cols, rows)
+        t = np.maximum(_bilinear(self._t, cols, rows), self._min_t)
+        w = np.clip(p[:, 2] / t + 0.5, 0.0, 1.0)  # smoothstep(-1/2, 1/2, z / t)
+        w = (w * w * (3.0 - 2.0 * w))[:, None]
+        return np.clip(back + (front - back) * w, 0.0, 1.0).astype(np.float32)
 
     def material(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Metallic 0 and the backend's constant roughness, ``[N]`` float32 each."""
@@ -179,6 +262,9 @@ class InflateBackend:
         depth_scale: multiplies the half-thickness profile (1.0: round tubes).
         min_thickness: smallest half-thickness inside the mask, metres (keeps thin parts meshable).
         roughness: the constant roughness of the material, in [0, 1].
+        back_blur: σ of the low-pass front colour used on the back, as a fraction of the object's size
+            (√(mask area)); larger keeps less of the front's layout.
+        rim_carry: how far in from the silhouette the back shows the rim colours, same unit.
         work_size: resolution of the Poisson solve (the picture is resampled to this size).
         device: accepted for interface parity; this backend runs on the CPU.
 
@@ -197,6 +283,8 @@ class InflateBackend:
         depth_scale: float = 1.0,
         min_thickness: float = 0.004,
         roughness: float = 0.8,
+        back_blur: float = 0.15,
+        rim_carry: float = 0.1,
         work_size: int = 256,
         device: str = "cpu",
         **_: Any,
@@ -205,6 +293,10 @@ class InflateBackend:
             raise InputError(f"roughness must be in [0, 1], got {roughness}")
         if depth_scale <= 0:
             raise InputError(f"depth_scale must be positive, got {depth_scale}")
+        if back_blur <= 0 or rim_carry <= 0:
+            raise InputError(f"back_blur and rim_carry must be positive, got {back_blur} and {rim_carry}")
+        self.back_blur = float(back_blur)
+        self.rim_carry = float(rim_carry)
         self.depth_scale = float(depth_scale)
         self.min_thickness = float(min_thickness)
         self.roughness = float(roughness)
@@ -219,6 +311,8 @@ class InflateBackend:
             "depth_scale": self.depth_scale,
             "min_thickness": self.min_thickness,
             "roughness": self.roughness,
+            "back_blur": self.back_blur,
+            "rim_carry": self.rim_carry,
         }
 
     def __call__(self, image: Image) -> InflateField:
@@ -257,4 +351,5 @@ class InflateBackend:
         if inner.any() and not inner.all():
             _, (ri, ci) = ndimage.distance_transform_edt(~inner, return_indices=True)
             rgb = rgb[ri, ci]
-        return InflateField(sd, t.astype(np.float32), rgb, self.roughness)
+        back = back_colour(rgb, mask, self.back_blur, self.rim_carry)
+        return InflateField(sd, t.astype(np.float32), rgb, self.roughness, back, self.min_thickness)

@@ -28,7 +28,10 @@ from ..mesh.raster import rasterize
 from ..mesh.topology import topology, weld
 from ..types import Asset, Camera, Mesh
 from .metrics import DEFAULT_SAMPLES, DEFAULT_THRESHOLDS, Surface, as_scene, compare_surfaces
-from .render import DEFAULT_VIEWS, project, view_rotation
+from .render import DEFAULT_VIEW_NAMES, DEFAULT_VIEWS, project, view_rotation
+
+#: background of preview sheets: a neutral mid-grey (sRGB 128), on which white and black meshes both show
+PREVIEW_BACKGROUND: tuple[int, int, int] = (128, 128, 128)
 
 __all__ = [
     "DEGENERATE_REL_AREA",
@@ -281,9 +284,15 @@ def preview_sheet(
     size: int = 256,
     views: Sequence[tuple[float, float]] = DEFAULT_VIEWS,
     modes: Sequence[str] = ("unlit", "lit"),
-    background: tuple[int, int, int] = (255, 255, 255),
+    background: tuple[int, int, int] = PREVIEW_BACKGROUND,
+    labels: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Render a multi-part scene (textures, vertex colours, normal maps) as a grid of orthographic views.
+
+    One row per mode, one column per view, on a neutral grey ``background`` (sRGB); each tile is labelled
+    in its top-left corner with its view and mode (``"front, unlit"``): ``labels`` names the views
+    (default: :data:`~meshforge.eval.render.DEFAULT_VIEW_NAMES` for the default views, else
+    ``"az A, el E"``).
 
     Any number of parts (an :class:`~meshforge.types.Asset` counts as one): all triangles are rasterised
     together with a z-buffer and each pixel's colour and shading
@@ -312,10 +321,18 @@ def preview_sheet(
     extent = extent if extent > 0 else 1.0
     light = np.array([-0.35, 0.5, 0.8])
     light /= np.linalg.norm(light)
+    if labels is not None:
+        names = list(labels)
+    elif tuple(views) == DEFAULT_VIEWS:
+        names = list(DEFAULT_VIEW_NAMES)
+    else:
+        names = [f"az {a:g}, el {e:g}" for a, e in views]
+    if len(names) != len(views):
+        raise ValueError(f"preview_sheet: {len(views)} views but {len(names)} labels")
     rows = []
     for mode in modes:
-        tiles = []
-        for azimuth, elevation in views:
+        tiles: list[np.ndarray] = []
+        for name, (azimuth, elevation) in zip(names, views, strict=True):
             rot = view_rotation(azimuth, elevation)
             xy, depth = project(v, size, Camera(kind="orthographic", extent=extent), rot)
             r = rasterize(xy[f], size, size, depth[f])
@@ -335,9 +352,22 @@ def preview_sheet(
                     lin = srgb_to_linear(colour) * (0.18 + 0.95 * np.clip(n @ light, 0.0, 1.0))[:, None]
                     colour = linear_to_srgb(lin)
                 out[flat[sel]] = colour
-            tiles.append(np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8).reshape(size, size, 3))
+            tile = np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8).reshape(size, size, 3)
+            tiles.append(_label(tile, f"{name}, {mode}"))
         rows.append(np.concatenate(tiles, axis=1))
     return np.concatenate(rows, axis=0)
+
+
+def _label(tile: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` in the tile's top-left corner: white with a black outline, legible on any colour."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw, ImageFont
+
+    size = tile.shape[0]
+    image = PILImage.fromarray(tile)
+    font = ImageFont.load_default(size=max(10, size // 16))
+    ImageDraw.Draw(image).text((3, 1), text, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(image)
 
 
 # --------------------------------------------------------------------------------------------------------

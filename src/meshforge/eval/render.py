@@ -16,6 +16,8 @@ from ..types import Camera, Mesh
 
 #: (azimuth, elevation) in degrees of the default preview views: front, right, back, left, top, 3/4
 DEFAULT_VIEWS: tuple[tuple[float, float], ...] = ((0, 0), (90, 0), (180, 0), (270, 0), (0, 89.9), (35, 25))
+#: names of :data:`DEFAULT_VIEWS` (the camera on +Z sees the front, on +X the right side, as in Blender)
+DEFAULT_VIEW_NAMES: tuple[str, ...] = ("front", "right", "back", "left", "top", "3/4")
 
 
 def view_rotation(azimuth: float, elevation: float) -> np.ndarray:

@@ -22,6 +22,12 @@ Parsing:
 Conventions of the result (those of :mod:`meshforge.types`): positions in the file's units (metres for
 glTF), counter-clockwise front faces, glTF UVs (origin top-left, v down), vertex colours sRGB-encoded.
 Material factors are stored as in glTF: ``base_color_factor`` is *linear* RGBA.
+
+Materials where the file has none follow each format's convention: a glTF primitive without a material
+gets glTF's default material (glTF 2.0 §3.9.6: white, metallic 1, roughness 1), with a warning since it
+renders as bare metal; OBJ, PLY and STL have no metalness, so their surfaces are dielectric (metallic 0)
+with roughness :data:`DEFAULT_ROUGHNESS`, unless an MTL gives ``Pm``/``Pr`` or ``Ns`` (see
+:func:`_trimesh_material`).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import os
 import re
 import struct
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -55,13 +61,16 @@ from ..types import Asset, Material, Mesh
 
 __all__ = [
     "CLAMP_TO_EDGE",
+    "DEFAULT_MATERIAL_WARNING",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_ROUGHNESS",
     "MIRRORED_REPEAT",
     "REPEAT",
     "SKIN_WARNING",
     "SUPPORTED_FORMATS",
     "SourcePart",
     "SourceScene",
+    "Z_UP_TO_Y_UP",
     "load_mesh",
     "sample_texture",
 ]
@@ -72,6 +81,16 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 SUPPORTED_FORMATS: tuple[str, ...] = ("glb", "gltf", "obj", "ply", "stl")
 #: the warning given for skinned or animated inputs (glTF ``skins``, ``animations``)
 SKIN_WARNING = "skin and animation are not carried over: the mesh is loaded in its rest pose (as stored, not skinned)"
+#: roughness of OBJ/PLY/STL surfaces whose file says nothing about it (a neutral, semi-matte dielectric)
+DEFAULT_ROUGHNESS = 0.5
+#: the warning given when a glTF primitive has no material (glTF 2.0 §3.9.6 default material)
+DEFAULT_MATERIAL_WARNING = (
+    "a primitive has no material, so glTF's default material is used (white, metallic 1, roughness 1: it "
+    "renders as bare metal); give it a material in the source to change that"
+)
+#: rotation from a Z-up frame (scans, CAD, Blender: +Z up, front facing −Y) to glTF's +Y up (front facing
+#: +Z): −90° about X, (x, y, z) → (x, z, −y)
+Z_UP_TO_Y_UP = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1.0]])
 #: the largest texture image accepted, in pixels (width × height); larger ones are dropped with a warning
 MAX_TEXTURE_PIXELS = 16384 * 16384
 #: most scene-graph node instances followed (guards against exponential instancing in a node DAG)
@@ -370,6 +389,19 @@ class SourceScene:
     def n_vertices(self) -> int:
         """Total number of vertices over all parts."""
         return int(sum(p.mesh.n_vertices for p in self.parts))
+
+    def transformed(self, matrix: np.ndarray) -> SourceScene:
+        """A copy with every part moved by a 4×4 matrix (positions by M, normals by its inverse transpose,
+        tangents by its linear part; a mirroring matrix flips the winding), e.g. :data:`Z_UP_TO_Y_UP`."""
+        parts = []
+        for part in self.parts:
+            m = part.mesh
+            v, f, n, t = _transform(m.vertices, m.faces, m.normals, part.tangents, matrix)
+            mesh = m.replace(
+                vertices=v.astype(np.float32), faces=f, normals=None if n is None else n.astype(np.float32)
+            )
+            parts.append(replace(part, mesh=mesh, tangents=None if t is None else t.astype(np.float32)))
+        return replace(self, parts=parts)
 
     @classmethod
     def from_asset(cls, asset: Asset) -> SourceScene:
@@ -959,7 +991,8 @@ class _GltfLoader:
             return self._materials[index]
         extra: dict[str, Any] = {"maps": {}, "wrap": {}, "infos": {}, "normal_scale": 1.0, "occlusion_strength": 1.0}
         if index is None:
-            # glTF 2.0 §3.9.1: a primitive without a material uses the default material.
+            # glTF 2.0 §3.9.6: a primitive without a material uses the default material.
+            _warn(self.notes, DEFAULT_MATERIAL_WARNING)
             extra["unlit"] = False
             self._materials[None] = (Material(name="default"), extra)
             return self._materials[None]
@@ -1278,8 +1311,9 @@ def _load_with_trimesh(
     OBJ materials: ``map_Kd`` becomes the base-colour texture, whose factor is then white (Kd ignored, as
     Blender's importer does: exporters commonly write Kd 0.8 beside a texture); a material without a
     texture uses Kd as ``base_color_factor`` (taken as linear, as Blender and trimesh's glTF exporter treat
-    it) and ``d`` as alpha. PBR MTL extensions that trimesh maps to a PBR material (Pm, Pr, map_Pr/Pm,
-    norm) are carried over. Vertex colours (OBJ ``v x y z r g b``, PLY ``red green blue alpha``) are taken as
+    it) and ``d`` as alpha. Metallic and roughness: see :func:`_trimesh_material`; a surface without a
+    material (every PLY and STL, an OBJ without ``usemtl``) is dielectric with roughness
+    :data:`DEFAULT_ROUGHNESS`. Vertex colours (OBJ ``v x y z r g b``, PLY ``red green blue alpha``) are taken as
     sRGB-encoded; PLY face colours are turned into vertex colours by giving every face its own vertices.
     """
     try:
@@ -1341,7 +1375,7 @@ def _load_with_trimesh(
         uv: np.ndarray | None = None
         colors: np.ndarray | None = None
         base_color = mr = normal_map = occlusion = None
-        material = Material(name="default")
+        material = _dielectric("default")
         visual: Any = geom.visual
         vkind = getattr(visual, "kind", None)
         if vkind == "texture" or type(visual).__name__ == "TextureVisuals":
@@ -1388,12 +1422,40 @@ def _load_with_trimesh(
     return parts
 
 
+def _dielectric(name: str) -> Material:
+    """The material of a surface whose format has no metalness: metallic 0, :data:`DEFAULT_ROUGHNESS`."""
+    return Material(name=name, metallic_factor=0.0, roughness_factor=DEFAULT_ROUGHNESS)
+
+
+def _mtl_number(mat: Any, key: str) -> float | None:
+    """A scalar MTL statement trimesh kept in ``SimpleMaterial.kwargs`` (``Pm 0.5`` → 0.5), or None."""
+    raw = getattr(mat, "kwargs", {}).get(key)
+    if isinstance(raw, (list, tuple)):
+        raw = raw[0] if len(raw) else None
+    try:
+        value = float(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _trimesh_material(
     mat: Any, kind: str
 ) -> tuple[Material, np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Convert a trimesh SimpleMaterial / PBRMaterial: ``(Material, base, mr, normal, occlusion)``."""
+    """Convert a trimesh SimpleMaterial / PBRMaterial: ``(Material, base, mr, normal, occlusion)``.
+
+    An OBJ/MTL material (trimesh's SimpleMaterial) is dielectric unless its MTL says otherwise:
+
+    * metallic = the PBR extension's ``Pm`` (http://exocortex.com/blog/extending_wavefront_mtl_to_support_pbr),
+      else 0 (MTL's Phong model has no metalness);
+    * roughness = ``Pr``, else from the Phong specular exponent ``Ns`` as Blender's OBJ importer maps it,
+      ``1 − sqrt(clamp(Ns, 0, 1000) / 1000)`` (``Ns 250`` → 0.5; ``Ns 1000`` → 0), else
+      :data:`DEFAULT_ROUGHNESS`;
+
+    all clipped to [0, 1]. The extension's texture statements (``map_Pm``, ``map_Pr``, ``norm``) are not read.
+    """
     if mat is None:
-        return Material(name="default"), None, None, None, None
+        return _dielectric("default"), None, None, None, None
     name = str(getattr(mat, "name", None) or "material")
     if type(mat).__name__ == "PBRMaterial":
         base = _pil_to_array(getattr(mat, "baseColorTexture", None))
@@ -1411,8 +1473,9 @@ def _trimesh_material(
         material = Material(
             name=name,
             base_color_factor=tuple(float(min(max(c, 0.0), 1.0)) for c in factor[:4]),  # type: ignore[arg-type]
-            metallic_factor=float(1.0 if metallic is None else min(max(metallic, 0.0), 1.0)),
-            roughness_factor=float(1.0 if roughness is None else min(max(roughness, 0.0), 1.0)),
+            # OBJ and PLY have no metalness: what the file does not give is dielectric
+            metallic_factor=float(0.0 if metallic is None else min(max(metallic, 0.0), 1.0)),
+            roughness_factor=float(DEFAULT_ROUGHNESS if roughness is None else min(max(roughness, 0.0), 1.0)),
             alpha_mode=str(getattr(mat, "alphaMode", None) or "OPAQUE"),
             double_sided=bool(getattr(mat, "doubleSided", False)),
         )
@@ -1431,11 +1494,16 @@ def _trimesh_material(
     diffuse = np.asarray(getattr(mat, "diffuse", [255, 255, 255, 255]), dtype=np.float64).reshape(-1) / 255.0
     alpha = float(diffuse[3]) if len(diffuse) >= 4 else 1.0
     rgb = (1.0, 1.0, 1.0) if base is not None else tuple(float(c) for c in diffuse[:3])
+    metallic = _mtl_number(mat, "pm")
+    roughness = _mtl_number(mat, "pr")
+    ns = _mtl_number(mat, "ns")
+    if roughness is None and ns is not None:
+        roughness = 1.0 - math.sqrt(min(max(ns, 0.0), 1000.0) / 1000.0)
     material = Material(
         name=name,
         base_color_factor=(rgb[0], rgb[1], rgb[2], alpha),
-        metallic_factor=0.0,
-        roughness_factor=1.0,
+        metallic_factor=min(max(metallic, 0.0), 1.0) if metallic is not None else 0.0,
+        roughness_factor=min(max(roughness, 0.0), 1.0) if roughness is not None else DEFAULT_ROUGHNESS,
         alpha_mode="BLEND" if alpha < 1.0 else "OPAQUE",
     )
     return material, base, None, None, None

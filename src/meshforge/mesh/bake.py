@@ -22,6 +22,13 @@ from ..types import Mesh, Textures
 from .raster import Raster, rasterize
 
 
+def baked_metallic_factor(textures: Textures) -> float:
+    """The ``metallicFactor`` to write beside baked maps, whose texels carry the values (glTF 2.0 §3.9.2:
+    metallic = factor × B channel): 1, or 0 when no texel is metallic — the same product, and what a
+    reader that ignores the map (an OBJ importer reading only ``Pm``) sees."""
+    return 1.0 if int(textures.metallic_roughness[..., 2].max(initial=0)) > 0 else 0.0
+
+
 def rasterize_atlas(mesh: Mesh, size: int) -> Raster:
     """Rasterise a mesh's UV triangles into a ``size × size`` atlas (texel centres at (i + 0.5)/size)."""
     if mesh.uv is None:

@@ -214,3 +214,29 @@ def _flip(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touched:
     f[fi], f[g] = new
     touched[[fi, g]] = True
     return True
+
+
+def budget_shortfall(budget: int, mesh: Mesh) -> str | None:
+    """Say why a decimated mesh stayed above the face budget, or None when the budget was met.
+
+    A closed two-manifold part cannot have fewer than 4 faces (a tetrahedron), so ``k`` separate closed
+    parts need at least ``4k``; otherwise :func:`decimate` found no further collapse that kept the surface
+    intact (see its retries).
+
+    Args:
+        budget: the face budget asked for.
+        mesh: :func:`decimate`'s result.
+
+    Returns:
+        One sentence for the report's warnings, e.g. ``"face budget 100 not reachable: the closest closed
+        result has 168 faces (42 separate closed parts need at least 4 faces each)"``.
+    """
+    if mesh.n_faces <= budget:
+        return None
+    topo = topology(mesh.vertices, mesh.faces)
+    if topo.watertight and 4 * topo.components > budget:
+        why = f"{topo.components} separate closed parts need at least 4 faces each"
+    else:
+        why = "no further edge collapse keeps the surface intact"
+    closest = "closest closed result" if topo.watertight else "closest result"
+    return f"face budget {budget} not reachable: the {closest} has {mesh.n_faces} faces ({why})"
