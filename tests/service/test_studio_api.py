@@ -39,6 +39,23 @@ def test_backends_endpoint_says_which_backends_can_run(client_factory, tmp_path)
     # a server that enables only some backends lists only those
     only = client_factory(backend="inflate", backends="inflate", data_dir=tmp_path / "other")
     assert [b["name"] for b in only.get("/v1/backends").json()["items"]] == ["inflate"]
+    spec = client.get("/openapi.json").json()["paths"]
+    assert "get" in spec["/v1/backends"] and "get" in spec["/v1/jobs/{job_id}/cutout"]
+    assert "204" in spec["/v1/jobs/{job_id}"]["delete"]["responses"]
+
+
+def test_a_backend_that_may_download_its_weights_is_accepted(client_factory, chair, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))  # nothing cached (no job runs here)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    client = client_factory(backend="inflate", download_weights=True)
+    triposr = {b["name"]: b for b in client.get("/v1/backends").json()["items"]}["triposr"]
+    assert triposr["available"] and "downloaded" in triposr["note"]
+    # a local folder cannot be downloaded into, nor can anything be downloaded offline: refused
+    folder = client_factory(backend="inflate", download_weights=True, weights=_no_weights(tmp_path), data_dir=tmp_path)
+    assert_problem(submit(folder, chair, dict(TINY, backend="triposr")), 422, "backend_unavailable")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not {b["name"]: b for b in client.get("/v1/backends").json()["items"]}["triposr"]["available"]
 
 
 def test_a_backend_without_weights_is_refused_at_submit(client_factory, chair, tmp_path):

@@ -8,6 +8,7 @@ messages name what is missing and what the operator can do, never a server path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..backends import resolve_name
 from ..backends.models import PULLABLE, list_models
@@ -43,7 +44,12 @@ def backend_statuses(settings: Settings) -> list[BackendStatus]:
     """The status of every backend in ``settings.backends``, in that order.
 
     A backend with weights counts as available when its weights are present locally with the packages it
-    needs, or when ``settings.download_weights`` lets it fetch them at first use.
+    needs, or when ``settings.download_weights`` lets it fetch them from the Hugging Face hub at first use
+    (``settings.weights`` unset or a repo id; a job then fails with ``missing_dependency`` if a package
+    it needs is missing).
+
+    Returns:
+        One :class:`BackendStatus` per name in ``settings.backends``. No network access, no torch import.
     """
     models = {m.backend: m for m in list_models(settings.weights)}
     out: list[BackendStatus] = []
@@ -56,12 +62,22 @@ def backend_statuses(settings: Settings) -> list[BackendStatus]:
         m = models[name]
         if m.present or not m.needs_weights:
             out.append(BackendStatus(name, True, m.needs_weights, "ready" if m.needs_weights else m.note))
-        elif settings.download_weights and m.location is None and name in PULLABLE:
+        elif settings.download_weights and m.location is None and name in PULLABLE and _hub_id(settings.weights):
             out.append(BackendStatus(name, True, True, "its weights are downloaded when a job first needs them"))
         else:
             others = [n for n in settings.backends if n == "auto" or (n in models and models[n].present)]
             out.append(BackendStatus(name, False, True, _missing(name, m.location is not None, others)))
     return out
+
+
+def _hub_id(weights: str | None) -> bool:
+    """Whether ``weights`` names Hugging Face weights that can be downloaded now (None: the default repo;
+    not a local folder, and ``HF_HUB_OFFLINE`` unset)."""
+    from ..backends.triposr.loading import hub_offline
+
+    if hub_offline():
+        return False
+    return weights is None or (weights.count("/") == 1 and not Path(weights).expanduser().exists())
 
 
 def _missing(name: str, weights_found: bool, others: list[str]) -> str:
