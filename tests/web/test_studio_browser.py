@@ -224,6 +224,9 @@ def test_studio_with_api_keys_warnings_cutout_failed_job_and_delete(keyed_server
     # without a key the studio says what to do instead of failing silently
     page.wait_for_selector("#message:not([hidden])", timeout=20_000)
     assert "API key" in page.locator("#message").inner_text()
+    page.fill("#api-key", "wrong-key-0000")
+    page.press("#api-key", "Enter")
+    page.wait_for_function("document.getElementById('message').textContent.includes('refused')", timeout=10_000)
     page.fill("#api-key", KEY)
     page.press("#api-key", "Enter")
     page.wait_for_selector("#message", state="hidden", timeout=10_000)
