@@ -2,17 +2,23 @@
 
 Upload a picture, wait for the job, see the model in the viewer (non-background pixels in the canvas),
 toggle wireframe and the single maps, download the GLB (validated), and see a refused upload's message.
+Against a server with API keys: the key field, the job list and its live updates (the event stream read
+with fetch), only backends that can run offered, the warning beside the viewer and in the list, the
+cut-out picture, a failed job clearing the viewer, and deleting jobs (their files gone from the data dir).
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -31,27 +37,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def start_service(data: Path, *args: str, env: dict[str, str] | None = None):
+    """``python -m meshforge.service`` on a free loopback port; yields its URL, stops it afterwards."""
     web = Path(__file__).resolve().parents[2] / "src" / "meshforge" / "web" / "node_modules" / "three"
     if not web.is_dir():
         pytest.fail("three.js is not installed for the studio: run `npm ci --prefix src/meshforge/web`")
     port = free_port()
-    data = tmp_path_factory.mktemp("service")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_SERVICE_")}
+    environ.update(env or {})
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "meshforge.service",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data),
-            "--backend",
-            "inflate",
-        ],
+        [sys.executable, "-m", "meshforge.service", "--port", str(port), "--data-dir", str(data), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=environ,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -72,6 +70,11 @@ def server(tmp_path_factory):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from start_service(tmp_path_factory.mktemp("service"), "--backend", "inflate")
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +101,13 @@ def browser():
 
 def canvas_pixels(page) -> np.ndarray:
     png = page.locator("#canvas").screenshot()
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def canvas_content(page) -> np.ndarray:
+    """What the WebGL canvas itself holds (no page elements drawn over it)."""
+    url = page.locator("#canvas").evaluate("c => c.toDataURL('image/png')")
+    png = base64.b64decode(url.split(",", 1)[1])
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
@@ -161,4 +171,134 @@ def test_studio_upload_view_toggle_download(server, browser, shared_images, tmp_
     message = page.locator("#message").inner_text()
     assert "notes.png" in message and len(message) < 300
     page.screenshot(path=str(ARTIFACTS / "studio_error.png"))
+    page.close()
+
+
+# -- the studio outside the default setup: API keys, a backend without weights, warnings, failures ----
+KEY = "studio-key-0123"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory):
+    """A server with API keys on, ``auto`` as its backend and an empty weights folder (TripoSR cannot run,
+    whatever the machine's Hugging Face cache holds, so ``auto`` falls back to inflate with a warning)."""
+    root = tmp_path_factory.mktemp("keyed")
+    (root / "no-weights").mkdir()
+    env = {"MESHFORGE_SERVICE_API_KEYS": KEY, "MESHFORGE_SERVICE_WEIGHTS": str(root / "no-weights")}
+    data = root / "data"
+    for url in start_service(data, "--backend", "auto", env=env):
+        yield url, data
+
+
+def api_get(url: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {KEY}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def image_alpha(page, selector: str) -> np.ndarray:
+    """The alpha channel of a shown <img>, read back through a 2D canvas in the page."""
+    values = page.locator(selector).evaluate(
+        """img => { const c = document.createElement('canvas'); c.width = img.naturalWidth;
+        c.height = img.naturalHeight; const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data; const a = [];
+        for (let i = 3; i < d.length; i += 4) a.push(d[i]); return [c.height, c.width, a]; }"""
+    )
+    h, w, alpha = values
+    return np.array(alpha, dtype=np.uint8).reshape(h, w)
+
+
+@pytest.mark.slow  # a second server and two jobs in a software-rendered browser: ~40 s on 2 cores
+def test_studio_with_api_keys_warnings_cutout_failed_job_and_delete(keyed_server, browser, shared_images, tmp_path):
+    url, data = keyed_server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url + "/")
+    page.wait_for_function("document.getElementById('health').textContent.startsWith('ready')", timeout=30_000)
+
+    # without a key the studio says what to do instead of failing silently
+    page.wait_for_selector("#message:not([hidden])", timeout=20_000)
+    assert "API key" in page.locator("#message").inner_text()
+    page.fill("#api-key", "wrong-key-0000")
+    page.press("#api-key", "Enter")
+    page.wait_for_function("document.getElementById('message').textContent.includes('refused')", timeout=10_000)
+    page.fill("#api-key", KEY)
+    page.press("#api-key", "Enter")
+    page.wait_for_selector("#message", state="hidden", timeout=10_000)
+    assert page.evaluate("sessionStorage.getItem('meshforge.apiKey')") == KEY
+
+    # only backends that can run are offered; the missing weights are explained
+    page.wait_for_function("document.querySelectorAll('select[name=backend] option').length >= 2", timeout=10_000)
+    offered = page.locator("select[name=backend] option").evaluate_all("os => os.map(o => o.value)")
+    assert offered == ["auto", "inflate"], offered
+    assert "meshforge models pull triposr" in page.locator("#backend-note").inner_text()
+
+    page.fill("input[name=resolution]", "32")
+    page.fill("input[name=faces]", "500")
+    page.select_option("select[name=texture_size]", "256")
+    page.fill("input[name=foreground_ratio]", "0.6")
+    page.set_input_files("#file", str(shared_images / "triposr__chair.png"))
+    page.wait_for_function("window.__studio.viewer === 'ready'", timeout=60_000)
+    page.wait_for_timeout(500)
+    chair_id = page.evaluate("window.__studio.jobId")
+    # the progress came over the authenticated event stream (fetch + SSE parsing), not by polling
+    assert page.evaluate(f"window.__studio.events['{chair_id}'] || 0") >= 1
+    assert object_fraction(canvas_content(page)) > 0.03, "the viewer shows no model"
+    status, job = api_get(f"{url}/v1/jobs/{chair_id}")
+    assert status == 200 and job["options"]["foreground_ratio"] == 0.6
+
+    # the auto fallback is shown beside the viewer and as a badge in the job list
+    assert page.locator("#warnings").is_visible()
+    assert "no model weights found" in page.locator("#warnings").inner_text()
+    assert page.locator(f'li[data-id="{chair_id}"] .badge.warn').is_visible()
+    # the cut-out picture the backend saw: the background is transparent, the chair opaque
+    page.wait_for_function(
+        "(() => { const i = document.getElementById('cutout-image'); return i.complete && i.naturalWidth > 0; })()",
+        timeout=10_000,
+    )
+    alpha = image_alpha(page, "#cutout-image")
+    assert alpha.shape[0] == alpha.shape[1] and alpha[0].max() == 0 and (alpha == 255).mean() > 0.05
+    assert page.locator("#input-image").evaluate("img => img.complete && img.naturalWidth > 0")
+    page.screenshot(path=str(ARTIFACTS / "studio_keys_warning_cutout.png"))
+
+    # a download with the key
+    with page.expect_download() as info:
+        page.click("#downloads a[data-format=glb]")
+    path = tmp_path / "keyed.glb"
+    info.value.save_as(path)
+    assert path.read_bytes()[:4] == b"glTF"
+
+    # a job that fails: selecting it clears the viewer and shows its error, not the previous model
+    grey = tmp_path / "grey wall.png"
+    Image.new("RGB", (64, 64), (120, 120, 120)).save(grey)
+    page.set_input_files("#file", str(grey))
+    page.wait_for_selector("li.job .state.failed", timeout=60_000)
+    failed = page.locator("li.job:has(.state.failed)")
+    failed_id = failed.get_attribute("data-id")
+    failed.click()
+    page.wait_for_function("window.__studio.viewer === 'empty'", timeout=10_000)
+    page.wait_for_timeout(300)
+    assert object_fraction(canvas_content(page)) < 0.002, "the failed job still shows the previous model"
+    note = page.locator("#viewer-note")
+    assert note.is_visible() and "no object" in note.inner_text()
+    assert page.locator("#downloads a").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "studio_failed_job.png"))
+
+    # delete both jobs: gone from the list, from the API and from the data dir
+    for job_id in (failed_id, chair_id):
+        assert (data / "jobs" / job_id).is_dir()
+        page.once("dialog", lambda d: d.accept())
+        page.click(f'li[data-id="{job_id}"] [data-delete]')
+        page.wait_for_selector(f'li[data-id="{job_id}"]', state="detached", timeout=10_000)
+        assert api_get(f"{url}/v1/jobs/{job_id}")[0] == 404
+        assert not (data / "jobs" / job_id).exists()
+    assert page.evaluate("window.__studio.viewer") == "empty"
+    assert object_fraction(canvas_content(page)) < 0.002
+    page.screenshot(path=str(ARTIFACTS / "studio_deleted.png"))
+    assert not errors, errors
     page.close()

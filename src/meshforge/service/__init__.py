@@ -2,7 +2,8 @@
 thread per device.
 
 Layout: :mod:`~.settings` (environment, validated at startup), :mod:`~.schemas` (response models),
-:mod:`~.routes` (thin handlers), :mod:`~.manager` (submissions, views, artifacts), :mod:`~.jobs`
+:mod:`~.routes` (thin handlers), :mod:`~.manager` (submissions, views, artifacts, deletion),
+:mod:`~.backends` (which backends can run), :mod:`~.jobs`
 (:func:`execute_job`, a plain function of a job id), :mod:`~.workers` (threads), :mod:`~.storage`
 (ledger and artifact folders), :mod:`~.problems` (RFC 9457 errors), :mod:`~.metrics` (Prometheus),
 :mod:`~.app` (:func:`create_app`), :mod:`~.entry` (:func:`serve_main`).

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import pickle
+import shutil
 import sys
 import threading
 import time
@@ -28,8 +29,10 @@ from ..backends import Backend, backend_class, load_backend, resolve_name
 from ..config import InputConfig, PipelineConfig
 from ..errors import BackendError, InputError, MeshforgeError, MissingDependency, StageError
 from ..export import export
+from ..export._png import encode_png
 from ..io.files import write_atomic
-from ..types import Asset, Report
+from ..types import Asset, Image, Report
+from .backends import check_available
 from .problems import one_line
 from .settings import Settings
 from .storage import JobRow, JobStore
@@ -40,6 +43,7 @@ log = logging.getLogger("meshforge.service")
 RESULT_GLB = "result.glb"
 ASSET_PICKLE = "asset.pkl"
 PREVIEW_PNG = "preview.png"
+CUTOUT_PNG = "cutout.png"
 INPUT_DIR = "input"
 
 
@@ -64,6 +68,7 @@ def normalize_generate_options(
     Raises:
         InputError: an option is out of range or above the server's limits, or the backend is unknown or
             not enabled; the message names the option.
+        BackendUnavailable: the backend (an InputError) cannot run on this server: its weights are missing.
     """
     requested = (backend or settings.backend).strip().lower()
     if requested not in settings.backends:
@@ -86,6 +91,7 @@ def normalize_generate_options(
         resolved, _note = resolve_name(requested, settings.weights)
     except BackendError as exc:
         raise InputError(str(exc)) from None
+    check_available(resolved, settings)
     return {
         "resolution": cfg.extract.resolution,
         "faces": cfg.decimate.faces,
@@ -336,8 +342,10 @@ def execute_job(
     """Run one job to a terminal state (at least once: a job interrupted mid-way is run again).
 
     A ``queued`` job is claimed first (queued → running); a job already ``running`` is run only when it
-    was claimed by ``worker``. The result is written to the job's folder (``result.glb`` and the pickled
-    asset for re-export) before the ledger says ``succeeded``. Failures are recorded with a stable code:
+    was claimed by ``worker``. The result is written to the job's folder (``result.glb``, the pickled
+    asset for re-export and, for generate jobs, ``cutout.png``, the prepared picture the backend saw)
+    before the ledger says ``succeeded``. A job deleted while it runs is dropped at its next stage
+    boundary (``abandoned``) and whatever it wrote is removed. Failures are recorded with a stable code:
     ``invalid_input``, ``backend_error``, ``stage_failed``, ``missing_dependency``, ``out_of_memory``
     (after one retry with :func:`degrade`d settings, which marks the job ``degraded``), ``timeout``,
     ``internal_error``; a cancel request ends the job ``canceled`` at the next stage boundary.
@@ -367,7 +375,11 @@ def execute_job(
         elif job.state != "running" or job.worker != worker:
             return JobOutcome(job_id, "skipped", job.kind)
         pool = backends if backends is not None else default_pool(settings)
-        return _Execution(job, settings, st, pool, should_stop).run()
+        outcome = _Execution(job, settings, st, pool, should_stop).run()
+        if outcome.state == "abandoned" and st.get(job_id) is None:
+            # deleted while it ran: remove whatever this run wrote after the folder was deleted
+            shutil.rmtree(st.job_dir(job_id), ignore_errors=True)
+        return outcome
     finally:
         if own:
             st.close()
@@ -392,6 +404,7 @@ class _Execution:
         self.backend_load_s = 0.0
         self.call_s = 0.0  # wall time inside the pipeline call (its stages plus its own untimed work)
         self.progress_s = 0.0  # time spent in the progress callback (ledger writes), test delays excluded
+        self.cutout: Image | None = None  # generate: the prepared picture the backend saw
 
     # the progress callback: a stage boundary is where a job may stop
     def checkpoint(self, stage: str, percent: float) -> None:
@@ -426,6 +439,8 @@ class _Execution:
             glb = export(asset, "glb")
             folder = self.store.job_dir(job.id)
             write_atomic(folder / ASSET_PICKLE, pickle.dumps(asset, protocol=pickle.HIGHEST_PROTOCOL))
+            if self.cutout is not None:
+                write_atomic(folder / CUTOUT_PNG, encode_png(self.cutout.rgba))
             write_atomic(folder / RESULT_GLB, glb)
             export_s = time.perf_counter() - t0
             finished = time.time()
@@ -473,7 +488,9 @@ class _Execution:
         except MeshforgeError as exc:
             self._fail(out, timings, "failed", "failed", str(exc))
         except Exception as exc:
-            if is_out_of_memory(exc):
+            if self.store.get(job.id) is None:  # deleted while it ran (its folder went with it)
+                out.state = "abandoned"
+            elif is_out_of_memory(exc):
                 self._fail(out, timings, "failed", "out_of_memory", f"out of memory even with reduced settings ({exc})")
             else:
                 log.exception("job %s: internal error", job.id)
@@ -553,6 +570,7 @@ class _Execution:
             result = generate(path, backend, cfg, on_progress=self.on_progress)
         finally:
             self.call_s = time.perf_counter() - t0
+        self.cutout = result.prepared
         if options.get("backend_requested") == "auto":
             note = _auto_note(self.settings.weights)
             if note:

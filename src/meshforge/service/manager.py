@@ -22,9 +22,11 @@ from ..errors import InputError
 from ..export import export
 from ..export._common import safe_stem
 from ..io.images import load_image
+from .backends import BackendUnavailable, backend_statuses
 from .events import ChangeHub
 from .jobs import (
     ASSET_PICKLE,
+    CUTOUT_PNG,
     INPUT_DIR,
     PREVIEW_PNG,
     RESULT_GLB,
@@ -37,7 +39,20 @@ from .jobs import (
 )
 from .metrics import ServiceMetrics, gpu_memory
 from .problems import ProblemError, one_line
-from .schemas import GpuMemory, Job, JobError, JobInput, JobLinks, JobList, Progress, Readiness, Timings, WorkerInfo
+from .schemas import (
+    BackendInfo,
+    BackendList,
+    GpuMemory,
+    Job,
+    JobError,
+    JobInput,
+    JobLinks,
+    JobList,
+    Progress,
+    Readiness,
+    Timings,
+    WorkerInfo,
+)
 from .settings import Settings
 from .storage import JobRow, JobStore, NewJob, decode_cursor, encode_cursor, new_job_id
 from .workers import WorkerPool
@@ -198,7 +213,8 @@ class JobManager:
 
         Raises:
             ProblemError: 413 ``payload_too_large``; 415 ``unsupported_media_type``; 422 ``invalid_image``,
-                ``invalid_options``, ``idempotency_key_mismatch``; 429 ``queue_full`` with ``Retry-After``.
+                ``invalid_options``, ``backend_unavailable``, ``idempotency_key_mismatch``; 429 ``queue_full``
+                with ``Retry-After``.
         """
         s = self.settings
         stem = safe_stem(Path(upload.filename or "").stem, default="image" if kind == "generate" else "mesh")[:100]
@@ -220,7 +236,8 @@ class JobManager:
                 norm = normalize_optimize_options(s, **options)
         except InputError as exc:
             self.metrics.submitted.labels(kind, "rejected").inc()
-            raise ProblemError(422, "invalid_options", str(exc)) from None
+            code = "backend_unavailable" if isinstance(exc, BackendUnavailable) else "invalid_options"
+            raise ProblemError(422, code, str(exc)) from None
         if kind == "generate":
             ext, media_type, sha = self._check_image(upload.data, stem, kind)
         else:
@@ -324,6 +341,7 @@ class JobManager:
             expires_at=_iso(job.expires_at),
             timings=Timings(**job.timings),
             error=error,
+            warnings=[str(w) for w in (job.report or {}).get("warnings") or ()],
             report=job.report if with_report else None,
             links=JobLinks(
                 job=base,
@@ -332,6 +350,7 @@ class JobManager:
                 input=f"{base}/input",
                 result=f"{base}/result?format=glb" if done else None,
                 preview=f"{base}/preview.png" if done else None,
+                cutout=f"{base}/cutout" if done and job.kind == "generate" else None,
             ),
         )
 
@@ -377,6 +396,27 @@ class JobManager:
         if after is None:  # pragma: no cover - expired in between
             raise ProblemError(404, "not_found", f"no job {job_id!r}")
         return self.view(after)
+
+    def delete(self, job_id: str, owner: str) -> None:
+        """Delete a job in any state: its ledger row and its folder (upload, result, every artifact).
+
+        A queued job is never started; a running one is dropped by its worker at the next stage boundary,
+        which then removes anything it wrote meanwhile. Followers of its events get an ``error`` event.
+
+        Raises:
+            ProblemError: 404 ``not_found`` (unknown, expired, someone else's, or already deleted).
+        """
+        job = self.get_row(job_id, owner)
+        if not self.store.delete(job.id, self._owner(owner)):
+            raise ProblemError(404, "not_found", f"no job {job_id!r} (it may have expired)")
+        log.info("job %s deleted (it was %s)", job.id, job.state)
+
+    def backends(self) -> BackendList:
+        """The enabled backends, each with whether a job asking for it can run now."""
+        return BackendList(
+            default=self.settings.backend,
+            items=[BackendInfo(**vars(b)) for b in backend_statuses(self.settings)],
+        )
 
     def _owner(self, owner: str) -> str | None:
         return owner if self.settings.auth_enabled() else None
@@ -438,6 +478,20 @@ class JobManager:
             PILImage.fromarray(sheet).save(buf, format="PNG", compress_level=6)
             write_atomic(path, buf.getvalue())
         return FileAnswer(path, f"{safe_stem(Path(job.input_name).stem)}.preview.png", "image/png")
+
+    def cutout(self, job_id: str, owner: str) -> FileAnswer:
+        """The prepared picture the backend saw (square RGBA PNG, alpha = the cut-out object mask).
+
+        Raises:
+            ProblemError: 404 ``not_found``, or ``artifact_missing`` (an optimize job, or a job run by a
+                version that did not keep it); 409 ``job_not_finished``.
+        """
+        job = self._succeeded(job_id, owner)
+        path = self.store.job_dir(job.id) / CUTOUT_PNG
+        if not path.is_file():
+            why = "optimize jobs have no cut-out picture" if job.kind == "optimize" else "its cut-out picture is gone"
+            raise ProblemError(404, "artifact_missing", f"job {job.id}: {why}")
+        return FileAnswer(path, f"{safe_stem(Path(job.input_name).stem)}.cutout.png", "image/png")
 
     def input(self, job_id: str, owner: str) -> FileAnswer:
         """The uploaded file, as stored."""

@@ -34,6 +34,7 @@ CODES: dict[str, str] = {
     "unsupported_media_type": "the upload is not a picture (or mesh) in a supported format",
     "invalid_image": "the picture cannot be used (truncated, corrupt, too many pixels, fully transparent)",
     "invalid_options": "an option is missing, unknown or out of range",
+    "backend_unavailable": "the backend cannot run on this server (its weights are missing); see GET /v1/backends",
     "invalid_cursor": "the paging cursor is not one this server issued",
     "idempotency_key_mismatch": "the Idempotency-Key was already used for a different request",
     "queue_full": "too many jobs are waiting; retry after Retry-After seconds",

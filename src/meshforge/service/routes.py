@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, StreamingResponse
 from .manager import FileAnswer, JobManager, Upload
 from .metrics import CONTENT_TYPE
 from .problems import ProblemError
-from .schemas import Job, JobKind, JobList, JobState, Liveness, Problem, Readiness, ResultFormat
+from .schemas import BackendList, Job, JobKind, JobList, JobState, Liveness, Problem, Readiness, ResultFormat
 from .storage import TERMINAL
 
 _bearer = HTTPBearer(auto_error=False, description="An API key; required only when the server has keys configured.")
@@ -90,8 +90,9 @@ api = APIRouter(prefix="/v1", tags=["jobs"], responses=_ERRORS)
         },
         422: {
             "model": Problem,
-            "description": "bad option (`invalid_options`), unusable picture (`invalid_image`), "
-            "Idempotency-Key reused for another request (`idempotency_key_mismatch`)",
+            "description": "bad option (`invalid_options`), unusable picture (`invalid_image`), a backend "
+            "without weights (`backend_unavailable`), Idempotency-Key reused for another request "
+            "(`idempotency_key_mismatch`)",
         },
         429: {"model": Problem, "description": "queue full (`queue_full`); see `Retry-After`"},
     },
@@ -190,6 +191,22 @@ def cancel_job(job_id: str, owner: Owner, manager: Manager, response: Response) 
     return job
 
 
+@api.delete("/jobs/{job_id}", status_code=204, response_class=Response, responses={204: {"description": "deleted"}})
+def delete_job(job_id: str, owner: Owner, manager: Manager) -> Response:
+    """Delete a job in any state with all its files (upload, result, previews). A queued job never runs;
+    a running one stops at its next stage boundary. Afterwards the job answers 404."""
+    manager.delete(job_id, owner)
+    return Response(status_code=204)
+
+
+@api.get("/backends", response_model=BackendList, tags=["backends"])
+def list_backends(owner: Owner, manager: Manager) -> BackendList:
+    """The backends this server enables, each with whether a job asking for it can run now (a backend
+    whose weights are missing is refused at submit with 422 ``backend_unavailable``; ``note`` says what
+    to do) and what ``auto`` resolves to."""
+    return manager.backends()
+
+
 @api.get(
     "/jobs/{job_id}/events",
     response_class=StreamingResponse,
@@ -286,6 +303,20 @@ def job_result(
 def job_preview(job_id: str, owner: Owner, manager: Manager) -> FileResponse:
     """A PNG sheet of the asset from several sides (top row unlit, bottom row lit)."""
     return _file(manager.preview(job_id, owner), inline=True)
+
+
+@api.get(
+    "/jobs/{job_id}/cutout",
+    response_class=FileResponse,
+    responses={
+        **_FILE_ERRORS,
+        200: {"content": {"image/png": {}}, "description": "the prepared picture (RGBA, alpha = mask)"},
+    },
+)
+def job_cutout(job_id: str, owner: Owner, manager: Manager) -> FileResponse:
+    """The picture the backend saw (generate jobs): the object cut out of its background (alpha), centred
+    in a square at the job's ``foreground_ratio``."""
+    return _file(manager.cutout(job_id, owner), inline=True)
 
 
 @api.get(

@@ -72,7 +72,8 @@ class Timings(BaseModel):
 
 
 class JobLinks(BaseModel):
-    """Where to go next (paths relative to the server); ``result``/``preview`` only when succeeded."""
+    """Where to go next (paths relative to the server); ``result``/``preview`` only when succeeded,
+    ``cutout`` (the prepared picture the backend saw) only when a generate job succeeded."""
 
     job: str
     events: str
@@ -80,6 +81,7 @@ class JobLinks(BaseModel):
     input: str
     result: str | None = None
     preview: str | None = None
+    cutout: str | None = None
 
 
 class Job(BaseModel):
@@ -88,7 +90,9 @@ class Job(BaseModel):
     ``cached`` is true when the submission was answered by an existing job with the same input bytes,
     options, backend and weights (no new work was queued). ``degraded`` is true when the job ran out of
     memory and was retried with reduced settings (``effective_options``). ``report`` is the pipeline's
-    report (per-stage times, peak memory, counts, warnings, configuration) once succeeded.
+    report (per-stage times, peak memory, counts, warnings, configuration) once succeeded. ``warnings``
+    are the report's warnings (results the pipeline cannot fully trust, a fallback it took), also in the
+    job list, which leaves reports out.
     """
 
     id: str
@@ -109,6 +113,7 @@ class Job(BaseModel):
     expires_at: datetime | None = None
     timings: Timings
     error: JobError | None = None
+    warnings: list[str] = Field(default_factory=list, description="the report's warnings, one line each")
     report: dict[str, Any] | None = None
     links: JobLinks
 
@@ -118,6 +123,28 @@ class JobList(BaseModel):
 
     items: list[Job]
     next_cursor: str | None = None
+
+
+class BackendInfo(BaseModel):
+    """One backend this server enables.
+
+    ``available`` is false when a job asking for it would be refused (422 ``backend_unavailable``): its
+    weights, or a package it needs, are missing; ``note`` then says what to do. ``resolves_to`` is the
+    backend ``auto`` picks now (null for concrete backends).
+    """
+
+    name: str
+    available: bool
+    needs_weights: bool
+    note: str
+    resolves_to: str | None = None
+
+
+class BackendList(BaseModel):
+    """``GET /v1/backends``: the enabled backends in the server's order and the one used when a job names none."""
+
+    default: str
+    items: list[BackendInfo]
 
 
 class Problem(BaseModel):

@@ -6,6 +6,7 @@
     <data_dir>/jobs/<id>/input/...   the upload, named after its original file name
     <data_dir>/jobs/<id>/result.glb  the asset (other formats and preview.png are made on first request)
     <data_dir>/jobs/<id>/asset.pkl   the asset itself, for re-export to other formats
+    <data_dir>/jobs/<id>/cutout.png  generate: the prepared picture the backend saw (RGBA, alpha = mask)
 
 States move ``queued → running → succeeded | failed | canceled`` (and ``queued → canceled``). Every
 change is one SQL statement or one ``BEGIN IMMEDIATE`` transaction, so several threads (HTTP handlers,
@@ -494,6 +495,23 @@ class JobStore:
             )
         self.notify(job_id)
         return self.get(job_id, owner)
+
+    def delete(self, job_id: str, owner: str | None) -> bool:
+        """Delete a job in any state with its artifact folder (a worker running it stops at its next stage
+        boundary: its writes are guarded by the row, which is gone).
+
+        Returns:
+            False when there was no such job (of ``owner``, when given).
+        """
+        cur = self._conn().execute(
+            "DELETE FROM jobs WHERE id=?" + (" AND owner=?" if owner is not None else ""),
+            (job_id,) + ((owner,) if owner is not None else ()),
+        )
+        if cur.rowcount != 1:
+            return False
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        self.notify(job_id)
+        return True
 
     # -- recovery and housekeeping ------------------------------------------------------------------
     def recover(self, max_attempts: int, ttl_s: float) -> tuple[list[str], list[str]]:

@@ -8,13 +8,70 @@ const API = "/v1/jobs";
 const FORMATS = ["glb", "obj", "ply", "stl"];
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 
+const KEY_STORE = "meshforge.apiKey";
+
 const $ = (id) => document.getElementById(id);
 const jobs = new Map(); // id → job JSON
-const streams = new Map(); // id → EventSource
+const streams = new Map(); // id → AbortController of its event stream
 let selected = null;
 
-// state for automated checks (the browser test waits on it)
-window.__studio = { viewer: "idle", jobId: null, error: null };
+// state for automated checks (the browser test waits on it); events: SSE events received per job
+window.__studio = { viewer: "idle", jobId: null, error: null, events: {} };
+function setViewerState(state) {
+  window.__studio = { ...state, events: window.__studio.events };
+}
+
+// ---------------------------------------------------------------- the API key
+// Kept in this tab's sessionStorage (gone when the tab closes) and sent as "Authorization: Bearer" on
+// every request. Event streams are read with fetch() (EventSource cannot send headers), so the key is
+// never put in a URL, where logs and browser history would keep it.
+let apiKey = sessionStorage.getItem(KEY_STORE) || "";
+$("api-key").value = apiKey;
+
+function authHeaders(headers = {}) {
+  return apiKey ? { ...headers, Authorization: `Bearer ${apiKey}` } : headers;
+}
+
+let keyAsked = false;
+function askForKey() {
+  keyAsked = true;
+  $("key-form").classList.add("needed");
+  showMessage(apiKey
+    ? "The server refused this API key: enter a valid key in the “API key” field at the top."
+    : "This server needs an API key: enter it in the “API key” field at the top.");
+  $("api-key").focus();
+}
+
+async function api(path, init = {}) {
+  const response = await fetch(path, { ...init, headers: authHeaders(init.headers) });
+  if (response.status === 401) askForKey();
+  return response;
+}
+
+async function objectUrl(path) {
+  // a file of a job as a blob: URL (an <img src> or a download link cannot send the key)
+  const r = await api(path);
+  if (!r.ok) throw new Error(await problemText(r));
+  return URL.createObjectURL(await r.blob());
+}
+
+$("key-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  apiKey = $("api-key").value.trim();
+  if (apiKey) sessionStorage.setItem(KEY_STORE, apiKey);
+  else sessionStorage.removeItem(KEY_STORE);
+  $("key-form").classList.remove("needed");
+  keyAsked = false;
+  showMessage("");
+  // start over with the new key: another key sees other jobs
+  for (const ctrl of streams.values()) ctrl.abort();
+  streams.clear();
+  jobs.clear();
+  $("jobs").replaceChildren();
+  unselect();
+  loadBackends();
+  loadJobs();
+});
 
 // ---------------------------------------------------------------- messages and API helpers
 function showMessage(text) {
@@ -53,9 +110,9 @@ async function submit(file) {
   const body = new FormData();
   body.append("file", file, file.name);
   for (const [k, v] of Object.entries(optionsForm())) body.append(k, v);
-  const response = await fetch(API, { method: "POST", body });
+  const response = await api(API, { method: "POST", body });
   if (!response.ok) {
-    showMessage(withName(file.name, await problemText(response)));
+    if (response.status !== 401) showMessage(withName(file.name, await problemText(response)));
     return;
   }
   const job = await response.json();
@@ -97,57 +154,121 @@ function render(id) {
     : job.state === "running" ? `${p.stage || "starting"} · ${pct}%`
     : job.state === "succeeded" ? `${job.cached ? "cached · " : ""}${job.degraded ? "degraded · " : ""}done`
     : "";
+  const warnings = job.warnings || [];
   li.classList.toggle("selected", id === selected);
   li.innerHTML = `
-    <div class="row"><span class="name"></span><span class="state ${job.state}">${job.state}</span></div>
+    <div class="row"><span class="name"></span><span class="tags">${warnings.length ? `<span class="badge warn">⚠ ${warnings.length}</span>` : ""}<span class="state ${job.state}">${job.state}</span></span></div>
     <div class="bar"><div style="width:${pct}%"></div></div>
-    <div class="row"><span class="detail">${detail}</span>${TERMINAL.has(job.state) ? "" : '<button data-cancel>cancel</button>'}</div>
+    <div class="row"><span class="detail">${detail}</span><span class="actions">${TERMINAL.has(job.state) ? "" : '<button data-cancel>cancel</button>'}<button data-delete title="delete the job and its files">delete</button></span></div>
     ${job.error ? '<div class="error"></div>' : ""}`;
   li.querySelector(".name").textContent = label(job);
+  if (warnings.length) li.querySelector(".badge").title = warnings.join("\n");
   if (job.error) li.querySelector(".error").textContent = errorText(job.error);
   const cancel = li.querySelector("[data-cancel]");
   if (cancel) {
     cancel.addEventListener("click", async (ev) => {
       ev.stopPropagation();
-      const r = await fetch(`${API}/${id}/cancel`, { method: "POST" });
+      const r = await api(`${API}/${id}/cancel`, { method: "POST" });
       if (r.ok) upsert(await r.json());
-      else showMessage(await problemText(r));
+      else if (r.status !== 401) showMessage(await problemText(r));
     });
   }
+  li.querySelector("[data-delete]").addEventListener("click", async (ev) => {
+    ev.stopPropagation();
+    if (!confirm(`Delete ${label(job)} and all its files? This cannot be undone.`)) return;
+    const r = await api(`${API}/${id}`, { method: "DELETE" });
+    if (r.ok || r.status === 404) forget(id);
+    else if (r.status !== 401) showMessage(await problemText(r));
+  });
 }
 
-function follow(id) {
+function forget(id) {
+  // the job is gone (deleted, expired): drop it from the list, and from the viewer when shown
+  const ctrl = streams.get(id);
+  if (ctrl) ctrl.abort();
+  streams.delete(id);
+  jobs.delete(id);
+  document.querySelector(`li[data-id="${id}"]`)?.remove();
+  if (selected === id) unselect();
+}
+
+function parseEvent(block) {
+  // one Server-Sent Events block (WHATWG HTML, "Server-sent events"): "event:" and "data:" lines
+  const ev = { name: "message", data: "" };
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue; // comments are keep-alives
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") ev.name = value;
+    else if (field === "data") data.push(value);
+  }
+  ev.data = data.join("\n");
+  return ev;
+}
+
+async function follow(id) {
+  // the job's event stream, read with fetch() so it carries the API key (EventSource cannot send headers)
   if (streams.has(id)) return;
-  const source = new EventSource(`${API}/${id}/events`);
-  streams.set(id, source);
-  const onData = (ev) => {
-    let data;
-    try { data = JSON.parse(ev.data); } catch { return; }
-    const job = data.job || data;
-    if (!job.id) job.id = id;
-    upsert(job);
-    if (TERMINAL.has(job.state)) {
-      source.close();
-      streams.delete(id);
-      refresh(id).then(() => { if (id === selected) show(id); });
+  const ctrl = new AbortController();
+  streams.set(id, ctrl);
+  let ended = false;
+  try {
+    const r = await api(`${API}/${id}/events`, { signal: ctrl.signal, headers: { Accept: "text/event-stream" } });
+    if (r.status === 404) { forget(id); return; }
+    if (r.status === 401) return;
+    if (!r.ok || !r.body) throw new Error(`${r.status}`);
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    while (!ended) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value.replace(/\r\n?/g, "\n");
+      let cut;
+      while (!ended && (cut = buffer.indexOf("\n\n")) >= 0) {
+        const ev = parseEvent(buffer.slice(0, cut));
+        buffer = buffer.slice(cut + 2);
+        ended = onEvent(id, ev);
+      }
     }
-  };
-  source.onmessage = onData;
-  for (const name of ["progress", "state", "job", "done"]) source.addEventListener(name, onData);
-  source.onerror = () => { source.close(); streams.delete(id); setTimeout(() => refresh(id).then(() => {
+    if (ended) ctrl.abort();
+  } catch {
+    // a dropped connection: fall through to the retry below
+  } finally {
+    if (streams.get(id) === ctrl) streams.delete(id);
+  }
+  if (ended || ctrl.signal.aborted) return;
+  setTimeout(() => refresh(id).then(() => {
     const job = jobs.get(id);
     if (job && !TERMINAL.has(job.state)) follow(id);
-    else if (id === selected) show(id);
-  }), 1000); };
+    else if (job && id === selected) show(id);
+  }), 1000);
+}
+
+function onEvent(id, ev) {
+  // returns true when the stream is over for this job
+  const counts = window.__studio.events;
+  counts[id] = (counts[id] || 0) + 1;
+  if (ev.name === "error") { forget(id); return true; } // expired or deleted while followed
+  let job;
+  try { job = JSON.parse(ev.data); } catch { return false; }
+  if (!job.id) job.id = id;
+  upsert(job);
+  if (!TERMINAL.has(job.state)) return false;
+  refresh(id).then(() => { if (id === selected) show(id); });
+  return true;
 }
 
 async function refresh(id) {
-  const r = await fetch(`${API}/${id}`);
+  const r = await api(`${API}/${id}`);
   if (r.ok) upsert(await r.json());
+  else if (r.status === 404) forget(id);
 }
 
 async function loadJobs() {
-  const r = await fetch(`${API}?limit=50`);
+  const r = await api(`${API}?limit=50`);
   if (!r.ok) return;
   const body = await r.json();
   const list = body.jobs || body.items || body;
@@ -161,6 +282,24 @@ function select(id) {
   selected = id;
   for (const li of document.querySelectorAll(".job")) li.classList.toggle("selected", li.dataset.id === id);
   show(id);
+}
+
+async function loadBackends() {
+  // offer only the backends that can run here; say why the others cannot
+  const r = await api("/v1/backends");
+  if (!r.ok) return;
+  const body = await r.json();
+  const select = $("options").elements.backend;
+  select.replaceChildren();
+  const notes = [];
+  for (const b of body.items) {
+    if (!b.available) { notes.push(b.note); continue; }
+    const option = new Option(b.resolves_to ? `${b.name} (→ ${b.resolves_to})` : b.name, b.name);
+    option.title = b.note;
+    option.selected = b.name === body.default;
+    select.append(option);
+  }
+  $("backend-note").textContent = notes.join("\n");
 }
 
 // ---------------------------------------------------------------- the viewer
@@ -241,46 +380,116 @@ function frame(object) {
   camera.updateProjectionMatrix();
 }
 
+function clearModel(note) {
+  // an empty viewer (nothing selected, or a job without a model), with an optional note over it
+  if (model) scene.remove(model);
+  model = null;
+  originals.clear();
+  $("viewer-note").textContent = note || "";
+  $("viewer-note").hidden = !note;
+}
+
+const pictures = { "input-image": null, "cutout-image": null }; // img id → its blob: URL
+
+async function showPicture(imgId, path, id) {
+  const img = $(imgId);
+  if (pictures[imgId]) URL.revokeObjectURL(pictures[imgId]);
+  pictures[imgId] = null;
+  img.removeAttribute("src");
+  if (!path) return;
+  try {
+    const url = await objectUrl(path);
+    if (selected !== id) { URL.revokeObjectURL(url); return; }
+    pictures[imgId] = url;
+    img.src = url;
+  } catch {
+    // no picture to show (an optimize job's mesh input, an expired file): leave it empty
+  }
+}
+
+function showWarnings(warnings) {
+  const list = $("warnings");
+  list.replaceChildren(...warnings.map((w) => Object.assign(document.createElement("li"), { textContent: w })));
+  list.hidden = !warnings.length;
+}
+
+function unselect() {
+  selected = null;
+  for (const li of document.querySelectorAll(".job.selected")) li.classList.remove("selected");
+  $("title").textContent = "Pick a job to view its asset";
+  $("downloads").replaceChildren();
+  $("report").textContent = "";
+  showWarnings([]);
+  showPicture("input-image", null, null);
+  showPicture("cutout-image", null, null);
+  clearModel("");
+  setViewerState({ viewer: "empty", jobId: null, error: null });
+}
+
+async function download(id, fmt, filename) {
+  try {
+    const url = await objectUrl(`${API}/${id}/result?format=${fmt}`);
+    const a = Object.assign(document.createElement("a"), { href: url, download: filename });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (err) {
+    showMessage(`cannot download ${filename}: ${err.message || err}`);
+  }
+}
+
 async function show(id) {
   const job = jobs.get(id);
   if (!job) return;
   $("title").textContent = `${label(job)} — ${job.state}`;
-  $("input-image").src = `${API}/${id}/input`;
-  $("downloads").innerHTML = "";
+  const isImage = job.input && String(job.input.media_type || "").startsWith("image/");
+  showPicture("input-image", isImage ? `${API}/${id}/input` : null, id);
+  showPicture("cutout-image", job.links && job.links.cutout, id);
+  showWarnings(job.warnings || []);
+  $("downloads").replaceChildren();
   $("report").textContent = "";
   if (job.state !== "succeeded") {
+    // never leave the previous job's model on screen
+    const note = job.error ? `${job.state}: ${errorText(job.error)}`
+      : TERMINAL.has(job.state) ? job.state : "the model appears here when the job is done";
+    clearModel(note);
     if (job.error) $("report").textContent = errorText(job.error);
+    setViewerState({ viewer: "empty", jobId: id, error: job.error ? errorText(job.error) : null });
     return;
   }
+  clearModel("loading…");
   for (const fmt of FORMATS) {
     const a = document.createElement("a");
+    const filename = `${label(job).replace(/\.[^.]+$/, "")}.${fmt === "obj" ? "zip" : fmt}`;
     a.href = `${API}/${id}/result?format=${fmt}`;
-    a.download = `${label(job).replace(/\.[^.]+$/, "")}.${fmt === "obj" ? "zip" : fmt}`;
+    a.download = filename;
     a.textContent = `⬇ ${fmt.toUpperCase()}`;
     a.dataset.format = fmt;
+    a.addEventListener("click", (ev) => { ev.preventDefault(); download(id, fmt, filename); });
     $("downloads").append(a);
   }
   const rep = job.report;
   if (rep && rep.stages) {
     $("report").textContent = rep.stages.map((s) => `${s.name.padEnd(12)} ${s.seconds.toFixed(3)} s  ${Math.round(s.peak_rss_mb)} MB`).join("\n")
-      + `\ntotal        ${(rep.total_seconds || 0).toFixed(3)} s`
-      + (rep.warnings && rep.warnings.length ? `\nwarnings: ${rep.warnings.join("; ")}` : "");
+      + `\ntotal        ${(rep.total_seconds || 0).toFixed(3)} s`;
   }
-  window.__studio = { viewer: "loading", jobId: id, error: null };
+  setViewerState({ viewer: "loading", jobId: id, error: null });
   try {
-    const gltf = await new GLTFLoader().loadAsync(`${API}/${id}/result?format=glb`);
+    const loader = new GLTFLoader().setRequestHeader(authHeaders());
+    const gltf = await loader.loadAsync(`${API}/${id}/result?format=glb`);
     if (selected !== id) return;
-    if (model) scene.remove(model);
+    clearModel("");
     model = gltf.scene;
-    originals.clear();
     model.traverse((obj) => { if (obj.isMesh) originals.set(obj, obj.material); });
     scene.add(model);
     frame(model);
     applyView();
-    window.__studio = { viewer: "ready", jobId: id, error: null, meshes: originals.size };
+    setViewerState({ viewer: "ready", jobId: id, error: null, meshes: originals.size });
   } catch (err) {
-    showMessage(`cannot load the asset: ${err.message || err}`);
-    window.__studio = { viewer: "error", jobId: id, error: String(err) };
+    if (selected !== id) return;
+    clearModel(`cannot load the asset: ${err.message || err}`);
+    setViewerState({ viewer: "error", jobId: id, error: String(err) });
   }
 }
 
@@ -316,4 +525,5 @@ async function health() {
 }
 health();
 setInterval(health, 5000);
+loadBackends();
 loadJobs();
