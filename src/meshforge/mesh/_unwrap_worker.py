@@ -57,8 +57,10 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     while len(buf) < n:
         if deadline is not None:
             left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(math.ceil(left * 1000)):
+            if left <= 0:
                 raise TimeoutError
+            if not poller.poll(math.ceil(min(left, 3600.0) * 1000)):  # poll() takes at most 2³¹ ms
+                continue
         chunk = os.read(fd, min(n - len(buf), 1 << 22))
         if not chunk:
             raise EOFError

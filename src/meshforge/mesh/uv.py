@@ -146,6 +146,9 @@ def start_worker() -> bool:
     """Start an unwrap worker process now, if none is idle, so a later time-limited :func:`unwrap` finds it
     running (``meshforge serve`` calls this before binding its socket, paying the start-up once).
 
+    The kernel's parent-death signal follows the *thread* that starts a worker: a worker started by a
+    thread that later ends is killed then, and replaced at the next unwrap.
+
     Returns:
         True when a worker is running or starting; False where workers are not used (no ``select.poll``,
         e.g. Windows: the unwrap then runs xatlas in-process) or the process could not be started.
