@@ -2,91 +2,190 @@
 
 The main engine is xatlas (Jonathan Young, MIT; python binding ``xatlas``), which segments the surface
 into charts, parameterises each chart (LSCM, Lévy et al. 2002), and packs the charts into the atlas.
-xatlas holds the GIL and cannot be interrupted, so with a time limit it runs in a forked child process
-that is killed when the limit passes; the unwrap then falls back to the ``faces`` engine: every pair of
-faces gets its own square cell of a regular grid (always valid, no overlaps, poorer texel use).
+xatlas holds the GIL and cannot be interrupted, so with a time limit it runs in an unwrap worker process
+(:mod:`meshforge.mesh._unwrap_worker`) that is killed when the limit passes; the unwrap then falls back
+to the ``faces`` engine: every pair of faces gets its own square cell of a regular grid (always valid, no
+overlaps, poorer texel use).
+
+The worker is a fresh interpreter started with ``subprocess`` (not a ``fork()`` of the caller, which in a
+server would copy its listening socket and threads' state): it inherits no file descriptor but its own
+pipes and stderr, and it ends with the process that started it (``PR_SET_PDEATHSIG``, a parent watch,
+end-of-file on its request pipe). One worker is kept per concurrent unwrap and reused; a worker killed at
+the time limit is replaced by a new one at the next unwrap.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
-import multiprocessing
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
 from typing import Any
 
 import numpy as np
 
 from ..config import UnwrapConfig
-from ..errors import InputError, MissingDependency
+from ..errors import InputError, MissingDependency, one_line
 from ..types import Mesh
+from . import _unwrap_worker
 from .normals import vertex_normals
 from .topology import face_areas
 
+#: TEST ONLY: seconds the unwrap worker sleeps before running xatlas (stands for a slow xatlas)
+TEST_DELAY_ENV = "MESHFORGE_TEST_UNWRAP_DELAY_S"
+#: seconds a new worker may take to start (import numpy and xatlas) before the unwrap falls back
+_START_TIMEOUT_S = 60.0
 
-def _xatlas_unwrap(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) -> dict[str, Any]:
-    try:
-        import xatlas
-    except ImportError:  # pragma: no cover
-        raise MissingDependency("UV unwrapping needs 'xatlas': pip install xatlas") from None
+
+def _xatlas_options(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`~meshforge.mesh._unwrap_worker.xatlas_atlas` for ``cfg``."""
     area = float(face_areas(vertices, faces).sum())
-    chart = xatlas.ChartOptions()
-    if cfg.max_chart_fraction > 0:
-        chart.max_chart_area = area * cfg.max_chart_fraction
-    pack = xatlas.PackOptions()
-    pack.resolution = int(cfg.resolution)
-    # xatlas may overshoot the resolution by ~25%; the atlas is scaled down to fit afterwards, so ask
-    # for proportionally more padding to keep at least cfg.padding texels between charts.
-    pack.padding = int(math.ceil(cfg.padding * 1.3))
-    pack.bilinear = True
-    pack.blockAlign = True
-    pack.bruteForce = False
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(vertices, faces)
-    atlas.generate(chart, pack)
-    vmapping, indices, uvs = atlas[0]
     return {
-        "vmapping": np.asarray(vmapping, dtype=np.int64),
-        "faces": np.asarray(indices, dtype=np.int64),
-        "uv": np.asarray(uvs, dtype=np.float64),
-        "width": int(atlas.width),
-        "height": int(atlas.height),
-        "atlas_count": int(atlas.atlas_count),
-        "charts": int(atlas.chart_count),
-        "utilization": float(atlas.utilization),
+        "resolution": int(cfg.resolution),
+        # xatlas may overshoot the resolution by ~25%; the atlas is scaled down to fit afterwards, so ask
+        # for proportionally more padding to keep at least cfg.padding texels between charts.
+        "padding": int(math.ceil(cfg.padding * 1.3)),
+        "max_chart_area": area * cfg.max_chart_fraction if cfg.max_chart_fraction > 0 else None,
     }
 
 
-def _child(conn: Any, vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) -> None:  # pragma: no cover
+def _xatlas_unwrap(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) -> dict[str, Any]:
+    """xatlas in this process (no time limit)."""
     try:
-        conn.send(("ok", _xatlas_unwrap(vertices, faces, cfg)))
-    except BaseException as exc:
-        conn.send(("error", repr(exc)))
-    finally:
-        conn.close()
+        import xatlas  # noqa: F401
+    except ImportError:  # pragma: no cover
+        raise MissingDependency("UV unwrapping needs 'xatlas': pip install xatlas") from None
+    return _unwrap_worker.xatlas_atlas(vertices, faces, **_xatlas_options(vertices, faces, cfg))
+
+
+class _Worker:
+    """One unwrap worker process (:mod:`meshforge.mesh._unwrap_worker`) and its two pipes."""
+
+    def __init__(self) -> None:
+        # a fresh interpreter (fork + exec), only its pipes and stderr inherited; -P: the script's folder
+        # is not put on sys.path (it would shadow modules such as ``types`` with the package's own)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-P", _unwrap_worker.__file__, str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        self.ready = False
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, request: tuple[Any, ...], time_limit: float) -> dict[str, Any] | str:
+        """Send one request; the atlas, or a string saying why there is none (the worker is then ended)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        out, inp = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        try:
+            if not self.ready:
+                _unwrap_worker.read_frame(inp, time.monotonic() + _START_TIMEOUT_S)
+                self.ready = True
+            _unwrap_worker.write_frame(out, request)
+            status, payload = _unwrap_worker.read_frame(inp, time.monotonic() + time_limit)
+        except TimeoutError:
+            self.close(kill=True)
+            if not self.ready:
+                return f"the unwrap worker did not start in {_START_TIMEOUT_S:g} s"
+            return f"xatlas exceeded the {time_limit:g} s time limit"
+        except (EOFError, BrokenPipeError):
+            self.close(kill=True)
+            return f"xatlas stopped unexpectedly (exit code {self.proc.returncode})"
+        except BaseException:  # e.g. KeyboardInterrupt: the request is abandoned, and so is the worker
+            self.close(kill=True)
+            raise
+        if status != "ok":
+            return f"xatlas failed: {payload}"
+        result: dict[str, Any] = payload
+        return result
+
+    def close(self, *, kill: bool = False, timeout: float = 5.0) -> None:
+        """End the worker: SIGKILL with ``kill``, else close its request pipe and wait (then SIGKILL)."""
+        if kill:
+            self.proc.kill()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_idle: list[_Worker] = []  # started workers waiting for a request (one per concurrent unwrap at most)
+_idle_lock = threading.Lock()
+
+
+def _forget_workers() -> None:  # in a forked child: the parent's workers are not ours to use
+    global _idle_lock
+    _idle.clear()
+    _idle_lock = threading.Lock()
+
+
+def _close_workers() -> None:
+    with _idle_lock:
+        workers = list(_idle)
+        _idle.clear()
+    for w in workers:
+        w.close(timeout=1.0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+atexit.register(_close_workers)
+
+
+def start_worker() -> bool:
+    """Start an unwrap worker process now, if none is idle, so a later time-limited :func:`unwrap` finds it
+    running (``meshforge serve`` calls this before binding its socket, paying the start-up once).
+
+    The kernel's parent-death signal follows the *thread* that starts a worker: a worker started by a
+    thread that later ends is killed then, and replaced at the next unwrap.
+
+    Returns:
+        True when a worker is running or starting; False where workers are not used (no ``select.poll``,
+        e.g. Windows: the unwrap then runs xatlas in-process) or the process could not be started.
+    """
+    if not hasattr(select, "poll"):
+        return False
+    with _idle_lock:
+        if not any(w.alive() for w in _idle):
+            try:
+                _idle.append(_Worker())
+            except OSError:
+                return False
+    return True
 
 
 def _run_with_limit(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) -> dict[str, Any] | str:
-    """Run xatlas in a forked child; the result dict, or a string saying why there is none."""
-    if cfg.time_limit <= 0 or "fork" not in multiprocessing.get_all_start_methods():
+    """Run xatlas in an unwrap worker process; the result dict, or a string saying why there is none."""
+    if cfg.time_limit <= 0 or not hasattr(select, "poll"):
         return _xatlas_unwrap(vertices, faces, cfg)
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, vertices, faces, cfg), daemon=True)
-    proc.start()
-    child.close()
+    delay = float(os.environ.get(TEST_DELAY_ENV) or 0.0)
+    request = (vertices, faces, _xatlas_options(vertices, faces, cfg), delay)
+    worker = None
+    with _idle_lock:
+        while _idle and worker is None:
+            w = _idle.pop()
+            if w.alive():
+                worker = w
+            else:
+                w.close()
     try:
-        if not parent.poll(cfg.time_limit):
-            return f"xatlas exceeded the {cfg.time_limit:g} s time limit"
-        status, payload = parent.recv()
-    except EOFError:
-        return f"xatlas stopped unexpectedly (exit code {proc.exitcode})"
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join(timeout=5)
-        parent.close()
-    if status != "ok":
-        return f"xatlas failed: {payload}"
-    result: dict[str, Any] = payload
+        worker = worker or _Worker()
+    except OSError as exc:
+        return f"the unwrap worker could not start: {one_line(exc)}"
+    result = worker.run(request, cfg.time_limit)
+    if worker.alive():
+        with _idle_lock:
+            _idle.append(worker)
     return result
 
 

@@ -90,6 +90,9 @@ def serve_main(
         access_log=cfg.log_level in ("debug", "trace"),
     )
     server = uvicorn.Server(config)
+    from ..mesh.uv import start_worker
+
+    start_worker()  # the unwrap worker process starts before the socket is bound (it could not inherit it anyway)
     try:
         server.run()
     except (OSError, SystemExit) as exc:  # uvicorn exits(1) when it cannot bind

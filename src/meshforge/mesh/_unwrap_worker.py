@@ -1,0 +1,185 @@
+"""The UV unwrap worker: a small process that runs xatlas for :mod:`meshforge.mesh.uv`.
+
+xatlas holds the GIL and cannot be interrupted, so a time-limited unwrap runs it here, in a separate
+process that the caller can kill when the limit passes. The process is started with ``subprocess``
+(fork + exec of a fresh interpreter, ``close_fds``), never by ``fork()`` alone, so it inherits only its
+stdin/stdout pipes and stderr: no listening socket, ledger handle or lock of the server that started it.
+It cannot outlive that process either:
+
+* ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (Linux, proc(5)/prctl(2)) has the kernel kill it when the thread
+  that started it ends — even in the middle of xatlas;
+* a watcher thread exits when its parent pid changes (the parent died; the worker was re-parented);
+* it exits when its request pipe reaches end-of-file, or when a reply cannot be written (``EPIPE``):
+  only the parent holds the other ends of its pipes.
+
+It is run as a script by path (``python -P .../_unwrap_worker.py <parent pid>``) and imports only the
+standard library, numpy and xatlas, so it starts in a fraction of a second (importing the ``meshforge``
+package would also import SciPy, scikit-image, OpenCV...).
+
+Protocol: frames of an 8-byte little-endian length followed by a pickle. The worker first sends
+``("ready", pid)``; then, for each request ``(vertices, faces, options, delay_s)``, it replies
+``("ok", atlas dict)`` or ``("error", message)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import select
+import signal
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+_HEADER = struct.Struct("<Q")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def write_frame(fd: int, obj: Any) -> None:
+    """Write one pickled frame to a pipe (blocking until all of it is written).
+
+    Raises:
+        BrokenPipeError: nobody reads the pipe any more.
+    """
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    buf = bytearray()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            if not poller.poll(math.ceil(min(left, 3600.0) * 1000)):  # poll() takes at most 2³¹ ms
+                continue
+        chunk = os.read(fd, min(n - len(buf), 1 << 22))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+def read_frame(fd: int, deadline: float | None = None) -> Any:
+    """Read one frame written by :func:`write_frame`.
+
+    Args:
+        fd: the pipe's file descriptor.
+        deadline: a ``time.monotonic()`` instant to give up at; None waits as long as it takes.
+
+    Raises:
+        EOFError: the writer closed the pipe (it ended).
+        TimeoutError: the deadline passed first.
+    """
+    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
+    return pickle.loads(_read_exact(fd, size, deadline))
+
+
+def xatlas_atlas(
+    vertices: Any, faces: Any, *, resolution: int, padding: int, max_chart_area: float | None
+) -> dict[str, Any]:
+    """Segment, parameterise (LSCM) and pack a mesh with xatlas (Jonathan Young, MIT; ``xatlas`` binding).
+
+    Args:
+        vertices: ``[V, 3]`` float positions.
+        faces: ``[F, 3]`` integer vertex indices.
+        resolution: the atlas size in texels that charts are packed for.
+        padding: texels between charts.
+        max_chart_area: the largest chart area (mesh units²), or None for no limit.
+
+    Returns:
+        ``vmapping`` ``[V']`` int64 (source vertex of each atlas vertex), ``faces`` ``[F, 3]`` int64,
+        ``uv`` ``[V', 2]`` float64 in [0, 1], ``width``/``height`` (texels), ``atlas_count``, ``charts``,
+        ``utilization``.
+
+    Raises:
+        ImportError: xatlas is not installed.
+    """
+    import numpy as np
+    import xatlas
+
+    chart = xatlas.ChartOptions()
+    if max_chart_area is not None:
+        chart.max_chart_area = max_chart_area
+    pack = xatlas.PackOptions()
+    pack.resolution = int(resolution)
+    pack.padding = int(padding)
+    pack.bilinear = True
+    pack.blockAlign = True
+    pack.bruteForce = False
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(vertices, faces)
+    atlas.generate(chart, pack)
+    vmapping, indices, uvs = atlas[0]
+    return {
+        "vmapping": np.asarray(vmapping, dtype=np.int64),
+        "faces": np.asarray(indices, dtype=np.int64),
+        "uv": np.asarray(uvs, dtype=np.float64),
+        "width": int(atlas.width),
+        "height": int(atlas.height),
+        "atlas_count": int(atlas.atlas_count),
+        "charts": int(atlas.chart_count),
+        "utilization": float(atlas.utilization),
+    }
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent ends (Linux only; a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl: the watcher and the pipes remain
+        pass
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(0.25)
+
+
+def main(argv: list[str]) -> int:
+    """The worker's loop: ``argv`` is ``[parent pid]``; requests on stdin, replies on stdout."""
+    parent = int(argv[0])
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        return 0
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends us
+    out = os.dup(1)  # replies go to a private copy of stdout; anything a library prints goes to stderr
+    os.dup2(2, 1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+    try:
+        write_frame(out, ("ready", os.getpid()))
+        while True:
+            try:
+                vertices, faces, options, delay_s = read_frame(0)
+            except EOFError:
+                return 0
+            if delay_s > 0:  # TEST ONLY: stands for a slow xatlas
+                time.sleep(delay_s)
+            try:
+                reply: tuple[str, Any] = ("ok", xatlas_atlas(vertices, faces, **options))
+            except ImportError:
+                reply = ("error", "UV unwrapping needs 'xatlas': pip install xatlas")
+            except Exception as exc:
+                reply = ("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            write_frame(out, reply)
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,103 @@
+"""The time-limited unwrap runs xatlas in a worker process that cannot outlive its parent nor hold its sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+from meshforge.config import UnwrapConfig
+from meshforge.mesh.uv import unwrap
+from meshforge.types import Mesh
+
+from ..procs import alive, children, kill_all, socket_inodes, wait_gone
+
+DELAY = "MESHFORGE_TEST_UNWRAP_DELAY_S"
+
+
+def grid(n: int = 50) -> Mesh:
+    """A wavy ``n``×``n`` height field: ``2n²`` faces (its atlas is larger than a pipe's 64 KiB buffer)."""
+    u, v = np.meshgrid(np.linspace(0, 1, n + 1), np.linspace(0, 1, n + 1))
+    vertices = np.stack([u, v, 0.1 * np.sin(6 * u) * np.cos(5 * v)], axis=-1).reshape(-1, 3).astype(np.float32)
+    i = np.arange(n)[:, None] * (n + 1) + np.arange(n)[None, :]
+    quads = np.stack([i, i + 1, i + n + 2, i + n + 1], axis=-1).reshape(-1, 4)
+    faces = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]]).astype(np.int32)
+    return Mesh(vertices=vertices, faces=faces)
+
+
+PARENT = textwrap.dedent(
+    """
+    import os, socket, sys
+    sys.path.insert(0, {root!r})
+    from meshforge.config import UnwrapConfig
+    from meshforge.mesh.uv import unwrap
+    from tests.mesh.test_unwrap_worker import grid
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    print(os.fstat(server.fileno()).st_ino, flush=True)
+    unwrap(grid(), UnwrapConfig(resolution=256, time_limit=60))
+    print("done", flush=True)
+    """
+)
+
+
+def test_a_killed_parent_leaves_no_unwrap_process_and_the_worker_holds_no_inherited_socket(tmp_path):
+    env = dict(os.environ, **{DELAY: "30"})  # xatlas "runs" for 30 s: the parent is killed during it
+    root = str(Path(__file__).resolve().parents[2])
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT.format(root=root)], stdout=subprocess.PIPE, env=env, text=True
+    )
+    workers: list[int] = []
+    try:
+        assert parent.stdout is not None
+        listening = int(parent.stdout.readline())
+        end = time.monotonic() + 30
+        while not workers and time.monotonic() < end and parent.poll() is None:
+            workers = children(parent.pid)
+            time.sleep(0.05)
+        assert workers, "the unwrap started no worker process"
+        time.sleep(1.5)  # let the worker start and take the request
+        assert all(alive(w) for w in workers)
+        assert listening in socket_inodes(parent.pid)
+        for w in workers:
+            assert listening not in socket_inodes(w), "the unwrap worker holds the parent's listening socket"
+
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        assert wait_gone(workers, 10) == [], "an unwrap process outlived its killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        kill_all(workers)
+
+
+def test_the_worker_gives_the_in_process_result():
+    mesh = grid(20)
+    cfg = UnwrapConfig(resolution=256)
+    inline, c0 = unwrap(mesh, UnwrapConfig(resolution=256, time_limit=0))
+    worker, c1 = unwrap(mesh, cfg)
+    assert c1["engine"] == "xatlas" and c0 == c1
+    for name in ("vertices", "faces", "uv", "normals"):
+        assert np.array_equal(getattr(inline, name), getattr(worker, name)), name
+
+
+def test_a_stuck_unwrap_is_killed_at_the_time_limit_and_the_next_one_runs(monkeypatch):
+    mesh = grid(10)
+    monkeypatch.setenv(DELAY, "30")
+    before = set(children(os.getpid()))
+    _, counts = unwrap(mesh, UnwrapConfig(resolution=128, time_limit=1.0))
+    assert counts["engine"] == "faces" and "time limit" in counts["fallback"]
+    assert [p for p in children(os.getpid()) if p not in before] == [], "the stuck worker was not stopped"
+    monkeypatch.delenv(DELAY)
+    out, counts = unwrap(mesh, UnwrapConfig(resolution=128, time_limit=30.0))
+    assert counts["engine"] == "xatlas" and "fallback" not in counts
+    assert out.uv is not None and out.uv.min() >= 0 and out.uv.max() <= 1
