@@ -148,23 +148,55 @@ class JobManager:
 
     @classmethod
     def start(cls, settings: Settings, hub: ChangeHub) -> JobManager:
-        """Open the ledger under ``settings.data_dir``, recover interrupted jobs, start the workers."""
+        """Open the ledger under ``settings.data_dir``, re-queue jobs whose lease expired, start the workers.
+
+        Jobs another live process is running (their lease is valid) are left alone.
+        """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         manager = cls(settings, hub)
-        requeued, failed = manager.store.recover(settings.max_attempts, settings.ttl_s)
-        if requeued or failed:
-            log.warning(
-                "recovered %d interrupted job(s); %d failed after too many attempts", len(requeued), len(failed)
-            )
+        manager.recover()
         manager.store.remove_orphans()
         manager.pool.start()
         return manager
 
-    def shutdown(self) -> None:
-        """Stop the workers (running jobs go back to the queue at their next stage boundary) and close."""
+    def recover(self) -> list[str]:
+        """Re-queue running jobs whose lease expired (their process died); fail those started too often.
+
+        Returns:
+            The re-queued job ids.
+        """
+        requeued, failed = self.store.recover(self.settings.max_attempts, self.settings.ttl_s)
+        if requeued or failed:
+            log.warning(
+                "recovered %d job(s) whose lease expired; %d failed after too many attempts",
+                len(requeued),
+                len(failed),
+            )
+            self.pool.wake()
+        return requeued
+
+    def drain(self, grace_s: float) -> list[str]:
+        """Stop taking jobs, let the running ones finish for up to ``grace_s`` seconds, then put those
+        still running back in the queue. Submissions get 503 ``shutting_down`` from now on.
+
+        Returns:
+            The ids of the jobs put back in the queue.
+        """
         self.stopping = True
-        if not self.pool.stop(self.settings.shutdown_grace_s):
-            log.warning("a job is still running at shutdown; it will be re-queued at the next start")
+        self.pool.close()
+        if self.pool.wait_idle(grace_s):
+            return []
+        requeued = self.pool.interrupt()
+        if requeued:
+            log.warning("%d running job(s) put back in the queue at shutdown: %s", len(requeued), ", ".join(requeued))
+        return requeued
+
+    def shutdown(self) -> None:
+        """Drain (see :meth:`drain`, ``shutdown_grace_s``) unless already drained, then stop the workers."""
+        if not self.stopping:
+            self.drain(self.settings.shutdown_grace_s)
+        self.pool.interrupt()
+        self.pool.join(5.0)
         self.hub.bind(None)
 
     def _on_outcome(self, outcome: JobOutcome) -> None:
@@ -198,9 +230,18 @@ class JobManager:
 
         Raises:
             ProblemError: 413 ``payload_too_large``; 415 ``unsupported_media_type``; 422 ``invalid_image``,
-                ``invalid_options``, ``idempotency_key_mismatch``; 429 ``queue_full`` with ``Retry-After``.
+                ``invalid_options``, ``idempotency_key_mismatch``; 429 ``queue_full`` with
+                ``Retry-After``; 503 ``shutting_down`` with ``Retry-After`` while the server drains.
         """
         s = self.settings
+        if self.stopping:
+            retry = max(1, math.ceil(s.shutdown_grace_s))
+            raise ProblemError(
+                503,
+                "shutting_down",
+                f"this server is shutting down and takes no new jobs; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
         stem = safe_stem(Path(upload.filename or "").stem, default="image" if kind == "generate" else "mesh")[:100]
         limit = s.max_image_bytes if kind == "generate" else s.max_mesh_bytes
         if len(upload.data) > limit:
@@ -462,7 +503,10 @@ class JobManager:
         )
 
     def watchdog(self, now: float | None = None) -> list[str]:
-        """Fail running jobs past their deadline (``timeout``); their worker drops them at its next stage."""
+        """Re-queue jobs whose lease expired (see :meth:`recover`) and fail running jobs past their deadline
+        (``timeout``; their worker drops them at its next stage). Returns the ids of the failed jobs."""
+        if not self.stopping:
+            self.recover()
         out = []
         for job in self.store.overdue(now):
             ok = self.store.finish(

@@ -41,6 +41,7 @@ CODES: dict[str, str] = {
     "not_cancelable": "the job already finished",
     "artifact_missing": "the job's files are gone (expired or deleted)",
     "not_ready": "the service is not ready",
+    "shutting_down": "the server is draining before it stops and takes no new jobs; retry after Retry-After seconds",
     "internal_error": "an unexpected error; the server log has the details",
 }
 

@@ -94,6 +94,7 @@ api = APIRouter(prefix="/v1", tags=["jobs"], responses=_ERRORS)
             "Idempotency-Key reused for another request (`idempotency_key_mismatch`)",
         },
         429: {"model": Problem, "description": "queue full (`queue_full`); see `Retry-After`"},
+        503: {"model": Problem, "description": "the server is draining (`shutting_down`); see `Retry-After`"},
     },
 )
 def submit_job(
