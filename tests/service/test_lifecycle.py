@@ -3,10 +3,12 @@ and the SIGTERM drain, with real ``meshforge serve`` processes."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from meshforge.service.storage import JobStore
 
@@ -40,11 +42,17 @@ def test_a_second_start_does_not_touch_the_running_job(server_factory, tmp_path,
         assert done["state"] == "succeeded" and done["attempts"] == 1, done
 
 
+def _job_events(log_text: str) -> list[dict[str, Any]]:
+    """The job events of a server's JSON log."""
+    records = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+    return [r for r in records if str(r.get("event", "")).startswith("job.")]
+
+
 def test_two_servers_on_one_data_dir_run_every_job_exactly_once(server_factory, tmp_path, chair):
     data_dir = tmp_path / "data"
     # a short lease: both servers renew theirs and look for expired ones every second while jobs run
-    env = {"MESHFORGE_SERVICE_LEASE_S": "1"}
-    first = server_factory(data_dir, stage_delay_s=0.1, **env)
+    env = {"MESHFORGE_SERVICE_LOG_FORMAT": "json", "MESHFORGE_SERVICE_LEASE_S": "1"}
+    first = server_factory(data_dir, stage_delay_s=0.1, log_level="info", **env)
     ids: list[str] = []
     with first.client() as a:
         for i in range(4):
@@ -52,7 +60,7 @@ def test_two_servers_on_one_data_dir_run_every_job_exactly_once(server_factory, 
             assert r.status_code == 202, r.text
             ids.append(r.json()["id"])
         wait_for(a, ids[0], ("running",), timeout=30)
-        second = server_factory(data_dir, stage_delay_s=0.1, **env)  # starts mid-job
+        second = server_factory(data_dir, stage_delay_s=0.1, log_level="info", **env)  # starts mid-job
         with second.client() as b:
             for i in range(4, 8):
                 r = b.post("/v1/jobs", files={"file": ("chair.png", chair)}, data=dict(TINY, faces=str(500 + i)))
@@ -62,6 +70,17 @@ def test_two_servers_on_one_data_dir_run_every_job_exactly_once(server_factory, 
     assert [j["state"] for j in jobs] == ["succeeded"] * len(ids), jobs
     assert [j["attempts"] for j in jobs] == [1] * len(ids)
     assert first.stop() == 0 and second.stop() == 0
+
+    # the evidence: each job was started once and finished once, by one of the two processes
+    logs = [_job_events(server.log.read_text()) for server in (first, second)]
+    started = [(n, r["job_id"], r["worker"]) for n, log in enumerate(logs) for r in log if r["event"] == "job.started"]
+    assert sorted(job_id for _, job_id, _ in started) == sorted(ids), started
+    finished = [r["job_id"] for log in logs for r in log if r["event"] == "job.finished"]
+    assert sorted(finished) == sorted(ids)
+    assert not [r for log in logs for r in log if r["event"] in ("job.requeued", "job.abandoned")]
+    assert {n for n, _, _ in started} == {0, 1}  # both servers ran jobs
+    for n, _, worker in started:  # each under its own lease owner (its own process id)
+        assert f":{[first, second][n].proc.pid}:" in worker  # type: ignore[union-attr]
 
 
 def test_a_live_server_reruns_the_job_of_a_dead_one_once_its_lease_expires(server_factory, tmp_path, chair):

@@ -1,14 +1,18 @@
-"""Operations: test-only knobs kept out of the settings."""
+"""Operations: structured job and access logs, test-only knobs kept out of the settings."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
 from meshforge.service.settings import Settings, SettingsError
+
+from .conftest import TINY, wait_for
 
 
 # -- test-only knobs ---------------------------------------------------------------------------------
@@ -28,3 +32,51 @@ def test_the_stage_delay_cannot_be_set_in_production(tmp_path):
     )
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and "MESHFORGE_SERVICE_TEST_STAGE_DELAY_S: unknown setting" in r.stderr
+
+
+# -- logs --------------------------------------------------------------------------------------------
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    for rec in records:
+        assert {"ts", "level", "logger", "message"} <= set(rec), rec
+    return records
+
+
+def test_json_logs_have_one_line_per_job_event_and_per_request(server_factory, tmp_path, chair):
+    server = server_factory(stage_delay_s=0.2, log_level="info", MESHFORGE_SERVICE_LOG_FORMAT="json")
+    with server.client() as http:
+        done_id = http.post("/v1/jobs", files={"file": ("chair.png", chair)}, data=TINY).json()["id"]
+        assert wait_for(http, done_id, timeout=60)["state"] == "succeeded"
+        cancel_id = http.post("/v1/jobs", files={"file": ("chair.png", chair)}, data=dict(TINY, faces="600")).json()[
+            "id"
+        ]
+        wait_for(http, cancel_id, ("running",), timeout=30, where=lambda j: j["progress"]["stage"] is not None)
+        cancel = http.post(f"/v1/jobs/{cancel_id}/cancel")
+        assert wait_for(http, cancel_id, timeout=60)["state"] == "canceled"
+        assert http.get("/v1/jobs/0123456789abcdef").status_code == 404
+    assert server.stop() == 0
+    records = _json_lines(server.log.read_text())
+
+    def events(job_id: str) -> list[dict[str, Any]]:
+        return [r for r in records if r.get("job_id") == job_id and str(r.get("event", "")).startswith("job.")]
+
+    ok = events(done_id)
+    assert [r["event"] for r in ok] == ["job.submitted", "job.started", "job.finished"], ok
+    assert ok[0]["kind"] == "generate" and ok[0]["how"] == "created"
+    assert ok[1]["attempt"] == 1 and ok[1]["worker"].startswith("cpu#0@") and ok[1]["queued_s"] >= 0
+    assert ok[2]["state"] == "succeeded" and ok[2]["code"] is None and ok[2]["run_s"] > 0
+    assert ok[0]["ts"] <= ok[1]["ts"] <= ok[2]["ts"]
+    canceled = events(cancel_id)
+    assert [r["event"] for r in canceled][-1] == "job.finished"
+    assert canceled[-1]["state"] == "canceled" and canceled[-1]["code"] == "canceled"
+
+    access = [r for r in records if r.get("event") == "http.request"]
+    assert {"method", "path", "status", "duration_ms", "client"} <= set(access[0])
+    seen = {(r["method"], r["path"], r["status"]) for r in access}
+    assert ("POST", "/v1/jobs", 202) in seen and ("GET", f"/v1/jobs/{done_id}", 200) in seen
+    assert ("POST", f"/v1/jobs/{cancel_id}/cancel", cancel.status_code) in seen and (
+        "GET",
+        "/v1/jobs/0123456789abcdef",
+        404,
+    ) in seen

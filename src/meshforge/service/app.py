@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
 from .events import ChangeHub
+from .logs import AccessLog
 from .manager import JobManager
 from .problems import ProblemError, install_handlers, problem_response
 from .routes import api, ops
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.manager = None
     install_handlers(app)
     app.add_middleware(BodyLimit, limit=max(settings.max_image_bytes, settings.max_mesh_bytes) + _FORM_SLACK)
+    app.add_middleware(AccessLog)  # outermost: every request is logged, refused ones included
     app.include_router(api)
     app.include_router(ops)
     vendor = settings.web_dir / "node_modules"

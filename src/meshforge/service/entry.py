@@ -79,12 +79,9 @@ def serve_main(
 
     import uvicorn
 
-    own = logging.getLogger("meshforge")  # the service's own log lines on stderr, beside uvicorn's
-    if not own.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
-        own.addHandler(handler)
-        own.setLevel("DEBUG" if cfg.log_level == "trace" else cfg.log_level.upper())
+    from .logs import configure
+
+    uvicorn_log_config = configure(cfg.log_format, cfg.log_level)  # our lines on stderr, beside uvicorn's
     # bind before anything else: a second server on a busy port must not open the ledger at all
     try:
         sock = _bind(cfg.host, cfg.port)
@@ -98,7 +95,8 @@ def serve_main(
         port=cfg.port,
         log_level=cfg.log_level,
         timeout_graceful_shutdown=5,
-        access_log=cfg.log_level in ("debug", "trace"),
+        access_log=False,  # the service's own access log (meshforge.service.access) has one line per request
+        log_config=uvicorn_log_config if uvicorn_log_config is not None else uvicorn.config.LOGGING_CONFIG,
     )
     server = _draining_server(config, app, cfg.shutdown_grace_s)
     try:

@@ -31,9 +31,10 @@ from ..errors import BackendError, InputError, MeshforgeError, MissingDependency
 from ..export import export
 from ..io.files import write_atomic
 from ..types import Asset, Report
+from .logs import job_event
 from .problems import one_line
 from .settings import Settings
-from .storage import JobRow, JobStore, new_lease_owner
+from .storage import TERMINAL, JobRow, JobStore, new_lease_owner
 
 log = logging.getLogger("meshforge.service")
 
@@ -379,8 +380,25 @@ def execute_job(
         elif job.state != "running" or job.worker != worker:
             return JobOutcome(job_id, "skipped", job.kind)
         pool = backends if backends is not None else default_pool(settings)
+        queued_s = round((job.started_at or job.created_at) - job.created_at, 4)
+        job_event("job.started", job.id, kind=job.kind, attempt=job.attempts, worker=job.worker, queued_s=queued_s)
         with _Heartbeat(st, job, settings.lease_s) as lease:
-            return _Execution(job, settings, st, pool, should_stop, lease).run()
+            out = _Execution(job, settings, st, pool, should_stop, lease).run()
+        if out.state in TERMINAL:
+            job_event(
+                "job.finished",
+                job.id,
+                kind=job.kind,
+                state=out.state,
+                code=out.error_code,
+                run_s=out.timings.get("run_s"),
+                degraded=out.degraded,
+            )
+        elif out.state == "queued":
+            job_event("job.requeued", job.id, kind=job.kind, reason="shutdown", attempt=job.attempts)
+        else:
+            job_event("job.abandoned", job.id, kind=job.kind, attempt=job.attempts, worker=job.worker)
+        return out
     finally:
         if own:
             st.close()

@@ -35,6 +35,7 @@ from .jobs import (
     request_hash,
     write_atomic,
 )
+from .logs import job_event
 from .metrics import ServiceMetrics, gpu_memory
 from .problems import ProblemError, one_line
 from .schemas import GpuMemory, Job, JobError, JobInput, JobLinks, JobList, Progress, Readiness, Timings, WorkerInfo
@@ -166,6 +167,10 @@ class JobManager:
             The re-queued job ids.
         """
         requeued, failed = self.store.recover(self.settings.max_attempts, self.settings.ttl_s)
+        for job_id in requeued:
+            job_event("job.requeued", job_id, reason="lease_expired")
+        for job_id in failed:
+            job_event("job.finished", job_id, state="failed", code="interrupted", run_s=None)
         if requeued or failed:
             log.warning(
                 "recovered %d job(s) whose lease expired; %d failed after too many attempts",
@@ -187,8 +192,8 @@ class JobManager:
         if self.pool.wait_idle(grace_s):
             return []
         requeued = self.pool.interrupt()
-        if requeued:
-            log.warning("%d running job(s) put back in the queue at shutdown: %s", len(requeued), ", ".join(requeued))
+        for job_id in requeued:
+            job_event("job.requeued", job_id, reason="shutdown")
         return requeued
 
     def shutdown(self) -> None:
@@ -314,6 +319,7 @@ class JobManager:
                 job_id=outcome.job.id,
             )
         self.metrics.submitted.labels(kind, outcome.how).inc()
+        job_event("job.submitted", outcome.job.id, kind=kind, how=outcome.how, input_bytes=len(upload.data))
         if outcome.how == "created":
             self.pool.wake()
         return self.view(outcome.job, cached=outcome.how == "cached"), outcome.how
@@ -417,6 +423,8 @@ class JobManager:
         after = self.store.cancel(job_id, self._owner(owner), self.settings.ttl_s)
         if after is None:  # pragma: no cover - expired in between
             raise ProblemError(404, "not_found", f"no job {job_id!r}")
+        if job.state == "queued" and after.state == "canceled":  # a running one is logged by its worker
+            job_event("job.finished", job_id, kind=job.kind, state="canceled", code="canceled", run_s=None)
         return self.view(after)
 
     def _owner(self, owner: str) -> str | None:
@@ -522,6 +530,7 @@ class JobManager:
             )
             if ok:
                 self.metrics.finished.labels(job.kind, "failed", "timeout").inc()
+                job_event("job.finished", job.id, kind=job.kind, state="failed", code="timeout", run_s=None)
                 out.append(job.id)
         return out
 

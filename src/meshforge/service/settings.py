@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -71,6 +71,9 @@ class Settings(BaseModel):
             still running then are put back in the queue (not lost, and the attempt does not count).
         web_dir: folder of static files served at ``/``; the bundled ``meshforge/web`` by default.
         log_level: uvicorn and service log level.
+        log_format: ``text`` (one human-readable line per event) or ``json`` (one JSON object per line:
+            ``ts``, ``level``, ``logger``, ``message`` and the event's fields) for the service's job events,
+            its access log and uvicorn's own lines.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -102,6 +105,7 @@ class Settings(BaseModel):
     shutdown_grace_s: float = Field(10.0, ge=0)
     web_dir: Path = DEFAULT_WEB_DIR
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("backends", "devices", "api_keys", mode="before")
     @classmethod
@@ -110,10 +114,10 @@ class Settings(BaseModel):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
-    @field_validator("backend", "log_level")
+    @field_validator("backend", "log_level", "log_format", mode="before")
     @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.strip().lower()
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level")
     @classmethod
