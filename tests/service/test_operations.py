@@ -1,4 +1,5 @@
-"""Operations: structured job and access logs, test-only knobs kept out of the settings."""
+"""Operations: structured job and access logs, the OpenAPI description of errors and authentication,
+test-only knobs kept out of the settings."""
 
 from __future__ import annotations
 
@@ -80,3 +81,36 @@ def test_json_logs_have_one_line_per_job_event_and_per_request(server_factory, t
         "/v1/jobs/0123456789abcdef",
         404,
     ) in seen
+
+
+# -- OpenAPI -----------------------------------------------------------------------------------------
+def _responses(spec: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    return [
+        (path, method, code, resp)
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+        for code, resp in op.get("responses", {}).items()
+    ]
+
+
+def test_openapi_declares_problem_json_errors_and_bearer_auth_only_with_keys(client_factory):
+    spec = client_factory().get("/openapi.json").json()
+    errors = [(p, m, c, r) for p, m, c, r in _responses(spec) if c[0] in "45" and not p.startswith("/readyz")]
+    assert len(errors) > 10
+    for path, method, code, resp in errors:
+        assert set(resp["content"]) == {"application/problem+json"}, (path, method, code, resp)
+        assert resp["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+    post = spec["paths"]["/v1/jobs"]["post"]["responses"]
+    assert {"413", "415", "422", "429", "503"} <= set(post)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    assert "securitySchemes" not in spec["components"]
+    assert all("security" not in op for ops in spec["paths"].values() for op in ops.values())
+
+    keyed = client_factory(api_keys=("first-key-123",)).get("/openapi.json").json()
+    schemes = keyed["components"]["securitySchemes"]
+    assert list(schemes.values()) == [
+        {"type": "http", "scheme": "bearer", "description": schemes[next(iter(schemes))]["description"]}
+    ]
+    name = next(iter(schemes))
+    assert keyed["paths"]["/v1/jobs"]["post"]["security"] == [{name: []}]
+    assert "security" not in keyed["paths"]["/livez"]["get"]

@@ -8,8 +8,10 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,7 +20,7 @@ from .._version import __version__
 from .events import ChangeHub
 from .logs import AccessLog
 from .manager import JobManager
-from .problems import ProblemError, install_handlers, problem_response
+from .problems import PROBLEM_MEDIA_TYPE, ProblemError, install_handlers, problem_response
 from .routes import api, ops
 from .settings import Settings
 
@@ -105,6 +107,45 @@ async def _housekeeping(manager: JobManager, settings: Settings) -> None:
             log.exception("housekeeping failed")
 
 
+def _openapi_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document as FastAPI builds it, corrected to say what the service does.
+
+    - Error responses (every 4xx/5xx whose body is a :class:`~.schemas.Problem`, and FastAPI's generic 422)
+      are ``application/problem+json`` (RFC 9457), not ``application/json``.
+    - The bearer security scheme and the per-operation ``security`` requirement are declared only when
+      API keys are configured (``settings.api_keys``); without keys the API is open and says so.
+    """
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    spec = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        routes=app.routes,
+    )
+    problem = {"$ref": "#/components/schemas/Problem"}
+    generic = ("#/components/schemas/HTTPValidationError", "#/components/schemas/Problem")
+    for path_item in spec.get("paths", {}).values():
+        for op in path_item.values():
+            for code, resp in op.get("responses", {}).items():
+                schema = resp.get("content", {}).get("application/json", {}).get("schema", {})
+                if code[0] in "45" and schema.get("$ref") in generic:
+                    resp["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem}}
+                    if resp.get("description") == "Validation Error":
+                        resp["description"] = "bad option or request (`invalid_options`)"
+            if not settings.auth_enabled():
+                op.pop("security", None)
+    components = spec.setdefault("components", {})
+    schemas = components.get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    if not settings.auth_enabled():
+        components.pop("securitySchemes", None)
+    app.openapi_schema = spec
+    return spec
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service app.
 
@@ -147,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.manager = None
+    app.openapi = lambda: _openapi_schema(app, settings)  # type: ignore[method-assign]
     install_handlers(app)
     app.add_middleware(BodyLimit, limit=max(settings.max_image_bytes, settings.max_mesh_bytes) + _FORM_SLACK)
     app.add_middleware(AccessLog)  # outermost: every request is logged, refused ones included
