@@ -1,5 +1,5 @@
 """Operations: structured job and access logs, the OpenAPI description of errors and authentication,
-test-only knobs kept out of the settings."""
+test-only knobs kept out of the settings, unreadable meshes refused at submit, no server paths in errors."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from meshforge.service.jobs import execute_job
 from meshforge.service.settings import Settings, SettingsError
+from meshforge.service.storage import JobStore, NewJob, new_job_id
 
-from .conftest import TINY, wait_for
+from .conftest import TINY, assert_problem, make_settings, submit, wait_for
 
 
 # -- test-only knobs ---------------------------------------------------------------------------------
@@ -114,3 +116,74 @@ def test_openapi_declares_problem_json_errors_and_bearer_auth_only_with_keys(cli
     name = next(iter(schemes))
     assert keyed["paths"]["/v1/jobs"]["post"]["security"] == [{name: []}]
     assert "security" not in keyed["paths"]["/livez"]["get"]
+
+
+# -- optimize uploads --------------------------------------------------------------------------------
+def _truncated_obj() -> bytes:
+    lines = [f"v {i} {i % 3} {i % 5}" for i in range(200)] + [f"f {i} {i + 1} {i + 2}" for i in range(1, 198)]
+    text = "\n".join(lines).encode()
+    return text[: len(text) // 3]  # cut in the vertex list: no faces left
+
+
+def _truncated_ply() -> bytes:
+    import trimesh
+
+    ply = trimesh.creation.icosphere(subdivisions=2).export(file_type="ply")
+    return bytes(ply[: len(ply) * 2 // 3])
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "says"),
+    [
+        ("broken.glb", lambda spot: spot[:40] + b"\xff" * 300, "GLB"),
+        ("truncated.glb", lambda spot: spot[: len(spot) // 2], "truncated GLB"),
+        ("cut.obj", lambda spot: _truncated_obj(), "no triangles"),
+        ("cut.ply", lambda spot: _truncated_ply(), "PLY"),
+    ],
+)
+def test_unreadable_meshes_are_refused_at_submit(client, shared_assets, tmp_path, name, make, says):
+    data = make((shared_assets / "spot.glb").read_bytes())
+    r = submit(client, data, {"kind": "optimize", "faces": "500"}, name=name)
+    body = assert_problem(r, 422, "invalid_mesh")
+    assert body["detail"].startswith(f"{name}: ") and says in body["detail"], body
+    assert str(tmp_path) not in r.text
+    assert client.get("/v1/jobs").json()["items"] == []  # nothing queued, nothing kept
+    assert list((tmp_path / "data" / "jobs").iterdir()) == []
+
+
+def test_error_texts_show_no_server_paths(client_factory, tmp_path):
+    # an optimize job whose stored upload is gone when a worker runs it (as another process would)
+    settings = make_settings(tmp_path)
+    store = JobStore(settings.data_dir)
+    job_id = new_job_id()
+    options = {"faces": 500, "texture_size": 64, "preset": None}
+    new = NewJob(
+        id=job_id,
+        kind="optimize",
+        owner="",
+        idempotency_key=None,
+        request_hash=job_id,
+        fingerprint=job_id,
+        input_name="gone.glb",
+        input_file="input/gone.glb",
+        input_sha256="0" * 64,
+        input_bytes=1,
+        input_media_type="model/gltf-binary",
+        options=options,
+        backend=None,
+    )
+    assert store.create(new, max_queue=10, ttl_s=60).how == "created"
+    assert execute_job(job_id, settings, store=store).state == "failed"
+    store.close()
+
+    client = client_factory()
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["error"]["message"].startswith("gone.glb: "), job["error"]
+    bodies = [
+        client.get(f"/v1/jobs/{job_id}").text,
+        client.get(f"/v1/jobs/{job_id}/result").text,
+        client.get(f"/v1/jobs/{job_id}/preview.png").text,
+        client.get("/v1/jobs", params={"state": "failed"}).text,
+    ]
+    for text in bodies:
+        assert str(tmp_path) not in text and str(tmp_path.resolve()) not in text, text

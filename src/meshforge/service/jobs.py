@@ -15,6 +15,7 @@ import gc
 import hashlib
 import json
 import logging
+import os
 import pickle
 import sqlite3
 import sys
@@ -32,7 +33,7 @@ from ..export import export
 from ..io.files import write_atomic
 from ..types import Asset, Report
 from .logs import job_event
-from .problems import one_line
+from .problems import hide_paths, one_line
 from .settings import Settings
 from .storage import TERMINAL, JobRow, JobStore, new_lease_owner
 
@@ -554,6 +555,16 @@ class _Execution:
         return out
 
     def _fail(self, out: JobOutcome, timings: dict[str, Any], state: str, code: str, message: str) -> None:
+        # the message is shown to API users: name the upload as they named it, never a server path
+        job, store = self.job, self.store
+        names = {
+            str(store.input_path(job)): job.input_name,
+            str(store.job_dir(job.id)): f"job {job.id}",
+            str(store.data_dir): "the service's data folder",
+        }
+        if self.settings.weights and os.sep in self.settings.weights:
+            names[self.settings.weights] = "the weights folder"
+        message = hide_paths(message, names)
         finished = time.time()
         timings["run_s"] = round(finished - (self.job.started_at or finished), 4)
         ok = self.store.finish(

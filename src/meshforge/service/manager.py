@@ -235,7 +235,7 @@ class JobManager:
 
         Raises:
             ProblemError: 413 ``payload_too_large``; 415 ``unsupported_media_type``; 422 ``invalid_image``,
-                ``invalid_options``, ``idempotency_key_mismatch``; 429 ``queue_full`` with
+                ``invalid_mesh``, ``invalid_options``, ``idempotency_key_mismatch``; 429 ``queue_full`` with
                 ``Retry-After``; 503 ``shutting_down`` with ``Retry-After`` while the server drains.
         """
         s = self.settings
@@ -271,6 +271,7 @@ class JobManager:
             ext, media_type, sha = self._check_image(upload.data, stem, kind)
         else:
             ext = detect_mesh_format(upload.data, upload.filename or "")
+            self._check_mesh(upload.data, ext, f"{stem}.{ext}", kind)
             media_type, sha = MESH_TYPES[ext], hashlib.sha256(upload.data).hexdigest()
         job_id = new_job_id()
         folder = self.store.job_dir(job_id)
@@ -337,6 +338,21 @@ class JobManager:
             raise ProblemError(422, "invalid_image", message) from None
         ext, media_type = IMAGE_TYPES.get(str(image.meta.get("format")), ("img", "application/octet-stream"))
         return ext, media_type, image.sha256
+
+    def _check_mesh(self, data: bytes, ext: str, name: str, kind: str) -> None:
+        """Read the mesh once (so an unreadable one is refused now, not after queueing).
+
+        Raises:
+            ProblemError: 422 ``invalid_mesh``, one line starting with the file's name (corrupt or truncated
+                file, no triangles, external files a single upload cannot carry, …).
+        """
+        from ..io.meshes import load_mesh
+
+        try:
+            load_mesh(data, fmt=ext, max_bytes=self.settings.max_mesh_bytes, name=name)
+        except InputError as exc:
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(422, "invalid_mesh", str(exc)) from None
 
     def retry_after(self) -> int:
         """Seconds until the queue has room again (a worker takes the next job): the recent mean job time

@@ -90,7 +90,8 @@ api = APIRouter(prefix="/v1", tags=["jobs"], responses=_ERRORS)
         },
         422: {
             "model": Problem,
-            "description": "bad option (`invalid_options`), unusable picture (`invalid_image`), "
+            "description": "bad option (`invalid_options`), unusable picture (`invalid_image`) or mesh "
+            "(`invalid_mesh`), "
             "Idempotency-Key reused for another request (`idempotency_key_mismatch`)",
         },
         429: {"model": Problem, "description": "queue full (`queue_full`); see `Retry-After`"},
