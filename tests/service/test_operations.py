@@ -151,7 +151,7 @@ def test_unreadable_meshes_are_refused_at_submit(client, shared_assets, tmp_path
     assert list((tmp_path / "data" / "jobs").iterdir()) == []
 
 
-def test_error_texts_show_no_server_paths(client_factory, tmp_path):
+def test_error_texts_show_no_server_paths(client_factory, tmp_path, chair):
     # an optimize job whose stored upload is gone when a worker runs it (as another process would)
     settings = make_settings(tmp_path)
     store = JobStore(settings.data_dir)
@@ -177,6 +177,8 @@ def test_error_texts_show_no_server_paths(client_factory, tmp_path):
     store.close()
 
     client = client_factory()
+    ok = wait_for(client, submit(client, chair, TINY, name="chair.png").json()["id"])
+    assert ok["state"] == "succeeded" and ok["report"]["info"]["input"]["source"] == "chair.png"
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["error"]["message"].startswith("gone.glb: "), job["error"]
     bodies = [
@@ -184,6 +186,7 @@ def test_error_texts_show_no_server_paths(client_factory, tmp_path):
         client.get(f"/v1/jobs/{job_id}/result").text,
         client.get(f"/v1/jobs/{job_id}/preview.png").text,
         client.get("/v1/jobs", params={"state": "failed"}).text,
+        client.get(f"/v1/jobs/{ok['id']}").text,
     ]
     for text in bodies:
         assert str(tmp_path) not in text and str(tmp_path.resolve()) not in text, text

@@ -516,6 +516,9 @@ class _Execution:
                 result_bytes=len(glb),
             )
             rep = report.to_dict()
+            source = rep.get("info", {}).get("input")
+            if isinstance(source, dict) and "source" in source:  # the upload as the user named it, not its path
+                source["source"] = job.input_name
             ok = self.store.finish(
                 job.id, self.attempt, "succeeded", ttl_s=s.ttl_s, report=rep, timings=timings, finished_at=finished
             )
