@@ -38,6 +38,7 @@ def server(tmp_path_factory):
         pytest.fail("three.js is not installed for the studio: run `npm ci --prefix src/meshforge/web`")
     port = free_port()
     data = tmp_path_factory.mktemp("service")
+    log = (data / "server.log").open("wb")  # a file, not a pipe: the access log must never block the server
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -51,7 +52,7 @@ def server(tmp_path_factory):
             "inflate",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -61,7 +62,7 @@ def server(tmp_path_factory):
                 break
         except OSError:
             if proc.poll() is not None:
-                pytest.fail(f"service exited: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"service exited: {(data / 'server.log').read_text()[-2000:]}")
             time.sleep(0.3)
     else:
         proc.kill()
@@ -72,6 +73,7 @@ def server(tmp_path_factory):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 @pytest.fixture(scope="module")
