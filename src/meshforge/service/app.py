@@ -93,7 +93,8 @@ class BodyLimit:
 
 
 async def _housekeeping(manager: JobManager, settings: Settings) -> None:
-    """Every second: fail overdue jobs; every ``sweep_interval_s``: delete expired jobs."""
+    """Every second: re-queue jobs whose lease expired and fail overdue jobs; every ``sweep_interval_s``:
+    delete expired jobs."""
     last_sweep = 0.0
     tick = min(1.0, settings.sweep_interval_s)
     while True:
@@ -153,10 +154,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: the settings (read from the environment with :meth:`Settings.from_env` when None).
 
     Returns:
-        A FastAPI app. Its lifespan opens the ledger in ``settings.data_dir``, re-queues jobs a crash left
-        running, starts one worker thread per device and the housekeeping loop; on shutdown running jobs
-        are re-queued at their next stage boundary (or at the next start, if they do not reach one within
-        ``shutdown_grace_s``).
+        A FastAPI app. Its lifespan opens the ledger in ``settings.data_dir``, re-queues running jobs whose
+        lease expired (their process died; jobs of live processes are left alone), starts one worker
+        thread per device and the housekeeping loop; on shutdown it drains: no new job is taken, running
+        jobs may finish within ``shutdown_grace_s``, those still running are put back in the queue.
 
     Raises:
         SettingsError: invalid settings in the environment.

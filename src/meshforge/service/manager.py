@@ -134,8 +134,8 @@ def detect_mesh_format(data: bytes, filename: str) -> str:
 class JobManager:
     """Owns the ledger, the workers and the metrics of one app.
 
-    Build with :meth:`start` (opens the ledger, re-queues jobs a crash left running, starts the workers)
-    and end with :meth:`shutdown`.
+    Build with :meth:`start` (opens the ledger, re-queues running jobs whose lease expired, starts the
+    workers) and end with :meth:`shutdown` (or :meth:`drain` first, on SIGTERM).
     """
 
     def __init__(self, settings: Settings, hub: ChangeHub) -> None:
