@@ -163,3 +163,31 @@ def test_sigterm_requeues_a_job_that_outlasts_the_grace_period(server_factory, t
     with restarted.client() as http:
         done = wait_for(http, job_id, timeout=60)
         assert done["state"] == "succeeded" and done["attempts"] == 1, done  # a graceful stop does not count
+
+
+def test_a_ledger_from_before_leases_is_migrated_when_opened(tmp_path):
+    import sqlite3
+
+    from meshforge.service import storage
+
+    old_schema = storage._SCHEMA.replace(",\n    lease_expires REAL", "")
+    assert old_schema != storage._SCHEMA
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with sqlite3.connect(data_dir / "jobs.sqlite3") as db:
+        db.executescript(old_schema)
+        db.execute(
+            "INSERT INTO jobs (id, kind, state, request_hash, fingerprint, input_name, input_file, input_sha256, "
+            "input_bytes, input_media_type, options, created_at, attempts, worker) "
+            "VALUES ('a1', 'generate', 'running', 'h', 'f', 'x.png', 'input/x.png', 's', 1, 'image/png', '{}', "
+            "0, 1, 'w')"
+        )
+    store = JobStore(data_dir)
+    columns = {r[1] for r in store._conn().execute("PRAGMA table_info(jobs)")}
+    assert "lease_expires" in columns
+    # a job left running by the old version has no lease: it is recovered like an expired one
+    assert store.recover(3, 60.0) == (["a1"], [])
+    row = store.get("a1")
+    assert row is not None and row.state == "queued" and row.lease_expires is None
+    JobStore(data_dir).close()  # opening again is a no-op
+    store.close()

@@ -96,7 +96,7 @@ class Settings(BaseModel):
     max_queue: int = Field(100, ge=1)
     job_timeout_s: float = Field(900.0, gt=0)
     max_attempts: int = Field(3, ge=1)
-    lease_s: float = Field(30.0, gt=0)
+    lease_s: float = Field(30.0, ge=0.5)
     ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
     sweep_interval_s: float = Field(60.0, gt=0)
     api_keys: tuple[str, ...] = Field((), repr=False)

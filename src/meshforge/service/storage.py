@@ -572,11 +572,20 @@ class JobStore:
             ``(requeued ids, failed ids)``.
         """
         now = time.time() if now is None else now
-        with self._tx() as c:
-            rows = c.execute(
-                "SELECT id, attempts FROM jobs WHERE state='running' AND (lease_expires IS NULL OR lease_expires<?)",
+        expired = "state='running' AND (lease_expires IS NULL OR lease_expires<?)"
+        # the common case (every second, in every process): nothing to do, and no write lock taken for it
+        if (
+            not self._conn()
+            .execute(
+                f"SELECT EXISTS(SELECT 1 FROM jobs WHERE {expired}) OR "
+                "EXISTS(SELECT 1 FROM jobs WHERE state='queued' AND cancel_requested=1)",
                 (now,),
-            ).fetchall()
+            )
+            .fetchone()[0]
+        ):
+            return [], []
+        with self._tx() as c:
+            rows = c.execute(f"SELECT id, attempts FROM jobs WHERE {expired}", (now,)).fetchall()
             requeued = [r[0] for r in rows if r[1] < max_attempts]
             failed = [r[0] for r in rows if r[1] >= max_attempts]
             for job_id in requeued:
