@@ -21,6 +21,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from meshforge.service import jobs
 from meshforge.service.app import create_app
 from meshforge.service.settings import Settings
 
@@ -50,17 +51,20 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         "backend": "inflate",
         "sweep_interval_s": 60.0,
         "sse_poll_s": 0.5,
+        "shutdown_grace_s": 2.0,
     }
     values.update(overrides)
     return Settings(**values)
 
 
 @pytest.fixture
-def client_factory(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
-    """``client_factory(**settings)`` → a started TestClient; every one is shut down after the test."""
+def client_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., TestClient]]:
+    """``client_factory(test_stage_delay_s=0, **settings)`` → a started TestClient (jobs pause
+    ``test_stage_delay_s`` at every stage boundary); every one is shut down after the test."""
     stack: list[TestClient] = []
 
-    def factory(**overrides: Any) -> TestClient:
+    def factory(test_stage_delay_s: float = 0.0, **overrides: Any) -> TestClient:
+        monkeypatch.setattr(jobs, "TEST_STAGE_DELAY_S", test_stage_delay_s)
         client = TestClient(create_app(make_settings(tmp_path, **overrides)))
         client.__enter__()
         stack.append(client)
@@ -149,10 +153,19 @@ def free_port() -> int:
 class Server:
     """``meshforge serve`` on 127.0.0.1 (stdout/stderr in ``log``)."""
 
-    def __init__(self, data_dir: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        stage_delay_s: float | None = None,
+        log_level: str = "warning",
+    ) -> None:
         self.data_dir = data_dir
         self.log = log
         self.env = env or {}
+        self.stage_delay_s = stage_delay_s
+        self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -160,8 +173,21 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_SERVICE_")}
         env.update(self.env)
-        cmd = [sys.executable, "-m", "meshforge.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--data-dir", str(self.data_dir), "--backend", "inflate", "--devices", "cpu", "--log-level", "warning"]
+        if self.stage_delay_s is None:
+            cmd = [sys.executable, "-m", "meshforge.cli", "serve"]
+        else:  # the test launcher: the same command with a pause at every stage boundary
+            cmd = [sys.executable, str(Path(__file__).with_name("slow_serve.py")), str(self.stage_delay_s)]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += [
+            "--data-dir",
+            str(self.data_dir),
+            "--backend",
+            "inflate",
+            "--devices",
+            "cpu",
+            "--log-level",
+            self.log_level,
+        ]
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
         end = time.monotonic() + timeout
@@ -201,11 +227,15 @@ class Server:
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """``server_factory(data_dir=None, **env)`` → a started server; all are stopped after the test."""
+    """``server_factory(data_dir=None, stage_delay_s=None, log_level="warning", **env)`` → a started server
+    (with a pause of ``stage_delay_s`` at every stage boundary when given); all are stopped after the test."""
     servers: list[Server] = []
 
-    def factory(data_dir: Path | None = None, **env: str) -> Server:
-        server = Server(data_dir or tmp_path / "data", tmp_path / f"server{len(servers)}.log", env)
+    def factory(
+        data_dir: Path | None = None, stage_delay_s: float | None = None, log_level: str = "warning", **env: str
+    ) -> Server:
+        log = tmp_path / f"server{len(servers)}.log"
+        server = Server(data_dir or tmp_path / "data", log, env, stage_delay_s, log_level)
         servers.append(server)
         return server.start()
 

@@ -426,7 +426,7 @@ def test_jobs_left_running_by_a_crash_run_again_at_startup(client_factory, chair
     _, worn_out = _queue_directly(settings, chair, resolution=32, faces=501, texture_size=64)
     _, canceled = _queue_directly(settings, chair, resolution=32, faces=502, texture_size=64)
     for _ in range(3):
-        assert store.claim("gone#0", 60.0) is not None
+        assert store.claim("gone#0", 60.0, lease_s=0.0) is not None  # its process died: the lease expired
     store._conn().execute("UPDATE jobs SET attempts=3 WHERE id=?", (worn_out,))
     store.cancel(canceled, None, 60.0)  # asked while it ran; the crash came before its next stage
     store.close()

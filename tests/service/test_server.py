@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import signal
-import time
-
 import pytest
 
 from ..conftest import shared_dir
-from .conftest import SMALL, TERMINAL, read_events, wait_for
+from .conftest import SMALL, read_events, wait_for
 
 IMAGES = sorted(p.name for p in (shared_dir() / "data" / "images").glob("*") if p.is_file())
 
@@ -43,12 +40,12 @@ def test_every_shared_image_becomes_a_valid_glb_over_http(server_factory, shared
         assert sorted(j["id"] for j in listed) == sorted(ids.values())
         metrics = http.get("/metrics").text
         assert f'meshforge_jobs{{state="succeeded"}} {float(len(IMAGES))}' in metrics
-    assert server.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
+    assert server.stop() == 0  # SIGTERM drains, then exits with status 0
 
 
 def test_a_job_running_when_the_server_is_killed_finishes_after_restart(server_factory, tmp_path, chair, validate):
     data_dir = tmp_path / "data"
-    slow = server_factory(data_dir, MESHFORGE_SERVICE_TEST_STAGE_DELAY_S="0.4")
+    slow = server_factory(data_dir, stage_delay_s=0.4, MESHFORGE_SERVICE_LEASE_S="1.5")
     with slow.client() as http:
         job_id = http.post("/v1/jobs", files={"file": ("chair.png", chair)}, data=SMALL).json()["id"]
         queued_id = http.post("/v1/jobs", files={"file": ("chair.png", chair)}, data=dict(SMALL, faces="1500")).json()[
@@ -58,7 +55,7 @@ def test_a_job_running_when_the_server_is_killed_finishes_after_restart(server_f
             http, job_id, ("running",), timeout=30, where=lambda j: j["progress"]["stage"] == "reconstruct"
         )
         assert running["attempts"] == 1
-    slow.kill()  # SIGKILL: no shutdown code runs
+    slow.kill()  # SIGKILL: no shutdown code runs; its lease expires 1.5 s after the last renewal
 
     restarted = server_factory(data_dir)
     with restarted.client() as http:
@@ -69,22 +66,6 @@ def test_a_job_running_when_the_server_is_killed_finishes_after_restart(server_f
         other = wait_for(http, queued_id, timeout=60)  # the queued one was not lost either
         assert other["state"] == "succeeded" and other["attempts"] == 1
         assert len(http.get("/v1/jobs").json()["items"]) == 2
-
-
-def test_sigterm_puts_a_running_job_back_in_the_queue(server_factory, tmp_path, chair):
-    data_dir = tmp_path / "data"
-    slow = server_factory(data_dir, MESHFORGE_SERVICE_TEST_STAGE_DELAY_S="0.4")
-    with slow.client() as http:
-        job_id = http.post("/v1/jobs", files={"file": ("chair.png", chair)}, data=SMALL).json()["id"]
-        wait_for(http, job_id, ("running",), timeout=30, where=lambda j: j["progress"]["stage"] is not None)
-    start = time.monotonic()
-    assert slow.stop() in (0, -signal.SIGTERM)
-    assert time.monotonic() - start < 10
-
-    restarted = server_factory(data_dir)
-    with restarted.client() as http:
-        done = wait_for(http, job_id, TERMINAL, timeout=60)
-        assert done["state"] == "succeeded" and done["attempts"] == 1, done  # a graceful stop does not count
 
 
 @pytest.mark.parametrize("argv", [["--port", "http"], ["--devices", "tpu"]])

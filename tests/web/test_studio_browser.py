@@ -45,10 +45,11 @@ def start_service(data: Path, *args: str, env: dict[str, str] | None = None):
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_SERVICE_")}
     environ.update(env or {})
+    log = (data / "server.log").open("wb")  # a file, not a pipe: the access log must never block the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshforge.service", "--port", str(port), "--data-dir", str(data), *args],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         env=environ,
     )
     url = f"http://127.0.0.1:{port}"
@@ -59,7 +60,7 @@ def start_service(data: Path, *args: str, env: dict[str, str] | None = None):
                 break
         except OSError:
             if proc.poll() is not None:
-                pytest.fail(f"service exited: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"service exited: {(data / 'server.log').read_text()[-2000:]}")
             time.sleep(0.3)
     else:
         proc.kill()
@@ -70,6 +71,7 @@ def start_service(data: Path, *args: str, env: dict[str, str] | None = None):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 @pytest.fixture(scope="module")

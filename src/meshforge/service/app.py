@@ -8,16 +8,19 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
 from .events import ChangeHub
+from .logs import AccessLog
 from .manager import JobManager
-from .problems import ProblemError, install_handlers, problem_response
+from .problems import PROBLEM_MEDIA_TYPE, ProblemError, install_handlers, problem_response
 from .routes import api, ops
 from .settings import Settings
 
@@ -90,7 +93,8 @@ class BodyLimit:
 
 
 async def _housekeeping(manager: JobManager, settings: Settings) -> None:
-    """Every second: fail overdue jobs; every ``sweep_interval_s``: delete expired jobs."""
+    """Every second: re-queue jobs whose lease expired and fail overdue jobs; every ``sweep_interval_s``:
+    delete expired jobs."""
     last_sweep = 0.0
     tick = min(1.0, settings.sweep_interval_s)
     while True:
@@ -104,6 +108,45 @@ async def _housekeeping(manager: JobManager, settings: Settings) -> None:
             log.exception("housekeeping failed")
 
 
+def _openapi_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document as FastAPI builds it, corrected to say what the service does.
+
+    - Error responses (every 4xx/5xx whose body is a :class:`~.schemas.Problem`, and FastAPI's generic 422)
+      are ``application/problem+json`` (RFC 9457), not ``application/json``.
+    - The bearer security scheme and the per-operation ``security`` requirement are declared only when
+      API keys are configured (``settings.api_keys``); without keys the API is open and says so.
+    """
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    spec = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        routes=app.routes,
+    )
+    problem = {"$ref": "#/components/schemas/Problem"}
+    generic = ("#/components/schemas/HTTPValidationError", "#/components/schemas/Problem")
+    for path_item in spec.get("paths", {}).values():
+        for op in path_item.values():
+            for code, resp in op.get("responses", {}).items():
+                schema = resp.get("content", {}).get("application/json", {}).get("schema", {})
+                if code[0] in "45" and schema.get("$ref") in generic:
+                    resp["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem}}
+                    if resp.get("description") == "Validation Error":
+                        resp["description"] = "bad option or request (`invalid_options`)"
+            if not settings.auth_enabled():
+                op.pop("security", None)
+    components = spec.setdefault("components", {})
+    schemas = components.get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    if not settings.auth_enabled():
+        components.pop("securitySchemes", None)
+    app.openapi_schema = spec
+    return spec
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service app.
 
@@ -111,10 +154,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: the settings (read from the environment with :meth:`Settings.from_env` when None).
 
     Returns:
-        A FastAPI app. Its lifespan opens the ledger in ``settings.data_dir``, re-queues jobs a crash left
-        running, starts one worker thread per device and the housekeeping loop; on shutdown running jobs
-        are re-queued at their next stage boundary (or at the next start, if they do not reach one within
-        ``shutdown_grace_s``).
+        A FastAPI app. Its lifespan opens the ledger in ``settings.data_dir``, re-queues running jobs whose
+        lease expired (their process died; jobs of live processes are left alone), starts one worker
+        thread per device and the housekeeping loop; on shutdown it drains: no new job is taken, running
+        jobs may finish within ``shutdown_grace_s``, those still running are put back in the queue.
 
     Raises:
         SettingsError: invalid settings in the environment.
@@ -146,8 +189,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.manager = None
+    app.openapi = lambda: _openapi_schema(app, settings)  # type: ignore[method-assign]
     install_handlers(app)
     app.add_middleware(BodyLimit, limit=max(settings.max_image_bytes, settings.max_mesh_bytes) + _FORM_SLACK)
+    app.add_middleware(AccessLog)  # outermost: every request is logged, refused ones included
     app.include_router(api)
     app.include_router(ops)
     vendor = settings.web_dir / "node_modules"

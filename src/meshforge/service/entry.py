@@ -7,6 +7,7 @@ cheaply; :func:`serve_main` says what to install when the ``serve`` extra is mis
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +45,10 @@ def serve_main(
         log_level: uvicorn log level.
         **settings: any other :class:`~meshforge.service.settings.Settings` field.
 
+    The port is bound before the ledger is opened, so a second server on a busy port changes nothing.
+    SIGTERM or SIGINT drains (see ``shutdown_grace_s``): no new jobs, running jobs finish or go back to
+    the queue, exit status 0.
+
     Returns:
         The process exit status: 0 after a clean shutdown, 2 for invalid settings, 1 when the service
         cannot start (missing dependency, port in use).
@@ -74,12 +79,15 @@ def serve_main(
 
     import uvicorn
 
-    own = logging.getLogger("meshforge")  # the service's own log lines on stderr, beside uvicorn's
-    if not own.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
-        own.addHandler(handler)
-        own.setLevel("DEBUG" if cfg.log_level == "trace" else cfg.log_level.upper())
+    from .logs import configure
+
+    uvicorn_log_config = configure(cfg.log_format, cfg.log_level)  # our lines on stderr, beside uvicorn's
+    # bind before anything else: a second server on a busy port must not open the ledger at all
+    try:
+        sock = _bind(cfg.host, cfg.port)
+    except OSError as exc:
+        print(f"error: cannot serve on {cfg.host}:{cfg.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     app = create_app(cfg)
     config = uvicorn.Config(
         app,
@@ -87,19 +95,78 @@ def serve_main(
         port=cfg.port,
         log_level=cfg.log_level,
         timeout_graceful_shutdown=5,
-        access_log=cfg.log_level in ("debug", "trace"),
+        access_log=False,  # the service's own access log (meshforge.service.access) has one line per request
+        log_config=uvicorn_log_config if uvicorn_log_config is not None else uvicorn.config.LOGGING_CONFIG,
     )
-    server = uvicorn.Server(config)
+    server = _draining_server(config, app, cfg.shutdown_grace_s)
     from ..mesh.uv import start_worker
 
-    start_worker()  # the unwrap worker process starts before the socket is bound (it could not inherit it anyway)
+    # the unwrap worker is a fresh process (close_fds, parent-death signal): it never holds the listening
+    # socket and dies with this server; started from the main thread, which lives as long as the server
+    start_worker()
     try:
-        server.run()
-    except (OSError, SystemExit) as exc:  # uvicorn exits(1) when it cannot bind
-        if isinstance(exc, OSError):
-            print(f"error: cannot serve on {cfg.host}:{cfg.port}: {exc.strerror or exc}", file=sys.stderr)
+        with sock:
+            host, port = sock.getsockname()[:2]
+            logging.getLogger("meshforge.service").info("listening on http://%s:%d", host, port)
+            server.run(sockets=[sock])
+    except SystemExit:  # uvicorn exits(1) when the app cannot start
         return 1
     return 0 if server.started else 1
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv6 when ``host`` has a colon).
+
+    Raises:
+        OSError: the address is in use or cannot be bound.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _draining_server(config: Any, app: Any, grace_s: float) -> Any:
+    """A ``uvicorn.Server`` whose first SIGTERM/SIGINT drains before it stops.
+
+    Draining (:meth:`~meshforge.service.manager.JobManager.drain`, in a thread): the server keeps answering
+    (``/readyz`` says 503, submissions get 503 ``shutting_down`` with ``Retry-After``, jobs can still be
+    followed and downloaded), takes no new job, lets the running jobs finish for up to ``grace_s``
+    seconds and puts those still running back in the queue; then uvicorn stops as usual and the process
+    exits with status 0. A second signal stops at once (the running jobs are put back in the queue).
+    """
+    import threading
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        draining: threading.Thread | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # not recorded in _captured_signals: uvicorn would re-raise it after the shutdown and the
+            # process would end by the signal instead of exiting 0
+            manager = getattr(app.state, "manager", None)
+            if self.draining is None and manager is not None and not self.should_exit:
+                self.draining = threading.Thread(target=self._drain, args=(manager,), daemon=True)
+                self.draining.start()
+            elif self.should_exit:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
+        def _drain(self, manager: Any) -> None:
+            try:
+                manager.drain(grace_s)
+            finally:
+                self.should_exit = True
+
+    return DrainingServer(config)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

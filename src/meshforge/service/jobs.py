@@ -15,8 +15,10 @@ import gc
 import hashlib
 import json
 import logging
+import os
 import pickle
 import shutil
+import sqlite3
 import sys
 import threading
 import time
@@ -33,11 +35,17 @@ from ..export._png import encode_png
 from ..io.files import write_atomic
 from ..types import Asset, Image, Report
 from .backends import check_available
-from .problems import one_line
+from .logs import job_event
+from .problems import hide_paths, one_line
 from .settings import Settings
-from .storage import JobRow, JobStore
+from .storage import TERMINAL, JobRow, JobStore, new_lease_owner
 
 log = logging.getLogger("meshforge.service")
+
+#: seconds to pause at every stage boundary of every job, so tests can watch, cancel, drain or kill a
+#: server mid-job. Not a setting: no variable or option reaches it; only Python code (the tests, or their
+#: launcher ``tests/service/slow_serve.py`` for ``meshforge serve``) can change it. 0 in production.
+TEST_STAGE_DELAY_S = 0.0
 
 #: artifact file names inside a job's folder
 RESULT_GLB = "result.glb"
@@ -268,7 +276,8 @@ class JobOutcome:
 
     ``state`` is the job's new state (``succeeded``, ``failed``, ``canceled``, ``queued`` when it was put
     back because the worker is stopping) or ``"skipped"`` (not queued or not this worker's), ``"missing"``
-    (no such job), ``"abandoned"`` (the job was taken away while it ran: timed out by the watchdog).
+    (no such job), ``"abandoned"`` (the job was taken away while it ran: timed out by the watchdog, or its
+    lease was lost).
     """
 
     job_id: str
@@ -336,26 +345,30 @@ def execute_job(
     *,
     store: JobStore | None = None,
     backends: BackendPool | None = None,
-    worker: str = "local",
+    worker: str | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> JobOutcome:
     """Run one job to a terminal state (at least once: a job interrupted mid-way is run again).
 
-    A ``queued`` job is claimed first (queued → running); a job already ``running`` is run only when it
-    was claimed by ``worker``. The result is written to the job's folder (``result.glb``, the pickled
-    asset for re-export and, for generate jobs, ``cutout.png``, the prepared picture the backend saw)
-    before the ledger says ``succeeded``. A job deleted while it runs is dropped at its next stage
-    boundary (``abandoned``) and whatever it wrote is removed. Failures are recorded with a stable code:
-    ``invalid_input``, ``backend_error``, ``stage_failed``, ``missing_dependency``, ``out_of_memory``
+    A ``queued`` job is claimed first (queued → running, under a lease of ``settings.lease_s`` seconds);
+    a job already ``running`` is run only when its lease is held by ``worker``. While the job runs, a
+    heartbeat thread renews the lease every ``lease_s / 3`` seconds; when the lease is lost (another
+    process re-queued the job after it expired, or the watchdog failed it) the job stops at its next stage
+    boundary and writes nothing more. The result is written to the job's folder (``result.glb``, the
+    pickled asset for re-export and, for generate jobs, ``cutout.png``, the prepared picture the backend
+    saw) before the ledger says ``succeeded``. A job deleted while it runs is dropped at its next stage
+    boundary (``abandoned``) and whatever it wrote is removed. Failures are recorded with a stable
+    code: ``invalid_input``, ``backend_error``, ``stage_failed``, ``missing_dependency``, ``out_of_memory``
     (after one retry with :func:`degrade`d settings, which marks the job ``degraded``), ``timeout``,
     ``internal_error``; a cancel request ends the job ``canceled`` at the next stage boundary.
 
     Args:
         job_id: the job to run.
-        settings: the service settings (data dir, limits, weights).
+        settings: the service settings (data dir, limits, weights, lease time).
         store: an open ledger (one is opened on ``settings.data_dir`` and closed again when None).
         backends: built backends to use (a process-wide pool for the first device when None).
-        worker: the name recorded as the job's runner.
+        worker: the lease owner recorded as the job's runner, unique per worker instance (a new one from
+            :func:`~meshforge.service.storage.new_lease_owner` when None).
         should_stop: polled at stage boundaries; when it returns True the job is put back in the queue.
 
     Returns:
@@ -363,26 +376,80 @@ def execute_job(
     """
     own = store is None
     st = store if store is not None else JobStore(settings.data_dir)
+    worker = worker or new_lease_owner("local")
     try:
         job = st.get(job_id)
         if job is None:
             return JobOutcome(job_id, "missing")
         if job.state == "queued":
-            claimed = st.claim(worker, settings.job_timeout_s, job_id=job_id)
+            claimed = st.claim(worker, settings.job_timeout_s, lease_s=settings.lease_s, job_id=job_id)
             if claimed is None:
                 return JobOutcome(job_id, "skipped", job.kind)
             job = claimed
         elif job.state != "running" or job.worker != worker:
             return JobOutcome(job_id, "skipped", job.kind)
         pool = backends if backends is not None else default_pool(settings)
-        outcome = _Execution(job, settings, st, pool, should_stop).run()
-        if outcome.state == "abandoned" and st.get(job_id) is None:
-            # deleted while it ran: remove whatever this run wrote after the folder was deleted
-            shutil.rmtree(st.job_dir(job_id), ignore_errors=True)
-        return outcome
+        queued_s = round((job.started_at or job.created_at) - job.created_at, 4)
+        job_event("job.started", job.id, kind=job.kind, attempt=job.attempts, worker=job.worker, queued_s=queued_s)
+        with _Heartbeat(st, job, settings.lease_s) as lease:
+            out = _Execution(job, settings, st, pool, should_stop, lease).run()
+        if out.state in TERMINAL:
+            job_event(
+                "job.finished",
+                job.id,
+                kind=job.kind,
+                state=out.state,
+                code=out.error_code,
+                run_s=out.timings.get("run_s"),
+                degraded=out.degraded,
+            )
+        elif out.state == "queued":
+            job_event("job.requeued", job.id, kind=job.kind, reason="shutdown", attempt=job.attempts)
+        else:
+            job_event("job.abandoned", job.id, kind=job.kind, attempt=job.attempts, worker=job.worker)
+            if st.get(job_id) is None:
+                # deleted while it ran: remove whatever this run wrote after the folder was deleted
+                shutil.rmtree(st.job_dir(job_id), ignore_errors=True)
+        return out
     finally:
         if own:
             st.close()
+
+
+class _Heartbeat:
+    """Renews a running job's lease every ``lease_s / 3`` seconds in a thread; ``lost`` once it cannot."""
+
+    def __init__(self, store: JobStore, job: JobRow, lease_s: float) -> None:
+        self.store = store
+        self.job = job
+        self.lease_s = lease_s
+        self.lost = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"meshforge-lease-{job.id[:8]}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        job = self.job
+        try:
+            while not self._done.wait(self.lease_s / 3):
+                try:
+                    held = self.store.heartbeat(job.id, job.attempts, str(job.worker), self.lease_s)
+                except sqlite3.Error as exc:  # a busy ledger: try again at the next beat, within the lease
+                    log.warning("job %s: lease renewal failed: %s", job.id, exc)
+                    continue
+                if not held:
+                    self.lost = True
+                    log.warning("job %s: lease lost (attempt %d, %s); stopping it", job.id, job.attempts, job.worker)
+                    return
+        finally:
+            self.store.close_thread()
 
 
 class _Execution:
@@ -393,12 +460,14 @@ class _Execution:
         store: JobStore,
         pool: BackendPool,
         should_stop: Callable[[], bool] | None,
+        lease: _Heartbeat,
     ) -> None:
         self.job = job
         self.settings = settings
         self.store = store
         self.pool = pool
         self.should_stop = should_stop
+        self.lease = lease
         self.attempt = job.attempts
         self.deadline = job.deadline or (time.time() + settings.job_timeout_s)
         self.backend_load_s = 0.0
@@ -410,6 +479,8 @@ class _Execution:
     def checkpoint(self, stage: str, percent: float) -> None:
         """Record a stage boundary; raise a :class:`_Stop` when the job must stop here."""
         t0 = time.perf_counter()
+        if self.lease.lost:
+            raise JobAbandoned(stage)
         if self.should_stop is not None and self.should_stop():
             raise JobInterrupted(stage)
         if time.time() > self.deadline:
@@ -420,8 +491,8 @@ class _Execution:
             raise JobAbandoned(stage)
         if answer:
             raise JobCanceled(stage)
-        if self.settings.test_stage_delay_s > 0:
-            time.sleep(self.settings.test_stage_delay_s)
+        if TEST_STAGE_DELAY_S > 0:
+            time.sleep(TEST_STAGE_DELAY_S)
 
     def on_progress(self, stage: str, index: int, total: int) -> None:
         """The pipeline's progress callback: stage ``index`` of ``total`` maps to 0–95 %."""
@@ -437,6 +508,8 @@ class _Execution:
             self.checkpoint("export", 97.0)
             t0 = time.perf_counter()
             glb = export(asset, "glb")
+            if self.lease.lost:  # the job is someone else's now: leave its folder alone
+                raise JobAbandoned("export")
             folder = self.store.job_dir(job.id)
             write_atomic(folder / ASSET_PICKLE, pickle.dumps(asset, protocol=pickle.HIGHEST_PROTOCOL))
             if self.cutout is not None:
@@ -457,6 +530,9 @@ class _Execution:
                 result_bytes=len(glb),
             )
             rep = report.to_dict()
+            source = rep.get("info", {}).get("input")
+            if isinstance(source, dict) and "source" in source:  # the upload as the user named it, not its path
+                source["source"] = job.input_name
             ok = self.store.finish(
                 job.id, self.attempt, "succeeded", ttl_s=s.ttl_s, report=rep, timings=timings, finished_at=finished
             )
@@ -475,7 +551,7 @@ class _Execution:
         except JobAbandoned:
             out.state = "abandoned"
         except JobInterrupted:
-            out.state = "queued" if self.store.requeue(job.id, self.attempt) else "abandoned"
+            out.state = "queued" if self.store.requeue(job.id, self.attempt, job.worker) else "abandoned"
         except MissingDependency as exc:
             self._fail(out, timings, "failed", "missing_dependency", str(exc))
         except InputError as exc:
@@ -498,6 +574,16 @@ class _Execution:
         return out
 
     def _fail(self, out: JobOutcome, timings: dict[str, Any], state: str, code: str, message: str) -> None:
+        # the message is shown to API users: name the upload as they named it, never a server path
+        job, store = self.job, self.store
+        names = {
+            str(store.input_path(job)): job.input_name,
+            str(store.job_dir(job.id)): f"job {job.id}",
+            str(store.data_dir): "the service's data folder",
+        }
+        if self.settings.weights and os.sep in self.settings.weights:
+            names[self.settings.weights] = "the weights folder"
+        message = hide_paths(message, names)
         finished = time.time()
         timings["run_s"] = round(finished - (self.job.started_at or finished), 4)
         ok = self.store.finish(

@@ -37,6 +37,7 @@ from .jobs import (
     request_hash,
     write_atomic,
 )
+from .logs import job_event
 from .metrics import ServiceMetrics, gpu_memory
 from .problems import ProblemError, one_line
 from .schemas import (
@@ -148,8 +149,8 @@ def detect_mesh_format(data: bytes, filename: str) -> str:
 class JobManager:
     """Owns the ledger, the workers and the metrics of one app.
 
-    Build with :meth:`start` (opens the ledger, re-queues jobs a crash left running, starts the workers)
-    and end with :meth:`shutdown`.
+    Build with :meth:`start` (opens the ledger, re-queues running jobs whose lease expired, starts the
+    workers) and end with :meth:`shutdown` (or :meth:`drain` first, on SIGTERM).
     """
 
     def __init__(self, settings: Settings, hub: ChangeHub) -> None:
@@ -163,23 +164,59 @@ class JobManager:
 
     @classmethod
     def start(cls, settings: Settings, hub: ChangeHub) -> JobManager:
-        """Open the ledger under ``settings.data_dir``, recover interrupted jobs, start the workers."""
+        """Open the ledger under ``settings.data_dir``, re-queue jobs whose lease expired, start the workers.
+
+        Jobs another live process is running (their lease is valid) are left alone.
+        """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         manager = cls(settings, hub)
-        requeued, failed = manager.store.recover(settings.max_attempts, settings.ttl_s)
-        if requeued or failed:
-            log.warning(
-                "recovered %d interrupted job(s); %d failed after too many attempts", len(requeued), len(failed)
-            )
+        manager.recover()
         manager.store.remove_orphans()
         manager.pool.start()
         return manager
 
-    def shutdown(self) -> None:
-        """Stop the workers (running jobs go back to the queue at their next stage boundary) and close."""
+    def recover(self) -> list[str]:
+        """Re-queue running jobs whose lease expired (their process died); fail those started too often.
+
+        Returns:
+            The re-queued job ids.
+        """
+        requeued, failed = self.store.recover(self.settings.max_attempts, self.settings.ttl_s)
+        for job_id in requeued:
+            job_event("job.requeued", job_id, reason="lease_expired")
+        for job_id in failed:
+            job_event("job.finished", job_id, state="failed", code="interrupted", run_s=None)
+        if requeued or failed:
+            log.warning(
+                "recovered %d job(s) whose lease expired; %d failed after too many attempts",
+                len(requeued),
+                len(failed),
+            )
+            self.pool.wake()
+        return requeued
+
+    def drain(self, grace_s: float) -> list[str]:
+        """Stop taking jobs, let the running ones finish for up to ``grace_s`` seconds, then put those
+        still running back in the queue. Submissions get 503 ``shutting_down`` from now on.
+
+        Returns:
+            The ids of the jobs put back in the queue.
+        """
         self.stopping = True
-        if not self.pool.stop(self.settings.shutdown_grace_s):
-            log.warning("a job is still running at shutdown; it will be re-queued at the next start")
+        self.pool.close()
+        if self.pool.wait_idle(grace_s):
+            return []
+        requeued = self.pool.interrupt()
+        for job_id in requeued:
+            job_event("job.requeued", job_id, reason="shutdown")
+        return requeued
+
+    def shutdown(self) -> None:
+        """Drain (see :meth:`drain`, ``shutdown_grace_s``) unless already drained, then stop the workers."""
+        if not self.stopping:
+            self.drain(self.settings.shutdown_grace_s)
+        self.pool.interrupt()
+        self.pool.join(5.0)
         self.hub.bind(None)
 
     def _on_outcome(self, outcome: JobOutcome) -> None:
@@ -213,10 +250,19 @@ class JobManager:
 
         Raises:
             ProblemError: 413 ``payload_too_large``; 415 ``unsupported_media_type``; 422 ``invalid_image``,
-                ``invalid_options``, ``backend_unavailable``, ``idempotency_key_mismatch``; 429 ``queue_full``
-                with ``Retry-After``.
+                ``invalid_mesh``, ``invalid_options``, ``backend_unavailable``, ``idempotency_key_mismatch``;
+                429 ``queue_full`` with ``Retry-After``; 503 ``shutting_down`` with ``Retry-After`` while the
+                server drains.
         """
         s = self.settings
+        if self.stopping:
+            retry = max(1, math.ceil(s.shutdown_grace_s))
+            raise ProblemError(
+                503,
+                "shutting_down",
+                f"this server is shutting down and takes no new jobs; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
         stem = safe_stem(Path(upload.filename or "").stem, default="image" if kind == "generate" else "mesh")[:100]
         limit = s.max_image_bytes if kind == "generate" else s.max_mesh_bytes
         if len(upload.data) > limit:
@@ -242,6 +288,7 @@ class JobManager:
             ext, media_type, sha = self._check_image(upload.data, stem, kind)
         else:
             ext = detect_mesh_format(upload.data, upload.filename or "")
+            self._check_mesh(upload.data, ext, f"{stem}.{ext}", kind)
             media_type, sha = MESH_TYPES[ext], hashlib.sha256(upload.data).hexdigest()
         job_id = new_job_id()
         folder = self.store.job_dir(job_id)
@@ -290,6 +337,7 @@ class JobManager:
                 job_id=outcome.job.id,
             )
         self.metrics.submitted.labels(kind, outcome.how).inc()
+        job_event("job.submitted", outcome.job.id, kind=kind, how=outcome.how, input_bytes=len(upload.data))
         if outcome.how == "created":
             self.pool.wake()
         return self.view(outcome.job, cached=outcome.how == "cached"), outcome.how
@@ -307,6 +355,21 @@ class JobManager:
             raise ProblemError(422, "invalid_image", message) from None
         ext, media_type = IMAGE_TYPES.get(str(image.meta.get("format")), ("img", "application/octet-stream"))
         return ext, media_type, image.sha256
+
+    def _check_mesh(self, data: bytes, ext: str, name: str, kind: str) -> None:
+        """Read the mesh once (so an unreadable one is refused now, not after queueing).
+
+        Raises:
+            ProblemError: 422 ``invalid_mesh``, one line starting with the file's name (corrupt or truncated
+                file, no triangles, external files a single upload cannot carry, …).
+        """
+        from ..io.meshes import load_mesh
+
+        try:
+            load_mesh(data, fmt=ext, max_bytes=self.settings.max_mesh_bytes, name=name)
+        except InputError as exc:
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(422, "invalid_mesh", str(exc)) from None
 
     def retry_after(self) -> int:
         """Seconds until the queue has room again (a worker takes the next job): the recent mean job time
@@ -395,6 +458,8 @@ class JobManager:
         after = self.store.cancel(job_id, self._owner(owner), self.settings.ttl_s)
         if after is None:  # pragma: no cover - expired in between
             raise ProblemError(404, "not_found", f"no job {job_id!r}")
+        if job.state == "queued" and after.state == "canceled":  # a running one is logged by its worker
+            job_event("job.finished", job_id, kind=job.kind, state="canceled", code="canceled", run_s=None)
         return self.view(after)
 
     def delete(self, job_id: str, owner: str) -> None:
@@ -516,7 +581,10 @@ class JobManager:
         )
 
     def watchdog(self, now: float | None = None) -> list[str]:
-        """Fail running jobs past their deadline (``timeout``); their worker drops them at its next stage."""
+        """Re-queue jobs whose lease expired (see :meth:`recover`) and fail running jobs past their deadline
+        (``timeout``; their worker drops them at its next stage). Returns the ids of the failed jobs."""
+        if not self.stopping:
+            self.recover()
         out = []
         for job in self.store.overdue(now):
             ok = self.store.finish(
@@ -532,6 +600,7 @@ class JobManager:
             )
             if ok:
                 self.metrics.finished.labels(job.kind, "failed", "timeout").inc()
+                job_event("job.finished", job.id, kind=job.kind, state="failed", code="timeout", run_s=None)
                 out.append(job.id)
         return out
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,6 +34,7 @@ CODES: dict[str, str] = {
     "payload_too_large": "the upload is larger than the server's limit",
     "unsupported_media_type": "the upload is not a picture (or mesh) in a supported format",
     "invalid_image": "the picture cannot be used (truncated, corrupt, too many pixels, fully transparent)",
+    "invalid_mesh": "the mesh cannot be read (truncated, corrupt, no triangles)",
     "invalid_options": "an option is missing, unknown or out of range",
     "backend_unavailable": "the backend cannot run on this server (its weights are missing); see GET /v1/backends",
     "invalid_cursor": "the paging cursor is not one this server issued",
@@ -42,6 +44,7 @@ CODES: dict[str, str] = {
     "not_cancelable": "the job already finished",
     "artifact_missing": "the job's files are gone (expired or deleted)",
     "not_ready": "the service is not ready",
+    "shutting_down": "the server is draining before it stops and takes no new jobs; retry after Retry-After seconds",
     "internal_error": "an unexpected error; the server log has the details",
 }
 
@@ -97,6 +100,30 @@ def one_line(text: object, limit: int = 500) -> str:
     """Collapse whitespace (no multi-line messages, no tracebacks) and cut to ``limit`` characters."""
     s = " ".join(str(text).split())
     return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def hide_paths(text: str, names: Mapping[str, str]) -> str:
+    """Replace server paths in a message by what the user knows them as.
+
+    Args:
+        text: the message.
+        names: ``{path: name}``, e.g. the stored upload's path → its file name; each path is also matched
+            in its resolved (absolute, symlink-free) form. Longer paths are replaced first.
+
+    Returns:
+        The message with no occurrence of those paths.
+    """
+    pairs: dict[str, str] = {}
+    for path, name in names.items():
+        pairs[path] = name
+        try:
+            pairs.setdefault(str(Path(path).resolve()), name)
+        except (OSError, RuntimeError):  # pragma: no cover - an unresolvable path is matched as given
+            pass
+    for path in sorted(pairs, key=len, reverse=True):
+        if path:
+            text = text.replace(path, pairs[path])
+    return text
 
 
 def problem_response(

@@ -90,11 +90,12 @@ api = APIRouter(prefix="/v1", tags=["jobs"], responses=_ERRORS)
         },
         422: {
             "model": Problem,
-            "description": "bad option (`invalid_options`), unusable picture (`invalid_image`), a backend "
-            "without weights (`backend_unavailable`), Idempotency-Key reused for another request "
-            "(`idempotency_key_mismatch`)",
+            "description": "bad option (`invalid_options`), unusable picture (`invalid_image`) or mesh "
+            "(`invalid_mesh`), a backend without weights (`backend_unavailable`), Idempotency-Key reused for "
+            "another request (`idempotency_key_mismatch`)",
         },
         429: {"model": Problem, "description": "queue full (`queue_full`); see `Retry-After`"},
+        503: {"model": Problem, "description": "the server is draining (`shutting_down`); see `Retry-After`"},
     },
 )
 def submit_job(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -55,6 +55,10 @@ class Settings(BaseModel):
         job_timeout_s: wall-clock limit of one job once it runs, seconds; checked at every stage boundary
             and by a watchdog that fails the job at the deadline.
         max_attempts: a job interrupted by crashes or restarts this many times is failed, not re-queued.
+        lease_s: a running job's lease, seconds: its worker renews it every ``lease_s / 3`` seconds; when
+            it expires (the process died), any server sharing the data dir puts the job back in the queue
+            (at its start and then every second). A job left by a crash therefore runs again about
+            ``lease_s`` after the crash.
         ttl_s: finished jobs and their artifacts are deleted this many seconds after they finish.
         sweep_interval_s: how often the expiry sweep runs, seconds.
         api_keys: bearer tokens accepted on ``/v1``; empty (the default) turns authentication off. Each
@@ -62,12 +66,14 @@ class Settings(BaseModel):
         sse_poll_s: the events stream re-reads the job at least this often (seconds), besides being woken
             on every change made in this process.
         sse_heartbeat_s: the events stream sends a comment line after this many quiet seconds.
-        shutdown_grace_s: on shutdown, how long to wait for running jobs to reach a stage boundary (they are
-            re-queued, not lost, either way).
+        shutdown_grace_s: on SIGTERM/SIGINT (and any shutdown), how long running jobs may go on to their
+            end, seconds; meanwhile no new job is taken and submissions get 503 ``shutting_down``. Jobs
+            still running then are put back in the queue (not lost, and the attempt does not count).
         web_dir: folder of static files served at ``/``; the bundled ``meshforge/web`` by default.
         log_level: uvicorn and service log level.
-        test_stage_delay_s: TEST ONLY: sleep this long at every stage boundary of every job (to observe
-            running jobs, cancel them or kill the server mid-job). Keep 0 in production.
+        log_format: ``text`` (one human-readable line per event) or ``json`` (one JSON object per line:
+            ``ts``, ``level``, ``logger``, ``message`` and the event's fields) for the service's job events,
+            its access log and uvicorn's own lines.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -90,6 +96,7 @@ class Settings(BaseModel):
     max_queue: int = Field(100, ge=1)
     job_timeout_s: float = Field(900.0, gt=0)
     max_attempts: int = Field(3, ge=1)
+    lease_s: float = Field(30.0, ge=0.5)
     ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
     sweep_interval_s: float = Field(60.0, gt=0)
     api_keys: tuple[str, ...] = Field((), repr=False)
@@ -98,7 +105,7 @@ class Settings(BaseModel):
     shutdown_grace_s: float = Field(10.0, ge=0)
     web_dir: Path = DEFAULT_WEB_DIR
     log_level: str = "info"
-    test_stage_delay_s: float = Field(0.0, ge=0)
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("backends", "devices", "api_keys", mode="before")
     @classmethod
@@ -107,10 +114,10 @@ class Settings(BaseModel):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
-    @field_validator("backend", "log_level")
+    @field_validator("backend", "log_level", "log_format", mode="before")
     @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.strip().lower()
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level")
     @classmethod

@@ -11,15 +11,25 @@
 States move ``queued → running → succeeded | failed | canceled`` (and ``queued → canceled``). Every
 change is one SQL statement or one ``BEGIN IMMEDIATE`` transaction, so several threads (HTTP handlers,
 workers) and even several processes can share the ledger. Writes made while running a job are guarded
-by the attempt number, so a job taken away from a worker (by the watchdog, or after a restart) ignores
-whatever that worker writes later.
+by the attempt number and the lease owner, so a job taken away from a worker (by the watchdog, or after
+its lease expired) ignores whatever that worker writes later.
+
+Leases: a claimed (``running``) job carries its claimer's name in ``worker`` (the lease owner, unique per
+worker instance) and ``lease_expires``; the worker renews the lease with :meth:`JobStore.heartbeat` while
+the job runs. :meth:`JobStore.recover` puts back in the queue only running jobs whose lease expired (their
+process died or lost the ledger), so any number of processes may share a data dir and start or recover
+at any time: a job is run by one lease holder at a time. The lease lives in the ledger, not in memory, so
+workers on other machines (a task queue sharing the ledger) follow the same protocol; their clocks must
+agree to well within the lease time.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import socket
 import sqlite3
 import threading
 import time
@@ -65,7 +75,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_code TEXT,
     error_message TEXT,
     report TEXT,
-    timings TEXT
+    timings TEXT,
+    lease_expires REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(owner, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -73,6 +84,9 @@ CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs(fingerprint, owner, state);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at);
 """
+
+#: columns added after the first release: ``(name, SQL type)``; added to older ledgers when opened
+_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("lease_expires", "REAL"),)
 
 
 @dataclass
@@ -110,6 +124,7 @@ class JobRow:
     error_message: str | None
     report: dict[str, Any] | None
     timings: dict[str, Any] = field(default_factory=dict)
+    lease_expires: float | None = None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> JobRow:
@@ -160,6 +175,11 @@ class CreateOutcome:
     queue_depth: int = 0
 
 
+def new_lease_owner(name: str) -> str:
+    """A lease owner name unique to one worker instance: ``<name>@<host>:<pid>:<random>``."""
+    return f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 def new_job_id() -> str:
     """A new random job id (32 hex digits)."""
     return uuid.uuid4().hex
@@ -206,6 +226,15 @@ class JobStore:
         self._conns_lock = threading.Lock()
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._conn().executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a ledger made by an older version lacks (one transaction, safe to race)."""
+        with self._tx() as c:
+            have = {str(r[1]) for r in c.execute("PRAGMA table_info(jobs)")}
+            for name, sql_type in _ADDED_COLUMNS:
+                if name not in have:
+                    c.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
 
     # -- connections --------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -242,6 +271,17 @@ class JobStore:
             except sqlite3.Error:  # pragma: no cover
                 pass
         self._local = threading.local()
+
+    def close_thread(self) -> None:
+        """Close the calling thread's connection (a short-lived thread, such as a heartbeat, ends)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._conns_lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+        conn.close()
 
     # -- paths --------------------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
@@ -366,10 +406,18 @@ class JobStore:
         return out
 
     # -- running ------------------------------------------------------------------------------------
-    def claim(self, worker: str, timeout_s: float, job_id: str | None = None) -> JobRow | None:
-        """Move the oldest queued job (or ``job_id`` when queued) to ``running`` for ``worker``.
+    def claim(self, worker: str, timeout_s: float, *, lease_s: float, job_id: str | None = None) -> JobRow | None:
+        """Move the oldest queued job (or ``job_id`` when queued) to ``running`` under a lease for ``worker``.
 
-        Sets ``started_at``, ``deadline = started_at + timeout_s``, increments ``attempts``, clears progress.
+        One ``UPDATE … WHERE state='queued'`` statement, so of several claimers (threads or processes)
+        exactly one gets a job. Sets ``started_at``, ``deadline = started_at + timeout_s``, the lease
+        (``worker``, ``lease_expires = started_at + lease_s``), increments ``attempts``, clears progress.
+
+        Args:
+            worker: the lease owner, unique per worker instance (see :func:`new_lease_owner`).
+            timeout_s: the job's wall-clock limit, seconds.
+            lease_s: how long the lease lasts unless renewed with :meth:`heartbeat`, seconds.
+            job_id: claim this job only.
 
         Returns:
             The claimed job, or None when there is nothing (or ``job_id`` is not queued).
@@ -377,16 +425,16 @@ class JobStore:
         now = time.time()
         if job_id is None:
             pick = "(SELECT seq FROM jobs WHERE state='queued' ORDER BY seq LIMIT 1)"
-            args: tuple[Any, ...] = (now, now + timeout_s, worker)
+            args: tuple[Any, ...] = (now, now + timeout_s, worker, now + lease_s)
         else:
             pick = "(SELECT seq FROM jobs WHERE state='queued' AND id=?)"
-            args = (now, now + timeout_s, worker, job_id)
+            args = (now, now + timeout_s, worker, now + lease_s, job_id)
         # fetchall: step the statement to its end so its implicit transaction commits now
         rows = (
             self._conn()
             .execute(
-                "UPDATE jobs SET state='running', started_at=?, deadline=?, worker=?, attempts=attempts+1, "
-                f"stage=NULL, percent=0 WHERE seq={pick} AND state='queued' RETURNING *",
+                "UPDATE jobs SET state='running', started_at=?, deadline=?, worker=?, lease_expires=?, "
+                f"attempts=attempts+1, stage=NULL, percent=0 WHERE seq={pick} AND state='queued' RETURNING *",
                 args,
             )
             .fetchall()
@@ -396,6 +444,19 @@ class JobStore:
         job = JobRow.from_sql(rows[0])
         self.notify(job.id)
         return job
+
+    def heartbeat(self, job_id: str, attempt: int, worker: str, lease_s: float) -> bool:
+        """Renew the lease of a running job held by ``worker`` (attempt ``attempt``) to ``now + lease_s``.
+
+        Returns:
+            False when the lease is lost (the job was re-queued, failed by the watchdog, canceled or
+            claimed again): the worker must stop running it.
+        """
+        cur = self._conn().execute(
+            "UPDATE jobs SET lease_expires=? WHERE id=? AND attempts=? AND worker=? AND state='running'",
+            (time.time() + lease_s, job_id, attempt, worker),
+        )
+        return cur.rowcount == 1
 
     def progress(self, job_id: str, attempt: int, stage: str, percent: float) -> bool | None:
         """Record a stage boundary of a running job.
@@ -464,12 +525,16 @@ class JobStore:
         self.notify(job_id)
         return cur.rowcount == 1
 
-    def requeue(self, job_id: str, attempt: int) -> bool:
-        """Put a running job back in the queue (graceful shutdown); the attempt does not count."""
+    def requeue(self, job_id: str, attempt: int, worker: str | None = None) -> bool:
+        """Put a running job back in the queue (graceful shutdown); the attempt does not count.
+
+        Only when it is still attempt ``attempt`` (and, when ``worker`` is given, still under that lease).
+        """
         cur = self._conn().execute(
             "UPDATE jobs SET state='queued', stage=NULL, percent=0, started_at=NULL, deadline=NULL, worker=NULL, "
-            "attempts=attempts-1 WHERE id=? AND attempts=? AND state='running'",
-            (job_id, attempt),
+            "lease_expires=NULL, attempts=attempts-1 WHERE id=? AND attempts=? AND state='running' "
+            "AND (? IS NULL OR worker=?)",
+            (job_id, attempt, worker, worker),
         )
         self.notify(job_id)
         return cur.rowcount == 1
@@ -514,29 +579,43 @@ class JobStore:
         return True
 
     # -- recovery and housekeeping ------------------------------------------------------------------
-    def recover(self, max_attempts: int, ttl_s: float) -> tuple[list[str], list[str]]:
-        """At startup: jobs left ``running`` by a crash go back to ``queued`` (kept in their order).
+    def recover(self, max_attempts: int, ttl_s: float, now: float | None = None) -> tuple[list[str], list[str]]:
+        """Put running jobs whose lease expired (their process died) back in the queue, in their order.
 
-        Jobs that were already started ``max_attempts`` times are failed with ``interrupted`` instead.
+        Jobs whose lease is still valid are left alone: another live process is running them. Jobs that
+        were already started ``max_attempts`` times are failed with ``interrupted`` instead. Called at
+        startup and periodically (by the watchdog), by every process sharing the ledger.
 
         Returns:
             ``(requeued ids, failed ids)``.
         """
-        now = time.time()
+        now = time.time() if now is None else now
+        expired = "state='running' AND (lease_expires IS NULL OR lease_expires<?)"
+        # the common case (every second, in every process): nothing to do, and no write lock taken for it
+        if (
+            not self._conn()
+            .execute(
+                f"SELECT EXISTS(SELECT 1 FROM jobs WHERE {expired}) OR "
+                "EXISTS(SELECT 1 FROM jobs WHERE state='queued' AND cancel_requested=1)",
+                (now,),
+            )
+            .fetchone()[0]
+        ):
+            return [], []
         with self._tx() as c:
-            rows = c.execute("SELECT id, attempts FROM jobs WHERE state='running'").fetchall()
+            rows = c.execute(f"SELECT id, attempts FROM jobs WHERE {expired}", (now,)).fetchall()
             requeued = [r[0] for r in rows if r[1] < max_attempts]
             failed = [r[0] for r in rows if r[1] >= max_attempts]
             for job_id in requeued:
                 c.execute(
                     "UPDATE jobs SET state='queued', stage=NULL, percent=0, started_at=NULL, deadline=NULL, "
-                    "worker=NULL WHERE id=?",
+                    "worker=NULL, lease_expires=NULL WHERE id=?",
                     (job_id,),
                 )
             for job_id in failed:
                 c.execute(
                     "UPDATE jobs SET state='failed', finished_at=?, expires_at=?, error_code='interrupted', "
-                    "error_message=? WHERE id=?",
+                    "error_message=?, lease_expires=NULL WHERE id=?",
                     (
                         now,
                         now + ttl_s,
@@ -550,6 +629,8 @@ class JobStore:
                 "error_message='canceled' WHERE state='queued' AND cancel_requested=1",
                 (now, now + ttl_s),
             )
+        for job_id in requeued + failed:
+            self.notify(job_id)
         return requeued, failed
 
     def overdue(self, now: float | None = None) -> list[JobRow]:

@@ -1,9 +1,13 @@
 """In-process workers: one thread per device, each building its backends once and running jobs off the
 event loop by calling :func:`~meshforge.service.jobs.execute_job`.
 
-Workers take jobs from the ledger (oldest first), so several workers — or several processes sharing the
-data dir — never run the same job twice at once. A worker sleeps until it is woken by a submission, or
-for at most a second (so jobs queued by another process are seen too).
+Workers take jobs from the ledger (oldest first) under a lease (see :mod:`~meshforge.service.storage`),
+so several workers — or several processes sharing the data dir — never run the same job twice at once. A
+worker sleeps until it is woken by a submission, or for at most a second (so jobs queued by another
+process are seen too).
+
+Stopping has two steps: :meth:`WorkerPool.close` (take no new job; the running ones go on) and
+:meth:`WorkerPool.interrupt` (put the running jobs back in the queue now), so a shutdown can drain.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from .jobs import BackendPool, JobOutcome, execute_job
 from .problems import one_line
 from .settings import Settings
-from .storage import JobStore
+from .storage import JobRow, JobStore, new_lease_owner
 
 log = logging.getLogger("meshforge.service")
 
@@ -41,7 +45,8 @@ class Worker:
     """One device's worker thread.
 
     Args:
-        name: unique name, recorded in the ledger as the runner of its jobs.
+        name: the worker's name in ``/readyz`` (the device and an index); its lease owner name in the ledger
+            adds the host, the process id and a random part (:func:`~.storage.new_lease_owner`).
         device: ``"cpu"`` or ``"cuda:N"``.
         settings: the service settings.
         store: the shared ledger.
@@ -63,12 +68,14 @@ class Worker:
         self.on_outcome = on_outcome
         self.pool = BackendPool(settings, device)
         self.default_backend = _resolve(settings)
-        self.current_job: str | None = None
+        self.lease_owner = new_lease_owner(name)
+        self.current: JobRow | None = None
         self.backend_loaded = False
         self.load_error: str | None = None
         self.jobs_done = 0
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._closing = threading.Event()  # take no new job
+        self._interrupt = threading.Event()  # put the running job back in the queue at its next stage
         self._thread = threading.Thread(target=self._main, name=f"meshforge-worker-{name}", daemon=True)
 
     def start(self) -> None:
@@ -79,10 +86,26 @@ class Worker:
         """Look at the queue now."""
         self._wake.set()
 
-    def stop(self) -> None:
-        """Ask the thread to finish: a running job is put back in the queue at its next stage boundary."""
-        self._stop.set()
+    def close(self) -> None:
+        """Take no new job; a running job goes on, then the thread ends."""
+        self._closing.set()
         self._wake.set()
+
+    def interrupt(self) -> str | None:
+        """Put the running job (if any) back in the queue now and end the thread.
+
+        The ledger is changed at once (the job is queued for any server); the thread itself drops the job
+        at its next stage boundary without writing to it again.
+
+        Returns:
+            The id of the job put back, or None.
+        """
+        self.close()
+        self._interrupt.set()
+        job = self.current
+        if job is not None and self.store.requeue(job.id, job.attempts, self.lease_owner):
+            return job.id
+        return None
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the thread; True when it has ended."""
@@ -98,7 +121,7 @@ class Worker:
             backend=self.default_backend,
             backend_loaded=self.backend_loaded,
             load_error=self.load_error,
-            current_job=self.current_job,
+            current_job=self.current.id if self.current is not None else None,
             jobs_done=self.jobs_done,
         )
 
@@ -109,33 +132,33 @@ class Worker:
         except Exception as exc:  # jobs for this backend will fail with backend_error; others still run
             self.load_error = one_line(f"{type(exc).__name__}: {exc}")
             log.error("worker %s: cannot build the %s backend: %s", self.name, self.settings.backend, self.load_error)
-        while not self._stop.is_set():
+        while not self._closing.is_set():
             self._wake.clear()
             try:
-                job = self.store.claim(self.name, self.settings.job_timeout_s)
+                job = self.store.claim(self.lease_owner, self.settings.job_timeout_s, lease_s=self.settings.lease_s)
             except sqlite3.Error as exc:  # a locked or unavailable ledger: try again shortly
                 log.warning("worker %s: ledger error: %s", self.name, exc)
-                self._stop.wait(1.0)
+                self._closing.wait(1.0)
                 continue
             if job is None:
                 self._wake.wait(1.0)
                 continue
-            self.current_job = job.id
+            self.current = job
             try:
                 outcome = execute_job(
                     job.id,
                     self.settings,
                     store=self.store,
                     backends=self.pool,
-                    worker=self.name,
-                    should_stop=self._stop.is_set,
+                    worker=self.lease_owner,
+                    should_stop=self._interrupt.is_set,
                 )
             except Exception:  # execute_job records a job's failures itself; this is a ledger failure
                 log.exception("worker %s: job %s could not be run", self.name, job.id)
                 time.sleep(0.5)
                 continue
             finally:
-                self.current_job = None
+                self.current = None
             self.jobs_done += 1
             if self.on_outcome is not None:
                 try:
@@ -180,11 +203,29 @@ class WorkerPool:
         for w in self.workers:
             w.wake()
 
-    def stop(self, grace_s: float) -> bool:
-        """Stop every worker, waiting up to ``grace_s`` seconds in all; True when all have ended."""
+    def close(self) -> None:
+        """Every worker takes no new job (running jobs go on)."""
         for w in self.workers:
-            w.stop()
-        end = time.monotonic() + grace_s
+            w.close()
+
+    def busy(self) -> bool:
+        """Whether a worker is running a job."""
+        return any(w.current is not None for w in self.workers)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for the running jobs to end; True when none runs."""
+        end = time.monotonic() + timeout_s
+        while self.busy() and time.monotonic() < end:
+            time.sleep(0.05)
+        return not self.busy()
+
+    def interrupt(self) -> list[str]:
+        """Put every running job back in the queue now; returns their ids."""
+        return [job_id for w in self.workers if (job_id := w.interrupt()) is not None]
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds in all for the threads to end; True when all have."""
+        end = time.monotonic() + timeout_s
         return all(w.join(max(0.0, end - time.monotonic())) for w in self.workers)
 
     def status(self) -> list[WorkerStatus]:
