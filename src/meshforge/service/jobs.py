@@ -15,6 +15,7 @@ import gc
 import hashlib
 import json
 import logging
+import os
 import pickle
 import sys
 import threading
@@ -238,6 +239,20 @@ class BackendPool:
         """Names of the backends built so far."""
         with self._lock:
             return sorted(self._built)
+
+
+_DECODE_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_DECODE_SLOTS_LOCK = threading.Lock()
+
+
+def decode_slots(limit: int) -> threading.BoundedSemaphore:
+    """The process-wide semaphore with ``limit`` slots that a job holds while its picture is decoded
+    (``Settings.max_concurrent_decodes``), shared by every worker thread of the process."""
+    with _DECODE_SLOTS_LOCK:
+        slots = _DECODE_SLOTS.get(limit)
+        if slots is None:
+            slots = _DECODE_SLOTS[limit] = threading.BoundedSemaphore(limit)
+        return slots
 
 
 _DEFAULT_POOLS: dict[tuple[str, str | None], BackendPool] = {}
@@ -489,11 +504,19 @@ class _Execution:
             state,
             ttl_s=self.settings.ttl_s,
             error_code=code,
-            error_message=one_line(message),
+            error_message=one_line(self._public(message)),
             timings=timings,
             finished_at=finished,
         )
         out.state, out.error_code, out.timings = (state if ok else "abandoned"), code, timings
+
+    def _public(self, message: str) -> str:
+        """The message without server paths: the stored input becomes its uploaded name, other files of
+        the job their bare names, the data dir ``<data dir>``."""
+        folder = self.store.job_dir(self.job.id)
+        message = message.replace(str(self.store.input_path(self.job)), self.job.input_name)
+        message = message.replace(f"{folder}{os.sep}", "").replace(str(self.store.data_dir), "<data dir>")
+        return message
 
     def _run_with_oom_retry(self, out: JobOutcome) -> tuple[Asset, Report]:
         options = dict(self.job.effective_options or self.job.options)
@@ -550,7 +573,13 @@ class _Execution:
         self.backend_load_s += load_s
         t0 = time.perf_counter()
         try:
-            result = generate(path, backend, cfg, on_progress=self.on_progress)
+            result = generate(
+                path,
+                backend,
+                cfg,
+                on_progress=self.on_progress,
+                decode_guard=decode_slots(self.settings.max_concurrent_decodes),
+            )
         finally:
             self.call_s = time.perf_counter() - t0
         if options.get("backend_requested") == "auto":

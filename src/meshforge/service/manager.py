@@ -21,7 +21,7 @@ from ..config import InputConfig
 from ..errors import InputError
 from ..export import export
 from ..export._common import safe_stem
-from ..io.images import load_image
+from ..io.images import probe_image
 from .events import ChangeHub
 from .jobs import (
     ASSET_PICKLE,
@@ -278,18 +278,20 @@ class JobManager:
         return self.view(outcome.job, cached=outcome.how == "cached"), outcome.how
 
     def _check_image(self, data: bytes, stem: str, kind: str) -> tuple[str, str, str]:
-        """Decode the picture once (so a bad one is refused now, not later); returns (ext, media type, sha256)."""
+        """Check the picture's header and container (format, size, pixel count; see
+        :func:`~meshforge.io.images.probe_image`) without decoding its pixels, which the worker does, a
+        bounded number at a time; returns (ext, media type, sha256)."""
         s = self.settings
         try:
-            image = load_image(data, InputConfig(max_pixels=s.max_pixels, max_bytes=s.max_image_bytes), name=stem)
+            header = probe_image(data, InputConfig(max_pixels=s.max_pixels, max_bytes=s.max_image_bytes), name=stem)
         except InputError as exc:
             self.metrics.submitted.labels(kind, "rejected").inc()
             message = str(exc)
             if "not supported" in message or "not in a supported format" in message:
                 raise ProblemError(415, "unsupported_media_type", message) from None
             raise ProblemError(422, "invalid_image", message) from None
-        ext, media_type = IMAGE_TYPES.get(str(image.meta.get("format")), ("img", "application/octet-stream"))
-        return ext, media_type, image.sha256
+        ext, media_type = IMAGE_TYPES.get(header.format, ("img", "application/octet-stream"))
+        return ext, media_type, hashlib.sha256(data).hexdigest()
 
     def retry_after(self) -> int:
         """Seconds until the queue has room again (a worker takes the next job): the recent mean job time

@@ -48,6 +48,10 @@ class Settings(BaseModel):
         max_image_bytes: largest accepted picture upload (bytes); larger uploads get 413.
         max_mesh_bytes: largest accepted mesh upload for optimize jobs (bytes); larger uploads get 413.
         max_pixels: largest accepted picture in pixels (width·height); larger pictures get 422.
+        max_concurrent_decodes: most pictures the workers decode at the same time (process-wide). A
+            submission only reads the picture's header; its pixels are decoded by the worker that runs the
+            job, which takes about 11 bytes per pixel at the peak (~0.45 GB for 40 MP), so this bounds the
+            memory workers spend on decoding. Workers beyond it wait for a free slot.
         max_resolution: largest ``resolution`` option a job may ask for.
         max_faces: largest ``faces`` option a job may ask for.
         max_texture_size: largest ``texture_size`` option a job may ask for.
@@ -84,6 +88,7 @@ class Settings(BaseModel):
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_mesh_bytes: int = Field(128 * 1024 * 1024, gt=0)
     max_pixels: int = Field(40_000_000, gt=0)
+    max_concurrent_decodes: int = Field(2, ge=1)
     max_resolution: int = Field(512, ge=16, le=1024)
     max_faces: int = Field(200_000, ge=4)
     max_texture_size: int = Field(4096, ge=16, le=8192)
