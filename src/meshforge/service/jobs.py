@@ -33,7 +33,7 @@ from ..io.files import write_atomic
 from ..types import Asset, Report
 from .problems import one_line
 from .settings import Settings
-from .storage import JobRow, JobStore
+from .storage import JobRow, JobStore, is_storage_full
 
 log = logging.getLogger("meshforge.service")
 
@@ -42,6 +42,11 @@ RESULT_GLB = "result.glb"
 ASSET_PICKLE = "asset.pkl"
 PREVIEW_PNG = "preview.png"
 INPUT_DIR = "input"
+
+#: the error message of a job failed with ``insufficient_storage``
+STORAGE_FULL_MESSAGE = (
+    "the server ran out of disk space while writing this job's files (they were removed); retry later"
+)
 
 
 # -- options and cache keys ---------------------------------------------------------------------------
@@ -355,7 +360,10 @@ def execute_job(
     asset for re-export) before the ledger says ``succeeded``. Failures are recorded with a stable code:
     ``invalid_input``, ``backend_error``, ``stage_failed``, ``missing_dependency``, ``out_of_memory``
     (after one retry with :func:`degrade`d settings, which marks the job ``degraded``), ``timeout``,
-    ``internal_error``; a cancel request ends the job ``canceled`` at the next stage boundary.
+    ``insufficient_storage`` (a write found the disk full: ``ENOSPC``/``EDQUOT``, or SQLite's
+    ``SQLITE_FULL``), ``internal_error``; a cancel request ends the job ``canceled`` at the next stage
+    boundary. A failed or canceled job's partial files (everything in its folder but the input) are
+    removed before the failure is recorded.
 
     Args:
         job_id: the job to run.
@@ -488,7 +496,10 @@ class _Execution:
         except MeshforgeError as exc:
             self._fail(out, timings, "failed", "failed", str(exc))
         except Exception as exc:
-            if is_out_of_memory(exc):
+            if is_storage_full(exc):
+                log.warning("job %s: the data dir's disk is full: %s", job.id, one_line(exc))
+                self._fail(out, timings, "failed", "insufficient_storage", STORAGE_FULL_MESSAGE)
+            elif is_out_of_memory(exc):
                 self._fail(out, timings, "failed", "out_of_memory", f"out of memory even with reduced settings ({exc})")
             else:
                 log.exception("job %s: internal error", job.id)
@@ -496,6 +507,7 @@ class _Execution:
         return out
 
     def _fail(self, out: JobOutcome, timings: dict[str, Any], state: str, code: str, message: str) -> None:
+        self._remove_outputs()
         finished = time.time()
         timings["run_s"] = round(finished - (self.job.started_at or finished), 4)
         ok = self.store.finish(
@@ -509,6 +521,21 @@ class _Execution:
             finished_at=finished,
         )
         out.state, out.error_code, out.timings = (state if ok else "abandoned"), code, timings
+
+    def _remove_outputs(self) -> None:
+        """Delete what this attempt wrote in the job's folder (all but the input), unless the job is no
+        longer this attempt's (another attempt may be writing there). Done before the failure is recorded,
+        so that on a full disk the ledger write has the room it needs."""
+        current = self.store.get(self.job.id)
+        if current is None or current.state != "running" or current.attempts != self.attempt:
+            return
+        try:
+            removed = self.store.remove_outputs(self.job.id, keep=INPUT_DIR)
+        except OSError as exc:  # pragma: no cover - best effort; the expiry sweep removes the folder later
+            log.warning("job %s: cannot remove its partial files: %s", self.job.id, one_line(exc))
+            return
+        if removed:
+            log.info("job %s: removed partial files %s", self.job.id, ", ".join(sorted(removed)))
 
     def _public(self, message: str) -> str:
         """The message without server paths: the stored input becomes its uploaded name, other files of

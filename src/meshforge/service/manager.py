@@ -36,7 +36,7 @@ from .jobs import (
     write_atomic,
 )
 from .metrics import ServiceMetrics, gpu_memory
-from .problems import ProblemError, one_line
+from .problems import STORAGE_FULL, ProblemError, one_line
 from .schemas import GpuMemory, Job, JobError, JobInput, JobLinks, JobList, Progress, Readiness, Timings, WorkerInfo
 from .settings import Settings
 from .storage import JobRow, JobStore, NewJob, decode_cursor, encode_cursor, new_job_id
@@ -198,7 +198,10 @@ class JobManager:
 
         Raises:
             ProblemError: 413 ``payload_too_large``; 415 ``unsupported_media_type``; 422 ``invalid_image``,
-                ``invalid_options``, ``idempotency_key_mismatch``; 429 ``queue_full`` with ``Retry-After``.
+                ``invalid_options``, ``idempotency_key_mismatch``; 429 ``queue_full`` with ``Retry-After``;
+                507 ``insufficient_storage`` when storing the upload would leave less than
+                ``min_free_bytes`` free (a write that finds the disk full raises ``OSError``/``sqlite3.Error``,
+                which the app answers with 507 too; nothing of the upload is left behind either way).
         """
         s = self.settings
         stem = safe_stem(Path(upload.filename or "").stem, default="image" if kind == "generate" else "mesh")[:100]
@@ -226,6 +229,9 @@ class JobManager:
         else:
             ext = detect_mesh_format(upload.data, upload.filename or "")
             media_type, sha = MESH_TYPES[ext], hashlib.sha256(upload.data).hexdigest()
+        if self.store.free_bytes() - len(upload.data) < s.min_free_bytes:
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(507, "insufficient_storage", STORAGE_FULL)
         job_id = new_job_id()
         folder = self.store.job_dir(job_id)
         (folder / INPUT_DIR).mkdir(parents=True)
@@ -451,15 +457,29 @@ class JobManager:
 
     # -- operations ---------------------------------------------------------------------------------
     def readiness(self) -> Readiness:
-        """Workers, queue and GPU memory; ``ready`` when every worker is alive with its backend built."""
+        """Workers, queue, free disk space and GPU memory; ``ready`` when every worker is alive with its
+        backend built and the data dir's filesystem has at least ``min_free_bytes`` free (``reasons``
+        says what is wrong otherwise)."""
         workers = [WorkerInfo(**vars(w)) for w in self.pool.status()]
         counts = self.store.counts()
-        ready = not self.stopping and bool(workers) and all(w.alive and w.backend_loaded for w in workers)
+        reasons = []
+        if self.stopping:
+            reasons.append("the service is shutting down")
+        if not workers or not all(w.alive and w.backend_loaded for w in workers):
+            reasons.append("a worker is not running or has not built its backend")
+        free = self.store.free_bytes()
+        if free < self.settings.min_free_bytes:
+            reasons.append(
+                f"only {free / 2**20:.1f} MiB free on the data dir's disk, below min_free_bytes "
+                f"({self.settings.min_free_bytes / 2**20:.1f} MiB): free some space"
+            )
         return Readiness(
-            ready=ready,
+            ready=not reasons,
+            reasons=reasons,
             workers=workers,
             queue_depth=counts["queued"],
             running=counts["running"],
+            disk_free_bytes=free,
             gpus=[GpuMemory(**g) for g in gpu_memory()],
         )
 

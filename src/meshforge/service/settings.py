@@ -56,6 +56,10 @@ class Settings(BaseModel):
         max_faces: largest ``faces`` option a job may ask for.
         max_texture_size: largest ``texture_size`` option a job may ask for.
         max_queue: most jobs waiting in the queue; more submissions get 429 with ``Retry-After``.
+        min_free_bytes: free space (bytes) the data dir's filesystem must keep. Below it ``/readyz``
+            answers 503 (not ready, with the reason), and a submission that would go below it gets 507
+            ``insufficient_storage``; 0 turns the check off (a write that finds the disk full still gets
+            507, and a job that finds it full fails with ``insufficient_storage``).
         job_timeout_s: wall-clock limit of one job once it runs, seconds; checked at every stage boundary
             and by a watchdog that fails the job at the deadline.
         max_attempts: a job interrupted by crashes or restarts this many times is failed, not re-queued.
@@ -93,6 +97,7 @@ class Settings(BaseModel):
     max_faces: int = Field(200_000, ge=4)
     max_texture_size: int = Field(4096, ge=16, le=8192)
     max_queue: int = Field(100, ge=1)
+    min_free_bytes: int = Field(256 * 1024 * 1024, ge=0)
     job_timeout_s: float = Field(900.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
