@@ -82,6 +82,23 @@ def test_readyz_is_not_ready_below_min_free_bytes_and_submits_get_507(server_fac
         assert wait_for(http, r.json()["id"], timeout=60)["state"] == "succeeded"
 
 
+def test_a_submit_that_finds_the_disk_full_gets_507_and_leaves_nothing(server_factory, small_fs, chair):
+    fs = small_fs("8m")
+    server = server_factory(fs / "data", MESHFORGE_SERVICE_MIN_FREE_BYTES="0")  # no threshold: a real ENOSPC
+    page = 4096
+    with server.client() as http:
+        filler = fill(fs, -(-len(chair) // page) * page)  # room for the upload itself, not for its ledger row
+        r = http.post("/v1/jobs", files={"file": ("chair.png", chair)}, data=SMALL)
+        problem = assert_problem(r, 507, "insufficient_storage")
+        assert str(fs) not in problem["detail"]
+        assert list((fs / "data" / "jobs").iterdir()) == []  # the stored upload was removed again
+        filler.unlink()
+        assert http.get("/v1/jobs").json()["items"] == []
+        r = http.post("/v1/jobs", files={"file": ("chair.png", chair)}, data=SMALL)
+        assert r.status_code == 202, r.text
+        assert wait_for(http, r.json()["id"], timeout=60)["state"] == "succeeded"
+
+
 def test_a_job_that_fills_the_disk_fails_as_insufficient_storage_and_leaves_no_partial_files(
     server_factory, small_fs, chair
 ):
