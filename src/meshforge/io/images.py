@@ -235,9 +235,6 @@ def _open(data: bytes, label: str, cfg: InputConfig) -> PILImage.Image:
     except UnidentifiedImageError:
         raise InputError(_unidentified_message(data, label, formats)) from None
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-        size = _declared_size(data)
-        if size is not None and size[0] * size[1] > cfg.max_pixels:
-            raise InputError(_too_many_pixels(label, *size, cfg)) from None
         raise InputError(f"{label}: refused as a decompression bomb ({one_line(exc)})") from None
     except _PASS_THROUGH:
         raise
@@ -249,14 +246,11 @@ def _open(data: bytes, label: str, cfg: InputConfig) -> PILImage.Image:
         raise InputError(f"{label}: zero-size image ({width}x{height})")
     if width * height > cfg.max_pixels:
         im.close()
-        raise InputError(_too_many_pixels(label, width, height, cfg))
+        raise InputError(
+            f"{label}: {width}x{height} = {width * height} pixels is more than the limit of "
+            f"{cfg.max_pixels} (max_pixels)"
+        )
     return im
-
-
-def _too_many_pixels(label: str, width: int, height: int, cfg: InputConfig) -> str:
-    return (
-        f"{label}: {width}x{height} = {width * height} pixels is more than the limit of {cfg.max_pixels} (max_pixels)"
-    )
 
 
 def _decode(data: bytes, label: str, cfg: InputConfig) -> tuple[np.ndarray, bool, dict[str, Any]]:
