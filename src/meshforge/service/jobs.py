@@ -538,12 +538,11 @@ class _Execution:
             log.info("job %s: removed partial files %s", self.job.id, ", ".join(sorted(removed)))
 
     def _public(self, message: str) -> str:
-        """The message without server paths: the stored input becomes its uploaded name, other files of
-        the job their bare names, the data dir ``<data dir>``."""
+        """The message without the job's server paths: the stored input becomes its uploaded name, the
+        job's other files their names inside its folder."""
         folder = self.store.job_dir(self.job.id)
         message = message.replace(str(self.store.input_path(self.job)), self.job.input_name)
-        message = message.replace(f"{folder}{os.sep}", "").replace(str(self.store.data_dir), "<data dir>")
-        return message
+        return message.replace(f"{folder}{os.sep}", "")
 
     def _run_with_oom_retry(self, out: JobOutcome) -> tuple[Asset, Report]:
         options = dict(self.job.effective_options or self.job.options)
