@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,7 @@ def generate(
     weights: str | None = None,
     device: str = "auto",
     on_progress: ProgressCallback | None = None,
+    decode_guard: AbstractContextManager[Any] | None = None,
 ) -> Result:
     """One picture → one asset: decode (if needed), build the backend (if given by name) and :func:`run`.
 
@@ -190,6 +192,8 @@ def generate(
         weights: weights location for backends that need them.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         on_progress: see :func:`run`.
+        decode_guard: held while the picture is decoded (the ``load`` stage), e.g. a semaphore that
+            bounds how many pictures a server decodes at once; waiting for it is not part of the stage.
 
     Returns:
         A :class:`Result` (``result.asset``, ``result.report``).
@@ -204,7 +208,7 @@ def generate(
         if note:
             report.warn(note)
         backend = load_backend(name, weights=weights, device=device)
-    with _profiling.stage(report, "load") as c:
+    with decode_guard or nullcontext(), _profiling.stage(report, "load") as c:
         img = as_image(image, cfg)
         c.update(width=img.width, height=img.height)
     return run(img, backend, cfg, on_progress=on_progress, report=report)

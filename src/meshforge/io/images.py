@@ -12,6 +12,9 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from ..config import InputConfig
 from ..errors import InputError, one_line
 from ..types import Image
 
-__all__ = ["SUPPORTED_FORMATS", "load_image"]
+__all__ = ["SUPPORTED_FORMATS", "ImageHeader", "load_image", "probe_image"]
 
 #: Pillow format identifiers ``load_image`` accepts (intersected with what this Pillow build registers).
 #: All are decoded by Pillow's own plugins or the C libraries it bundles; formats that shell out to
@@ -155,35 +158,108 @@ def _read_source(
     return data, label, path.stem or "image", str(path)
 
 
-def _decode(data: bytes, label: str, cfg: InputConfig) -> tuple[np.ndarray, bool, dict[str, Any]]:
-    formats = _formats()
+@dataclass(frozen=True)
+class ImageHeader:
+    """What :func:`probe_image` reads from a picture's header.
+
+    Attributes:
+        format: Pillow's format identifier (one of :data:`SUPPORTED_FORMATS`, e.g. ``"PNG"``).
+        width: width in pixels, as stored (before any EXIF rotation).
+        height: height in pixels, as stored.
+        mode: Pillow's pixel mode (``"RGB"``, ``"RGBA"``, ``"P"``, ``"I;16"``, ...).
+    """
+
+    format: str
+    width: int
+    height: int
+    mode: str
+
+
+def probe_image(
+    data: bytes,
+    cfg: InputConfig = InputConfig(),  # noqa: B008 - frozen dataclass, safe as a default
+    *,
+    name: str | None = None,
+) -> ImageHeader:
+    """Check a picture's header and container without decoding its pixels.
+
+    Checked, with the same one-line messages as :func:`load_image`: the size in bytes (``cfg.max_bytes``),
+    the format (:data:`SUPPORTED_FORMATS`), a zero width or height, the pixel count (``cfg.max_pixels``,
+    and Pillow's decompression-bomb limit), and the container structure as far as Pillow's ``verify()``
+    checks it without decoding (for PNG: every chunk's CRC-32 up to ``IEND``, so a file cut short is
+    refused; for most other formats ``verify()`` checks nothing more). Memory stays in the order of the
+    encoded size: the pixel data is never decompressed, so a 40 MP picture costs no more to probe than a
+    small one. Corrupt pixel data (e.g. a PNG whose IDAT is not a valid zlib stream) is only found by
+    :func:`load_image`.
+
+    Args:
+        data: the encoded file.
+        cfg: limits (``max_bytes`` on ``len(data)``, ``max_pixels`` on width·height).
+        name: the display name starting every message (``"image"`` when None).
+
+    Returns:
+        The :class:`ImageHeader` (format, width, height, mode).
+
+    Raises:
+        InputError: one line starting with the name, as documented in :func:`load_image` (except the
+            checks that need decoded pixels: corrupt pixel data, a fully transparent alpha channel).
+    """
+    data, label, _stem, _desc = _read_source(data, cfg, name)
+    with _decoder_warnings():
+        with _open(data, label, cfg) as im:
+            header = ImageHeader(str(im.format or "unknown"), int(im.size[0]), int(im.size[1]), str(im.mode))
+            try:
+                im.verify()
+            except _PASS_THROUGH:
+                raise
+            except Exception as exc:
+                raise InputError(f"{label}: truncated or corrupt {header.format} file ({one_line(exc)})") from None
+    return header
+
+
+@contextmanager
+def _decoder_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         # Pillow warns (rather than raises) between MAX_IMAGE_PIXELS and twice that; refuse those too.
         warnings.simplefilter("error", PILImage.DecompressionBombWarning)
         # Other decoder chatter (palette transparency hints, odd EXIF, ...) is not our user's business.
         warnings.filterwarnings("ignore", category=UserWarning)
-        try:
-            im = PILImage.open(io.BytesIO(data), formats=formats)
-        except UnidentifiedImageError:
-            raise InputError(_unidentified_message(data, label, formats)) from None
-        except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-            raise InputError(f"{label}: refused as a decompression bomb ({one_line(exc)})") from None
-        except _PASS_THROUGH:
-            raise
-        except Exception as exc:
-            raise InputError(f"{label}: truncated or corrupt image header ({one_line(exc)})") from None
+        yield
 
+
+def _open(data: bytes, label: str, cfg: InputConfig) -> PILImage.Image:
+    """Open (header only, nothing decoded yet) and check the format, the size and the pixel count."""
+    formats = _formats()
+    try:
+        im = PILImage.open(io.BytesIO(data), formats=formats)
+    except UnidentifiedImageError:
+        raise InputError(_unidentified_message(data, label, formats)) from None
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        raise InputError(f"{label}: refused as a decompression bomb ({one_line(exc)})") from None
+    except _PASS_THROUGH:
+        raise
+    except Exception as exc:
+        raise InputError(f"{label}: truncated or corrupt image header ({one_line(exc)})") from None
+    width, height = (int(v) for v in im.size)
+    if width <= 0 or height <= 0:
+        im.close()
+        raise InputError(f"{label}: zero-size image ({width}x{height})")
+    if width * height > cfg.max_pixels:
+        im.close()
+        raise InputError(
+            f"{label}: {width}x{height} = {width * height} pixels is more than the limit of "
+            f"{cfg.max_pixels} (max_pixels)"
+        )
+    return im
+
+
+def _decode(data: bytes, label: str, cfg: InputConfig) -> tuple[np.ndarray, bool, dict[str, Any]]:
+    with _decoder_warnings():
+        im = _open(data, label, cfg)
         with im:
             fmt = str(im.format or "unknown")
             mode = str(im.mode)
             width, height = (int(v) for v in im.size)
-            if width <= 0 or height <= 0:
-                raise InputError(f"{label}: zero-size image ({width}x{height})")
-            if width * height > cfg.max_pixels:
-                raise InputError(
-                    f"{label}: {width}x{height} = {width * height} pixels is more than the limit of "
-                    f"{cfg.max_pixels} (max_pixels)"
-                )
             meta: dict[str, Any] = {
                 "format": fmt,
                 "mode": mode,

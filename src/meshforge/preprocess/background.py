@@ -187,7 +187,7 @@ def remove_background(image: Image, cfg: PreprocessConfig) -> Image:
 
 def _grabcut_alpha(image: Image) -> tuple[np.ndarray, tuple[int, int]]:
     """Return the full-size ``[H, W]`` uint8 soft mask and the working size ``(w, h)``."""
-    rgb = np.ascontiguousarray(image.rgba[..., :3])
+    rgb = image.rgba[..., :3]  # a view: a full-size copy would cost 3 bytes per pixel
     height, width = rgb.shape[:2]
     if min(height, width) < 16:
         raise InputError(
@@ -196,7 +196,8 @@ def _grabcut_alpha(image: Image) -> tuple[np.ndarray, tuple[int, int]]:
     scale = min(1.0, WORK_SIZE / max(height, width))
     if scale < 1.0:
         size = (max(16, round(width * scale)), max(16, round(height * scale)))
-        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        # resized with its alpha (OpenCV needs contiguous pixels; channels are resized independently)
+        small = np.ascontiguousarray(cv2.resize(image.rgba, size, interpolation=cv2.INTER_AREA)[..., :3])
     else:
         small = rgb.copy()
     h, w = small.shape[:2]
@@ -237,17 +238,23 @@ def _grabcut_alpha(image: Image) -> tuple[np.ndarray, tuple[int, int]]:
     mask = (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
     mask = _clean_mask(mask)
 
+    # full-size float planes are filtered in place (4 bytes per pixel each; a 40 MP picture has 160 MB)
     soft: np.ndarray = mask.astype(np.float32)
     if (h, w) != (height, width):
         soft = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
         # smooth the staircase of the upscaled mask before re-thresholding
-        soft = cv2.GaussianBlur(soft, (0, 0), 0.5 / scale)
+        cv2.GaussianBlur(soft, (0, 0), 0.5 / scale, dst=soft)
     hard = soft >= 0.5
-    feathered = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), _FEATHER_SIGMA)
+    del soft
+    feathered = hard.astype(np.float32)
+    cv2.GaussianBlur(feathered, (0, 0), _FEATHER_SIGMA, dst=feathered)
     radius = max(2, math.ceil(1.0 / scale) + 1)
     refined = _refine_edge(rgb, hard, feathered, radius)
-    alpha = np.clip(np.rint(refined * 255.0), 0, 255).astype(np.uint8)
-    return alpha, (w, h)
+    del hard
+    refined *= 255.0
+    np.rint(refined, out=refined)
+    np.clip(refined, 0, 255, out=refined)
+    return refined.astype(np.uint8), (w, h)
 
 
 def _refine_edge(rgb: np.ndarray, hard: np.ndarray, feathered: np.ndarray, radius: int) -> np.ndarray:
@@ -257,7 +264,8 @@ def _refine_edge(rgb: np.ndarray, hard: np.ndarray, feathered: np.ndarray, radiu
     sure-background pixels (Gaussian-weighted normalised convolution); alpha is the projection of C on
     the line from B to F, ``((C - B)·(F - B)) / |F - B|²`` (the linear compositing model of alpha
     matting, Porter & Duff 1984 / Chuang et al. 2001, without their priors). Where F and B are too alike
-    for the projection to mean anything, the feathered mask is kept. Returns ``[H, W]`` float32 in [0, 1].
+    for the projection to mean anything, the feathered mask is kept. Returns ``[H, W]`` float32 in [0, 1]:
+    ``feathered`` itself, updated in place in the band.
     """
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     hard8 = hard.astype(np.uint8)
@@ -265,6 +273,7 @@ def _refine_edge(rgb: np.ndarray, hard: np.ndarray, feathered: np.ndarray, radiu
     outer8 = 1 - cv2.dilate(hard8, kernel)
     band = (inner8 == 0) & (outer8 == 0)
     ys, xs = np.nonzero(band)
+    del band
     if len(ys) == 0:
         return feathered
     sigma = 1.5 * radius
@@ -278,7 +287,10 @@ def _refine_edge(rgb: np.ndarray, hard: np.ndarray, feathered: np.ndarray, radiu
     box_h, box_w = colour.shape[:2]
     small_size = (max(1, box_w // step), max(1, box_h // step))
 
+    by, bx = ys - y0, xs - x0
+
     def local_mean(weight8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The Gaussian-weighted mean colour and the weight sum, at the band pixels only."""
         weight: np.ndarray = weight8[y0:y1, x0:x1].astype(np.float32)
         total: np.ndarray = colour * weight[..., None]
         if step > 1:
@@ -289,21 +301,20 @@ def _refine_edge(rgb: np.ndarray, hard: np.ndarray, feathered: np.ndarray, radiu
         if step > 1:
             wsum = cv2.resize(wsum, (box_w, box_h), interpolation=cv2.INTER_LINEAR)
             mean = cv2.resize(mean, (box_w, box_h), interpolation=cv2.INTER_LINEAR)
-        return mean, wsum
+        return mean[by, bx], wsum[by, bx]
 
-    fg, fg_w = local_mean(inner8)
-    bg, bg_w = local_mean(outer8)
-    by, bx = ys - y0, xs - x0
-    c, f, b = colour[by, bx], fg[by, bx], bg[by, bx]
+    f, fg_w = local_mean(inner8)
+    b, bg_w = local_mean(outer8)
+    c = colour[by, bx]
+    del inner8, outer8
     fb = f - b
     norm2 = np.einsum("ij,ij->i", fb, fb)
     est = np.clip(np.einsum("ij,ij->i", c - b, fb) / np.maximum(norm2, 1e-6), 0.0, 1.0)
     # trust the projection when F and B differ clearly and both were actually seen nearby
     trust = np.clip((np.sqrt(norm2) - 20.0) / 40.0, 0.0, 1.0)
-    trust *= (fg_w[by, bx] > 0.05) & (bg_w[by, bx] > 0.05)
-    out = feathered.copy()
-    out[ys, xs] = trust * est + (1.0 - trust) * feathered[ys, xs]
-    return out
+    trust *= (fg_w > 0.05) & (bg_w > 0.05)
+    feathered[ys, xs] = trust * est + (1.0 - trust) * feathered[ys, xs]
+    return feathered
 
 
 def _border_model(lab: np.ndarray, band: int, k: int = 6) -> tuple[np.ndarray, np.ndarray]:

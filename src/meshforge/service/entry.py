@@ -51,7 +51,8 @@ def serve_main(
 
     Returns:
         The process exit status: 0 after a clean shutdown, 2 for invalid settings, 1 when the service
-        cannot start (missing dependency, port in use).
+        cannot start (missing dependency, a data dir it cannot write in, port in use); each with one
+        ``error:`` line on stderr, no traceback.
     """
     try:
         require("fastapi", "meshforge serve", "serve")
@@ -75,6 +76,13 @@ def serve_main(
     except MeshforgeError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2 if not isinstance(exc, ImportError) else 1
+    from .storage import DataDirError, check_data_dir
+
+    try:
+        check_data_dir(cfg.data_dir)
+    except DataDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     import logging
 
     import uvicorn

@@ -38,7 +38,7 @@ from .backends import check_available
 from .logs import job_event
 from .problems import hide_paths, one_line
 from .settings import Settings
-from .storage import TERMINAL, JobRow, JobStore, new_lease_owner
+from .storage import TERMINAL, JobRow, JobStore, is_storage_full, new_lease_owner
 
 log = logging.getLogger("meshforge.service")
 
@@ -53,6 +53,11 @@ ASSET_PICKLE = "asset.pkl"
 PREVIEW_PNG = "preview.png"
 CUTOUT_PNG = "cutout.png"
 INPUT_DIR = "input"
+
+#: the error message of a job failed with ``insufficient_storage``
+STORAGE_FULL_MESSAGE = (
+    "the server ran out of disk space while writing this job's files (they were removed); retry later"
+)
 
 
 # -- options and cache keys ---------------------------------------------------------------------------
@@ -254,6 +259,20 @@ class BackendPool:
             return sorted(self._built)
 
 
+_DECODE_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_DECODE_SLOTS_LOCK = threading.Lock()
+
+
+def decode_slots(limit: int) -> threading.BoundedSemaphore:
+    """The process-wide semaphore with ``limit`` slots that a job holds while its picture is decoded
+    (``Settings.max_concurrent_decodes``), shared by every worker thread of the process."""
+    with _DECODE_SLOTS_LOCK:
+        slots = _DECODE_SLOTS.get(limit)
+        if slots is None:
+            slots = _DECODE_SLOTS[limit] = threading.BoundedSemaphore(limit)
+        return slots
+
+
 _DEFAULT_POOLS: dict[tuple[str, str | None], BackendPool] = {}
 _DEFAULT_POOLS_LOCK = threading.Lock()
 
@@ -360,7 +379,10 @@ def execute_job(
     boundary (``abandoned``) and whatever it wrote is removed. Failures are recorded with a stable
     code: ``invalid_input``, ``backend_error``, ``stage_failed``, ``missing_dependency``, ``out_of_memory``
     (after one retry with :func:`degrade`d settings, which marks the job ``degraded``), ``timeout``,
-    ``internal_error``; a cancel request ends the job ``canceled`` at the next stage boundary.
+    ``insufficient_storage`` (a write found the disk full: ``ENOSPC``/``EDQUOT``, or SQLite's
+    ``SQLITE_FULL``), ``internal_error``; a cancel request ends the job ``canceled`` at the next stage
+    boundary. A failed or canceled job's partial files (everything in its folder but the input) are
+    removed before the failure is recorded.
 
     Args:
         job_id: the job to run.
@@ -566,6 +588,9 @@ class _Execution:
         except Exception as exc:
             if self.store.get(job.id) is None:  # deleted while it ran (its folder went with it)
                 out.state = "abandoned"
+            elif is_storage_full(exc):
+                log.warning("job %s: the data dir's disk is full: %s", job.id, one_line(exc))
+                self._fail(out, timings, "failed", "insufficient_storage", STORAGE_FULL_MESSAGE)
             elif is_out_of_memory(exc):
                 self._fail(out, timings, "failed", "out_of_memory", f"out of memory even with reduced settings ({exc})")
             else:
@@ -574,16 +599,7 @@ class _Execution:
         return out
 
     def _fail(self, out: JobOutcome, timings: dict[str, Any], state: str, code: str, message: str) -> None:
-        # the message is shown to API users: name the upload as they named it, never a server path
-        job, store = self.job, self.store
-        names = {
-            str(store.input_path(job)): job.input_name,
-            str(store.job_dir(job.id)): f"job {job.id}",
-            str(store.data_dir): "the service's data folder",
-        }
-        if self.settings.weights and os.sep in self.settings.weights:
-            names[self.settings.weights] = "the weights folder"
-        message = hide_paths(message, names)
+        self._remove_outputs()
         finished = time.time()
         timings["run_s"] = round(finished - (self.job.started_at or finished), 4)
         ok = self.store.finish(
@@ -592,11 +608,41 @@ class _Execution:
             state,
             ttl_s=self.settings.ttl_s,
             error_code=code,
-            error_message=one_line(message),
+            error_message=one_line(self._public(message)),
             timings=timings,
             finished_at=finished,
         )
         out.state, out.error_code, out.timings = (state if ok else "abandoned"), code, timings
+
+    def _remove_outputs(self) -> None:
+        """Delete what this attempt wrote in the job's folder (all but the input), unless the job is no
+        longer this attempt's (another attempt may be writing there). Done before the failure is recorded,
+        so that on a full disk the ledger write has the room it needs."""
+        current = self.store.get(self.job.id)
+        if current is None or current.state != "running" or current.attempts != self.attempt:
+            return
+        try:
+            removed = self.store.remove_outputs(self.job.id, keep=INPUT_DIR)
+        except OSError as exc:  # pragma: no cover - best effort; the expiry sweep removes the folder later
+            log.warning("job %s: cannot remove its partial files: %s", self.job.id, one_line(exc))
+            return
+        if removed:
+            log.info("job %s: removed partial files %s", self.job.id, ", ".join(sorted(removed)))
+
+    def _public(self, message: str) -> str:
+        """The message as API users see it: no server path (the stored input becomes its uploaded name, the
+        job's other files their names inside its folder, the data dir and weights folder their roles)."""
+        job, store = self.job, self.store
+        folder = store.job_dir(job.id)
+        names = {
+            str(store.input_path(job)): job.input_name,
+            f"{folder}{os.sep}": "",
+            str(folder): f"job {job.id}",
+            str(store.data_dir): "the service's data folder",
+        }
+        if self.settings.weights and os.sep in self.settings.weights:
+            names[self.settings.weights] = "the weights folder"
+        return hide_paths(message, names)
 
     def _run_with_oom_retry(self, out: JobOutcome) -> tuple[Asset, Report]:
         options = dict(self.job.effective_options or self.job.options)
@@ -653,7 +699,13 @@ class _Execution:
         self.backend_load_s += load_s
         t0 = time.perf_counter()
         try:
-            result = generate(path, backend, cfg, on_progress=self.on_progress)
+            result = generate(
+                path,
+                backend,
+                cfg,
+                on_progress=self.on_progress,
+                decode_guard=decode_slots(self.settings.max_concurrent_decodes),
+            )
         finally:
             self.call_s = time.perf_counter() - t0
         self.cutout = result.prepared

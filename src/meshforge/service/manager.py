@@ -21,7 +21,7 @@ from ..config import InputConfig
 from ..errors import InputError
 from ..export import export
 from ..export._common import safe_stem
-from ..io.images import load_image
+from ..io.images import probe_image
 from .backends import BackendUnavailable, backend_statuses
 from .events import ChangeHub
 from .jobs import (
@@ -39,7 +39,7 @@ from .jobs import (
 )
 from .logs import job_event
 from .metrics import ServiceMetrics, gpu_memory
-from .problems import ProblemError, one_line
+from .problems import STORAGE_FULL, ProblemError, one_line
 from .schemas import (
     BackendInfo,
     BackendList,
@@ -252,7 +252,9 @@ class JobManager:
             ProblemError: 413 ``payload_too_large``; 415 ``unsupported_media_type``; 422 ``invalid_image``,
                 ``invalid_mesh``, ``invalid_options``, ``backend_unavailable``, ``idempotency_key_mismatch``;
                 429 ``queue_full`` with ``Retry-After``; 503 ``shutting_down`` with ``Retry-After`` while the
-                server drains.
+                server drains; 507 ``insufficient_storage`` when storing the upload would leave less than
+                ``min_free_bytes`` free (a write that finds the disk full raises ``OSError``/``sqlite3.Error``,
+                which the app answers with 507 too; nothing of the upload is left behind either way).
         """
         s = self.settings
         if self.stopping:
@@ -290,6 +292,9 @@ class JobManager:
             ext = detect_mesh_format(upload.data, upload.filename or "")
             self._check_mesh(upload.data, ext, f"{stem}.{ext}", kind)
             media_type, sha = MESH_TYPES[ext], hashlib.sha256(upload.data).hexdigest()
+        if self.store.free_bytes() - len(upload.data) < s.min_free_bytes:
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(507, "insufficient_storage", STORAGE_FULL)
         job_id = new_job_id()
         folder = self.store.job_dir(job_id)
         (folder / INPUT_DIR).mkdir(parents=True)
@@ -343,18 +348,20 @@ class JobManager:
         return self.view(outcome.job, cached=outcome.how == "cached"), outcome.how
 
     def _check_image(self, data: bytes, stem: str, kind: str) -> tuple[str, str, str]:
-        """Decode the picture once (so a bad one is refused now, not later); returns (ext, media type, sha256)."""
+        """Check the picture's header and container (format, size, pixel count; see
+        :func:`~meshforge.io.images.probe_image`) without decoding its pixels, which the worker does, a
+        bounded number at a time; returns (ext, media type, sha256)."""
         s = self.settings
         try:
-            image = load_image(data, InputConfig(max_pixels=s.max_pixels, max_bytes=s.max_image_bytes), name=stem)
+            header = probe_image(data, InputConfig(max_pixels=s.max_pixels, max_bytes=s.max_image_bytes), name=stem)
         except InputError as exc:
             self.metrics.submitted.labels(kind, "rejected").inc()
             message = str(exc)
             if "not supported" in message or "not in a supported format" in message:
                 raise ProblemError(415, "unsupported_media_type", message) from None
             raise ProblemError(422, "invalid_image", message) from None
-        ext, media_type = IMAGE_TYPES.get(str(image.meta.get("format")), ("img", "application/octet-stream"))
-        return ext, media_type, image.sha256
+        ext, media_type = IMAGE_TYPES.get(header.format, ("img", "application/octet-stream"))
+        return ext, media_type, hashlib.sha256(data).hexdigest()
 
     def _check_mesh(self, data: bytes, ext: str, name: str, kind: str) -> None:
         """Read the mesh once (so an unreadable one is refused now, not after queueing).
@@ -568,15 +575,29 @@ class JobManager:
 
     # -- operations ---------------------------------------------------------------------------------
     def readiness(self) -> Readiness:
-        """Workers, queue and GPU memory; ``ready`` when every worker is alive with its backend built."""
+        """Workers, queue, free disk space and GPU memory; ``ready`` when every worker is alive with its
+        backend built and the data dir's filesystem has at least ``min_free_bytes`` free (``reasons``
+        says what is wrong otherwise)."""
         workers = [WorkerInfo(**vars(w)) for w in self.pool.status()]
         counts = self.store.counts()
-        ready = not self.stopping and bool(workers) and all(w.alive and w.backend_loaded for w in workers)
+        reasons = []
+        if self.stopping:
+            reasons.append("the service is shutting down")
+        if not workers or not all(w.alive and w.backend_loaded for w in workers):
+            reasons.append("a worker is not running or has not built its backend")
+        free = self.store.free_bytes()
+        if free < self.settings.min_free_bytes:
+            reasons.append(
+                f"only {free / 2**20:.1f} MiB free on the data dir's disk, below min_free_bytes "
+                f"({self.settings.min_free_bytes / 2**20:.1f} MiB): free some space"
+            )
         return Readiness(
-            ready=ready,
+            ready=not reasons,
+            reasons=reasons,
             workers=workers,
             queue_depth=counts["queued"],
             running=counts["running"],
+            disk_free_bytes=free,
             gpus=[GpuMemory(**g) for g in gpu_memory()],
         )
 

@@ -12,6 +12,7 @@ human-readable reason and never a traceback.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .storage import is_storage_full
 
 log = logging.getLogger("meshforge.service")
 
@@ -45,8 +48,12 @@ CODES: dict[str, str] = {
     "artifact_missing": "the job's files are gone (expired or deleted)",
     "not_ready": "the service is not ready",
     "shutting_down": "the server is draining before it stops and takes no new jobs; retry after Retry-After seconds",
+    "insufficient_storage": "the server's disk is (nearly) full; retry later",
     "internal_error": "an unexpected error; the server log has the details",
 }
+
+#: the detail of a 507 ``insufficient_storage`` answer
+STORAGE_FULL = "the server is out of disk space for this request; retry later"
 
 _STATUS_CODES: dict[int, str] = {
     400: "bad_request",
@@ -71,6 +78,7 @@ _TITLES: dict[int, str] = {
     429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    507: "Insufficient Storage",
 }
 
 
@@ -173,10 +181,19 @@ def install_handlers(app: FastAPI) -> None:
         where = ".".join(p for p in first["loc"] if p not in ("body", "query", "header", "path")) or "request"
         return problem_response(request, 422, "invalid_options", f"{where}: {first['msg']}", errors=errors)
 
+    async def storage_error(request: Request, exc: Exception) -> JSONResponse:
+        # OSError / sqlite3.Error: a full disk is the server's state, not a bug; anything else is unexpected
+        if not is_storage_full(exc):
+            raise exc
+        log.warning("%s %s: the data dir's disk is full (%s)", request.method, request.url.path, one_line(exc))
+        return problem_response(request, 507, "insufficient_storage", STORAGE_FULL)
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem_response(request, 500, "internal_error", f"internal error ({type(exc).__name__})")
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(OSError, storage_error)
+    app.add_exception_handler(sqlite3.Error, storage_error)
     app.add_exception_handler(Exception, unexpected)

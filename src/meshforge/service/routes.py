@@ -96,6 +96,7 @@ api = APIRouter(prefix="/v1", tags=["jobs"], responses=_ERRORS)
         },
         429: {"model": Problem, "description": "queue full (`queue_full`); see `Retry-After`"},
         503: {"model": Problem, "description": "the server is draining (`shutting_down`); see `Retry-After`"},
+        507: {"model": Problem, "description": "the server's disk is (nearly) full (`insufficient_storage`)"},
     },
 )
 def submit_job(
@@ -269,7 +270,8 @@ def _file(answer: FileAnswer, *, inline: bool) -> FileResponse:
 
 
 _FILE_ERRORS: dict[int | str, dict[str, object]] = {
-    409: {"model": Problem, "description": "the job has not succeeded (`job_not_finished`)"}
+    409: {"model": Problem, "description": "the job has not succeeded (`job_not_finished`)"},
+    507: {"model": Problem, "description": "no disk space to write the file on first request (`insufficient_storage`)"},
 }
 
 
@@ -342,8 +344,9 @@ async def livez() -> Liveness:
 
 @ops.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})
 def readyz(manager: Manager, response: Response) -> Readiness:
-    """200 when every worker is alive with its default backend built, else 503; also queue depth and free
-    GPU memory (when PyTorch with CUDA is in use)."""
+    """200 when every worker is alive with its default backend built and the data dir's disk has at least
+    ``min_free_bytes`` free, else 503 with ``reasons``; also queue depth, free disk space and free GPU
+    memory (when PyTorch with CUDA is in use)."""
     ready = manager.readiness()
     response.status_code = 200 if ready.ready else 503
     return ready

@@ -180,12 +180,15 @@ class GpuMemory(BaseModel):
 
 
 class Readiness(BaseModel):
-    """``/readyz``: ready when every worker is alive and has built its default backend."""
+    """``/readyz``: ready when every worker is alive and has built its default backend, and the data
+    dir's disk has at least ``min_free_bytes`` free; ``reasons`` says why not (empty when ready)."""
 
     ready: bool
+    reasons: list[str] = Field(default_factory=list)
     workers: list[WorkerInfo]
     queue_depth: int
     running: int
+    disk_free_bytes: int | None = None
     gpus: list[GpuMemory] = Field(default_factory=list)
 
 

@@ -48,10 +48,18 @@ class Settings(BaseModel):
         max_image_bytes: largest accepted picture upload (bytes); larger uploads get 413.
         max_mesh_bytes: largest accepted mesh upload for optimize jobs (bytes); larger uploads get 413.
         max_pixels: largest accepted picture in pixels (width·height); larger pictures get 422.
+        max_concurrent_decodes: most pictures the workers decode at the same time (process-wide). A
+            submission only reads the picture's header; its pixels are decoded by the worker that runs the
+            job, which takes about 11 bytes per pixel at the peak (~0.45 GB for 40 MP), so this bounds the
+            memory workers spend on decoding. Workers beyond it wait for a free slot.
         max_resolution: largest ``resolution`` option a job may ask for.
         max_faces: largest ``faces`` option a job may ask for.
         max_texture_size: largest ``texture_size`` option a job may ask for.
         max_queue: most jobs waiting in the queue; more submissions get 429 with ``Retry-After``.
+        min_free_bytes: free space (bytes) the data dir's filesystem must keep. Below it ``/readyz``
+            answers 503 (not ready, with the reason), and a submission that would go below it gets 507
+            ``insufficient_storage``; 0 turns the check off (a write that finds the disk full still gets
+            507, and a job that finds it full fails with ``insufficient_storage``).
         job_timeout_s: wall-clock limit of one job once it runs, seconds; checked at every stage boundary
             and by a watchdog that fails the job at the deadline.
         max_attempts: a job interrupted by crashes or restarts this many times is failed, not re-queued.
@@ -90,10 +98,12 @@ class Settings(BaseModel):
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_mesh_bytes: int = Field(128 * 1024 * 1024, gt=0)
     max_pixels: int = Field(40_000_000, gt=0)
+    max_concurrent_decodes: int = Field(2, ge=1)
     max_resolution: int = Field(512, ge=16, le=1024)
     max_faces: int = Field(200_000, ge=4)
     max_texture_size: int = Field(4096, ge=16, le=8192)
     max_queue: int = Field(100, ge=1)
+    min_free_bytes: int = Field(256 * 1024 * 1024, ge=0)
     job_timeout_s: float = Field(900.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     lease_s: float = Field(30.0, ge=0.5)

@@ -26,6 +26,8 @@ agree to well within the lease time.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -180,6 +182,60 @@ def new_lease_owner(name: str) -> str:
     return f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+#: ``errno`` values that mean the filesystem has no room left (no space, or the user's quota is used up)
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) means the disk is full.
+
+    Recognised: :class:`OSError` with ``errno`` ``ENOSPC`` ("No space left on device") or ``EDQUOT``
+    (quota exceeded), and SQLite's ``SQLITE_FULL`` ("database or disk is full", ``sqlite3.Error`` with
+    ``sqlite_errorcode`` 13, see https://www.sqlite.org/rescode.html#full).
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return True
+        if isinstance(e, sqlite3.Error) and getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class DataDirError(Exception):
+    """The data dir cannot be used (not creatable, not writable); the message is one line."""
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Make sure the service can write in ``data_dir`` (created when missing) before it starts.
+
+    Creates the folder and its ``jobs`` folder, then writes and removes a small file in it.
+
+    Raises:
+        DataDirError: one line naming the folder, the reason (``strerror``: read-only file system, not a
+            directory, permission denied, no space left) and what to do.
+    """
+    probe = Path(data_dir) / f".write-check-{os.getpid()}"
+    try:
+        (Path(data_dir) / "jobs").mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as fh:
+            fh.write(b"meshforge")
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        reason = exc.strerror or type(exc).__name__
+        raise DataDirError(
+            f"data dir {data_dir}: cannot write there ({reason}); give a writable folder with --data-dir "
+            "or MESHFORGE_SERVICE_DATA_DIR"
+        ) from None
+
+
 def new_job_id() -> str:
     """A new random job id (32 hex digits)."""
     return uuid.uuid4().hex
@@ -293,6 +349,29 @@ class JobStore:
     def input_path(self, job: JobRow) -> Path:
         """The stored upload of a job."""
         return self.job_dir(job.id) / job.input_file
+
+    def free_bytes(self) -> int:
+        """Free space on the data dir's filesystem, in bytes (for an unprivileged process, like ``df``)."""
+        return int(shutil.disk_usage(self.data_dir).free)
+
+    def remove_outputs(self, job_id: str, keep: str) -> list[str]:
+        """Delete everything in a job's folder except ``keep`` (its input folder): results, re-exports,
+        previews, and temporary files a failed write may have left.
+
+        Returns:
+            The names removed.
+        """
+        folder = self.job_dir(job_id)
+        removed = []
+        for p in folder.iterdir() if folder.is_dir() else ():
+            if p.name == keep:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p.name)
+        return removed
 
     # -- submission ---------------------------------------------------------------------------------
     def create(self, new: NewJob, *, max_queue: int, ttl_s: float) -> CreateOutcome:
