@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from meshforge.config import UnwrapConfig
+from meshforge.mesh import uv
 from meshforge.mesh.uv import unwrap
 from meshforge.types import Mesh
 
 from ..procs import alive, children, kill_all, socket_inodes, wait_gone
-
-DELAY = "MESHFORGE_TEST_UNWRAP_DELAY_S"
 
 
 def grid(n: int = 50) -> Mesh:
@@ -36,9 +35,11 @@ PARENT = textwrap.dedent(
     import os, socket, sys
     sys.path.insert(0, {root!r})
     from meshforge.config import UnwrapConfig
+    from meshforge.mesh import uv
     from meshforge.mesh.uv import unwrap
     from tests.mesh.test_unwrap_worker import grid
 
+    uv.TEST_DELAY_S = 30.0  # xatlas "runs" for 30 s: the parent is killed during it
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -50,11 +51,8 @@ PARENT = textwrap.dedent(
 
 
 def test_a_killed_parent_leaves_no_unwrap_process_and_the_worker_holds_no_inherited_socket(tmp_path):
-    env = dict(os.environ, **{DELAY: "30"})  # xatlas "runs" for 30 s: the parent is killed during it
     root = str(Path(__file__).resolve().parents[2])
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT.format(root=root)], stdout=subprocess.PIPE, env=env, text=True
-    )
+    parent = subprocess.Popen([sys.executable, "-c", PARENT.format(root=root)], stdout=subprocess.PIPE, text=True)
     workers: list[int] = []
     try:
         assert parent.stdout is not None
@@ -92,12 +90,12 @@ def test_the_worker_gives_the_in_process_result():
 
 def test_a_stuck_unwrap_is_killed_at_the_time_limit_and_the_next_one_runs(monkeypatch):
     mesh = grid(10)
-    monkeypatch.setenv(DELAY, "30")
+    monkeypatch.setattr(uv, "TEST_DELAY_S", 30.0)
     before = set(children(os.getpid()))
     _, counts = unwrap(mesh, UnwrapConfig(resolution=128, time_limit=1.0))
     assert counts["engine"] == "faces" and "time limit" in counts["fallback"]
     assert [p for p in children(os.getpid()) if p not in before] == [], "the stuck worker was not stopped"
-    monkeypatch.delenv(DELAY)
+    monkeypatch.setattr(uv, "TEST_DELAY_S", 0.0)
     out, counts = unwrap(mesh, UnwrapConfig(resolution=128, time_limit=30.0))
     assert counts["engine"] == "xatlas" and "fallback" not in counts
     assert out.uv is not None and out.uv.min() >= 0 and out.uv.max() <= 1

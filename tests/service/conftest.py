@@ -160,11 +160,13 @@ class Server:
         env: dict[str, str] | None = None,
         stage_delay_s: float | None = None,
         log_level: str = "warning",
+        unwrap_delay_s: float = 0.0,
     ) -> None:
         self.data_dir = data_dir
         self.log = log
         self.env = env or {}
         self.stage_delay_s = stage_delay_s
+        self.unwrap_delay_s = unwrap_delay_s
         self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -173,10 +175,11 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_SERVICE_")}
         env.update(self.env)
-        if self.stage_delay_s is None:
+        if self.stage_delay_s is None and not self.unwrap_delay_s:
             cmd = [sys.executable, "-m", "meshforge.cli", "serve"]
-        else:  # the test launcher: the same command with a pause at every stage boundary
-            cmd = [sys.executable, str(Path(__file__).with_name("slow_serve.py")), str(self.stage_delay_s)]
+        else:  # the test launcher: the same command with a pause at every stage boundary / in the unwrap
+            launcher = str(Path(__file__).with_name("slow_serve.py"))
+            cmd = [sys.executable, launcher, str(self.stage_delay_s or 0.0), str(self.unwrap_delay_s)]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
         cmd += [
             "--data-dir",

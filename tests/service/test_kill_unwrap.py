@@ -9,17 +9,16 @@ from ..procs import descendants, kill_all, wait_gone
 from .conftest import SMALL, Server, wait_for
 
 #: the unwrap worker sleeps this long before xatlas (TEST ONLY), so the kill lands while it runs
-UNWRAP_DELAY_S = "1"
+UNWRAP_DELAY_S = 1.0
 
 
 def test_kill_during_unwrap_then_restart_on_the_same_port(tmp_path, chair):
     data_dir = tmp_path / "data"
-    env = {"MESHFORGE_TEST_UNWRAP_DELAY_S": UNWRAP_DELAY_S}
     servers: list[Server] = []
     leftovers: list[int] = []
 
     def start(port: int | None = None) -> Server:
-        server = Server(data_dir, tmp_path / f"server{len(servers)}.log", env)
+        server = Server(data_dir, tmp_path / f"server{len(servers)}.log", unwrap_delay_s=UNWRAP_DELAY_S)
         if port is not None:
             server.port, server.url = port, f"http://127.0.0.1:{port}"
         servers.append(server)

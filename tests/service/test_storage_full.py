@@ -104,7 +104,7 @@ def test_a_job_that_fills_the_disk_fails_as_insufficient_storage_and_leaves_no_p
 ):
     fs = small_fs("24m")
     data_dir = fs / "data"
-    server = server_factory(data_dir, MESHFORGE_SERVICE_MIN_FREE_BYTES="0", MESHFORGE_SERVICE_TEST_STAGE_DELAY_S="0.2")
+    server = server_factory(data_dir, stage_delay_s=0.2, MESHFORGE_SERVICE_MIN_FREE_BYTES="0")
     options = dict(SMALL, texture_size="1024")  # a result of a few MB
     with server.client() as http:
         # a first run of (nearly) the same job tells how much its files take

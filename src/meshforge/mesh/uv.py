@@ -35,8 +35,10 @@ from . import _unwrap_worker
 from .normals import vertex_normals
 from .topology import face_areas
 
-#: TEST ONLY: seconds the unwrap worker sleeps before running xatlas (stands for a slow xatlas)
-TEST_DELAY_ENV = "MESHFORGE_TEST_UNWRAP_DELAY_S"
+#: TEST ONLY: seconds the unwrap worker sleeps before running xatlas (stands for a slow xatlas). A module
+#: attribute that only Python code can set (tests, ``tests/service/slow_serve.py``): no setting, variable
+#: or option reaches it, so a production server cannot be slowed down through it.
+TEST_DELAY_S = 0.0
 #: seconds a new worker may take to start (import numpy and xatlas) before the unwrap falls back
 _START_TIMEOUT_S = 60.0
 
@@ -168,8 +170,7 @@ def _run_with_limit(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) 
     """Run xatlas in an unwrap worker process; the result dict, or a string saying why there is none."""
     if cfg.time_limit <= 0 or not hasattr(select, "poll"):
         return _xatlas_unwrap(vertices, faces, cfg)
-    delay = float(os.environ.get(TEST_DELAY_ENV) or 0.0)
-    request = (vertices, faces, _xatlas_options(vertices, faces, cfg), delay)
+    request = (vertices, faces, _xatlas_options(vertices, faces, cfg), TEST_DELAY_S)
     worker = None
     with _idle_lock:
         while _idle and worker is None:
