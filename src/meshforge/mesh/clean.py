@@ -57,12 +57,21 @@ def remove_unreferenced(mesh: Mesh) -> Mesh:
     return _take(mesh, np.flatnonzero(used), remap[mesh.faces])
 
 
-def remove_degenerate_faces(mesh: Mesh, area_eps: float = 1e-14) -> Mesh:
-    """Drop faces with a repeated vertex index or an area ≤ ``area_eps`` (m²), and exact duplicate faces
-    (same vertex set, either winding)."""
+def remove_degenerate_faces(mesh: Mesh, area_eps: float | None = None) -> Mesh:
+    """Drop faces with a repeated vertex index, and exact duplicate faces (same vertex set, either winding;
+    the first is kept).
+
+    Args:
+        mesh: any triangle mesh.
+        area_eps: also drop faces with an area ≤ this (units²). None (the default) keeps them: a tiny face
+            with three distinct vertices is part of a closed surface (marching cubes leaves them where the
+            surface passes through a grid corner) and deleting it opens a hole; decimation's
+            :func:`~meshforge.mesh.decimate.repair` removes such faces by edge collapse or flip instead.
+    """
     f = mesh.faces
     keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
-    keep &= face_areas(mesh.vertices, f) > area_eps
+    if area_eps is not None:
+        keep &= face_areas(mesh.vertices, f) > area_eps
     f = f[keep]
     _, first = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
     f = f[np.sort(first)]
@@ -178,7 +187,8 @@ def _consistent_flips(e: np.ndarray, face_of: np.ndarray, nf: int, nv: int) -> n
 
 
 def clean(mesh: Mesh, cfg: CleanConfig) -> tuple[Mesh, dict[str, int]]:
-    """Merge vertices, drop degenerate and duplicate faces and small floating components, orient faces.
+    """Merge vertices, drop faces with a repeated vertex, duplicate faces and small floating components,
+    orient faces. Tiny faces are kept (see :func:`remove_degenerate_faces`): the surface stays closed.
 
     Args:
         mesh: any triangle mesh.

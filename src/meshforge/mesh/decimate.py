@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from ..config import DecimateConfig
 from ..errors import InputError, MissingDependency
 from ..types import Mesh
-from .clean import orient_faces, remove_degenerate_faces
+from .clean import remove_degenerate_faces
 from .normals import face_normals
-from .topology import topology
+from .topology import directed_edges, face_areas, topology
 
 #: faces with less area than this (m²) count as degenerate after decimation
 DEGENERATE_AREA = 1e-12  # relative to the squared bounding-box diagonal (1e-12 m² for a 1 m model)
@@ -26,10 +28,13 @@ MAX_ASPECT = 20.0
 def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     """Reduce a mesh to at most ``cfg.faces`` faces, then check it is still a closed two-manifold.
 
-    Per-vertex attributes are dropped (they are rebuilt after unwrapping). A mesh already within budget
-    is returned unchanged. If the input was watertight and a collapse made it non-manifold or opened
-    it, the decimation is retried with a gentler schedule (lower aggressiveness), and finally with the
-    budget ×1.25 smaller steps; the report records what happened.
+    Per-vertex attributes are dropped (they are rebuilt after unwrapping). Every face keeps the winding of
+    the source faces it stands for (the engine's collapses and :func:`repair` preserve orientation; nothing
+    is re-oriented afterwards). A mesh already within budget is returned with only its tiny faces repaired.
+    If the input was watertight and a collapse made it non-manifold or opened it, the decimation is retried
+    with a gentler schedule (lower aggressiveness), and finally with the budget ×1.25 smaller steps; the
+    report records what happened. When the engine stops above the budget (its error threshold grows with
+    each iteration up to a cap), it is rerun with a higher aggressiveness.
 
     Args:
         mesh: a cleaned mesh (``[V, 3]`` float32 vertices, ``[F, 3]`` int32 faces).
@@ -39,7 +44,8 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
         ``(mesh, counts)`` with ``counts`` holding the topology check of the result and the attempts made.
 
     Raises:
-        InputError: unknown engine.
+        InputError: unknown engine, or the budget cannot be reached (e.g. more separate parts than the
+            budget allows: collapses never remove a part); the message gives the fewest faces reached.
         MissingDependency: fast-simplification is not installed.
     """
     if cfg.engine != "fast-simplification":
@@ -50,9 +56,12 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
         raise MissingDependency("decimation needs 'fast-simplification': pip install fast-simplification") from None
 
     base = Mesh(vertices=mesh.vertices, faces=mesh.faces)
+    scale = float(np.linalg.norm(base.vertices.max(0) - base.vertices.min(0))) if base.n_vertices else 0.0
+    scale = scale or 1.0
     if mesh.n_faces <= cfg.faces:
-        topo = topology(base.vertices, base.faces)
-        return base, {"attempts": 0, **topo.to_dict()}
+        result = repair(base, max_aspect=np.inf)  # tiny faces only: the shape is already within budget
+        topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * scale**2)
+        return result, {"attempts": 0, **topo.to_dict()}
     before = topology(base.vertices, base.faces)
     attempts: list[dict[str, object]] = []
     best: tuple[int, Mesh] | None = None
@@ -66,17 +75,16 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     # the engine's collapse thresholds are absolute quadric errors: work at unit scale so a model in
     # centimetres decimates like the same model in metres
     centre = 0.5 * (base.vertices.min(0) + base.vertices.max(0)).astype(np.float64)
-    scale = float(np.linalg.norm(base.vertices.max(0) - base.vertices.min(0))) or 1.0
     unit = ((base.vertices - centre) / scale).astype(np.float32)
+    fewest = base.n_faces
     for aggressiveness, shrink in schedule:
-        target = max(4, int(cfg.faces * shrink))
-        for _ in range(4):
-            v, f = fast_simplification.simplify(unit, base.faces, target_count=int(target), agg=float(aggressiveness))
-            if len(f) <= cfg.faces:
-                break
-            target = max(4, int(target - (len(f) - cfg.faces) - 2))
+        v, f = _simplify(fast_simplification, unit, base.faces, cfg.faces, int(cfg.faces * shrink), aggressiveness)
         v = (np.asarray(v, dtype=np.float64) * scale + centre).astype(np.float32)
         candidate = repair(Mesh(vertices=v, faces=np.asarray(f, dtype=np.int32)))
+        fewest = min(fewest, candidate.n_faces)
+        if candidate.n_faces > cfg.faces:
+            attempts.append({"aggressiveness": aggressiveness, "faces": candidate.n_faces, "over_budget": True})
+            continue
         topo = topology(candidate.vertices, candidate.faces, area_eps=DEGENERATE_AREA * scale**2)
         # defects the decimation introduced (an open or non-manifold input keeps its own)
         defects = topo.degenerate_faces + int((_aspect(candidate.vertices, candidate.faces)[0] > 100.0).sum())
@@ -89,12 +97,38 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
             best = (defects, candidate)
         if defects == 0:
             break
-    assert best is not None
+    if best is None:
+        raise InputError(
+            f"cannot decimate {base.n_faces:,} faces to {cfg.faces:,}: the fewest reached is {fewest:,} "
+            f"({before.components:,} separate parts, which collapses never remove); use a budget of at least "
+            f"{fewest:,} faces"
+        )
     result = best[1]
     topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * scale**2)
     aspect, _, _ = _aspect(result.vertices, result.faces)
     slivers = {"slivers_over_20": int((aspect > 20).sum()), "slivers_over_100": int((aspect > 100).sum())}
     return result, {"attempts": len(attempts), **topo.to_dict(), **slivers}
+
+
+def _simplify(engine: Any, unit: np.ndarray, faces: np.ndarray, budget: int, target: int, agg: float) -> tuple:
+    """Run the engine until it returns at most ``budget`` faces: first lower its target by the excess, then
+    (it stops after 100 iterations of a growing error threshold) raise the aggressiveness to 7 and 10.
+
+    Returns:
+        ``(vertices, faces)`` of the run with the fewest faces (over budget only if every run was).
+    """
+    best: tuple[Any, Any] | None = None
+    for a in dict.fromkeys([agg, max(agg, 7.0), max(agg, 10.0)]):
+        t = max(4, target)
+        for _ in range(4):
+            v, f = engine.simplify(unit, faces, target_count=int(t), agg=float(a))
+            if best is None or len(f) < len(best[1]):
+                best = (v, f)
+            if len(f) <= budget:
+                return v, f
+            t = max(4, int(t - (len(f) - budget) - 2))
+    assert best is not None
+    return best
 
 
 def _drop_duplicate_faces(faces: np.ndarray) -> np.ndarray:
@@ -119,6 +153,12 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
     """Fix the local defects fast QEM collapses leave behind, keeping the surface closed and manifold.
 
     * duplicate faces (a thin part collapsed and folded onto itself) are removed together;
+    * flat pockets are removed (:func:`_drop_pockets`): the engine does not test the link condition, so a
+      thin sheet (a leaf) can collapse into a closed zero-volume patch glued to the rest along edges that
+      become non-manifold;
+    * pinched edges are collapsed (:func:`_collapse_pinched_edges`): where a thin wall collapsed to zero
+      thickness along an edge, that edge is shared by both sides (four faces); collapsing it leaves the two
+      sides touching at one vertex, every edge shared by two faces;
     * slivers — faces whose aspect ratio (longest edge / height) exceeds ``max_aspect`` or whose area is
       below :data:`DEGENERATE_AREA` × (bounding diagonal)² — are removed by the classic local operations (Botsch et al.,
       *Polygon Mesh Processing*, 2010, ch. 6): a *needle* (one edge much shorter than the longest) has
@@ -126,7 +166,17 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
       edge) has its longest edge flipped. An operation is applied only if no face normal around it turns
       by more than 90° and, for flips, the worst aspect ratio of the pair improves.
 
-    Unreferenced vertices are dropped and faces re-oriented outward.
+    Faces are only ever removed in closed sets (a folded pair, a pocket, the two faces of a collapsed
+    edge), so no hole opens; a sliver no operation can fix is kept. Every face keeps its winding. Unreferenced
+    vertices are dropped.
+
+    Args:
+        mesh: ``[V, 3]`` float32 vertices, ``[F, 3]`` int faces.
+        max_aspect: aspect ratio above which a face is a sliver (``np.inf``: tiny faces only).
+        max_passes: passes over the defects at most.
+
+    Returns:
+        The repaired :class:`Mesh` (positions only).
     """
     v = mesh.vertices
     f = mesh.faces.astype(np.int64)
@@ -135,6 +185,8 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
     for _ in range(max_passes):
         f = _drop_duplicate_faces(f)
         f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+        f = _drop_pockets(v, f)
+        f = _collapse_pinched_edges(v, f)
         aspect, length, area = _aspect(v, f)
         bad = np.flatnonzero((aspect > max_aspect) | (area < min_area))
         if bad.size == 0:
@@ -160,9 +212,111 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
                 changed |= _flip(v, f, fi, k_long, faces_of, touched, aspect[fi])
         if not changed:
             break
-    out = remove_degenerate_faces(Mesh(vertices=v, faces=f.astype(np.int32)), area_eps=0.0)
-    out, _ = orient_faces(out)
-    return out
+    return remove_degenerate_faces(Mesh(vertices=v, faces=f.astype(np.int32)))
+
+
+#: a closed patch is a flat pocket when its enclosed volume is at most this × area^1.5 (a ball has 0.094)
+POCKET_FLATNESS = 1e-3
+
+
+def _drop_pockets(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Remove flat pockets: closed patches of zero volume that share non-manifold edges with the rest.
+
+    The faces are grouped into patches connected across manifold edges (two faces) only; a patch that
+    touches a non-manifold edge, is closed by itself (each of its edges used by exactly two of its faces,
+    in opposite directions) and encloses at most :data:`POCKET_FLATNESS` × area^1.5 is a collapsed thin
+    sheet: removing it lowers each of its non-manifold edges by two faces and opens nothing.
+
+    Args:
+        v: ``[V, 3]`` positions. f: ``[F, 3]`` int64 faces.
+
+    Returns:
+        ``[F', 3]`` faces, pockets removed.
+    """
+    if len(f) == 0:
+        return f
+    nv = len(v)
+    e = directed_edges(f)
+    key = np.minimum(e[:, 0], e[:, 1]) * nv + np.maximum(e[:, 0], e[:, 1])
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    per_edge = counts[inverse.reshape(-1)]
+    if not (per_edge > 2).any():
+        return f
+    face_of = np.repeat(np.arange(len(f)), 3)
+    manifold = np.flatnonzero(per_edge == 2)
+    order = manifold[np.argsort(key[manifold], kind="stable")]
+    a, b = face_of[order[0::2]], face_of[order[1::2]]
+    graph = sp.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(len(f), len(f)))
+    _, label = connected_components(graph, directed=False)
+    keep = np.ones(len(f), dtype=bool)
+    for patch in np.unique(label[face_of[per_edge > 2]]).tolist():
+        sel = np.flatnonzero(label == patch)
+        sub = f[sel]
+        if 2 * len(sel) > len(f):
+            continue  # the main body, never a pocket
+        se = directed_edges(sub)
+        skey = np.minimum(se[:, 0], se[:, 1]) * nv + np.maximum(se[:, 0], se[:, 1])
+        _, scounts = np.unique(skey, return_counts=True)
+        _, dcounts = np.unique(se[:, 0] * nv + se[:, 1], return_counts=True)
+        if (scounts != 2).any() or (dcounts != 1).any():
+            continue  # not closed by itself
+        t = v[sub].astype(np.float64)
+        volume = abs(float(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum()) / 6.0)
+        area = float(face_areas(v, sub).sum())
+        if volume <= POCKET_FLATNESS * area**1.5:
+            keep[sel] = False
+    return f[keep]
+
+
+def _collapse_pinched_edges(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Collapse non-manifold edges shared by two sides of a wall collapsed to zero thickness.
+
+    Fast QEM does not test the link condition, so a thin wall can collapse until both of its sides use
+    the same edge ``(a, b)`` (four or more faces). Merging ``b`` into ``a`` (at the edge's midpoint) removes
+    the faces on that edge and joins each remaining edge ``b–x`` with ``a–x``, which the removed face on
+    ``(a, b, x)`` had shared; the result is manifold along every edge when the only vertices adjacent to
+    both ``a`` and ``b`` are those opposite the edge (the link condition of Dey et al., 1999, for this
+    edge), and no face turns over. ``v`` is updated in place.
+
+    Args:
+        v: ``[V, 3]`` positions. f: ``[F, 3]`` int64 faces.
+
+    Returns:
+        ``[F', 3]`` faces.
+    """
+    nv = len(v)
+    e = directed_edges(f)
+    key = np.minimum(e[:, 0], e[:, 1]) * nv + np.maximum(e[:, 0], e[:, 1])
+    uniq, counts = np.unique(key, return_counts=True)
+    pinched = uniq[counts > 2]
+    if pinched.size == 0:
+        return f
+    f = f.copy()
+    dead = np.zeros(len(f), dtype=bool)
+    for k in pinched.tolist():
+        a, b = divmod(int(k), nv)
+        around_a = np.flatnonzero((f == a).any(axis=1) & ~dead)
+        around_b = np.flatnonzero((f == b).any(axis=1) & ~dead)
+        on_edge = np.intersect1d(around_a, around_b)
+        if len(on_edge) < 4:
+            continue
+        opposite = set(f[on_edge].ravel().tolist()) - {a, b}
+        na = set(f[around_a].ravel().tolist()) - {a}
+        nb = set(f[around_b].ravel().tolist()) - {b}
+        if (na & nb) != opposite:
+            continue
+        moved = np.setdiff1d(around_b, on_edge)
+        new = f[moved].copy()
+        new[new == b] = a
+        old_n = face_normals(v, f[moved])[1]
+        saved = v[a].copy()
+        v[a] = 0.5 * (v[a].astype(np.float64) + v[b])
+        if ((face_normals(v, new)[1] * old_n).sum(1) < 0.0).any():
+            v[a] = saved
+            continue
+        f[moved] = new
+        dead[on_edge] = True
+    return f[~dead]
 
 
 def _collapse(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touched: np.ndarray) -> bool:
@@ -184,7 +338,8 @@ def _collapse(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touc
     moved = np.fromiter(fq - shared, dtype=np.int64)
     new = f[moved].copy()
     new[new == q] = p
-    if (face_normals(v, new)[1] * face_normals(v, f[moved])[1]).sum(1).min() < 0.0:
+    # no face may turn over; q may lie on the two collapsed faces only (a border vertex): nothing moves then
+    if ((face_normals(v, new)[1] * face_normals(v, f[moved])[1]).sum(1) < 0.0).any():
         return False
     f[moved] = new
     f[list(shared)] = p  # both faces of the collapsed edge become degenerate and are dropped
