@@ -133,3 +133,24 @@ def test_cli_optimize_refuses_broken_files_in_one_line(tmp_path, capsys, payload
     assert len(lines) == 1 and lines[0].startswith("error: ") and "broken" in lines[0], lines
     assert "Traceback" not in err
     assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_report_and_inspect_agree_on_winding_and_utilisation(shared_assets, tmp_path):
+    """Multi-part, open source: the decimate stage's orientation counts and the unwrap stage's utilisation
+    are the figures ``inspect --reference`` gives for the written file (one function each)."""
+    from meshforge.eval.diagnostics import inspect_file
+
+    path = shared_assets / "CesiumMilkTruck.glb"
+    result = optimize(path, OptimizeConfig().with_options(faces=1_000, texture_size=256))
+    out = tmp_path / "truck.glb"
+    out.write_bytes(meshforge.export(result.asset, "glb"))
+    stages = {s.name: s.counts for s in result.report.stages}
+    inspected = inspect_file(out, reference=path, n_samples=5_000)
+    for key in ("inconsistent_edges", "facing_away_faces"):
+        assert stages["decimate"][key] == inspected["orientation"][key], key
+    assert stages["decimate"]["facing_away_area"] == pytest.approx(inspected["orientation"]["facing_away_area"])
+    assert inspected["diagnostics"]["topology"]["inconsistent_edges"] == stages["decimate"]["inconsistent_edges"]
+    # the source is consistently wound and decimation keeps every face's winding
+    assert stages["decimate"]["inconsistent_edges"] == 0
+    (atlas,) = inspected["diagnostics"]["uv"]
+    assert stages["unwrap"]["utilisation"] == pytest.approx(atlas["utilisation"], abs=1e-4)

@@ -25,6 +25,7 @@ from . import _profiling
 from ._version import __version__
 from .config import BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig
 from .errors import InputError
+from .eval.metrics import orientation
 from .fields.surface import SurfaceField
 from .io.meshes import SourceScene, load_mesh
 from .mesh.bake import bake
@@ -45,16 +46,23 @@ PRESETS: dict[str, dict[str, int]] = {
 
 STAGES: tuple[str, ...] = ("load", "flatten", "clean", "decimate", "unwrap", "bake")
 
+#: warn when more than this fraction of the low-poly area faces away from the source
+#: (:func:`~meshforge.eval.metrics.orientation`). Decimation keeps every face's winding, but where two
+#: sheets of the source lie closer together than the decimation error (a thin strap, a double-sided
+#: panel) a face can end up nearer the opposite sheet and count as facing away.
+FACING_AWAY_WARNING = 0.01
+
 
 @dataclass(frozen=True)
 class OptimizeConfig:
     """Configuration of the optimize job; each stage reads its own section.
 
     ``clean.min_component_fraction`` is 0 by default: small separate parts of a model (rivets, eyes) are
-    content, unlike the floating specks of an isosurface.
+    content, unlike the floating specks of an isosurface; ``clean.orient`` is False: the source's winding
+    defines each part's front faces and is kept (decimation preserves it).
     """
 
-    clean: CleanConfig = field(default_factory=lambda: CleanConfig(min_component_fraction=0.0))
+    clean: CleanConfig = field(default_factory=lambda: CleanConfig(min_component_fraction=0.0, orient=False))
     decimate: DecimateConfig = field(default_factory=DecimateConfig)
     unwrap: UnwrapConfig = field(default_factory=UnwrapConfig)
     bake: BakeConfig = field(default_factory=BakeConfig)
@@ -181,10 +189,17 @@ def optimize(
     step(3)
     with _profiling.stage(report, "decimate") as c:
         low, dcounts = decimate(cleaned, cfg.decimate)
-        oriented = field_.orient_like(low.vertices, low.faces)
-        flipped = int((oriented != low.faces).any(axis=1).sum())
-        low = low.replace(faces=oriented)
-        c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **dcounts, faces_reoriented=flipped)
+        # the one orientation check (inspect --reference reports the same): winding kept from the source
+        winding = orientation(low, scene)
+        c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **{**dcounts, **winding})
+        source_inconsistent = topology(cleaned.vertices, cleaned.faces).inconsistent_edges
+        if winding["facing_away_area"] > FACING_AWAY_WARNING or winding["inconsistent_edges"] > source_inconsistent:
+            report.warn(
+                f"{winding['facing_away_faces']:,} faces ({100 * winding['facing_away_area']:.2f} % of the area) "
+                f"face away from the source and {winding['inconsistent_edges']:,} edges are wound "
+                f"inconsistently (the source has {source_inconsistent:,}); thin parts may have merged: "
+                "try a larger --faces budget"
+            )
     step(4)
     with _profiling.stage(report, "unwrap") as c:
         low = low.replace(normals=vertex_normals(low.vertices, low.faces))

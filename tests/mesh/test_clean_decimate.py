@@ -179,3 +179,29 @@ def test_repair_collapses_an_edge_pinched_between_two_sides_of_a_wall():
     assert fixed.n_faces == glued.n_faces - 4
     volume = signed_volume(glued.vertices, glued.faces)
     assert signed_volume(fixed.vertices, fixed.faces) == pytest.approx(volume, rel=0.05)
+
+
+def _disc(z: float = -1.0, rings: int = 12, around: int = 48) -> Mesh:
+    """An open disc at height ``z`` facing +z (towards the origin when z < 0: negative signed volume)."""
+    a = np.linspace(0, 2 * np.pi, around, endpoint=False)
+    ring = [np.stack([r * np.cos(a), r * np.sin(a), np.full(around, z)], 1) for r in np.linspace(0.1, 0.9, rings)]
+    v = np.concatenate([[[0.0, 0.0, z]], *ring]).astype(np.float32)
+    f = [[0, 1 + i, 1 + (i + 1) % around] for i in range(around)]
+    for k in range(rings - 1):
+        for i in range(around):
+            p, q = 1 + k * around + i, 1 + k * around + (i + 1) % around
+            f += [[p, p + around, q + around], [p, q + around, q]]
+    return Mesh(v, np.array(f, dtype=np.int32))
+
+
+def test_decimate_keeps_the_winding_of_an_open_part():
+    """An open part's winding is its front side: decimation must not re-orient it by signed volume."""
+    from meshforge.mesh.normals import face_normals
+
+    disc = _disc()
+    assert (face_normals(disc.vertices, disc.faces)[1][:, 2] > 0.99).all()
+    low, counts = decimate(disc, DecimateConfig(faces=300))
+    assert low.n_faces <= 300 and counts["inconsistent_edges"] == 0
+    assert (face_normals(low.vertices, low.faces)[1][:, 2] > 0.99).all()
+    kept, counts = clean(disc, CleanConfig(min_component_fraction=0.0, orient=False))
+    assert counts["faces_flipped"] == 0 and (face_normals(kept.vertices, kept.faces)[1][:, 2] > 0.99).all()

@@ -29,6 +29,13 @@ Definitions (``P`` candidate samples, ``R`` reference samples, ``d(x, S)`` dista
 * **Normal consistency** (Mescheder et al. 2019): the mean of ``|n_p · n_ref(p)|`` over ``P`` and of
   ``|n_r · n_cand(r)|`` over ``R``, averaged; ``n`` are unit geometric (face) normals at the sample and at
   its closest point. Orientation-agnostic: 1 means identical tangent planes.
+* **Orientation** (:func:`orientation`, a check of winding rather than of shape): ``inconsistent_edges``
+  of the candidate (all parts, equal positions welded: a directed edge used by two faces, i.e. neighbours
+  wound oppositely) and the faces *facing away*: those whose unit normal has a negative dot product with
+  the reference's face normal at the reference point closest to the face's centroid, as a count and as a
+  fraction of the candidate's area. Where two sheets of the reference lie closer together than the
+  candidate's distance from it (a thin strap, a double-sided panel), the closest point can be on the
+  opposite sheet: such faces count as facing away.
 * **Colour PSNR**: for each candidate sample, the candidate's sRGB base colour (texture × factor × vertex
   colour, :meth:`~meshforge.io.meshes.SourcePart.sample`) is compared with the reference's at the closest
   reference surface point; ``PSNR = 10·log10(1 / MSE)`` dB over the R, G, B values in [0, 1] (peak 1.0;
@@ -68,6 +75,7 @@ __all__ = [
     "f_score",
     "hausdorff",
     "normal_consistency",
+    "orientation",
     "psnr",
     "sample_colours",
     "sample_surface",
@@ -499,6 +507,37 @@ def closest_points(
         normals=flat.normals[best_face],
         exact=done,
     )
+
+
+def orientation(candidate: Surface, reference: Surface, *, n_samples: int = 20_000, seed: int = 0) -> dict[str, Any]:
+    """Winding of a candidate against the reference it stands for (see the module docstring).
+
+    The one measurement of orientation: ``meshforge optimize`` reports it for the decimated mesh against
+    the source, and ``meshforge inspect FILE --reference REF`` for a file against its reference.
+
+    Args:
+        candidate: the surface being judged (all parts together).
+        reference: the surface whose orientation is the truth (e.g. the dense source).
+        n_samples, seed: reference samples seeding the exact closest-point search (:func:`closest_points`).
+
+    Returns:
+        ``{"inconsistent_edges": int, "facing_away_faces": int, "facing_away_area": float}``, the area as a
+        fraction of the candidate's total area in [0, 1].
+    """
+    from ..mesh.topology import topology
+
+    flat = _flat(as_scene(candidate))
+    inconsistent = topology(flat.vertices, flat.faces, weld_positions=True).inconsistent_edges
+    if len(flat.faces) == 0 or flat.areas.sum() <= 0.0:
+        return {"inconsistent_edges": inconsistent, "facing_away_faces": 0, "facing_away_area": 0.0}
+    centroid = flat.vertices[flat.faces].mean(axis=1)
+    near = closest_points(reference, centroid, n_samples=n_samples, seed=seed)
+    away = np.einsum("ij,ij->i", flat.normals, near.normals) < 0.0
+    return {
+        "inconsistent_edges": int(inconsistent),
+        "facing_away_faces": int(away.sum()),
+        "facing_away_area": float(flat.areas[away].sum() / flat.areas.sum()),
+    }
 
 
 def psnr(a: np.ndarray, b: np.ndarray, *, peak: float = 1.0, cap: float = PSNR_CAP_DB) -> float:

@@ -192,7 +192,8 @@ def clean(mesh: Mesh, cfg: CleanConfig) -> tuple[Mesh, dict[str, int]]:
 
     Args:
         mesh: any triangle mesh.
-        cfg: ``min_component_fraction`` (components below this fraction of the largest's area are dropped).
+        cfg: ``min_component_fraction`` (components below this fraction of the largest's area are dropped),
+            ``orient`` (re-orient faces, or keep the input's winding).
 
     Returns:
         ``(mesh, counts)`` where counts holds ``components_dropped`` and ``faces_flipped``.
@@ -200,5 +201,7 @@ def clean(mesh: Mesh, cfg: CleanConfig) -> tuple[Mesh, dict[str, int]]:
     m = merge_vertices(mesh)
     m = remove_degenerate_faces(m)
     m, dropped = remove_small_components(m, cfg.min_component_fraction)
-    m, flipped = orient_faces(m)
+    flipped = 0
+    if cfg.orient:
+        m, flipped = orient_faces(m)
     return m, {"components_dropped": dropped, "faces_flipped": flipped}
