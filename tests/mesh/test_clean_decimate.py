@@ -205,3 +205,14 @@ def test_decimate_keeps_the_winding_of_an_open_part():
     assert (face_normals(low.vertices, low.faces)[1][:, 2] > 0.99).all()
     kept, counts = clean(disc, CleanConfig(min_component_fraction=0.0, orient=False))
     assert counts["faces_flipped"] == 0 and (face_normals(kept.vertices, kept.faces)[1][:, 2] > 0.99).all()
+
+
+def test_merge_and_weld_treat_signed_zeros_as_one_position():
+    """-0.0 and 0.0 are the same coordinate (a surface of revolution's pole: r·sin(a) with r = 0)."""
+    from meshforge.mesh.clean import merge_vertices
+    from meshforge.mesh.topology import weld
+
+    v = np.array([[0.0, 0.0, 0.0], [-0.0, 0.0, 0.0], [1, 0, 0], [0, 1, 0], [-1, 0, 0]], np.float32)
+    f = np.array([[0, 2, 3], [1, 3, 4]], np.int32)
+    assert merge_vertices(Mesh(v, f)).n_vertices == 4
+    assert len(weld(v, f)[0]) == 4

@@ -18,12 +18,13 @@ from .topology import directed_edges, face_areas, vertex_components
 
 
 def merge_vertices(mesh: Mesh) -> Mesh:
-    """Merge vertices with identical positions (float32 bit patterns) and drop unreferenced vertices.
+    """Merge vertices with identical positions (float32 values; -0.0 equals 0.0) and drop unreferenced vertices.
 
     Per-vertex attributes (normals, uv, colours) are taken from the first vertex of each merged group.
     """
     v = mesh.vertices
-    key = np.ascontiguousarray(v).view(np.dtype((np.void, 12))).ravel()
+    # + 0.0 turns -0.0 into 0.0: the same position must have one bit pattern
+    key = np.ascontiguousarray(v + np.float32(0.0), dtype=np.float32).view(np.dtype((np.void, 12))).ravel()
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     faces = inverse[mesh.faces]

@@ -100,8 +100,8 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     if best is None:
         raise InputError(
             f"cannot decimate {base.n_faces:,} faces to {cfg.faces:,}: the fewest reached is {fewest:,} "
-            f"({before.components:,} separate parts, which collapses never remove); use a budget of at least "
-            f"{fewest:,} faces"
+            f"({before.components:,} connected components, which edge collapses never remove); use a budget of "
+            f"at least {fewest:,} faces"
         )
     result = best[1]
     topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * scale**2)
