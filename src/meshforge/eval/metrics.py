@@ -32,10 +32,10 @@ Definitions (``P`` candidate samples, ``R`` reference samples, ``d(x, S)`` dista
 * **Orientation** (:func:`orientation`, a check of winding rather than of shape): ``inconsistent_edges``
   of the candidate (all parts, equal positions welded: a directed edge used by two faces, i.e. neighbours
   wound oppositely) and the faces *facing away*: those whose unit normal has a negative dot product with
-  the reference's face normal at the reference point closest to the face's centroid, as a count and as a
-  fraction of the candidate's area. Where two sheets of the reference lie closer together than the
-  candidate's distance from it (a thin strap, a double-sided panel), the closest point can be on the
-  opposite sheet: such faces count as facing away.
+  the reference's face normal at the reference point closest to the face's centroid (exact,
+  :func:`closest_points`), as a count and as a fraction of the candidate's area. Where two sheets of the
+  reference lie closer together than the candidate's distance from it (a thin strap, a double-sided
+  panel), the closest point can be on the opposite sheet: such faces count as facing away.
 * **Colour PSNR**: for each candidate sample, the candidate's sRGB base colour (texture × factor × vertex
   colour, :meth:`~meshforge.io.meshes.SourcePart.sample`) is compared with the reference's at the closest
   reference surface point; ``PSNR = 10·log10(1 / MSE)`` dB over the R, G, B values in [0, 1] (peak 1.0;
@@ -509,7 +509,9 @@ def closest_points(
     )
 
 
-def orientation(candidate: Surface, reference: Surface, *, n_samples: int = 20_000, seed: int = 0) -> dict[str, Any]:
+def orientation(
+    candidate: Surface, reference: Surface, *, n_samples: int = DEFAULT_SAMPLES, seed: int = 0
+) -> dict[str, Any]:
     """Winding of a candidate against the reference it stands for (see the module docstring).
 
     The one measurement of orientation: ``meshforge optimize`` reports it for the decimated mesh against
@@ -518,7 +520,8 @@ def orientation(candidate: Surface, reference: Surface, *, n_samples: int = 20_0
     Args:
         candidate: the surface being judged (all parts together).
         reference: the surface whose orientation is the truth (e.g. the dense source).
-        n_samples, seed: reference samples seeding the exact closest-point search (:func:`closest_points`).
+        n_samples, seed: reference samples seeding the exact closest-point search (:func:`closest_points`;
+            more samples give a tighter first bound and a faster search).
 
     Returns:
         ``{"inconsistent_edges": int, "facing_away_faces": int, "facing_away_area": float}``, the area as a
