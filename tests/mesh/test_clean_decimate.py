@@ -216,3 +216,30 @@ def test_merge_and_weld_treat_signed_zeros_as_one_position():
     f = np.array([[0, 2, 3], [1, 3, 4]], np.int32)
     assert merge_vertices(Mesh(v, f)).n_vertices == 4
     assert len(weld(v, f)[0]) == 4
+
+
+def test_repair_removes_a_bud_hanging_on_a_pinched_edge(sphere_mesh):
+    """A small closed bud (a triangular bipyramid over the triangle ``a, b, y``) hanging on an edge
+    ``(a, b)`` of the surface, as fast QEM leaves a collapsed knob: ``y`` is a third vertex next to both
+    ``a`` and ``b``, so the plain link condition fails; the collapse folds the bud into pairs that go."""
+    from meshforge.mesh.decimate import repair
+
+    low, _ = decimate(sphere_mesh, DecimateConfig(faces=800))
+    v, f = low.vertices.astype(np.float64), low.faces
+    a, b, _ = (int(x) for x in f[0])
+    n = np.cross(v[f[0, 1]] - v[f[0, 0]], v[f[0, 2]] - v[f[0, 0]])
+    n /= np.linalg.norm(n)
+    edge = np.linalg.norm(v[b] - v[a])
+    side = np.cross(n, v[b] - v[a]) / edge
+    y = 0.5 * (v[a] + v[b]) + edge * n  # the bud stands on the surface
+    top, bottom = (v[a] + v[b] + y) / 3 + 0.3 * edge * side, (v[a] + v[b] + y) / 3 - 0.3 * edge * side
+    verts = np.concatenate([v, [y, top, bottom]]).astype(np.float32)
+    y_i, t_i, b_i = len(v), len(v) + 1, len(v) + 2
+    bud = np.array([[a, b, t_i], [b, y_i, t_i], [y_i, a, t_i], [b, a, b_i], [y_i, b, b_i], [a, y_i, b_i]])
+    broken = Mesh(verts, np.concatenate([f, bud]).astype(np.int32))
+    topo = topology(broken.vertices, broken.faces)
+    assert topo.nonmanifold_edges == 1 and topo.boundary_edges == 0, topo
+    fixed = repair(broken)
+    topo = topology(fixed.vertices, fixed.faces)
+    assert topo.watertight and topo.inconsistent_edges == 0, topo
+    assert fixed.n_faces <= low.n_faces

@@ -183,13 +183,17 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
     nv = len(v)
     min_area = DEGENERATE_AREA * float(np.sum((v.max(0) - v.min(0)).astype(np.float64) ** 2)) if nv else 0.0
     for _ in range(max_passes):
+        count = len(f)
         f = _drop_duplicate_faces(f)
         f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
         f = _drop_pockets(v, f)
         f = _collapse_pinched_edges(v, f)
+        pinched = len(f) != count  # a collapse can fold faces into pairs the next pass removes
         aspect, length, area = _aspect(v, f)
         bad = np.flatnonzero((aspect > max_aspect) | (area < min_area))
         if bad.size == 0:
+            if pinched:
+                continue
             break
         bad = bad[np.argsort(-aspect[bad])]
         flat = f.ravel()
@@ -210,7 +214,7 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
                 changed |= _collapse(v, f, fi, k_short, faces_of, touched)
             else:
                 changed |= _flip(v, f, fi, k_long, faces_of, touched, aspect[fi])
-        if not changed:
+        if not changed and not pinched:
             break
     return remove_degenerate_faces(Mesh(vertices=v, faces=f.astype(np.int32)))
 
@@ -276,7 +280,9 @@ def _collapse_pinched_edges(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     the faces on that edge and joins each remaining edge ``b–x`` with ``a–x``, which the removed face on
     ``(a, b, x)`` had shared; the result is manifold along every edge when the only vertices adjacent to
     both ``a`` and ``b`` are those opposite the edge (the link condition of Dey et al., 1999, for this
-    edge), and no face turns over. ``v`` is updated in place.
+    edge). One more common neighbour ``y`` (a pinched cluster of vertices) is allowed: the faces on ``a–y``
+    and ``b–y`` fold into pairs that :func:`repair`'s next pass removes, or leave ``a–y`` pinched for the
+    next collapse. No face may turn over. ``v`` is updated in place.
 
     Args:
         v: ``[V, 3]`` positions. f: ``[F, 3]`` int64 faces.
@@ -303,7 +309,7 @@ def _collapse_pinched_edges(v: np.ndarray, f: np.ndarray) -> np.ndarray:
         opposite = set(f[on_edge].ravel().tolist()) - {a, b}
         na = set(f[around_a].ravel().tolist()) - {a}
         nb = set(f[around_b].ravel().tolist()) - {b}
-        if (na & nb) != opposite:
+        if len((na & nb) - opposite) > 1:
             continue
         moved = np.setdiff1d(around_b, on_edge)
         new = f[moved].copy()
