@@ -59,7 +59,8 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     scale = float(np.linalg.norm(base.vertices.max(0) - base.vertices.min(0))) if base.n_vertices else 0.0
     scale = scale or 1.0
     if mesh.n_faces <= cfg.faces:
-        result = repair(base, max_aspect=np.inf)  # tiny faces only: the shape is already within budget
+        # tiny faces only: the source is within budget, its own edges (parts touching) stay as they are
+        result = repair(base, max_aspect=np.inf, pinches=False)
         topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * scale**2)
         return result, {"attempts": 0, **topo.to_dict()}
     before = topology(base.vertices, base.faces)
@@ -149,7 +150,7 @@ def _aspect(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return aspect, length, area
 
 
-def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -> Mesh:
+def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8, pinches: bool = True) -> Mesh:
     """Fix the local defects fast QEM collapses leave behind, keeping the surface closed and manifold.
 
     * duplicate faces (a thin part collapsed and folded onto itself) are removed together;
@@ -174,6 +175,7 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
         mesh: ``[V, 3]`` float32 vertices, ``[F, 3]`` int faces.
         max_aspect: aspect ratio above which a face is a sliver (``np.inf``: tiny faces only).
         max_passes: passes over the defects at most.
+        pinches: also remove flat pockets and collapse pinched edges (False: folded pairs and slivers only).
 
     Returns:
         The repaired :class:`Mesh` (positions only).
@@ -186,8 +188,8 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
         count = len(f)
         f = _drop_duplicate_faces(f)
         f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
-        f = _drop_pockets(v, f)
-        f = _collapse_pinched_edges(v, f)
+        if pinches:
+            f = _collapse_pinched_edges(v, _drop_pockets(v, f))
         pinched = len(f) != count  # a collapse can fold faces into pairs the next pass removes
         aspect, length, area = _aspect(v, f)
         bad = np.flatnonzero((aspect > max_aspect) | (area < min_area))
