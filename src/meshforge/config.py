@@ -77,9 +77,12 @@ class CleanConfig:
     Attributes:
         min_component_fraction: drop connected components whose area is below this fraction of the
             largest component's area.
+        orient: make the winding consistent and outward per component (an isosurface); False keeps the
+            input's winding, which defines a modelled asset's front faces (``optimize``).
     """
 
     min_component_fraction: float = 0.002
+    orient: bool = True
 
 
 @dataclass(frozen=True)

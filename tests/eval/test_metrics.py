@@ -336,3 +336,28 @@ def test_preview_sheet_multi_part(shared_assets: Path) -> None:
     sheet = preview_sheet(truck, size=48, views=((0, 0), (90, 0)), modes=("lit",))
     assert sheet.shape == (48, 96, 3) and sheet.dtype == np.uint8
     assert (sheet != PREVIEW_BACKGROUND).any(axis=2).mean() > 0.1  # something was drawn
+
+
+def test_orientation_counts_reversed_faces_but_not_the_far_side_of_a_thin_panel():
+    from meshforge.eval.metrics import orientation
+
+    from ..mesh.test_clean_decimate import _disc
+
+    disc = _disc()
+    assert orientation(disc, disc) == {"inconsistent_edges": 0, "facing_away_faces": 0, "facing_away_area": 0.0}
+    flipped = orientation(disc.replace(faces=disc.faces[:, ::-1]), disc)
+    assert flipped["facing_away_faces"] == disc.n_faces and flipped["facing_away_area"] == pytest.approx(1.0)
+    half = disc.faces.copy()
+    half[::2] = half[::2, ::-1]
+    mixed = orientation(disc.replace(faces=half), disc)
+    assert mixed["inconsistent_edges"] > 0 and 0.3 < mixed["facing_away_area"] < 0.7
+    # a double-sided panel (front facing +z, back facing -z, 0.1 % of the diagonal apart): a +z face
+    # lying just behind the back sheet is closest to the back sheet yet agrees with the front one
+    back = _disc(z=-1.0 - 2e-3)
+    panel = Mesh(
+        np.concatenate([disc.vertices, back.vertices]),
+        np.concatenate([disc.faces, back.faces[:, ::-1] + disc.n_vertices]),
+    )
+    candidate = _disc(z=-1.0 - 3e-3)
+    assert orientation(candidate, panel)["facing_away_faces"] == 0
+    assert orientation(candidate, panel, tolerance=0.0)["facing_away_faces"] == candidate.n_faces

@@ -24,10 +24,10 @@ from scipy import ndimage
 from ..errors import InputError
 from ..export._common import jsonable, linear_to_srgb, srgb_to_linear
 from ..io.meshes import DEFAULT_MAX_BYTES, SourcePart, SourceScene, load_mesh
-from ..mesh.raster import rasterize
+from ..mesh.raster import MAX_UV_RASTER, rasterize, uv_coverage, uv_utilisation
 from ..mesh.topology import topology, weld
 from ..types import Asset, Camera, Mesh
-from .metrics import DEFAULT_SAMPLES, DEFAULT_THRESHOLDS, Surface, as_scene, compare_surfaces
+from .metrics import DEFAULT_SAMPLES, DEFAULT_THRESHOLDS, Surface, as_scene, compare_surfaces, orientation
 from .render import DEFAULT_VIEW_NAMES, DEFAULT_VIEWS, project, view_rotation
 
 #: background of preview sheets: a neutral mid-grey (sRGB 128), on which white and black meshes both show
@@ -45,6 +45,7 @@ __all__ = [
     "inspect_file",
     "preview_sheet",
     "uv_coverage",
+    "uv_utilisation",
 ]
 
 #: a face is degenerate when it repeats a vertex (after welding equal positions) or its area is at most
@@ -55,11 +56,6 @@ SLIVER_ASPECTS = (20.0, 100.0)
 #: a texel farther than this (Euclidean, in texels) from every texel covered by a UV triangle is "never
 #: written": no bake with the usual gutter padding reaches it, and bilinear/mip filtering never reads it
 DILATION_TEXELS = 2.0
-#: UV rasterisation is done at the texture's resolution, at most this many texels per side
-MAX_UV_RASTER = 1024
-# Sub-texel offset of the UV raster: keeps texel centres off UV edges that lie on exact texel-centre lines
-# (e.g. grid-aligned atlases), where both neighbouring triangles would claim the texel (a false overlap).
-_UV_JITTER = (0.00127, 0.00071)
 
 
 def aspect_ratios(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -77,29 +73,6 @@ def aspect_ratios(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(twice_area > 0.0, longest**2 / twice_area, np.inf)
     return np.asarray(out, dtype=np.float64)
-
-
-def uv_coverage(uv: np.ndarray, faces: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rasterise UV triangles into a ``width × height`` grid and find texels covered more than once.
-
-    A texel is covered when its centre lies inside a UV triangle (:func:`meshforge.mesh.raster.rasterize`,
-    UVs as given, glTF convention). Multiplicity comes from two z-buffered passes with the face index as
-    depth: the first keeps the smallest covering face index, the second the largest; a texel where they
-    differ is covered by at least two faces.
-
-    Args:
-        uv: ``[V, 2]`` float UVs. faces: ``[F, 3]`` int. width, height: grid size in texels.
-
-    Returns:
-        ``(covered [H, W] bool, overlapped [H, W] bool)``.
-    """
-    f = np.asarray(faces, dtype=np.int64)
-    tri = np.asarray(uv, dtype=np.float64)[f] * np.array([width, height], dtype=np.float64) + np.array(_UV_JITTER)
-    order = np.arange(len(f), dtype=np.float64)
-    low = rasterize(tri, width, height, np.repeat(order[:, None], 3, axis=1)).face
-    high = rasterize(tri, width, height, np.repeat(-order[:, None], 3, axis=1)).face
-    covered = low >= 0
-    return covered, covered & (low != high)
 
 
 def _texture_key(part: SourcePart) -> tuple[int, np.ndarray] | None:
@@ -147,7 +120,7 @@ def _uv_groups(
             "texture": [tw, th],
             "raster": [rw, rh],
             "faces_outside_unit_square": outside,
-            "utilisation": n_cov / float(rw * rh),
+            "utilisation": uv_utilisation(np.concatenate(uvs), np.concatenate(faces), rw, rh),
             "overlap": (int(overlapped.sum()) / n_cov) if n_cov else 0.0,
             "overlapped_texels": int(overlapped.sum()),
         }
@@ -192,7 +165,8 @@ def diagnostics(
     * ``uv``: one entry per texture atlas (parts sharing the same texture image are grouped; instances of
       one primitive count once), rasterised at the texture's resolution (at most ``max_raster`` per side,
       default :data:`MAX_UV_RASTER`; ``raster`` gives the size used, texel counts are of that raster):
-      ``utilisation`` = covered texels / all texels; ``overlap`` = texels covered by two or more UV
+      ``utilisation`` (:func:`~meshforge.mesh.raster.uv_utilisation`, as the unwrap stage reports it) =
+      covered texels / all texels; ``overlap`` = texels covered by two or more UV
       triangles / covered texels (mirrored or stacked UV islands); ``texels_never_written`` and
       ``never_written_fraction``: texels farther than ``dilation`` texels from every covered texel — or,
       with ``bake_coverage`` (the baker's ``[H, W]`` bool mask of texels it wrote, one atlas only), the
@@ -400,8 +374,10 @@ def inspect_file(
     Returns:
         A JSON-ready dict: ``file``, ``name``, ``format``, ``bytes``, ``sha256``, ``warnings``, ``meta``,
         ``diagnostics``, ``seconds`` (``load``, ``diagnostics``, ``metrics``, ``preview``), and with a
-        reference ``reference`` (``file``, ``sha256``, ``diagonal``, ``warnings``) and ``metrics``
-        (:meth:`SurfaceComparison.to_dict`); with a preview, ``preview`` (its path).
+        reference ``reference`` (``file``, ``sha256``, ``diagonal``, ``warnings``), ``metrics``
+        (:meth:`SurfaceComparison.to_dict`) and ``orientation``
+        (:func:`meshforge.eval.metrics.orientation`, as ``optimize`` reports it for its decimate stage);
+        with a preview, ``preview`` (its path).
 
     Raises:
         InputError: the file or the reference cannot be loaded (one line, see ``load_mesh``), or the
@@ -443,6 +419,7 @@ def inspect_file(
             "warnings": list(ref_scene.warnings),
         }
         report["metrics"] = comparison.to_dict()
+        report["orientation"] = orientation(scene, ref_scene)
     if preview is not None:
         t0 = time.perf_counter()
         sheet = preview_sheet(scene, size=preview_size)
@@ -521,6 +498,12 @@ def format_inspection(report: dict[str, Any]) -> str:
             f"    chamfer {_pct(m['chamfer_rel'])}, hausdorff {_pct(m['hausdorff_rel'])}, {fs}, "
             f"normal consistency {m['normal_consistency']:.4f}, colour PSNR "
             + ("n/a" if psnr is None else f"{psnr:.2f} dB")
+        )
+    if "orientation" in report:
+        o = report["orientation"]
+        lines.append(
+            f"    orientation: {o['facing_away_faces']:,} faces ({_pct(o['facing_away_area'])} of the area) face "
+            f"away from the reference, {o['inconsistent_edges']:,} inconsistently wound edges"
         )
     for w in report.get("warnings", []):
         lines.append(f"  warning: {w}")

@@ -29,6 +29,14 @@ Definitions (``P`` candidate samples, ``R`` reference samples, ``d(x, S)`` dista
 * **Normal consistency** (Mescheder et al. 2019): the mean of ``|n_p · n_ref(p)|`` over ``P`` and of
   ``|n_r · n_cand(r)|`` over ``R``, averaged; ``n`` are unit geometric (face) normals at the sample and at
   its closest point. Orientation-agnostic: 1 means identical tangent planes.
+* **Orientation** (:func:`orientation`, a check of winding rather than of shape): ``inconsistent_edges``
+  of the candidate (all parts, equal positions welded: a directed edge used by two faces, i.e. neighbours
+  wound oppositely) and the faces *facing away*: those whose unit normal has a negative dot product with
+  the reference's face normal at the reference point closest to the face's centroid (exact,
+  :func:`closest_points`) *and* with every reference sample within that distance plus
+  :data:`ORIENTATION_TOLERANCE` × ``D`` — so a face of a thin strap or a double-sided panel, whose closest
+  point may lie on the opposite sheet, agrees with the sheet facing its way — as a count and as a fraction
+  of the candidate's area.
 * **Colour PSNR**: for each candidate sample, the candidate's sRGB base colour (texture × factor × vertex
   colour, :meth:`~meshforge.io.meshes.SourcePart.sample`) is compared with the reference's at the closest
   reference surface point; ``PSNR = 10·log10(1 / MSE)`` dB over the R, G, B values in [0, 1] (peak 1.0;
@@ -55,6 +63,7 @@ __all__ = [
     "DEFAULT_K",
     "DEFAULT_SAMPLES",
     "DEFAULT_THRESHOLDS",
+    "ORIENTATION_TOLERANCE",
     "PSNR_CAP_DB",
     "ClosestPoints",
     "SurfaceComparison",
@@ -68,6 +77,7 @@ __all__ = [
     "f_score",
     "hausdorff",
     "normal_consistency",
+    "orientation",
     "psnr",
     "sample_colours",
     "sample_surface",
@@ -81,6 +91,9 @@ DEFAULT_K = 8
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.005, 0.01, 0.02)
 #: PSNR reported for identical colours (the formula gives +inf)
 PSNR_CAP_DB = 100.0
+#: :func:`orientation`: how far beyond the closest reference point (relative to the reference diagonal,
+#: the finest F-score threshold) a reference sheet facing the same way as a face still counts
+ORIENTATION_TOLERANCE = 0.005
 
 Surface = SourceScene | Asset | Mesh | SourcePart
 
@@ -499,6 +512,59 @@ def closest_points(
         normals=flat.normals[best_face],
         exact=done,
     )
+
+
+def orientation(
+    candidate: Surface,
+    reference: Surface,
+    *,
+    n_samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    tolerance: float = ORIENTATION_TOLERANCE,
+) -> dict[str, Any]:
+    """Winding of a candidate against the reference it stands for (see the module docstring).
+
+    The one measurement of orientation: ``meshforge optimize`` reports it for the decimated mesh against
+    the source, and ``meshforge inspect FILE --reference REF`` for a file against its reference.
+
+    Args:
+        candidate: the surface being judged (all parts together).
+        reference: the surface whose orientation is the truth (e.g. the dense source).
+        n_samples, seed: reference samples (:func:`sample_surface`) seeding the exact closest-point search
+            and standing for the reference's sheets near a face.
+        tolerance: a face opposing its closest reference point still agrees when a reference sample
+            with an agreeing normal lies within its distance plus ``tolerance`` × the reference diagonal.
+
+    Returns:
+        ``{"inconsistent_edges": int, "facing_away_faces": int, "facing_away_area": float}``, the area as a
+        fraction of the candidate's total area in [0, 1].
+
+    Raises:
+        InputError: the reference has no area or a zero-size bounding box.
+    """
+    from ..mesh.topology import topology
+
+    flat = _flat(as_scene(candidate))
+    inconsistent = topology(flat.vertices, flat.faces, weld_positions=True).inconsistent_edges
+    if len(flat.faces) == 0 or flat.areas.sum() <= 0.0:
+        return {"inconsistent_edges": inconsistent, "facing_away_faces": 0, "facing_away_area": 0.0}
+    ref = as_scene(reference)
+    diag = _reference_diagonal(ref)
+    samples = sample_surface(ref, n_samples, seed=seed)
+    centroid = flat.vertices[flat.faces].mean(axis=1)
+    near = closest_points(ref, centroid, samples=samples)
+    away = np.einsum("ij,ij->i", flat.normals, near.normals) < 0.0
+    # a sheet facing the face's way just beyond the closest (opposite) one: a thin double-sided part
+    suspects = np.flatnonzero(away)
+    balls = samples.tree.query_ball_point(centroid[suspects], near.distance[suspects] + tolerance * diag)
+    for i, ball in zip(suspects.tolist(), balls):
+        if ball and (samples.normals[ball] @ flat.normals[i] > 0.0).any():
+            away[i] = False
+    return {
+        "inconsistent_edges": int(inconsistent),
+        "facing_away_faces": int(away.sum()),
+        "facing_away_area": float(flat.areas[away].sum() / flat.areas.sum()),
+    }
 
 
 def psnr(a: np.ndarray, b: np.ndarray, *, peak: float = 1.0, cap: float = PSNR_CAP_DB) -> float:

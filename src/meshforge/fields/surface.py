@@ -250,29 +250,6 @@ class SurfaceField:
             bary[rows] = cb
         return face, bary
 
-    def orient_like(self, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-        """Flip the low-poly faces whose normal opposes the dense surface they stand for.
-
-        Decimating a non-manifold or inconsistently wound source can leave faces facing inwards; each
-        face's centroid is projected onto the dense surface (along its normal, both ways) and the face is
-        flipped when the dense face there points the other way.
-
-        Returns:
-            ``[F, 3]`` faces, some rows reversed.
-        """
-        v = np.asarray(vertices, dtype=np.float64)
-        f = np.asarray(faces)
-        t = v[f]
-        normal = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
-        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)
-        centre = t.mean(axis=1)
-        f_out, _, d_out = self._rays.cast(centre, normal, self.cage)
-        f_in, _, d_in = self._rays.cast(centre, -normal, self.cage)
-        hit = np.where(d_in < d_out, f_in, f_out)
-        dots = np.einsum("ij,ij->i", self._face_normals[np.maximum(hit, 0)], normal)
-        flip = (hit >= 0) & (dots < 0)
-        return np.where(flip[:, None], f[:, ::-1], f)
-
     def attributes(self, face: np.ndarray, bary: np.ndarray) -> dict[str, np.ndarray]:
         """Sample every part's attributes at dense (face, barycentric) points; see ``SourcePart.sample``."""
         part = self.part_of_face[face]

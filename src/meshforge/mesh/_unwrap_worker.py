@@ -97,8 +97,7 @@ def xatlas_atlas(
 
     Returns:
         ``vmapping`` ``[V']`` int64 (source vertex of each atlas vertex), ``faces`` ``[F, 3]`` int64,
-        ``uv`` ``[V', 2]`` float64 in [0, 1], ``width``/``height`` (texels), ``atlas_count``, ``charts``,
-        ``utilization``.
+        ``uv`` ``[V', 2]`` float64 in [0, 1], ``width``/``height`` (texels), ``atlas_count``, ``charts``.
 
     Raises:
         ImportError: xatlas is not installed.
@@ -127,7 +126,6 @@ def xatlas_atlas(
         "height": int(atlas.height),
         "atlas_count": int(atlas.atlas_count),
         "charts": int(atlas.chart_count),
-        "utilization": float(atlas.utilization),
     }
 
 

@@ -18,12 +18,13 @@ from .topology import directed_edges, face_areas, vertex_components
 
 
 def merge_vertices(mesh: Mesh) -> Mesh:
-    """Merge vertices with identical positions (float32 bit patterns) and drop unreferenced vertices.
+    """Merge vertices with identical positions (float32 values; -0.0 equals 0.0) and drop unreferenced vertices.
 
     Per-vertex attributes (normals, uv, colours) are taken from the first vertex of each merged group.
     """
     v = mesh.vertices
-    key = np.ascontiguousarray(v).view(np.dtype((np.void, 12))).ravel()
+    # + 0.0 turns -0.0 into 0.0: the same position must have one bit pattern
+    key = np.ascontiguousarray(v + np.float32(0.0), dtype=np.float32).view(np.dtype((np.void, 12))).ravel()
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     faces = inverse[mesh.faces]
@@ -57,12 +58,21 @@ def remove_unreferenced(mesh: Mesh) -> Mesh:
     return _take(mesh, np.flatnonzero(used), remap[mesh.faces])
 
 
-def remove_degenerate_faces(mesh: Mesh, area_eps: float = 1e-14) -> Mesh:
-    """Drop faces with a repeated vertex index or an area ≤ ``area_eps`` (m²), and exact duplicate faces
-    (same vertex set, either winding)."""
+def remove_degenerate_faces(mesh: Mesh, area_eps: float | None = None) -> Mesh:
+    """Drop faces with a repeated vertex index, and exact duplicate faces (same vertex set, either winding;
+    the first is kept).
+
+    Args:
+        mesh: any triangle mesh.
+        area_eps: also drop faces with an area ≤ this (units²). None (the default) keeps them: a tiny face
+            with three distinct vertices is part of a closed surface (marching cubes leaves them where the
+            surface passes through a grid corner) and deleting it opens a hole; decimation's
+            :func:`~meshforge.mesh.decimate.repair` removes such faces by edge collapse or flip instead.
+    """
     f = mesh.faces
     keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
-    keep &= face_areas(mesh.vertices, f) > area_eps
+    if area_eps is not None:
+        keep &= face_areas(mesh.vertices, f) > area_eps
     f = f[keep]
     _, first = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
     f = f[np.sort(first)]
@@ -178,11 +188,13 @@ def _consistent_flips(e: np.ndarray, face_of: np.ndarray, nf: int, nv: int) -> n
 
 
 def clean(mesh: Mesh, cfg: CleanConfig) -> tuple[Mesh, dict[str, int]]:
-    """Merge vertices, drop degenerate and duplicate faces and small floating components, orient faces.
+    """Merge vertices, drop faces with a repeated vertex, duplicate faces and small floating components,
+    orient faces. Tiny faces are kept (see :func:`remove_degenerate_faces`): the surface stays closed.
 
     Args:
         mesh: any triangle mesh.
-        cfg: ``min_component_fraction`` (components below this fraction of the largest's area are dropped).
+        cfg: ``min_component_fraction`` (components below this fraction of the largest's area are dropped),
+            ``orient`` (re-orient faces, or keep the input's winding).
 
     Returns:
         ``(mesh, counts)`` where counts holds ``components_dropped`` and ``faces_flipped``.
@@ -190,5 +202,7 @@ def clean(mesh: Mesh, cfg: CleanConfig) -> tuple[Mesh, dict[str, int]]:
     m = merge_vertices(mesh)
     m = remove_degenerate_faces(m)
     m, dropped = remove_small_components(m, cfg.min_component_fraction)
-    m, flipped = orient_faces(m)
+    flipped = 0
+    if cfg.orient:
+        m, flipped = orient_faces(m)
     return m, {"components_dropped": dropped, "faces_flipped": flipped}

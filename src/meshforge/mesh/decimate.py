@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from ..config import DecimateConfig
 from ..errors import InputError, MissingDependency
 from ..types import Mesh
-from .clean import orient_faces, remove_degenerate_faces
+from .clean import remove_degenerate_faces
 from .normals import face_normals
-from .topology import topology
+from .topology import TopologyReport, directed_edges, face_areas, topology, vertex_components
 
 #: faces with less area than this (m²) count as degenerate after decimation
 DEGENERATE_AREA = 1e-12  # relative to the squared bounding-box diagonal (1e-12 m² for a 1 m model)
@@ -26,10 +28,13 @@ MAX_ASPECT = 20.0
 def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     """Reduce a mesh to at most ``cfg.faces`` faces, then check it is still a closed two-manifold.
 
-    Per-vertex attributes are dropped (they are rebuilt after unwrapping). A mesh already within budget
-    is returned unchanged. If the input was watertight and a collapse made it non-manifold or opened
-    it, the decimation is retried with a gentler schedule (lower aggressiveness), and finally with the
-    budget ×1.25 smaller steps; the report records what happened.
+    Per-vertex attributes are dropped (they are rebuilt after unwrapping). Every face keeps the winding of
+    the source faces it stands for (the engine's collapses and :func:`repair` preserve orientation; nothing
+    is re-oriented afterwards). A mesh already within budget is returned with only its tiny faces repaired.
+    If the input was watertight and a collapse made it non-manifold or opened it, the decimation is retried
+    with a gentler schedule (lower aggressiveness), and finally with the budget ×1.25 smaller steps; the
+    report records what happened. When the engine stops above the budget (its error threshold grows with
+    each iteration up to a cap), it is rerun with a higher aggressiveness.
 
     Args:
         mesh: a cleaned mesh (``[V, 3]`` float32 vertices, ``[F, 3]`` int32 faces).
@@ -37,6 +42,9 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
 
     Returns:
         ``(mesh, counts)`` with ``counts`` holding the topology check of the result and the attempts made.
+
+    When no attempt reaches the budget (more separate parts than it can hold: collapses never remove a
+    part), the result is the fewest faces reached and :func:`budget_shortfall` says why.
 
     Raises:
         InputError: unknown engine.
@@ -50,9 +58,13 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
         raise MissingDependency("decimation needs 'fast-simplification': pip install fast-simplification") from None
 
     base = Mesh(vertices=mesh.vertices, faces=mesh.faces)
+    scale = float(np.linalg.norm(base.vertices.max(0) - base.vertices.min(0))) if base.n_vertices else 0.0
+    scale = scale or 1.0
     if mesh.n_faces <= cfg.faces:
-        topo = topology(base.vertices, base.faces)
-        return base, {"attempts": 0, **topo.to_dict()}
+        # tiny faces only: the source is within budget, its own edges (parts touching) stay as they are
+        result = repair(base, max_aspect=np.inf, pinches=False)
+        topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * scale**2)
+        return result, {"attempts": 0, **topo.to_dict()}
     before = topology(base.vertices, base.faces)
     attempts: list[dict[str, object]] = []
     best: tuple[int, Mesh] | None = None
@@ -66,35 +78,102 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     # the engine's collapse thresholds are absolute quadric errors: work at unit scale so a model in
     # centimetres decimates like the same model in metres
     centre = 0.5 * (base.vertices.min(0) + base.vertices.max(0)).astype(np.float64)
-    scale = float(np.linalg.norm(base.vertices.max(0) - base.vertices.min(0))) or 1.0
     unit = ((base.vertices - centre) / scale).astype(np.float32)
+    # collapses never remove a part, and a closed part cannot go below a tetrahedron: aim no lower than
+    # that (a lower target makes the engine flatten whole parts, which repair then has to delete)
+    goal = max(cfg.faces, fewest_faces(base.faces))
+    over: list[Mesh] = []  # results the engine could not bring within budget (kept in case none is)
     for aggressiveness, shrink in schedule:
-        target = max(4, int(cfg.faces * shrink))
-        for _ in range(4):
-            v, f = fast_simplification.simplify(unit, base.faces, target_count=int(target), agg=float(aggressiveness))
-            if len(f) <= cfg.faces:
-                break
-            target = max(4, int(target - (len(f) - cfg.faces) - 2))
+        v, f = _simplify(fast_simplification, unit, base.faces, goal, int(goal * shrink), aggressiveness)
         v = (np.asarray(v, dtype=np.float64) * scale + centre).astype(np.float32)
         candidate = repair(Mesh(vertices=v, faces=np.asarray(f, dtype=np.int32)))
-        topo = topology(candidate.vertices, candidate.faces, area_eps=DEGENERATE_AREA * scale**2)
-        # defects the decimation introduced (an open or non-manifold input keeps its own)
-        defects = topo.degenerate_faces + int((_aspect(candidate.vertices, candidate.faces)[0] > 100.0).sum())
-        defects += max(0, topo.nonmanifold_edges - before.nonmanifold_edges)
-        defects += max(0, topo.components - before.components)
-        if before.watertight:
-            defects += topo.boundary_edges
+        if candidate.n_faces > goal:
+            attempts.append({"aggressiveness": aggressiveness, "faces": candidate.n_faces, "over_budget": True})
+            over.append(candidate)
+            continue
+        defects = _defects(candidate, before, base.faces, scale)
         attempts.append({"aggressiveness": aggressiveness, "faces": candidate.n_faces, "defects": defects})
         if best is None or defects < best[0]:
             best = (defects, candidate)
         if defects == 0:
             break
-    assert best is not None
+    if best is None:
+        # the budget is below what collapses can reach (more separate parts than it can hold): the fewest
+        # faces among the cleanest results; budget_shortfall() says why in the report
+        fewest = min(c.n_faces for c in over)
+        scored = [(_defects(c, before, base.faces, scale), c) for c in over if c.n_faces == fewest]
+        best = min(scored, key=lambda d: d[0])
     result = best[1]
     topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * scale**2)
     aspect, _, _ = _aspect(result.vertices, result.faces)
     slivers = {"slivers_over_20": int((aspect > 20).sum()), "slivers_over_100": int((aspect > 100).sum())}
     return result, {"attempts": len(attempts), **topo.to_dict(), **slivers}
+
+
+def _defects(candidate: Mesh, before: TopologyReport, before_faces: np.ndarray, scale: float) -> int:
+    """Defects a decimation introduced: degenerate faces, slivers over aspect 100, and the non-manifold
+    edges, parts and (for a closed source) boundary edges the source did not have."""
+    topo = topology(candidate.vertices, candidate.faces, area_eps=DEGENERATE_AREA * scale**2)
+    defects = topo.degenerate_faces + int((_aspect(candidate.vertices, candidate.faces)[0] > 100.0).sum())
+    defects += max(0, topo.nonmanifold_edges - before.nonmanifold_edges)
+    defects += max(0, topo.components - before.components)
+    defects += 4 * max(0, _parts(before_faces) - _parts(candidate.faces))  # parts flattened away and deleted
+    if before.watertight:
+        defects += topo.boundary_edges
+    return defects
+
+
+def _parts(faces: np.ndarray) -> int:
+    """Connected parts of a face set (vertices no face uses are not parts)."""
+    f = np.asarray(faces, dtype=np.int64)
+    if f.size == 0:
+        return 0
+    _, labels = vertex_components(int(f.max()) + 1, f)
+    return int(np.unique(labels[f[:, 0]]).size)
+
+
+def fewest_faces(faces: np.ndarray) -> int:
+    """The fewest faces edge collapses can leave of a mesh: 4 for each closed part (a tetrahedron) and 1
+    for each open one, since a collapse never removes or merges a part.
+
+    Args:
+        faces: ``[F, 3]`` vertex indices.
+
+    Returns:
+        The lower bound (0 for no faces).
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    if f.size == 0:
+        return 0
+    nv = int(f.max()) + 1
+    _, labels = vertex_components(nv, f)
+    e = directed_edges(f)
+    lo, hi = np.minimum(e[:, 0], e[:, 1]), np.maximum(e[:, 0], e[:, 1])
+    _, first, counts = np.unique(lo * nv + hi, return_index=True, return_counts=True)
+    parts = np.unique(labels[f[:, 0]])
+    open_parts = np.unique(labels[lo[first[counts == 1]]])
+    return int(4 * (parts.size - open_parts.size) + open_parts.size)
+
+
+def _simplify(engine: Any, unit: np.ndarray, faces: np.ndarray, budget: int, target: int, agg: float) -> tuple:
+    """Run the engine until it returns at most ``budget`` faces: first lower its target by the excess, then
+    (it stops after 100 iterations of a growing error threshold) raise the aggressiveness to 7 and 10.
+
+    Returns:
+        ``(vertices, faces)`` of the run with the fewest faces (over budget only if every run was).
+    """
+    best: tuple[Any, Any] | None = None
+    for a in dict.fromkeys([agg, max(agg, 7.0), max(agg, 10.0)]):
+        t = max(4, target)
+        for _ in range(4):
+            v, f = engine.simplify(unit, faces, target_count=int(t), agg=float(a))
+            if best is None or len(f) < len(best[1]):
+                best = (v, f)
+            if len(f) <= budget:
+                return v, f
+            t = max(4, int(t - (len(f) - budget) - 2))
+    assert best is not None
+    return best
 
 
 def _drop_duplicate_faces(faces: np.ndarray) -> np.ndarray:
@@ -115,10 +194,16 @@ def _aspect(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return aspect, length, area
 
 
-def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -> Mesh:
+def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8, pinches: bool = True) -> Mesh:
     """Fix the local defects fast QEM collapses leave behind, keeping the surface closed and manifold.
 
     * duplicate faces (a thin part collapsed and folded onto itself) are removed together;
+    * flat pockets are removed (:func:`_drop_pockets`): the engine does not test the link condition, so a
+      thin sheet (a leaf) can collapse into a closed zero-volume patch glued to the rest along edges that
+      become non-manifold;
+    * pinched edges are collapsed (:func:`_collapse_pinched_edges`): where a thin wall collapsed to zero
+      thickness along an edge, that edge is shared by both sides (four faces); collapsing it leaves the two
+      sides touching at one vertex, every edge shared by two faces;
     * slivers — faces whose aspect ratio (longest edge / height) exceeds ``max_aspect`` or whose area is
       below :data:`DEGENERATE_AREA` × (bounding diagonal)² — are removed by the classic local operations (Botsch et al.,
       *Polygon Mesh Processing*, 2010, ch. 6): a *needle* (one edge much shorter than the longest) has
@@ -126,18 +211,35 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
       edge) has its longest edge flipped. An operation is applied only if no face normal around it turns
       by more than 90° and, for flips, the worst aspect ratio of the pair improves.
 
-    Unreferenced vertices are dropped and faces re-oriented outward.
+    Faces are only ever removed in closed sets (a folded pair, a pocket, the two faces of a collapsed
+    edge), so no hole opens; a sliver no operation can fix is kept. Every face keeps its winding. Unreferenced
+    vertices are dropped.
+
+    Args:
+        mesh: ``[V, 3]`` float32 vertices, ``[F, 3]`` int faces.
+        max_aspect: aspect ratio above which a face is a sliver (``np.inf``: tiny faces only).
+        max_passes: passes over the defects at most.
+        pinches: also remove flat pockets and collapse pinched edges (False: folded pairs and slivers only).
+
+    Returns:
+        The repaired :class:`Mesh` (positions only).
     """
     v = mesh.vertices
     f = mesh.faces.astype(np.int64)
     nv = len(v)
     min_area = DEGENERATE_AREA * float(np.sum((v.max(0) - v.min(0)).astype(np.float64) ** 2)) if nv else 0.0
     for _ in range(max_passes):
+        count = len(f)
         f = _drop_duplicate_faces(f)
         f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+        if pinches:
+            f = _collapse_pinched_edges(v, _drop_pockets(v, f))
+        pinched = len(f) != count  # a collapse can fold faces into pairs the next pass removes
         aspect, length, area = _aspect(v, f)
         bad = np.flatnonzero((aspect > max_aspect) | (area < min_area))
         if bad.size == 0:
+            if pinched:
+                continue
             break
         bad = bad[np.argsort(-aspect[bad])]
         flat = f.ravel()
@@ -158,11 +260,115 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8) -
                 changed |= _collapse(v, f, fi, k_short, faces_of, touched)
             else:
                 changed |= _flip(v, f, fi, k_long, faces_of, touched, aspect[fi])
-        if not changed:
+        if not changed and not pinched:
             break
-    out = remove_degenerate_faces(Mesh(vertices=v, faces=f.astype(np.int32)), area_eps=0.0)
-    out, _ = orient_faces(out)
-    return out
+    return remove_degenerate_faces(Mesh(vertices=v, faces=f.astype(np.int32)))
+
+
+#: a closed patch is a flat pocket when its enclosed volume is at most this × area^1.5 (a ball has 0.094)
+POCKET_FLATNESS = 1e-3
+
+
+def _drop_pockets(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Remove flat pockets: closed patches of zero volume that share non-manifold edges with the rest.
+
+    The faces are grouped into patches connected across manifold edges (two faces) only; a patch that
+    touches a non-manifold edge, is closed by itself (each of its edges used by exactly two of its faces,
+    in opposite directions) and encloses at most :data:`POCKET_FLATNESS` × area^1.5 is a collapsed thin
+    sheet: removing it lowers each of its non-manifold edges by two faces and opens nothing.
+
+    Args:
+        v: ``[V, 3]`` positions. f: ``[F, 3]`` int64 faces.
+
+    Returns:
+        ``[F', 3]`` faces, pockets removed.
+    """
+    if len(f) == 0:
+        return f
+    nv = len(v)
+    e = directed_edges(f)
+    key = np.minimum(e[:, 0], e[:, 1]) * nv + np.maximum(e[:, 0], e[:, 1])
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    per_edge = counts[inverse.reshape(-1)]
+    if not (per_edge > 2).any():
+        return f
+    face_of = np.repeat(np.arange(len(f)), 3)
+    manifold = np.flatnonzero(per_edge == 2)
+    order = manifold[np.argsort(key[manifold], kind="stable")]
+    a, b = face_of[order[0::2]], face_of[order[1::2]]
+    graph = sp.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(len(f), len(f)))
+    _, label = connected_components(graph, directed=False)
+    keep = np.ones(len(f), dtype=bool)
+    for patch in np.unique(label[face_of[per_edge > 2]]).tolist():
+        sel = np.flatnonzero(label == patch)
+        sub = f[sel]
+        if 2 * len(sel) > len(f):
+            continue  # the main body, never a pocket
+        se = directed_edges(sub)
+        skey = np.minimum(se[:, 0], se[:, 1]) * nv + np.maximum(se[:, 0], se[:, 1])
+        _, scounts = np.unique(skey, return_counts=True)
+        _, dcounts = np.unique(se[:, 0] * nv + se[:, 1], return_counts=True)
+        if (scounts != 2).any() or (dcounts != 1).any():
+            continue  # not closed by itself
+        t = v[sub].astype(np.float64)
+        volume = abs(float(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum()) / 6.0)
+        area = float(face_areas(v, sub).sum())
+        if volume <= POCKET_FLATNESS * area**1.5:
+            keep[sel] = False
+    return f[keep]
+
+
+def _collapse_pinched_edges(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Collapse non-manifold edges shared by two sides of a wall collapsed to zero thickness.
+
+    Fast QEM does not test the link condition, so a thin wall can collapse until both of its sides use
+    the same edge ``(a, b)`` (four or more faces). Merging ``b`` into ``a`` (at the edge's midpoint) removes
+    the faces on that edge and joins each remaining edge ``b–x`` with ``a–x``, which the removed face on
+    ``(a, b, x)`` had shared; the result is manifold along every edge when the only vertices adjacent to
+    both ``a`` and ``b`` are those opposite the edge (the link condition of Dey et al., 1999, for this
+    edge). One more common neighbour ``y`` (a pinched cluster of vertices) is allowed: the faces on ``a–y``
+    and ``b–y`` fold into pairs that :func:`repair`'s next pass removes, or leave ``a–y`` pinched for the
+    next collapse. No face may turn over. ``v`` is updated in place.
+
+    Args:
+        v: ``[V, 3]`` positions. f: ``[F, 3]`` int64 faces.
+
+    Returns:
+        ``[F', 3]`` faces.
+    """
+    nv = len(v)
+    e = directed_edges(f)
+    key = np.minimum(e[:, 0], e[:, 1]) * nv + np.maximum(e[:, 0], e[:, 1])
+    uniq, counts = np.unique(key, return_counts=True)
+    pinched = uniq[counts > 2]
+    if pinched.size == 0:
+        return f
+    f = f.copy()
+    dead = np.zeros(len(f), dtype=bool)
+    for k in pinched.tolist():
+        a, b = divmod(int(k), nv)
+        around_a = np.flatnonzero((f == a).any(axis=1) & ~dead)
+        around_b = np.flatnonzero((f == b).any(axis=1) & ~dead)
+        on_edge = np.intersect1d(around_a, around_b)
+        if len(on_edge) < 4:
+            continue
+        opposite = set(f[on_edge].ravel().tolist()) - {a, b}
+        na = set(f[around_a].ravel().tolist()) - {a}
+        nb = set(f[around_b].ravel().tolist()) - {b}
+        if len((na & nb) - opposite) > 1:
+            continue
+        moved = np.setdiff1d(around_b, on_edge)
+        new = f[moved].copy()
+        new[new == b] = a
+        old_n = face_normals(v, f[moved])[1]
+        saved = v[a].copy()
+        v[a] = 0.5 * (v[a].astype(np.float64) + v[b])
+        if ((face_normals(v, new)[1] * old_n).sum(1) < 0.0).any():
+            v[a] = saved
+            continue
+        f[moved] = new
+        dead[on_edge] = True
+    return f[~dead]
 
 
 def _collapse(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touched: np.ndarray) -> bool:
@@ -184,7 +390,8 @@ def _collapse(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touc
     moved = np.fromiter(fq - shared, dtype=np.int64)
     new = f[moved].copy()
     new[new == q] = p
-    if (face_normals(v, new)[1] * face_normals(v, f[moved])[1]).sum(1).min() < 0.0:
+    # no face may turn over; q may lie on the two collapsed faces only (a border vertex): nothing moves then
+    if ((face_normals(v, new)[1] * face_normals(v, f[moved])[1]).sum(1) < 0.0).any():
         return False
     f[moved] = new
     f[list(shared)] = p  # both faces of the collapsed edge become degenerate and are dropped
@@ -236,6 +443,8 @@ def budget_shortfall(budget: int, mesh: Mesh) -> str | None:
     topo = topology(mesh.vertices, mesh.faces)
     if topo.watertight and 4 * topo.components > budget:
         why = f"{topo.components} separate closed parts need at least 4 faces each"
+    elif topo.components > 1:
+        why = f"{topo.components} separate parts, which edge collapses never remove or merge"
     else:
         why = "no further edge collapse keeps the surface intact"
     closest = "closest closed result" if topo.watertight else "closest result"

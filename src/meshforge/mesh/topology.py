@@ -22,12 +22,13 @@ def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge vertices with bit-identical positions (e.g. split at UV seams) for topology checks.
+    """Merge vertices with identical float32 positions (e.g. split at UV seams; -0.0 equals 0.0) for topology
+    checks.
 
     Returns:
         ``([V', 3] vertices, [F, 3] faces)`` re-indexed onto the unique positions.
     """
-    v = np.ascontiguousarray(vertices, dtype=np.float32)
+    v = np.ascontiguousarray(np.asarray(vertices, dtype=np.float32) + np.float32(0.0))  # -0.0 → 0.0
     _, first, inverse = np.unique(v.view(np.dtype((np.void, 12))).ravel(), return_index=True, return_inverse=True)
     return v[first], inverse.reshape(-1)[faces].astype(np.int32)
 

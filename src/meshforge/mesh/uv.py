@@ -33,6 +33,7 @@ from ..errors import InputError, MissingDependency, one_line
 from ..types import Mesh
 from . import _unwrap_worker
 from .normals import vertex_normals
+from .raster import uv_utilisation
 from .topology import face_areas
 
 #: TEST ONLY: seconds the unwrap worker sleeps before running xatlas (stands for a slow xatlas). A module
@@ -226,7 +227,8 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig) -> tuple[Mesh, dict[str, Any]]:
 
     Returns:
         ``(mesh with uv and normals, counts)``; counts hold ``engine`` (the one that produced the atlas),
-        ``charts``, ``utilization`` and a ``fallback`` reason when xatlas could not be used.
+        ``charts``, ``utilisation`` (:func:`~meshforge.mesh.raster.uv_utilisation`) and a ``fallback``
+        reason when xatlas could not be used.
 
     Raises:
         InputError: unknown engine.
@@ -251,7 +253,7 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig) -> tuple[Mesh, dict[str, Any]]:
             uv=uv.astype(np.float32),
             colors=None if mesh.colors is None else mesh.colors[vm],
         )
-        counts.update(charts=result["charts"], utilization=round(result["utilization"], 4))
+        counts.update(charts=result["charts"])
     else:
         if isinstance(result, str):
             counts["fallback"] = result
@@ -265,10 +267,12 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig) -> tuple[Mesh, dict[str, Any]]:
             uv=tri_uv.reshape(-1, 2).astype(np.float32),
             colors=None if mesh.colors is None else mesh.colors[flat],
         )
-        counts.update(charts=out.n_faces, utilization=None)
+        counts.update(charts=out.n_faces)
     t = out.uv[out.faces].astype(np.float64) if out.uv is not None else np.zeros((0, 3, 2))
     uv_area = 0.5 * np.abs(
         (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1])
     )
+    if out.uv is not None:
+        counts["utilisation"] = round(uv_utilisation(out.uv, out.faces, cfg.resolution, cfg.resolution), 4)
     counts["uv_degenerate_faces"] = int((uv_area * cfg.resolution**2 < 1e-6).sum())
     return out, counts
