@@ -59,6 +59,11 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     g.add_argument("--config", default=None, metavar="FILE", help="pipeline configuration (.toml or .json)")
     g.add_argument("--preview", action="store_true", help="also write <stem>.preview.png (rendered views)")
+    g.add_argument(
+        "--save-intermediates",
+        action="store_true",
+        help="also write <stem>.cutout.png (the prepared RGBA picture: alpha = the object mask)",
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     g.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
     g.set_defaults(func=_cmd_generate)
@@ -148,6 +153,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .config import PipelineConfig
     from .export import FORMATS
     from .export._common import safe_stem
+    from .export._png import encode_png
     from .pipeline import STAGES, generate
 
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
@@ -164,6 +170,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         foreground_ratio=args.foreground_ratio,
         background=args.background,
         seed=args.seed,
+        save_intermediates=True if args.save_intermediates else None,
     )
     if args.bg_engine or args.rembg_model:
         pre = dataclasses.replace(
@@ -218,7 +225,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
         try:
             result = generate(path, backend, cfg, on_progress=progress)
-            _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview)
+            extra = {f"{stem}.cutout.png": encode_png(result.prepared.rgba)} if cfg.save_intermediates else {}
+            _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview, extra=extra)
         except MeshforgeError as exc:
             failed += 1
             _say_error(outer, _name_input(path, exc))
@@ -360,12 +368,20 @@ def _name_input(path: Path, exc: BaseException) -> str:
 
 
 def _write_outputs(
-    asset: Asset, report: Report, formats: Sequence[str], out_dir: Path, stem: str, *, preview: bool
+    asset: Asset,
+    report: Report,
+    formats: Sequence[str],
+    out_dir: Path,
+    stem: str,
+    *,
+    preview: bool,
+    extra: dict[str, bytes] | None = None,
 ) -> None:
-    """Export every format (+ preview) and the report, each written atomically into ``out_dir``."""
+    """Export every format (+ preview, + ``extra`` files by name) and the report, each written atomically
+    into ``out_dir``."""
     from .export import export_files
 
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes] = dict(extra or {})
     for fmt in formats:
         files.update(export_files(asset, fmt, stem))
     if preview:
