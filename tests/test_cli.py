@@ -546,3 +546,41 @@ def test_save_intermediates_writes_the_prepared_cutout(capsys, tmp_path, shared_
         capsys, str(shared_images / name), "-o", str(tmp_path / "plain"), *SMALL, "--backend", "inflate"
     )
     assert code == 0 and all_files(tmp_path / "plain") == [f"{stem}.glb", f"{stem}.report.json"]
+
+
+def test_refused_cutout_is_one_error_line_and_saved_for_a_look(capsys, tmp_path, monkeypatch):
+    """A cut-out that is the background (rembg answering with the table around the cup) is refused: exit 1,
+    one line naming the remedy, no asset, and with --save-intermediates the refused cut-out to look at."""
+    import types
+
+    import skimage.data
+
+    from meshforge.preprocess import background
+
+    def table_mask(rgb: np.ndarray) -> np.ndarray:
+        mask = np.full(rgb.shape[:2], 255, np.uint8)
+        mask[40:380, 90:480] = 0  # everything but the cup: the frame's whole border is "object"
+        return mask
+
+    fake = types.ModuleType("rembg")
+    fake.new_session = lambda name: name  # type: ignore[attr-defined]
+    fake.remove = lambda img, session=None, only_mask=False: Image.fromarray(table_mask(np.asarray(img)))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "rembg", fake)
+    background._rembg_session.cache_clear()
+
+    picture = tmp_path / "coffee.png"
+    Image.fromarray(skimage.data.coffee()).save(picture)
+    out_dir = tmp_path / "out"
+    args = [str(picture), "-o", str(out_dir), *SMALL, "--backend", "inflate", "--bg-engine", "rembg"]
+    code, _, err = generate(capsys, *args, "--rembg-model", "u2net", "--save-intermediates")
+    background._rembg_session.cache_clear()
+    assert code == 1
+    line = assert_one_error_line(err, "background removal gave no usable cut-out (", "--background keep")
+    assert line.startswith(f"error: {picture}: ") and "covers 100% of the picture's border" in line
+    assert line.endswith(f"(the refused cut-out is {out_dir / 'coffee.cutout.png'})")
+    assert all_files(out_dir) == ["coffee.cutout.png"]
+    with Image.open(out_dir / "coffee.cutout.png") as png:
+        assert png.mode == "RGBA"
+        cutout = np.asarray(png)
+    np.testing.assert_array_equal(cutout[..., :3], skimage.data.coffee())
+    np.testing.assert_array_equal(cutout[..., 3], table_mask(cutout))

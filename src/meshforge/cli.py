@@ -155,6 +155,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .export._common import safe_stem
     from .export._png import encode_png
     from .pipeline import STAGES, generate
+    from .preprocess.background import CutoutRefused
 
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
@@ -229,7 +230,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview, extra=extra)
         except MeshforgeError as exc:
             failed += 1
-            _say_error(outer, _name_input(path, exc))
+            message = _name_input(path, exc)
+            if isinstance(exc, CutoutRefused) and cfg.save_intermediates:  # let the user see what was refused
+                try:
+                    write_atomic(out_dir / f"{stem}.cutout.png", encode_png(exc.cutout.rgba))
+                    message += f" (the refused cut-out is {out_dir / (stem + '.cutout.png')})"
+                except OSError:
+                    pass
+            _say_error(outer, message)
             continue
         except MemoryError:
             failed += 1

@@ -30,6 +30,7 @@ __all__ = [
     "REMBG_MODELS",
     "REMBG_REFUSED",
     "CutQuality",
+    "CutoutRefused",
     "assess_cut",
     "cutout_warning",
     "needs_removal",
@@ -118,6 +119,15 @@ _DOUBT_BORDER_TOUCH, _REFUSE_BORDER_TOUCH = 0.25, 0.60
 _DOUBT_LARGEST_SHARE = 0.90
 #: doubtful above: mask coverage of the picture
 _DOUBT_COVERAGE = 0.85
+
+
+class CutoutRefused(InputError):
+    """:func:`remove_background` refused its cut-out; ``cutout`` is that cut-out (an :class:`Image` whose
+    alpha is the refused mask, ``meta["background"]["quality"]`` its measures), kept so it can be shown."""
+
+    def __init__(self, message: str, cutout: Image) -> None:
+        super().__init__(message)
+        self.cutout = cutout
 
 
 @dataclass(frozen=True)
@@ -348,7 +358,8 @@ def remove_background(image: Image, cfg: PreprocessConfig) -> Image:
             ``cfg.min_object_fraction`` of the picture); or the mask covers essentially the whole frame
             (at least 97 %), i.e. no background could be told apart; or the cut-out is refused by
             :func:`assess_cut` (the message names the reasons and the remedies: a picture with an alpha
-            mask and ``--background keep``, or ``--bg-engine rembg``).
+            mask and ``--background keep``, or ``--bg-engine rembg``); this one is a
+            :class:`CutoutRefused` carrying the refused cut-out.
         MissingDependency: the ``rembg`` engine was chosen but the package is not installed.
         StageError: rembg could not load its model (e.g. no network for the first download) or failed.
     """
@@ -376,13 +387,6 @@ def remove_background(image: Image, cfg: PreprocessConfig) -> Image:
             f"{image.name}: background removal could not separate an object from the background (mask covers "
             f"{coverage:.1%} of the picture); crop the object with some background around it or supply alpha"
         )
-    if quality.verdict == "refuse":
-        remedy = "supply a picture with an alpha mask (--background keep)"
-        if cfg.engine == "grabcut":
-            remedy += " or use --bg-engine rembg"
-        raise InputError(
-            f"{image.name}: background removal gave no usable cut-out ({'; '.join(quality.reasons)}); {remedy}"
-        )
     info["coverage"] = round(coverage, 5)
     info["quality"] = quality.to_dict()
     info["seconds"] = round(time.perf_counter() - start, 4)
@@ -391,7 +395,16 @@ def remove_background(image: Image, cfg: PreprocessConfig) -> Image:
     rgba[..., 3] = alpha
     meta = dict(image.meta)
     meta["background"] = info
-    return image.replace(rgba=rgba, has_alpha=True, meta=meta)
+    cutout = image.replace(rgba=rgba, has_alpha=True, meta=meta)
+    if quality.verdict == "refuse":
+        remedy = "supply a picture with an alpha mask (--background keep)"
+        if cfg.engine == "grabcut":
+            remedy += " or use --bg-engine rembg"
+        raise CutoutRefused(
+            f"{image.name}: background removal gave no usable cut-out ({'; '.join(quality.reasons)}); {remedy}",
+            cutout,
+        )
+    return cutout
 
 
 # -- grabcut -----------------------------------------------------------------------------------------
