@@ -480,3 +480,109 @@ def test_auto_backend_says_it_fell_back_to_inflate(tmp_path, capsys, shared_imag
         capsys, str(shared_images / GOOD), "-o", str(tmp_path), *SMALL, "--no-texture", "--backend", "inflate"
     )
     assert code == 0 and "note:" not in err
+
+
+# -- background cut-out: quality warning and --save-intermediates ------------------------------------------
+
+
+def test_doubtful_cutout_warns_on_the_command_line_and_in_the_report(capsys, tmp_path):
+    """The rocket photo (a sky gradient and launch towers): the cut-out is the rocket plus loose tower
+    pieces, so the run goes on with a one-line warning on stderr and in the report."""
+    import skimage.data
+
+    picture = tmp_path / "rocket.png"
+    Image.fromarray(skimage.data.rocket()).save(picture)
+    out_dir = tmp_path / "out"
+    code, out, err = generate(
+        capsys, str(picture), "-o", str(out_dir), *SMALL, "--backend", "inflate", "--save-intermediates"
+    )
+    assert code == 0, err
+    assert out == "" and "Traceback" not in err
+    summary, warning = stderr_lines(err)
+    assert summary.startswith("rocket.png -> ")
+    assert warning.startswith("warning: rocket.png: doubtful background cut-out: ")
+    assert "--background keep" in warning and "--bg-engine rembg" in warning
+
+    report = json.loads((out_dir / "rocket.report.json").read_text())
+    assert warning.removeprefix("warning: rocket.png: ") in report["warnings"]
+    prepare = next(s for s in report["stages"] if s["name"] == "prepare")
+    quality = prepare["counts"]["background"]["quality"]
+    assert quality["verdict"] == "doubtful" and quality["reasons"]
+    assert 0.0 < quality["stability"] < 1.0 and quality["components"] >= 2
+    assert report["outputs"] == ["rocket.cutout.png", "rocket.glb"]
+    assert report["config"]["save_intermediates"] is True
+
+
+def test_save_intermediates_writes_the_prepared_cutout(capsys, tmp_path, shared_images):
+    """A clean cut (the teapot on flat grey) gives no warning, and <stem>.cutout.png is the RGBA picture
+    the backend saw: its alpha is the object mask."""
+    from meshforge.backends import load_backend
+    from meshforge.config import PreprocessConfig
+    from meshforge.io.images import load_image
+    from meshforge.preprocess import prepare
+
+    name = "triposr__teapot_graybg.png"
+    out_dir = tmp_path / "out"
+    code, _, err = generate(
+        capsys, str(shared_images / name), "-o", str(out_dir), *SMALL, "--backend", "inflate", "--save-intermediates"
+    )
+    assert code == 0, err
+    assert "warning" not in err
+    stem = Path(name).stem
+    assert all_files(out_dir) == [f"{stem}.cutout.png", f"{stem}.glb", f"{stem}.report.json"]
+    with Image.open(out_dir / f"{stem}.cutout.png") as png:
+        assert png.format == "PNG" and png.mode == "RGBA"
+        cutout = np.asarray(png)
+    expected = prepare(load_image(shared_images / name), PreprocessConfig(), load_backend("inflate").input_size)
+    np.testing.assert_array_equal(cutout, expected.rgba)
+    alpha = cutout[..., 3]
+    assert alpha[0, 0] == 0 and alpha[alpha.shape[0] // 2, alpha.shape[1] // 2] == 255
+    assert 0.15 < (alpha > 127).mean() < 0.6  # the teapot, not the grey backdrop
+    report = json.loads((out_dir / f"{stem}.report.json").read_text())
+    assert report["warnings"] == []
+    prepare_stage = next(s for s in report["stages"] if s["name"] == "prepare")
+    assert prepare_stage["counts"]["background"]["quality"]["verdict"] == "ok"
+
+    # without the flag: no cut-out file
+    code, _, err = generate(
+        capsys, str(shared_images / name), "-o", str(tmp_path / "plain"), *SMALL, "--backend", "inflate"
+    )
+    assert code == 0 and all_files(tmp_path / "plain") == [f"{stem}.glb", f"{stem}.report.json"]
+
+
+def test_refused_cutout_is_one_error_line_and_saved_for_a_look(capsys, tmp_path, monkeypatch):
+    """A cut-out that is the background (rembg answering with the table around the cup) is refused: exit 1,
+    one line naming the remedy, no asset, and with --save-intermediates the refused cut-out to look at."""
+    import types
+
+    import skimage.data
+
+    from meshforge.preprocess import background
+
+    def table_mask(rgb: np.ndarray) -> np.ndarray:
+        mask = np.full(rgb.shape[:2], 255, np.uint8)
+        mask[40:380, 90:480] = 0  # everything but the cup: the frame's whole border is "object"
+        return mask
+
+    fake = types.ModuleType("rembg")
+    fake.new_session = lambda name: name  # type: ignore[attr-defined]
+    fake.remove = lambda img, session=None, only_mask=False: Image.fromarray(table_mask(np.asarray(img)))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "rembg", fake)
+    background._rembg_session.cache_clear()
+
+    picture = tmp_path / "coffee.png"
+    Image.fromarray(skimage.data.coffee()).save(picture)
+    out_dir = tmp_path / "out"
+    args = [str(picture), "-o", str(out_dir), *SMALL, "--backend", "inflate", "--bg-engine", "rembg"]
+    code, _, err = generate(capsys, *args, "--rembg-model", "u2net", "--save-intermediates")
+    background._rembg_session.cache_clear()
+    assert code == 1
+    line = assert_one_error_line(err, "background removal gave no usable cut-out (", "--background keep")
+    assert line.startswith(f"error: {picture}: ") and "covers 100% of the picture's border" in line
+    assert line.endswith(f"(the refused cut-out is {out_dir / 'coffee.cutout.png'})")
+    assert all_files(out_dir) == ["coffee.cutout.png"]
+    with Image.open(out_dir / "coffee.cutout.png") as png:
+        assert png.mode == "RGBA"
+        cutout = np.asarray(png)
+    np.testing.assert_array_equal(cutout[..., :3], skimage.data.coffee())
+    np.testing.assert_array_equal(cutout[..., 3], table_mask(cutout))

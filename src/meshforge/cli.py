@@ -102,6 +102,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="pipeline configuration (.toml or .json) (default: none, the built-in defaults shown here)",
     )
     g.add_argument("--preview", action="store_true", help="also write <stem>.preview.png (rendered views)")
+    g.add_argument(
+        "--save-intermediates",
+        action="store_true",
+        help="also write <stem>.cutout.png (the prepared RGBA picture: alpha = the object mask)",
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     g.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
     g.set_defaults(func=_cmd_generate)
@@ -225,7 +230,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .config import PipelineConfig
     from .export import FORMATS
     from .export._common import safe_stem
+    from .export._png import encode_png
     from .pipeline import STAGES, generate
+    from .preprocess.background import CutoutRefused
 
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
@@ -250,6 +257,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         foreground_ratio=args.foreground_ratio,
         background=args.background,
         seed=args.seed,
+        save_intermediates=True if args.save_intermediates else None,
     )
     if args.bg_engine or args.rembg_model:
         pre = dataclasses.replace(
@@ -306,10 +314,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
         try:
             result = generate(path, backend, cfg, on_progress=progress)
-            _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview)
+            extra = {f"{stem}.cutout.png": encode_png(result.prepared.rgba)} if cfg.save_intermediates else {}
+            _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview, extra=extra)
         except MeshforgeError as exc:
             failed += 1
-            _say_error(outer, tag + _name_input(path, exc))
+            message = tag + _name_input(path, exc)
+            if isinstance(exc, CutoutRefused) and cfg.save_intermediates:  # let the user see what was refused
+                try:
+                    write_atomic(out_dir / f"{stem}.cutout.png", encode_png(exc.cutout.rgba))
+                    message += f" (the refused cut-out is {out_dir / (stem + '.cutout.png')})"
+                except OSError:
+                    pass
+            _say_error(outer, message)
             continue
         except MemoryError:
             failed += 1
@@ -472,12 +488,20 @@ def _name_input(path: Path, exc: BaseException) -> str:
 
 
 def _write_outputs(
-    asset: Asset, report: Report, formats: Sequence[str], out_dir: Path, stem: str, *, preview: bool
+    asset: Asset,
+    report: Report,
+    formats: Sequence[str],
+    out_dir: Path,
+    stem: str,
+    *,
+    preview: bool,
+    extra: dict[str, bytes] | None = None,
 ) -> None:
-    """Export every format (+ preview) and the report, each written atomically into ``out_dir``."""
+    """Export every format (+ preview, + ``extra`` files by name) and the report, each written atomically
+    into ``out_dir``."""
     from .export import export_files
 
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes] = dict(extra or {})
     for fmt in formats:
         files.update(export_files(asset, fmt, stem))
     if preview:

@@ -141,7 +141,13 @@ class BakeConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The whole run's configuration; each stage receives its own section."""
+    """The whole run's configuration; each stage receives its own section.
+
+    Attributes:
+        seed: random seed.
+        save_intermediates: the ``generate`` command also writes ``<stem>.cutout.png``, the prepared
+            RGBA picture the backend saw (alpha = the object mask), beside the outputs.
+    """
 
     input: InputConfig = field(default_factory=InputConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -151,6 +157,7 @@ class PipelineConfig:
     unwrap: UnwrapConfig = field(default_factory=UnwrapConfig)
     bake: BakeConfig = field(default_factory=BakeConfig)
     seed: int = 0
+    save_intermediates: bool = False
 
     # -- convenience -------------------------------------------------------------------------------
     def with_options(
@@ -163,6 +170,7 @@ class PipelineConfig:
         foreground_ratio: float | None = None,
         background: str | None = None,
         seed: int | None = None,
+        save_intermediates: bool | None = None,
     ) -> PipelineConfig:
         """Return a copy with the user-facing options set in every section that uses them."""
         cfg = self
@@ -186,6 +194,8 @@ class PipelineConfig:
             cfg = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, background=background))
         if seed is not None:
             cfg = dataclasses.replace(cfg, seed=seed)
+        if save_intermediates is not None:
+            cfg = dataclasses.replace(cfg, save_intermediates=save_intermediates)
         cfg.validate()
         return cfg
 

@@ -36,6 +36,7 @@ from .mesh.normals import vertex_normals
 from .mesh.topology import topology
 from .mesh.uv import unwrap
 from .preprocess import prepare
+from .preprocess.background import cutout_warning
 from .types import Asset, Image, Material, Report
 
 #: the stages of :func:`run`, in order (for progress reporting)
@@ -101,7 +102,11 @@ def run(
     step(0)
     with _profiling.stage(report, "prepare") as c:
         prepared = prepare(image, cfg.preprocess, backend.input_size)
-        c.update(size=prepared.width, background=prepared.meta.get("background", "alpha"))
+        cut = prepared.meta.get("background", "alpha")
+        c.update(size=prepared.width, background=cut)
+        quality = cut.get("quality") if isinstance(cut, dict) else None
+        if quality and quality["verdict"] != "ok":
+            report.warn(cutout_warning(quality["reasons"]))
     step(1)
     with _profiling.stage(report, "reconstruct"):
         field = backend(prepared)

@@ -26,11 +26,13 @@ def prepare(image: Image, cfg: PreprocessConfig, size: int) -> Image:
     Returns:
         ``[size, size, 4]`` uint8 RGBA with the object centred, its alpha the object mask and the colour
         of transparent pixels bled from the object; ``meta`` gains ``"alpha"`` (``"source"``,
-        ``"removed"`` or ``"none"``), plus ``"background"`` (when removed) and ``"frame"``.
+        ``"removed"`` or ``"none"``), plus ``"background"`` (when removed; its ``"quality"`` says
+        whether the cut-out is ``"ok"`` or ``"doubtful"``) and ``"frame"``.
 
     Raises:
-        InputError: bad ``cfg.background``/``cfg.engine``/``rembg_model``, no object found, or nothing to
-            frame; see :func:`remove_background` and :func:`frame`.
+        InputError: bad ``cfg.background``/``cfg.engine``/``rembg_model``, no object found, a refused
+            cut-out (:class:`~meshforge.preprocess.background.CutoutRefused`), or nothing to frame; see
+            :func:`remove_background` and :func:`frame`.
         MissingDependency: the ``rembg`` engine without the ``rembg`` package.
     """
     if needs_removal(image, cfg):
