@@ -45,6 +45,7 @@ def start_service(data: Path, *args: str, env: dict[str, str] | None = None):
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_SERVICE_")}
     environ.update(env or {})
+    data.mkdir(parents=True, exist_ok=True)
     log = (data / "server.log").open("wb")  # a file, not a pipe: the access log must never block the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshforge.service", "--port", str(port), "--data-dir", str(data), *args],

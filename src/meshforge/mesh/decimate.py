@@ -207,7 +207,8 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8, p
     * slivers — faces whose aspect ratio (longest edge / height) exceeds ``max_aspect`` or whose area is
       below :data:`DEGENERATE_AREA` × (bounding diagonal)² — are removed by the classic local operations (Botsch et al.,
       *Polygon Mesh Processing*, 2010, ch. 6): a *needle* (one edge much shorter than the longest) has
-      that short edge collapsed when the link condition holds; a *cap* (a vertex close to the opposite
+      that short edge collapsed when the link condition holds, and so does a tiny face (the shortest of
+      its edges the link condition allows); a *cap* (a vertex close to the opposite
       edge) has its longest edge flipped. An operation is applied only if no face normal around it turns
       by more than 90° and, for flips, the worst aspect ratio of the pair improves.
 
@@ -256,7 +257,14 @@ def repair(mesh: Mesh, *, max_aspect: float = MAX_ASPECT, max_passes: int = 8, p
                 continue
             k_long = int(np.argmax(length[fi]))
             k_short = int(np.argmin(length[fi]))
-            if length[fi, k_short] < 0.3 * length[fi, k_long]:
+            if area[fi] < min_area:
+                # a tiny face (all three edges tiny, e.g. where an isosurface grazes a grid corner): no flip
+                # makes it larger, so collapse one of its edges, the shortest that the link condition allows
+                for k in np.argsort(length[fi]).tolist():
+                    if _collapse(v, f, fi, int(k), faces_of, touched):
+                        changed = True
+                        break
+            elif length[fi, k_short] < 0.3 * length[fi, k_long]:
                 changed |= _collapse(v, f, fi, k_short, faces_of, touched)
             else:
                 changed |= _flip(v, f, fi, k_long, faces_of, touched, aspect[fi])
