@@ -25,7 +25,6 @@ import argparse
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.procs import alive, descendants, socket_inodes, wait_gone  # noqa: E402
 
+from _service import free_port, serve_cmd, server_env  # noqa: E402
 from meshforge import __version__  # noqa: E402
 
 SHARED = Path(os.environ.get("MESHFORGE_SHARED") or REPO.parent / "shared")
@@ -74,12 +74,9 @@ def cpu_ticks(pid: int) -> int:
 
 def start(data_dir: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], float, float]:
     """Start ``meshforge serve``; ``(process, bind seconds, ready seconds)`` (inf when it did not get there)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_")}
-    cmd = [sys.executable, "-m", "meshforge.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--data-dir", str(data_dir), "--backend", "inflate", "--devices", "cpu", "--log-level", "warning"]
     t0 = time.monotonic()
     with log.open("ab") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(serve_cmd(data_dir, port), stdout=fh, stderr=subprocess.STDOUT, env=server_env())
     bind = ready = float("inf")
     while time.monotonic() - t0 < 60 and proc.poll() is None:
         if bind == float("inf") and listening_inodes(port) & socket_inodes(proc.pid):
@@ -131,9 +128,7 @@ def main() -> int:
     data = ASSET.read_bytes()
     tmp = Path(tempfile.mkdtemp(prefix="mf-kill-unwrap-"))
     load_before = os.getloadavg()[0]
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a free port
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     log = tmp / "server.log"
     proc, bind, ready = start(tmp / "data", port, log)
     if ready == float("inf"):

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,39 +35,11 @@ from typing import Any
 
 import httpx
 
+from _service import start_server
 from meshforge import __version__
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_P50_MS = 15.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(data_dir: Path, log: Path, max_queue: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_SERVICE_")}
-    env["MESHFORGE_SERVICE_MAX_QUEUE"] = str(max_queue)
-    cmd = [sys.executable, "-m", "meshforge.service", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--data-dir", str(data_dir), "--backend", "inflate", "--devices", "cpu", "--log-level", "warning"]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server not ready in 60 s")
 
 
 def follow(http: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -38,54 +37,14 @@ from typing import Any
 
 import httpx
 
+from _service import serve_cmd, server_env, start_server
 from meshforge import __version__
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve_cmd(data_dir: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "meshforge.service", "--host", "127.0.0.1", "--port", str(port)] + [
-        "--data-dir",
-        str(data_dir),
-        "--backend",
-        "inflate",
-        "--devices",
-        "cpu",
-        "--log-level",
-        "info",
-    ]
-
-
-def server_env(lease_s: float) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_SERVICE_")}
-    env.update(MESHFORGE_SERVICE_LOG_FORMAT="json", MESHFORGE_SERVICE_LEASE_S=str(lease_s))
-    env.update(MESHFORGE_SERVICE_MAX_QUEUE="1000")
-    return env
-
-
-def start_server(data_dir: Path, log: Path, lease_s: float) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(serve_cmd(data_dir, port), stdout=fh, stderr=subprocess.STDOUT, env=server_env(lease_s))
-    url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server not ready in 60 s")
+#: the servers log JSON lines (the job events are the evidence) and queue every job
+SETTINGS = {"log_format": "json", "max_queue": 1000}
 
 
 def submit(http: httpx.Client, image: tuple[str, bytes], options: dict[str, int], i: int) -> str:
@@ -135,7 +94,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="meshforge-two-") as tmp:
         data_dir, logs = Path(tmp) / "data", [Path(tmp) / "a.log", Path(tmp) / "b.log"]
         start = time.perf_counter()
-        proc_a, url_a = start_server(data_dir, logs[0], args.lease_s)
+        proc_a, url_a = start_server(data_dir, logs[0], log_level="info", **SETTINGS, lease_s=args.lease_s)
         procs = [proc_a]
         try:
             with httpx.Client(base_url=url_a, timeout=60.0) as a:
@@ -146,16 +105,16 @@ def main() -> int:
                 # a second start on A's port while A runs a job: must fail and change nothing
                 port_a = url_a.rsplit(":", 1)[1]
                 busy = subprocess.run(
-                    serve_cmd(data_dir, int(port_a)),
+                    serve_cmd(data_dir, int(port_a), "info"),
                     capture_output=True,
                     text=True,
                     timeout=120,
-                    env=server_env(args.lease_s),
+                    env=server_env(**SETTINGS, lease_s=args.lease_s),
                 )
                 busy_line = busy.stderr.strip().splitlines()[-1] if busy.stderr.strip() else ""
                 if busy.returncode != 1 or "in use" not in busy_line:
                     problems.append(f"a start on a busy port gave {busy.returncode}: {busy_line!r}")
-                proc_b, url_b = start_server(data_dir, logs[1], args.lease_s)
+                proc_b, url_b = start_server(data_dir, logs[1], log_level="info", **SETTINGS, lease_s=args.lease_s)
                 procs.append(proc_b)
                 with httpx.Client(base_url=url_b, timeout=60.0) as b:
                     ids += [submit(b, images[i % len(images)], options, i) for i in range(half, args.jobs)]

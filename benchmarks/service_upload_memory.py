@@ -27,9 +27,7 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,6 +38,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from _service import start_server
 from meshforge import __version__
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,12 +63,6 @@ def make_png(megapixels: float) -> tuple[bytes, int, int]:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG", compress_level=9)
     return buf.getvalue(), width, height
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_kb(pid: int, field: str) -> int:
@@ -121,28 +114,6 @@ class Sampler(threading.Thread):
                 self.proc.send_signal(signal.SIGKILL)
                 return
             time.sleep(0.01)
-
-
-def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_SERVICE_")}
-    cmd = [sys.executable, "-m", "meshforge.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--data-dir", str(data_dir), "--backend", "inflate", "--devices", "cpu", "--log-level", "warning"]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server not ready in 60 s")
 
 
 def run(uploads: int, megapixels: float, jobs_done: int, cap_mb: float, settle_s: float) -> dict[str, Any]:
