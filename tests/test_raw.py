@@ -149,6 +149,14 @@ def _newer(name: str, blob: bytes) -> bytes:
     return json.dumps(manifest).encode()
 
 
+def _smaller_grid(name: str, blob: bytes) -> bytes:
+    if name != "manifest.json":
+        return blob
+    manifest = json.loads(blob)
+    manifest["attributes"]["resolution"] = 16  # the stored voxel indices no longer fit
+    return json.dumps(manifest).encode()
+
+
 def _corrupt_member(data: bytes) -> bytes:
     """Flip bytes inside the largest member's compressed data (its CRC or inflate then fails)."""
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -164,6 +172,7 @@ BAD_RAWS = {
     "newer": (lambda d: _rewrite(d, _newer), f"made by a newer meshforge (format {RAW_VERSION + 1} > {RAW_VERSION})"),
     "truncated": (lambda d: d[: len(d) // 2], "truncated or corrupt"),
     "corrupt member": (_corrupt_member, "truncated or corrupt"),
+    "inconsistent": (lambda d: _rewrite(d, _smaller_grid), "inconsistent (voxel volume: indices outside"),
     "png": (lambda d: b"\x89PNG\r\n\x1a\n" + bytes(100), "not a meshforge raw file"),
     "other zip": (lambda d: _rewrite(d, lambda n, b: None if n == "manifest.json" else b), "not a meshforge raw file"),
     "missing member": (lambda d: _rewrite(d, lambda n, b: None if n == "voxel_values.npy" else b), "missing"),

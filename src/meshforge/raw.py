@@ -141,6 +141,10 @@ class VoxelField:
         r = self.resolution
         if r < 2 or coords.min() < 0 or coords.max() >= r:
             raise InputError(f"voxel volume: indices outside the {r}³ grid")
+        if not (np.isfinite(values).all() and np.isfinite(self.bbox_min).all() and np.isfinite(self.bbox_max).all()):
+            raise InputError("voxel volume: non-finite values or bounds")
+        if not (self.bbox_max > self.bbox_min).all():
+            raise InputError("voxel volume: an empty bounding box")
         keys = self._keys(coords.astype(np.int64))
         order = np.argsort(keys, kind="stable")
         self.coords = np.ascontiguousarray(coords[order].astype(np.uint16))
@@ -339,16 +343,15 @@ def loads_raw(data: bytes, label: str = "raw file") -> Raw:
             f"{label}: the raw file is truncated or corrupt: make it again with generate --save-raw"
         ) from None
     with zf:
+        total = sum(i.file_size for i in zf.infolist())
+        if total > MAX_RAW_BYTES:
+            limit = MAX_RAW_BYTES / 2**30
+            raise InputError(f"{label}: the raw file would expand to {total / 2**30:.1f} GiB (limit {limit:.0f} GiB)")
         manifest = _manifest(zf, label)
         members = manifest.get("members")
         if not isinstance(members, dict):
             raise InputError(
                 f"{label}: the raw file's manifest lists no members: make it again with generate --save-raw"
-            )
-        total = sum(i.file_size for i in zf.infolist())
-        if total > MAX_RAW_BYTES:
-            raise InputError(
-                f"{label}: the raw file would expand to {total / 2**30:.1f} GiB (limit {MAX_RAW_BYTES / 2**30:.0f} GiB)"
             )
         arrays = {name: _array(zf, name, spec, label) for name, spec in members.items()}
     try:
@@ -365,6 +368,8 @@ def loads_raw(data: bytes, label: str = "raw file") -> Raw:
         )
         if surface.n_faces and (surface.faces.min() < 0 or surface.faces.max() >= surface.n_vertices):
             raise ValueError("face indices outside the vertex array")
+        if not np.isfinite(surface.vertices).all():
+            raise ValueError("non-finite vertex positions")
         prepared = None
         if "prepared.npy" in arrays:
             prepared = Image(rgba=arrays["prepared.npy"], name=str(manifest.get("name", "asset")))
