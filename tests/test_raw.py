@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -188,3 +190,34 @@ def test_bad_raw_files_give_one_line_errors(case, chair):
     message = str(info.value)
     assert message == one_line(info.value) and message.startswith("chair.mfraw: ")
     assert needle in message, message
+
+
+def test_a_triposr_raw_finishes_where_torch_cannot_be_imported(tmp_path):
+    """The tiny TripoSR fixture (random weights): its raw samples the triplane field on the 64³ extraction grid,
+    and the saved file finishes in a process where ``import torch`` fails."""
+    pytest.importorskip("torch")
+    from meshforge.backends.triposr.backend import TripoSRBackend
+
+    from .conftest import shared_dir
+
+    fixtures = shared_dir() / "fixtures" / "triposr"
+    backend = TripoSRBackend(weights=str(fixtures), device="cpu")
+    cfg = PipelineConfig().with_options(resolution=64, faces=500, texture_size=64, background="keep")
+    result = meshforge.generate(fixtures / "input.png", backend, cfg)
+    raw = portable(result.raw)
+    assert isinstance(raw.attributes, VoxelField) and raw.attributes.resolution == 64
+    on = result.raw.surface.vertices
+    diff = np.abs(raw.attributes.colour(on) - result.raw.attributes.colour(on))
+    assert diff.mean() < 2 / 255, diff.mean()
+    path = tmp_path / "tsr.mfraw"
+    meshforge.save_raw(result.raw, path)
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import meshforge\n"
+        f"r = meshforge.finish(meshforge.load_raw({str(path)!r}))\n"
+        "source = r.report.info['source']\n"
+        "print(r.asset.mesh.n_faces, source['backend_loaded'], source['backend']['name'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(result.asset.mesh.n_faces), "False", "triposr"]

@@ -558,7 +558,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         tag = f"[{index}/{len(paths)}] " if len(paths) > 1 else ""
         try:
             raw = load_raw(path)
-            base = PipelineConfig.from_dict(raw.config) if raw.config else PipelineConfig()
+            base = PipelineConfig.from_dict(raw.config) if raw.config else PipelineConfig()  # the raw's own
             cfg = base.with_options(
                 preset=args.preset,
                 faces=args.faces,

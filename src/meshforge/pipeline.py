@@ -237,7 +237,8 @@ def finish(
 
     Args:
         raw: the raw reconstruction (:func:`reconstruct`, :func:`meshforge.raw.load_raw`, or ``optimize``'s).
-        cfg: the configuration (default :class:`PipelineConfig`).
+        cfg: the configuration (default: the one the raw was made with, ``raw.config``, else
+            :class:`PipelineConfig`'s defaults).
         on_progress: called as ``on_progress(stage, index, total)`` over :data:`FINISH_STAGES`.
         report: a report to append to (the reconstruction's); a new one when None.
 
@@ -246,9 +247,10 @@ def finish(
         reachable, and ``extras["meshforge"]`` = the raw's provenance with the finishing parameters.
 
     Raises:
+        InputError: ``cfg`` is None and the raw's configuration is not a valid one.
         StageError: a stage could not produce a valid result.
     """
-    cfg = cfg or PipelineConfig()
+    cfg = cfg or (PipelineConfig.from_dict(raw.config) if raw.config else PipelineConfig())
     report = report if report is not None else Report()
     total = len(FINISH_STAGES)
 

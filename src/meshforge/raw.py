@@ -84,8 +84,10 @@ class Raw:
             (a backend's live field, or its portable :class:`VoxelField`), or a dense-surface field with
             ``bake_attributes`` (:class:`~meshforge.fields.surface.SurfaceField`, what ``optimize`` uses).
         prepared: the prepared ``[S, S, 4]`` picture the backend saw (None for ``optimize``).
-        provenance: JSON-able facts: ``job``, ``backend`` (its ``info()``), ``input`` (name, sha256),
-            ``seed``, ``options`` (``resolution``, ``foreground_ratio``, ``background``).
+        provenance: JSON-able facts: ``job``, ``version``, ``backend`` (its ``info()``), ``input_name``,
+            ``input_sha256``,
+            ``parameters`` (``resolution``, ``foreground_ratio``, ``background``, ``seed``), ``warnings`` (the
+            reconstruction's, repeated in every report finished from it).
         name: the asset's name (the input's stem).
         material: the material template: alpha mode, cutoff, double-sidedness; :func:`meshforge.finish`
             sets the metallic and roughness factors from the bake.
@@ -257,7 +259,7 @@ def portable(raw: Raw, resolution: int | None = None) -> Raw:
     Args:
         raw: a raw whose ``attributes`` is a point field (a backend's live field).
         resolution: the sampling grid's points per axis (default: the extraction resolution in
-            ``raw.provenance["options"]["resolution"]``, else 256).
+            ``raw.provenance["parameters"]["resolution"]``, else 256).
 
     Returns:
         The raw itself when it is already portable, else a copy with a :class:`VoxelField`.
@@ -269,7 +271,7 @@ def portable(raw: Raw, resolution: int | None = None) -> Raw:
         return raw
     if callable(getattr(raw.attributes, "bake_attributes", None)):
         raise InputError("an optimize job's raw (a dense source mesh) cannot be saved: optimize the source again")
-    res = int(resolution or raw.provenance.get("options", {}).get("resolution") or 256)
+    res = int(resolution or raw.provenance.get("parameters", {}).get("resolution") or 256)
     return raw.replace(attributes=VoxelField.sample(raw.attributes, raw.surface, res))
 
 
