@@ -11,11 +11,13 @@ running the network again.
 
 **Portable attributes.** A backend's live field may need the network (TripoSR's triplane decoder needs
 torch and the weights). :func:`portable` replaces it by a :class:`VoxelField`: the field's base colour,
-metallic and roughness sampled at the points of the extraction grid (the same ``resolution³`` grid
-over the same bounding box, :func:`~meshforge.fields.base.grid_axes`) in a narrow band around the dense
-surface — the corners of every grid cell the surface passes through and of their 26 neighbours — stored
-sparsely (a sparse voxel volume, as TRELLIS's structured latents are), and read back by trilinear
-interpolation.
+metallic and roughness sampled at the points of a grid over the field's bounding box (the extraction
+grid, :func:`~meshforge.fields.base.grid_axes`, at least :data:`ATTRIBUTE_RESOLUTION` points per axis) in
+a narrow band around the dense surface — the corners of every grid cell the surface passes through and of
+their 26 neighbours — stored sparsely (a sparse voxel volume, as TRELLIS's structured latents are), and
+read back by trilinear interpolation. Colour detail finer than the grid is lost: baking the chair's base
+colour from the 256³ volume differs from baking the live field by 1.0/255 on average, from a 128³ one by
+2.4/255 — hence the floor of 256 even when the surface was extracted on a coarser grid.
 
 **File format** ``.mfraw``, version 1: a ZIP archive (deflate) of NumPy ``.npy`` members read with
 ``allow_pickle=False`` (no pickle anywhere) and one JSON manifest:
@@ -69,6 +71,8 @@ RAW_VERSION = 1
 RAW_SUFFIX = ".mfraw"
 #: the channels of :class:`VoxelField` values, in order
 CHANNELS: tuple[str, ...] = ("red", "green", "blue", "metallic", "roughness")
+#: the fewest grid points per axis :func:`portable` samples attributes on (see the module docstring)
+ATTRIBUTE_RESOLUTION = 256
 #: refuse raw files whose members would decompress to more than this many bytes (zip-bomb guard)
 MAX_RAW_BYTES = 4 * 1024**3
 
@@ -169,7 +173,7 @@ class VoxelField:
         Args:
             source: the live field (``colour``, ``material``; ``bbox_min``/``bbox_max`` span the grid).
             surface: the dense surface extracted from it.
-            resolution: the extraction grid's points per axis.
+            resolution: the sampling grid's points per axis (the extraction grid's, or finer).
             chunk: points per field query.
 
         Returns:
@@ -259,7 +263,7 @@ def portable(raw: Raw, resolution: int | None = None) -> Raw:
     Args:
         raw: a raw whose ``attributes`` is a point field (a backend's live field).
         resolution: the sampling grid's points per axis (default: the extraction resolution in
-            ``raw.provenance["parameters"]["resolution"]``, else 256).
+            ``raw.provenance["parameters"]["resolution"]``, at least :data:`ATTRIBUTE_RESOLUTION`).
 
     Returns:
         The raw itself when it is already portable, else a copy with a :class:`VoxelField`.
@@ -271,7 +275,8 @@ def portable(raw: Raw, resolution: int | None = None) -> Raw:
         return raw
     if callable(getattr(raw.attributes, "bake_attributes", None)):
         raise InputError("an optimize job's raw (a dense source mesh) cannot be saved: optimize the source again")
-    res = int(resolution or raw.provenance.get("parameters", {}).get("resolution") or 256)
+    extracted = int(raw.provenance.get("parameters", {}).get("resolution") or 0)
+    res = int(resolution or max(extracted, ATTRIBUTE_RESOLUTION))
     return raw.replace(attributes=VoxelField.sample(raw.attributes, raw.surface, res))
 
 
