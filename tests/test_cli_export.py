@@ -128,3 +128,17 @@ def test_export_options_reuse_the_generate_ranges(saved, tmp_path, capsys):
     assert main(["export", str(saved / "triposr__chair.mfraw"), "-o", str(tmp_path / "x.fbx")]) == 2
     two = [str(saved / "triposr__chair.mfraw")] * 2
     assert main(["export", *two, "-o", str(tmp_path / "one.glb")]) == 2
+
+
+def test_texture_size_bakes_textures_from_a_vertex_colour_raw(shared_images, tmp_path):
+    src = tmp_path / "src"
+    args = ["--backend", "inflate", "--no-texture", "--resolution", "64", "--faces", "800", "--save-raw", "-q"]
+    assert main(["generate", str(shared_images / CHAIR), *args, "-o", str(src)]) == 0
+    raw = str(src / "triposr__chair.mfraw")
+    assert main(["export", raw, "-q", "-o", str(tmp_path / "plain/")]) == 0
+    plain = json.loads((tmp_path / "plain" / "triposr__chair.report.json").read_text())
+    assert plain["textures"] == {} and plain["stages"][-1]["counts"]["mode"] == "vertex_colors"
+    assert main(["export", raw, "-q", "--texture-size", "128", "-o", str(tmp_path / "baked/")]) == 0
+    baked = json.loads((tmp_path / "baked" / "triposr__chair.report.json").read_text())
+    assert baked["textures"]["base_color"] == [128, 128]
+    assert baked["info"]["source"]["attributes"].startswith("voxels 256^3")  # sampled finer than the 64³ grid

@@ -559,11 +559,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         try:
             raw = load_raw(path)
             base = PipelineConfig.from_dict(raw.config) if raw.config else PipelineConfig()  # the raw's own
+            # a texture size (or preset) asked for bakes textures even from a raw generated with --no-texture
+            textures = False if args.no_texture else (True if args.texture_size or args.preset else None)
             cfg = base.with_options(
-                preset=args.preset,
-                faces=args.faces,
-                texture_size=args.texture_size,
-                textures=False if args.no_texture else None,
+                preset=args.preset, faces=args.faces, texture_size=args.texture_size, textures=textures
             )
             report = Report()
             report.config = cfg.to_dict()
