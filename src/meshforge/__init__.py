@@ -2,8 +2,10 @@
 
 The small public surface::
 
-    result = meshforge.generate("chair.png")          # Result(asset, report, field, prepared)
+    result = meshforge.generate("chair.png")          # Result(asset, report, raw)
     glb = meshforge.export(result.asset, "glb")       # bytes
+    meshforge.save_raw(result.raw, "chair.mfraw")     # the raw reconstruction, for later
+    again = meshforge.finish(meshforge.load_raw("chair.mfraw"), config)  # other budgets, no backend
 """
 
 from ._version import __version__
@@ -12,7 +14,8 @@ from .config import PipelineConfig
 from .errors import BackendError, InputError, MeshforgeError, MissingDependency, StageError
 from .export import export, export_files
 from .io.images import load_image
-from .pipeline import Result, generate, run
+from .pipeline import Result, finish, generate, run
+from .raw import Raw, load_raw, save_raw
 from .types import Asset, Report
 
 __all__ = [
@@ -22,14 +25,18 @@ __all__ = [
     "MeshforgeError",
     "MissingDependency",
     "PipelineConfig",
+    "Raw",
     "Report",
     "Result",
     "StageError",
     "__version__",
     "export",
     "export_files",
+    "finish",
     "generate",
     "load_backend",
     "load_image",
+    "load_raw",
     "run",
+    "save_raw",
 ]

@@ -33,6 +33,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_finish_options(
+    p: argparse.ArgumentParser, faces: object, texture_size: object, *, fmt: str, preset: bool, no_texture: bool
+) -> None:
+    """The finishing options ``generate``, ``optimize`` and ``export`` share (budgets, formats, preview);
+    ``faces``/``texture_size`` are the defaults shown in ``--help`` (ranges are checked by the configs)."""
+    from .config import PRESETS
+
+    if preset:
+        p.add_argument(
+            "--preset",
+            choices=tuple(PRESETS),
+            default=None,
+            help="named budget: "
+            + ", ".join(f"{k} = {v['faces']} faces / {v['texture_size']}²" for k, v in PRESETS.items())
+            + "; --faces and --texture-size override it (default: none)",
+        )
+    p.add_argument("--faces", type=_positive_int, default=None, help=f"target face count (default: {faces})")
+    p.add_argument(
+        "--texture-size",
+        type=_positive_int,
+        default=None,
+        help=f"texture size in texels (default: {texture_size})",
+    )
+    if no_texture:
+        p.add_argument("--no-texture", action="store_true", help="vertex colours instead of baked textures (fast)")
+    p.add_argument("--format", default=None, help=fmt)
+    p.add_argument("--preview", action="store_true", help="also write <stem>.preview.png (rendered views)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshforge", description="Single image → game-ready 3D asset.")
     parser.add_argument("--version", action="version", version=f"meshforge {__version__}")
@@ -50,7 +79,6 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     g.add_argument("-o", "--output", default=".", metavar="OUTDIR", help="output folder (default: .)")
-    g.add_argument("--format", default="glb", help="comma-separated formats: glb,obj,ply,stl (default: glb)")
     g.add_argument(
         "--backend",
         default="auto",
@@ -66,14 +94,14 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"isosurface grid size (default: {d.extract.resolution})",
     )
-    g.add_argument("--faces", type=_positive_int, default=None, help=f"target face count (default: {d.decimate.faces})")
-    g.add_argument(
-        "--texture-size",
-        type=_positive_int,
-        default=None,
-        help=f"texture size in texels (default: {d.bake.texture_size})",
+    _add_finish_options(
+        g,
+        d.decimate.faces,
+        d.bake.texture_size,
+        fmt="comma-separated formats: glb,obj,ply,stl (default: glb)",
+        preset=False,
+        no_texture=True,
     )
-    g.add_argument("--no-texture", action="store_true", help="vertex colours instead of baked textures (fast)")
     g.add_argument(
         "--foreground-ratio",
         type=float,
@@ -101,7 +129,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="pipeline configuration (.toml or .json) (default: none, the built-in defaults shown here)",
     )
-    g.add_argument("--preview", action="store_true", help="also write <stem>.preview.png (rendered views)")
+    g.add_argument(
+        "--save-raw",
+        action="store_true",
+        help="also write <stem>.mfraw, the raw reconstruction: re-finish it with other budgets by "
+        "'meshforge export' without running the network again",
+    )
     g.add_argument(
         "--save-intermediates",
         action="store_true",
@@ -156,11 +189,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="turn a dense mesh into a game-ready low-poly asset with baked maps",
         description=(
             "Decimate a dense GLB/glTF/OBJ/PLY/STL mesh to a face budget, unwrap it and bake the source's base "
-            "colour, metallic-roughness, normals (and occlusion) onto it. Presets: "
-            "mobile = 5000 faces / 512², prop = 20000 / 1024², hero = 100000 / 2048²."
+            "colour, metallic-roughness, normals (and occlusion) onto it."
         ),
     )
-    from .optimize import PRESETS, UP_AXES, OptimizeConfig
+    from .optimize import UP_AXES, OptimizeConfig
 
     od = OptimizeConfig()
 
@@ -172,25 +204,14 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="OUT",
         help="output file (.glb/.obj/.ply/.stl), or a folder (a name without a suffix, or ending in '/')",
     )
-    o.add_argument(
-        "--preset",
-        choices=tuple(PRESETS),
-        default=None,
-        help="named budget, see above (default: none: --faces and --texture-size apply)",
+    _add_finish_options(
+        o,
+        od.decimate.faces,
+        od.bake.texture_size,
+        fmt="comma-separated formats when OUT is a folder (default: glb)",
+        preset=True,
+        no_texture=False,
     )
-    o.add_argument(
-        "--faces",
-        type=_positive_int,
-        default=None,
-        help=f"target face count (default: {od.decimate.faces})",
-    )
-    o.add_argument(
-        "--texture-size",
-        type=_positive_int,
-        default=None,
-        help=f"texture size in texels (default: {od.bake.texture_size})",
-    )
-    o.add_argument("--format", default=None, help="comma-separated formats when OUT is a folder (default: glb)")
     o.add_argument(
         "--up-axis",
         choices=UP_AXES,
@@ -198,10 +219,37 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the source's up axis; z (many scans, CAD and STL files) is rotated to glTF's +Y up, "
         f"(x, y, z) -> (x, z, -y) (default: {od.up_axis})",
     )
-    o.add_argument("--preview", action="store_true", help="also write <stem>.preview.png")
     o.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     o.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
     o.set_defaults(func=_cmd_optimize)
+
+    e = sub.add_parser(
+        "export",
+        help="finish raw reconstructions (.mfraw from generate --save-raw) again, without the network",
+        description=(
+            "Clean, decimate, unwrap and bake a saved raw reconstruction into an asset with new budgets; no "
+            "backend is loaded. Options not given keep the values the raw was generated with."
+        ),
+    )
+    e.add_argument("inputs", nargs="+", metavar="RAW", help=".mfraw files written by generate --save-raw")
+    e.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output file (.glb/.obj/.ply/.stl) for one RAW, or a folder (a name without a suffix, or ending in '/')",
+    )
+    _add_finish_options(
+        e,
+        "the raw's",
+        "the raw's",
+        fmt="comma-separated formats when OUT is a folder (default: glb)",
+        preset=True,
+        no_texture=True,
+    )
+    e.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    e.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
+    e.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -233,8 +281,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .export._png import encode_png
     from .pipeline import STAGES, generate
     from .preprocess.background import CutoutRefused
+    from .raw import RAW_SUFFIX, dumps_raw
 
-    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    formats = [f.strip().lower() for f in (args.format or "glb").split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         print(f"error: unknown format {', '.join(bad) or '(none)'} (choices: {', '.join(FORMATS)})", file=sys.stderr)
@@ -315,6 +364,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         try:
             result = generate(path, backend, cfg, on_progress=progress)
             extra = {f"{stem}.cutout.png": encode_png(result.prepared.rgba)} if cfg.save_intermediates else {}
+            if args.save_raw:
+                extra[f"{stem}{RAW_SUFFIX}"] = dumps_raw(result.raw)
             _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview, extra=extra)
         except MeshforgeError as exc:
             failed += 1
@@ -406,34 +457,14 @@ def _cmd_models_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_optimize(args: argparse.Namespace) -> int:
-    from .export import FORMATS
-    from .export._common import safe_stem
     from .optimize import OptimizeConfig, optimize
 
-    out = Path(args.output)
-    suffix = out.suffix.lower().lstrip(".")
-    is_folder = not suffix or args.output.endswith(("/", os.sep)) or out.is_dir()
-    if not is_folder and suffix not in FORMATS:
-        print(
-            f"error: -o {args.output}: unknown output format '.{suffix}' (choices: "
-            f"{', '.join('.' + f for f in FORMATS)}; or a folder: a name without a suffix, or ending in '/')",
-            file=sys.stderr,
-        )
+    target = _output_target(args.output, args.format, [Path(args.input)])
+    if isinstance(target, str):
+        print(f"error: {target}", file=sys.stderr)
         return 2
-    if not is_folder:
-        out_dir, stem, formats = out.parent, out.stem, [suffix]
-        if args.format:
-            print("error: --format only applies when OUT is a folder", file=sys.stderr)
-            return 2
-    else:
-        formats = [f.strip().lower() for f in (args.format or "glb").split(",") if f.strip()]
-        bad = [f for f in formats if f not in FORMATS]
-        if bad or not formats:
-            print(
-                f"error: unknown format {', '.join(bad) or '(none)'} (choices: {', '.join(FORMATS)})", file=sys.stderr
-            )
-            return 2
-        out_dir, stem = out, safe_stem(Path(args.input).stem)
+    out_dir, stems, formats = target
+    stem = stems[0]
     cfg = OptimizeConfig().with_options(
         preset=args.preset, faces=args.faces, texture_size=args.texture_size, up_axis=args.up_axis
     )
@@ -466,6 +497,110 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         for warning in rep.warnings:
             print(f"warning: {path.name}: {warning}", file=sys.stderr)
     return 0
+
+
+def _output_target(output: str, fmt: str | None, inputs: Sequence[Path]) -> tuple[Path, list[str], list[str]] | str:
+    """Where ``-o OUT`` puts each input's files: ``(folder, stem per input, formats)``, or a usage error.
+
+    OUT is a file (``.glb``/``.obj``/...: one input, that format) or a folder (no suffix, a trailing '/',
+    or an existing folder: ``<stem>.<format>`` per input, formats from ``--format``, default glb).
+    """
+    from .export import FORMATS
+    from .export._common import safe_stem
+
+    out = Path(output)
+    suffix = out.suffix.lower().lstrip(".")
+    is_folder = not suffix or output.endswith(("/", os.sep)) or out.is_dir()
+    if not is_folder and suffix not in FORMATS:
+        return (
+            f"-o {output}: unknown output format '.{suffix}' (choices: "
+            f"{', '.join('.' + f for f in FORMATS)}; or a folder: a name without a suffix, or ending in '/')"
+        )
+    if not is_folder:
+        if fmt:
+            return "--format only applies when OUT is a folder"
+        if len(inputs) > 1:
+            return (
+                f"-o {output}: {len(inputs)} inputs need an output folder (a name without a suffix, or ending in '/')"
+            )
+        return out.parent, [out.stem], [suffix]
+    formats = [f.strip().lower() for f in (fmt or "glb").split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        return f"unknown format {', '.join(bad) or '(none)'} (choices: {', '.join(FORMATS)})"
+    stems: list[str] = []
+    for path in inputs:  # distinct names for inputs that share a stem
+        base = stem = safe_stem(path.stem)
+        n = 2
+        while stem in stems:
+            stem, n = f"{base}-{n}", n + 1
+        stems.append(stem)
+    return out, stems, formats
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """``meshforge export RAW... -o OUT``: :func:`meshforge.pipeline.finish` on saved raws, no backend."""
+    from .config import PipelineConfig
+    from .pipeline import finish
+    from .raw import load_raw
+    from .types import Report
+
+    paths = [Path(p) for p in args.inputs]
+    target = _output_target(args.output, args.format, paths)
+    if isinstance(target, str):
+        print(f"error: {target}", file=sys.stderr)
+        return 2
+    out_dir, stems, formats = target
+    # the options' ranges, checked once before any file (a usage error, exit 2, like generate's)
+    PipelineConfig().with_options(preset=args.preset, faces=args.faces, texture_size=args.texture_size)
+    failed = 0
+    for index, (path, stem) in enumerate(zip(paths, stems), start=1):
+        tag = f"[{index}/{len(paths)}] " if len(paths) > 1 else ""
+        try:
+            raw = load_raw(path)
+            base = PipelineConfig.from_dict(raw.config) if raw.config else PipelineConfig()  # the raw's own
+            # a texture size (or preset) asked for bakes textures even from a raw generated with --no-texture
+            textures = False if args.no_texture else (True if args.texture_size or args.preset else None)
+            cfg = base.with_options(
+                preset=args.preset, faces=args.faces, texture_size=args.texture_size, textures=textures
+            )
+            report = Report()
+            report.config = cfg.to_dict()
+            report.info["source"] = {"raw": path.name}
+            result = finish(raw, cfg, report=report)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview)
+        except MeshforgeError as exc:
+            failed += 1
+            print(f"error: {tag}{_name_input(path, exc)}", file=sys.stderr)
+            continue
+        except OSError as exc:
+            failed += 1
+            print(f"error: {tag}{path}: {exc.strerror or exc}", file=sys.stderr)
+            continue
+        except MemoryError:
+            failed += 1
+            print(f"error: {tag}{path}: out of memory (try a smaller --faces or --texture-size)", file=sys.stderr)
+            continue
+        except Exception as exc:
+            failed += 1
+            if args.debug:
+                traceback.print_exc()
+            print(
+                f"error: {tag}{path}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr
+            )
+            continue
+        if not args.quiet:
+            rep = result.report
+            print(
+                f"{tag}{path.name} -> {out_dir / (stem + '.' + formats[0])}: "
+                f"{_faces(result.asset.mesh.n_faces, cfg.decimate.faces)}, no backend loaded, "
+                f"{rep.total_seconds:.2f} s",
+                file=sys.stderr,
+            )
+            for warning in rep.warnings:
+                print(f"warning: {path.name}: {warning}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _faces(n_faces: int, budget: int) -> str:

@@ -17,6 +17,30 @@ from .errors import InputError
 
 T = TypeVar("T")
 
+#: named budgets (``--preset``): faces of the low-poly mesh and side of its textures
+PRESETS: dict[str, dict[str, int]] = {
+    "mobile": {"faces": 5_000, "texture_size": 512},
+    "prop": {"faces": 20_000, "texture_size": 1024},
+    "hero": {"faces": 100_000, "texture_size": 2048},
+}
+
+
+def preset_budget(preset: str | None, faces: int | None, texture_size: int | None) -> tuple[int | None, int | None]:
+    """``(faces, texture_size)`` with a named preset filling in what is not given explicitly.
+
+    Raises:
+        InputError: unknown preset.
+    """
+    if preset is None:
+        return faces, texture_size
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r} (choices: {', '.join(PRESETS)})")
+    budget = PRESETS[preset]
+    return (
+        faces if faces is not None else budget["faces"],
+        texture_size if texture_size is not None else budget["texture_size"],
+    )
+
 
 @dataclass(frozen=True)
 class InputConfig:
@@ -171,8 +195,15 @@ class PipelineConfig:
         background: str | None = None,
         seed: int | None = None,
         save_intermediates: bool | None = None,
+        preset: str | None = None,
     ) -> PipelineConfig:
-        """Return a copy with the user-facing options set in every section that uses them."""
+        """Return a copy with the user-facing options set in every section that uses them (a ``preset``,
+        :data:`PRESETS`, first, explicit ``faces``/``texture_size`` on top).
+
+        Raises:
+            InputError: unknown preset or out-of-range values.
+        """
+        faces, texture_size = preset_budget(preset, faces, texture_size)
         cfg = self
         if resolution is not None:
             cfg = dataclasses.replace(cfg, extract=dataclasses.replace(cfg.extract, resolution=resolution))

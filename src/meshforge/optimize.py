@@ -2,14 +2,14 @@
 
 ::
 
-    file ─load_mesh─▶ SourceScene ─flatten─▶ Mesh ─clean─▶ Mesh ─decimate─▶ Mesh ─unwrap─▶ Mesh(+uv)
-    (Mesh(+uv), SurfaceField(SourceScene)) ─bake─▶ Textures ─▶ Asset
+    file ─load_mesh─▶ SourceScene ─flatten─▶ Raw(Mesh, SurfaceField(SourceScene)) ─finish─▶ Asset
 
-It enters the generate pipeline at ``clean``, with a :class:`~meshforge.fields.surface.SurfaceField` made
-from the source itself, so the same bake code serves both jobs: every texel of the low-poly atlas is
-projected onto the dense source along the low-poly normal and takes the source's base colour (texture ×
-factor × vertex colour), metallic, roughness, shading normal (with the source's own normal maps) and
-occlusion there. Multi-part, multi-material scenes come out as one mesh with one material.
+It enters the generate pipeline at :func:`~meshforge.pipeline.finish` (clean → decimate → unwrap → bake),
+with a :class:`~meshforge.fields.surface.SurfaceField` made from the source itself as the attribute source,
+so the same bake code serves both jobs: every texel of the low-poly atlas is projected onto the dense source
+along the low-poly normal and takes the source's base colour (texture × factor × vertex colour), metallic,
+roughness, shading normal (with the source's own normal maps) and occlusion there. Multi-part,
+multi-material scenes come out as one mesh with one material.
 """
 
 from __future__ import annotations
@@ -22,37 +22,19 @@ from typing import Any
 import numpy as np
 
 from . import _profiling
-from ._version import __version__
-from .config import BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig
+from .config import PRESETS as PRESETS  # re-exported: the presets optimize documents
+from .config import BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig, preset_budget
 from .errors import InputError
-from .eval.metrics import orientation
 from .fields.surface import SurfaceField
 from .io.meshes import Z_UP_TO_Y_UP, SourceScene, load_mesh
-from .mesh.bake import bake, baked_metallic_factor
-from .mesh.clean import clean
-from .mesh.decimate import budget_shortfall, decimate
-from .mesh.normals import vertex_normals
-from .mesh.topology import topology
-from .mesh.uv import unwrap
-from .pipeline import ProgressCallback
-from .types import Asset, Material, Mesh, Report, Textures
-
-#: named budgets: faces of the low-poly mesh and side of its textures
-PRESETS: dict[str, dict[str, int]] = {
-    "mobile": {"faces": 5_000, "texture_size": 512},
-    "prop": {"faces": 20_000, "texture_size": 1024},
-    "hero": {"faces": 100_000, "texture_size": 2048},
-}
+from .pipeline import ProgressCallback, Result, finish
+from .raw import Raw
+from .types import Material, Mesh, Report
 
 #: accepted source up axes (see :class:`OptimizeConfig`)
 UP_AXES: tuple[str, ...] = ("y", "z")
 
 STAGES: tuple[str, ...] = ("load", "flatten", "clean", "decimate", "unwrap", "bake")
-
-#: warn when more than this fraction of the low-poly area faces away from the source
-#: (:func:`~meshforge.eval.metrics.orientation`). Decimation keeps every face's winding; what still faces
-#: away are folds where collapses squeezed a thin part (FlightHelmet at 5k–20k faces: 0.3 %).
-FACING_AWAY_WARNING = 0.01
 
 
 @dataclass(frozen=True)
@@ -89,11 +71,7 @@ class OptimizeConfig:
             InputError: unknown preset or out-of-range values.
         """
         cfg = self
-        if preset is not None:
-            if preset not in PRESETS:
-                raise InputError(f"unknown preset {preset!r} (choices: {', '.join(PRESETS)})")
-            faces = faces if faces is not None else PRESETS[preset]["faces"]
-            texture_size = texture_size if texture_size is not None else PRESETS[preset]["texture_size"]
+        faces, texture_size = preset_budget(preset, faces, texture_size)
         if faces is not None:
             if faces < 4:
                 raise InputError(f"faces must be at least 4, got {faces}")
@@ -117,13 +95,11 @@ class OptimizeConfig:
 
 
 @dataclass
-class OptimizeResult:
-    """What :func:`optimize` returns: the asset, its report, and the source and field it was baked from."""
+class OptimizeResult(Result):
+    """What :func:`optimize` returns: a :class:`~meshforge.pipeline.Result` (asset, report, and the raw it
+    was finished from, whose ``attributes`` is the source's :class:`SurfaceField`) plus the loaded source."""
 
-    asset: Asset
-    report: Report
     source: SourceScene
-    field: SurfaceField
 
 
 def flatten(scene: SourceScene) -> Mesh:
@@ -140,23 +116,15 @@ def flatten(scene: SourceScene) -> Mesh:
     return Mesh(vertices=np.concatenate(verts), faces=np.concatenate(faces))
 
 
-def _material(scene: SourceScene, name: str, textures: Textures) -> Material:
-    """One material standing for all of the source's: the baked textures carry the values.
-
-    The roughness factor is 1, the metallic factor :func:`~meshforge.mesh.bake.baked_metallic_factor`.
-    """
+def _material(scene: SourceScene, name: str) -> Material:
+    """The material template standing for all of the source's: the baked textures carry the values, so only
+    the alpha mode (the most transparent part's), cutoff and double-sidedness come from the source;
+    :func:`~meshforge.pipeline.finish` sets the factors."""
     modes = {p.material.alpha_mode for p in scene.parts}
     alpha_mode = "BLEND" if "BLEND" in modes else ("MASK" if "MASK" in modes else "OPAQUE")
     cutoff = min((p.material.alpha_cutoff for p in scene.parts if p.material.alpha_mode == "MASK"), default=0.5)
     double_sided = any(p.material.double_sided for p in scene.parts)
-    return Material(
-        name=f"{name}_material",
-        metallic_factor=baked_metallic_factor(textures),
-        roughness_factor=1.0,
-        alpha_mode=alpha_mode,
-        alpha_cutoff=cutoff,
-        double_sided=double_sided,
-    )
+    return Material(name=f"{name}_material", alpha_mode=alpha_mode, alpha_cutoff=cutoff, double_sided=double_sided)
 
 
 def optimize(
@@ -171,6 +139,10 @@ def optimize(
         source: a loaded :class:`SourceScene`, or a GLB/glTF/OBJ/PLY/STL path or its bytes.
         config: budgets and stage options (:class:`OptimizeConfig`, see :data:`PRESETS`).
         on_progress: called as ``on_progress(stage, index, total)`` before each stage.
+
+    The source is flattened into a :class:`~meshforge.raw.Raw` (its dense surface, and a
+    :class:`SurfaceField` over its parts as the attribute source) and finished by
+    :func:`~meshforge.pipeline.finish`, the tail ``generate`` uses too.
 
     Returns:
         An :class:`OptimizeResult`; ``result.asset`` has at most ``config.decimate.faces`` faces (or the
@@ -203,49 +175,17 @@ def optimize(
         dense = flatten(scene)
         field_ = SurfaceField(scene.parts, cage=cfg.bake.cage_fraction * max(scene.diagonal(), 1e-9))
         c.update(faces=dense.n_faces, vertices=dense.n_vertices)
-    step(2)
-    with _profiling.stage(report, "clean") as c:
-        cleaned, counts = clean(dense, cfg.clean)
-        c.update(faces_in=dense.n_faces, faces=cleaned.n_faces, vertices=cleaned.n_vertices, **counts)
-    step(3)
-    with _profiling.stage(report, "decimate") as c:
-        low, dcounts = decimate(cleaned, cfg.decimate)
-        # the one orientation check (inspect --reference reports the same): winding kept from the source
-        winding = orientation(low, scene)
-        c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **{**dcounts, **winding})
-        shortfall = budget_shortfall(cfg.decimate.faces, low)
-        if shortfall:
-            report.warn(shortfall)
-        source_inconsistent = topology(cleaned.vertices, cleaned.faces).inconsistent_edges
-        if winding["facing_away_area"] > FACING_AWAY_WARNING or winding["inconsistent_edges"] > source_inconsistent:
-            report.warn(
-                f"{winding['facing_away_faces']:,} faces ({100 * winding['facing_away_area']:.2f} % of the area) "
-                f"face away from the source and {winding['inconsistent_edges']:,} edges are wound "
-                f"inconsistently (the source has {source_inconsistent:,}); thin parts folded: try a larger "
-                "--faces budget"
-            )
-    step(4)
-    with _profiling.stage(report, "unwrap") as c:
-        low = low.replace(normals=vertex_normals(low.vertices, low.faces))
-        mesh, ucounts = unwrap(low, cfg.unwrap)
-        c.update(vertices=mesh.n_vertices, faces=mesh.n_faces, **ucounts)
-        if "fallback" in ucounts:
-            report.warn(f"UV unwrap fell back to the per-face atlas: {ucounts['fallback']}")
-    step(5)
-    with _profiling.stage(report, "bake") as c:
-        textures, bcounts = bake(mesh, field_, cfg.bake)
-        c.update(**bcounts)
-    report.textures = textures.sizes()
-    report.info["mesh"] = topology(mesh.vertices, mesh.faces, weld_positions=True).to_dict()
-    extras = {
-        "meshforge": {
-            "version": __version__,
-            "job": "optimize",
-            "input_sha256": scene.sha256,
-            "input_name": scene.name,
-            "parameters": {"faces": cfg.decimate.faces, "texture_size": cfg.bake.texture_size},
-        }
-    }
-    material = _material(scene, scene.name, textures)
-    asset = Asset(mesh=mesh, material=material, textures=textures, name=scene.name, extras=extras)
-    return OptimizeResult(asset=asset, report=report, source=scene, field=field_)
+    raw = Raw(
+        surface=dense,
+        attributes=field_,
+        provenance={"job": "optimize", "input_sha256": scene.sha256, "input_name": scene.name},
+        name=scene.name,
+        material=_material(scene, scene.name),
+    )
+
+    def tail(stage: str, index: int, total: int) -> None:
+        if on_progress is not None:
+            on_progress(stage, STAGES.index(stage), len(STAGES))
+
+    result = finish(raw, cfg, on_progress=tail, report=report)
+    return OptimizeResult(asset=result.asset, report=result.report, raw=raw, source=scene)

@@ -2,11 +2,13 @@
 
 ::
 
-    Image ─prepare─▶ Image ─backend─▶ Field ─extract─▶ Mesh ─clean─▶ Mesh ─decimate─▶ Mesh
-    ─unwrap─▶ Mesh(+uv) ─bake(Field)─▶ Textures ─▶ Asset
+    reconstruct:  Image ─prepare─▶ Image ─backend─▶ Field ─extract─▶ Raw(Mesh, Field)
+    finish:       Raw ─clean─▶ Mesh ─decimate─▶ Mesh ─unwrap─▶ Mesh(+uv) ─bake(Field)─▶ Textures ─▶ Asset
 
-:func:`run` never loads a backend: it is built once (:func:`meshforge.backends.load_backend`) and passed
-in. Writing files is the caller's job (:func:`meshforge.export.export` returns bytes).
+:func:`run` is :func:`reconstruct` then :func:`finish`; ``optimize`` and ``meshforge export`` (a saved
+:class:`~meshforge.raw.Raw`) call :func:`finish` alone. :func:`run` never loads a backend: it is built once
+(:func:`meshforge.backends.load_backend`) and passed in. Writing files is the caller's job
+(:func:`meshforge.export.export` returns bytes).
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from . import _profiling
 from ._version import __version__
 from .backends import Backend, load_backend, resolve_name
-from .config import PipelineConfig
+from .config import BakeConfig, CleanConfig, DecimateConfig, PipelineConfig, UnwrapConfig
+from .eval.metrics import orientation
 from .fields.base import Field
 from .fields.isosurface import extract
 from .fields.surface import FieldSurfacePart, SurfaceField
@@ -37,7 +40,14 @@ from .mesh.topology import topology
 from .mesh.uv import unwrap
 from .preprocess import prepare
 from .preprocess.background import cutout_warning
+from .raw import Raw, VoxelField
 from .types import Asset, Image, Material, Report
+
+#: warn when more than this fraction of the low-poly area faces away from the dense surface it stands for
+#: (:func:`~meshforge.eval.metrics.orientation`; checked where the dense surface's winding is kept). Decimation
+#: keeps every face's winding; what still faces away are folds where collapses squeezed a thin part
+#: (FlightHelmet at 5k–20k faces: 0.3 %).
+FACING_AWAY_WARNING = 0.01
 
 #: the stages of :func:`run`, in order (for progress reporting)
 STAGES: tuple[str, ...] = ("prepare", "reconstruct", "extract", "clean", "decimate", "unwrap", "bake")
@@ -45,22 +55,54 @@ STAGES: tuple[str, ...] = ("prepare", "reconstruct", "extract", "clean", "decima
 ProgressCallback = Callable[[str, int, int], None]
 
 
+#: the stages of :func:`finish`, in order
+FINISH_STAGES: tuple[str, ...] = ("clean", "decimate", "unwrap", "bake")
+
+
+class FinishConfig(Protocol):
+    """The sections :func:`finish` reads (:class:`PipelineConfig` and ``OptimizeConfig`` both have them)."""
+
+    @property
+    def clean(self) -> CleanConfig: ...
+    @property
+    def decimate(self) -> DecimateConfig: ...
+    @property
+    def unwrap(self) -> UnwrapConfig: ...
+    @property
+    def bake(self) -> BakeConfig: ...
+
+
 @dataclass
 class Result:
-    """What :func:`run` returns.
+    """What :func:`run`, :func:`generate` and :func:`finish` return.
 
     Attributes:
         asset: the game-ready asset (export it with :func:`meshforge.export.export`).
         report: per-stage times, peak memory, counts, warnings and the resolved configuration.
-        field: the backend's field, kept so the asset can be re-made with other budgets without running
-            the backend again.
-        prepared: the prepared input picture (square, alpha = object mask).
+        raw: the raw reconstruction the asset was finished from (:class:`meshforge.raw.Raw`): finish it
+            again with other budgets (:func:`finish`) or save it (:func:`meshforge.raw.save_raw`) without
+            running the backend again.
     """
 
     asset: Asset
     report: Report
-    field: Field
-    prepared: Image
+    raw: Raw
+
+    @property
+    def field(self) -> Field:
+        """The attribute source the asset was baked from (``raw.attributes``)."""
+        return self.raw.attributes
+
+    @property
+    def prepared(self) -> Image:
+        """The prepared input picture (square, alpha = object mask); ``generate`` results only.
+
+        Raises:
+            AttributeError: the raw has no prepared picture (an ``optimize`` result).
+        """
+        if self.raw.prepared is None:
+            raise AttributeError("this result has no prepared picture")
+        return self.raw.prepared
 
 
 def run(
@@ -71,7 +113,8 @@ def run(
     on_progress: ProgressCallback | None = None,
     report: Report | None = None,
 ) -> Result:
-    """Turn a decoded picture into an asset with an already-built backend.
+    """Turn a decoded picture into an asset with an already-built backend: :func:`reconstruct`, then
+    :func:`finish`.
 
     Args:
         image: the decoded input (:func:`meshforge.io.images.load_image`).
@@ -90,6 +133,36 @@ def run(
     cfg = cfg or PipelineConfig()
     cfg.validate()
     report = report or Report()
+    raw = reconstruct(image, backend, cfg, on_progress=on_progress, report=report)
+
+    def step(stage: str, index: int, total: int) -> None:
+        if on_progress is not None:
+            on_progress(stage, STAGES.index(stage), len(STAGES))
+
+    return finish(raw, cfg, on_progress=step, report=report)
+
+
+def reconstruct(
+    image: Image,
+    backend: Backend,
+    cfg: PipelineConfig,
+    *,
+    on_progress: ProgressCallback | None = None,
+    report: Report | None = None,
+) -> Raw:
+    """The network half of :func:`run`: prepare → backend → extract, into a :class:`~meshforge.raw.Raw`.
+
+    The raw's attributes are the backend's live field; :func:`meshforge.raw.portable` samples it into a
+    form that needs no backend.
+
+    Args:
+        image, backend, cfg, on_progress: see :func:`run` (progress over :data:`STAGES`).
+        report: the report the ``prepare``, ``reconstruct`` and ``extract`` stages are recorded in.
+
+    Raises:
+        InputError, StageError: see :func:`run`.
+    """
+    report = report if report is not None else Report()
     report.config = cfg.to_dict()
     info = backend.info()
     report.info.update(backend=info, input={"name": image.name, "sha256": image.sha256, **_jsonable(image.meta)})
@@ -114,67 +187,163 @@ def run(
     with _profiling.stage(report, "extract") as c:
         dense = extract(field, cfg.extract)
         c.update(resolution=cfg.extract.resolution, vertices=dense.n_vertices, faces=dense.n_faces)
-    step(3)
+    provenance = {
+        "job": "generate",
+        "version": __version__,
+        "backend": info,
+        "input_sha256": image.sha256,
+        "input_name": image.name,
+        "parameters": {
+            "resolution": cfg.extract.resolution,
+            "foreground_ratio": cfg.preprocess.foreground_ratio,
+            "background": cfg.preprocess.background,
+            "seed": cfg.seed,
+        },
+        "warnings": list(report.warnings),
+    }
+    return Raw(
+        surface=dense,
+        attributes=field,
+        prepared=prepared,
+        provenance=provenance,
+        name=image.name,
+        material=Material(name=f"{image.name}_material"),
+        config=cfg.to_dict(),
+    )
+
+
+def finish(
+    raw: Raw,
+    cfg: FinishConfig | None = None,
+    *,
+    on_progress: ProgressCallback | None = None,
+    report: Report | None = None,
+) -> Result:
+    """The tail both jobs share: clean → decimate → unwrap → bake, into an asset and its report.
+
+    Reads only ``cfg.clean``, ``cfg.decimate``, ``cfg.unwrap`` and ``cfg.bake``; never loads a backend.
+    The bake samples ``raw.attributes``: a dense-surface field (``bake_attributes``, ``optimize``'s source)
+    directly; a point field (a backend's live field or a :class:`~meshforge.raw.VoxelField`) through the
+    cleaned dense surface when ``cfg.bake.normal_map`` (colours read on the dense surface, its detail in the
+    normal map), else at the low-poly surface. With ``cfg.bake.textures`` False it bakes vertex colours.
+
+    The report's ``info["source"]`` says what was baked from (:func:`_source_info`): ``backend_loaded`` is
+    False when no backend took part (a raw file's voxel volume, an optimize source).
+
+    Checks, as report warnings: the face budget not reached (:func:`~meshforge.mesh.decimate.budget_shortfall`);
+    a watertight dense surface made open by decimation; and, where the dense surface's winding is kept
+    (``cfg.clean.orient`` False: an authored mesh), faces turned away from it
+    (:func:`~meshforge.eval.metrics.orientation`, more than :data:`FACING_AWAY_WARNING` of the area).
+
+    Args:
+        raw: the raw reconstruction (:func:`reconstruct`, :func:`meshforge.raw.load_raw`, or ``optimize``'s).
+        cfg: the configuration (default: the one the raw was made with, ``raw.config``, else
+            :class:`PipelineConfig`'s defaults).
+        on_progress: called as ``on_progress(stage, index, total)`` over :data:`FINISH_STAGES`.
+        report: a report to append to (the reconstruction's); a new one when None.
+
+    Returns:
+        A :class:`Result` holding ``raw``; its asset has at most ``cfg.decimate.faces`` faces where that is
+        reachable, and ``extras["meshforge"]`` = the raw's provenance with the finishing parameters.
+
+    Raises:
+        InputError: ``cfg`` is None and the raw's configuration is not a valid one.
+        StageError: a stage could not produce a valid result.
+    """
+    cfg = cfg or (PipelineConfig.from_dict(raw.config) if raw.config else PipelineConfig())
+    report = report if report is not None else Report()
+    total = len(FINISH_STAGES)
+
+    def step(i: int) -> None:
+        if on_progress is not None:
+            on_progress(FINISH_STAGES[i], i, total)
+
+    report.info["source"] = {**report.info.get("source", {}), **_source_info(raw)}
+    for warning in raw.provenance.get("warnings", ()):  # the reconstruction's (a doubtful cut-out) still hold
+        report.warn(warning)
+    dense = raw.surface
+    step(0)
     with _profiling.stage(report, "clean") as c:
         cleaned, clean_counts = clean(dense, cfg.clean)
         c.update(faces_in=dense.n_faces, faces=cleaned.n_faces, vertices=cleaned.n_vertices, **clean_counts)
-    step(4)
+    step(1)
     with _profiling.stage(report, "decimate") as c:
         low, counts = decimate(cleaned, cfg.decimate)
-        c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **counts)
+        before = topology(cleaned.vertices, cleaned.faces)
+        winding: dict[str, Any] = {}
+        if not cfg.clean.orient:  # the one orientation check (inspect --reference reports the same)
+            winding = orientation(low, dense)
+        c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **{**counts, **winding})
         shortfall = budget_shortfall(cfg.decimate.faces, low)
         if shortfall:
             report.warn(shortfall)
-        if not counts.get("watertight", False):
+        if before.watertight and not counts.get("watertight", False):
             report.warn("the decimated mesh is not watertight")
+        if winding and (
+            winding["facing_away_area"] > FACING_AWAY_WARNING
+            or winding["inconsistent_edges"] > before.inconsistent_edges
+        ):
+            report.warn(
+                f"{winding['facing_away_faces']:,} faces ({100 * winding['facing_away_area']:.2f} % of the area) "
+                f"face away from the source and {winding['inconsistent_edges']:,} edges are wound "
+                f"inconsistently (the source has {before.inconsistent_edges:,}); thin parts folded: try a larger "
+                "--faces budget"
+            )
+    field = raw.attributes
     textures = None
-    material = Material(name=f"{image.name}_material", metallic_factor=1.0, roughness_factor=1.0)
     if cfg.bake.textures:
-        step(5)
+        step(2)
         with _profiling.stage(report, "unwrap") as c:
-            mesh, counts = unwrap(low, cfg.unwrap)
+            mesh, counts = unwrap(low.replace(normals=vertex_normals(low.vertices, low.faces)), cfg.unwrap)
             c.update(vertices=mesh.n_vertices, faces=mesh.n_faces, **counts)
             if "fallback" in counts:
                 report.warn(f"UV unwrap fell back to the per-face atlas: {counts['fallback']}")
-        step(6)
+        step(3)
         with _profiling.stage(report, "bake") as c:
             source: Field = field
-            if cfg.bake.normal_map:
+            if cfg.bake.normal_map and not callable(getattr(field, "bake_attributes", None)):
                 # bake through the dense isosurface: colours on the true surface, its detail in a normal map
-                part = FieldSurfacePart(cleaned, field)
                 diag = float(np.linalg.norm(cleaned.vertices.max(0) - cleaned.vertices.min(0)))
-                source = SurfaceField([part], cage=cfg.bake.cage_fraction * diag)
+                source = SurfaceField([FieldSurfacePart(cleaned, field)], cage=cfg.bake.cage_fraction * diag)
             textures, counts = bake(mesh, source, cfg.bake)
             c.update(**counts)
         report.textures = textures.sizes()
-        material = dataclasses.replace(material, metallic_factor=baked_metallic_factor(textures))
+        material = dataclasses.replace(
+            raw.material, metallic_factor=baked_metallic_factor(textures), roughness_factor=1.0
+        )
     else:
-        step(6)
+        step(3)
         with _profiling.stage(report, "bake") as c:
             mesh = low.replace(normals=vertex_normals(low.vertices, low.faces))
             mesh, roughness = bake_vertex_colours(mesh, field)
-            material = Material(name=f"{image.name}_material", metallic_factor=0.0, roughness_factor=roughness)
+            material = dataclasses.replace(raw.material, metallic_factor=0.0, roughness_factor=roughness)
             c.update(mode="vertex_colors", vertices=mesh.n_vertices)
-    final = topology(mesh.vertices, mesh.faces, weld_positions=True)
-    report.info["mesh"] = final.to_dict()
-    extras = {
-        "meshforge": {
-            "version": __version__,
-            "backend": info,
-            "input_sha256": image.sha256,
-            "input_name": image.name,
-            "parameters": {
-                "resolution": cfg.extract.resolution,
-                "faces": cfg.decimate.faces,
-                "texture_size": cfg.bake.texture_size if cfg.bake.textures else None,
-                "foreground_ratio": cfg.preprocess.foreground_ratio,
-                "background": cfg.preprocess.background,
-                "seed": cfg.seed,
-            },
-        }
+    report.info["mesh"] = topology(mesh.vertices, mesh.faces, weld_positions=True).to_dict()
+    provenance = {k: v for k, v in raw.provenance.items() if k not in ("warnings",)}
+    parameters = dict(provenance.get("parameters", {}))
+    parameters.update(faces=cfg.decimate.faces, texture_size=cfg.bake.texture_size if cfg.bake.textures else None)
+    extras = {"meshforge": {**provenance, "version": __version__, "parameters": parameters}}
+    asset = Asset(mesh=mesh, material=material, textures=textures, name=raw.name, extras=extras)
+    return Result(asset=asset, report=report, raw=raw)
+
+
+def _source_info(raw: Raw) -> dict[str, Any]:
+    """What :func:`finish` baked from, for the report: the raw's job and backend, whether that backend's
+    live field was used (``backend_loaded``) or a form that needs none, and the attribute source's kind."""
+    field = raw.attributes
+    if isinstance(field, VoxelField):
+        kind = f"voxels {field.resolution}^3 ({len(field.coords)} stored)"
+    elif callable(getattr(field, "bake_attributes", None)):
+        kind = "source surface"
+    else:
+        kind = "backend field"
+    backend = raw.provenance.get("backend")
+    return {
+        "job": raw.provenance.get("job"),
+        "backend": backend,
+        "backend_loaded": kind == "backend field",
+        "attributes": kind,
     }
-    asset = Asset(mesh=mesh, material=material, textures=textures, name=image.name, extras=extras)
-    return Result(asset=asset, report=report, field=field, prepared=prepared)
 
 
 def generate(
