@@ -513,7 +513,7 @@ def frame_check(fixture: Path) -> dict[str, Any]:
     from meshforge.config import ExtractConfig
     from meshforge.eval.render import project, silhouette
     from meshforge.fields.isosurface import extract
-    from meshforge.mesh.raster import rasterize
+    from meshforge.geometry.raster import rasterize
 
     rot = TripoSRBackend.ROTATION
     camera = TripoSRBackend.camera

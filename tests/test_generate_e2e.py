@@ -12,7 +12,7 @@ import meshforge
 from meshforge.backends import load_backend
 from meshforge.eval.render import silhouette
 from meshforge.export.glb import read_glb_json
-from meshforge.mesh.topology import topology
+from meshforge.geometry.topology import topology
 from meshforge.types import Mesh
 
 from .conftest import shared_dir

@@ -276,8 +276,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     from .backends import load_backend, resolve_name
     from .config import PipelineConfig
-    from .export import FORMATS
-    from .export._common import safe_stem
+    from .export import FORMATS, safe_stem
     from .export._png import encode_png
     from .pipeline import STAGES, generate
     from .preprocess.background import CutoutRefused
@@ -505,8 +504,7 @@ def _output_target(output: str, fmt: str | None, inputs: Sequence[Path]) -> tupl
     OUT is a file (``.glb``/``.obj``/...: one input, that format) or a folder (no suffix, a trailing '/',
     or an existing folder: ``<stem>.<format>`` per input, formats from ``--format``, default glb).
     """
-    from .export import FORMATS
-    from .export._common import safe_stem
+    from .export import FORMATS, safe_stem
 
     out = Path(output)
     suffix = out.suffix.lower().lstrip(".")

@@ -31,12 +31,12 @@ from .eval.metrics import orientation
 from .fields.base import Field
 from .fields.isosurface import extract
 from .fields.surface import FieldSurfacePart, SurfaceField
+from .geometry.normals import vertex_normals
+from .geometry.topology import topology
 from .io.images import load_image
 from .mesh.bake import bake, bake_vertex_colours, baked_metallic_factor
 from .mesh.clean import clean
 from .mesh.decimate import budget_shortfall, decimate
-from .mesh.normals import vertex_normals
-from .mesh.topology import topology
 from .mesh.uv import unwrap
 from .preprocess import prepare
 from .preprocess.background import cutout_warning

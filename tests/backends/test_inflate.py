@@ -6,8 +6,8 @@ from meshforge.backends.inflate import InflateBackend
 from meshforge.config import CleanConfig, ExtractConfig
 from meshforge.eval.render import silhouette
 from meshforge.fields.isosurface import extract
+from meshforge.geometry.topology import topology
 from meshforge.mesh.clean import clean
-from meshforge.mesh.topology import topology
 from meshforge.types import Image
 
 

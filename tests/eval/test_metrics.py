@@ -37,7 +37,7 @@ from meshforge.eval.metrics import (
     sample_colours,
     sample_surface,
 )
-from meshforge.export._common import linear_to_srgb, srgb_to_linear
+from meshforge.geometry.color import linear_to_srgb, srgb_to_linear
 from meshforge.io.meshes import SourcePart, SourceScene, load_mesh
 from meshforge.types import Asset, Material, Mesh, Textures
 

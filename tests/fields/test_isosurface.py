@@ -5,7 +5,7 @@ from meshforge.config import ExtractConfig
 from meshforge.errors import StageError
 from meshforge.fields.base import grid_axes, sample_grid
 from meshforge.fields.isosurface import extract
-from meshforge.mesh.topology import face_areas, topology
+from meshforge.geometry.topology import face_areas, topology
 
 
 class Sphere:

@@ -20,7 +20,7 @@ from meshforge.config import ExtractConfig  # noqa: E402
 from meshforge.errors import InputError, StageError  # noqa: E402
 from meshforge.fields import mc_torch  # noqa: E402
 from meshforge.fields.isosurface import extract, extract_grid, extract_grid_torch  # noqa: E402
-from meshforge.mesh.topology import topology  # noqa: E402
+from meshforge.geometry.topology import topology  # noqa: E402
 
 LO = np.full(3, -1.0, np.float32)
 HI = np.full(3, 1.0, np.float32)

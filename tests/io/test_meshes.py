@@ -14,8 +14,8 @@ import trimesh
 from PIL import Image as PILImage
 
 from meshforge.errors import InputError
-from meshforge.export._common import linear_to_srgb, srgb_to_linear
 from meshforge.export.glb import pack_glb, read_glb_json, write_glb
+from meshforge.geometry.color import linear_to_srgb, srgb_to_linear
 from meshforge.io.meshes import (
     CLAMP_TO_EDGE,
     MIRRORED_REPEAT,

@@ -8,11 +8,11 @@ import pytest
 from meshforge.config import BakeConfig, DecimateConfig, ExtractConfig, UnwrapConfig
 from meshforge.fields.isosurface import extract
 from meshforge.fields.surface import ClosestPoint, SurfaceField
+from meshforge.geometry.closest import closest_point_on_triangles
+from meshforge.geometry.normals import vertex_normals
 from meshforge.io.meshes import SourcePart
 from meshforge.mesh.bake import bake
-from meshforge.mesh.closest import closest_point_on_triangles
 from meshforge.mesh.decimate import decimate
-from meshforge.mesh.normals import vertex_normals
 from meshforge.mesh.uv import unwrap
 from meshforge.types import Material, Mesh
 

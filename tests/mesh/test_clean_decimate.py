@@ -3,9 +3,9 @@ import pytest
 
 from meshforge.config import CleanConfig, DecimateConfig, ExtractConfig
 from meshforge.fields.isosurface import extract
+from meshforge.geometry.topology import topology
 from meshforge.mesh.clean import clean, orient_faces
 from meshforge.mesh.decimate import decimate
-from meshforge.mesh.topology import topology
 from meshforge.types import Mesh
 
 from ..fields.test_isosurface import Sphere, signed_volume
@@ -196,7 +196,7 @@ def _disc(z: float = -1.0, rings: int = 12, around: int = 48) -> Mesh:
 
 def test_decimate_keeps_the_winding_of_an_open_part():
     """An open part's winding is its front side: decimation must not re-orient it by signed volume."""
-    from meshforge.mesh.normals import face_normals
+    from meshforge.geometry.normals import face_normals
 
     disc = _disc()
     assert (face_normals(disc.vertices, disc.faces)[1][:, 2] > 0.99).all()
@@ -209,8 +209,8 @@ def test_decimate_keeps_the_winding_of_an_open_part():
 
 def test_merge_and_weld_treat_signed_zeros_as_one_position():
     """-0.0 and 0.0 are the same coordinate (a surface of revolution's pole: r·sin(a) with r = 0)."""
+    from meshforge.geometry.topology import weld
     from meshforge.mesh.clean import merge_vertices
-    from meshforge.mesh.topology import weld
 
     v = np.array([[0.0, 0.0, 0.0], [-0.0, 0.0, 0.0], [1, 0, 0], [0, 1, 0], [-1, 0, 0]], np.float32)
     f = np.array([[0, 2, 3], [1, 3, 4]], np.int32)

@@ -22,10 +22,11 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ..export._common import jsonable, linear_to_srgb, srgb_to_linear
+from ..geometry.color import linear_to_srgb, srgb_to_linear
+from ..geometry.raster import MAX_UV_RASTER, rasterize, uv_coverage, uv_utilisation
+from ..geometry.topology import topology, weld
+from ..gltf import jsonable
 from ..io.meshes import DEFAULT_MAX_BYTES, SourcePart, SourceScene, load_mesh
-from ..mesh.raster import MAX_UV_RASTER, rasterize, uv_coverage, uv_utilisation
-from ..mesh.topology import topology, weld
 from ..types import Asset, Camera, Mesh
 from .metrics import DEFAULT_SAMPLES, DEFAULT_THRESHOLDS, Surface, as_scene, compare_surfaces, orientation
 from .render import DEFAULT_VIEW_NAMES, DEFAULT_VIEWS, project, view_rotation
@@ -165,7 +166,7 @@ def diagnostics(
     * ``uv``: one entry per texture atlas (parts sharing the same texture image are grouped; instances of
       one primitive count once), rasterised at the texture's resolution (at most ``max_raster`` per side,
       default :data:`MAX_UV_RASTER`; ``raster`` gives the size used, texel counts are of that raster):
-      ``utilisation`` (:func:`~meshforge.mesh.raster.uv_utilisation`, as the unwrap stage reports it) =
+      ``utilisation`` (:func:`~meshforge.geometry.raster.uv_utilisation`, as the unwrap stage reports it) =
       covered texels / all texels; ``overlap`` = texels covered by two or more UV
       triangles / covered texels (mirrored or stacked UV islands); ``texels_never_written`` and
       ``never_written_fraction``: texels farther than ``dilation`` texels from every covered texel — or,

@@ -55,8 +55,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
+from ..geometry.closest import closest_point_on_triangles
 from ..io.meshes import SourcePart, SourceScene
-from ..mesh.closest import closest_point_on_triangles
 from ..types import Asset, Mesh
 
 __all__ = [
@@ -542,7 +542,7 @@ def orientation(
     Raises:
         InputError: the reference has no area or a zero-size bounding box.
     """
-    from ..mesh.topology import topology
+    from ..geometry.topology import topology
 
     flat = _flat(as_scene(candidate))
     inconsistent = topology(flat.vertices, flat.faces, weld_positions=True).inconsistent_edges

@@ -1,7 +1,7 @@
 """Cameras for the software renderer: view rotations, projection, and silhouettes (numpy, no GPU).
 
 Triangles are projected with an orthographic or perspective camera and rasterised with a z-buffer by
-:func:`meshforge.mesh.raster.rasterize`. The shaded preview sheets built on this live in
+:func:`meshforge.geometry.raster.rasterize`. The shaded preview sheets built on this live in
 :func:`meshforge.eval.diagnostics.preview_sheet`.
 """
 
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..mesh.raster import rasterize
+from ..geometry.raster import rasterize
 from ..types import Camera, Mesh
 
 #: (azimuth, elevation) in degrees of the default preview views: front, right, back, left, top, 3/4

@@ -1,47 +1,18 @@
-"""Helpers shared by the exporters: input checks, colour transfer functions, sampling, normals."""
+"""Helpers shared by the exporters: input checks, sampling, normals."""
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any
 
 import numpy as np
 
 from meshforge.errors import InputError
-from meshforge.mesh.normals import vertex_normals
-from meshforge.mesh.texture import CLAMP_TO_EDGE, sample_texture
+from meshforge.geometry.color import linear_to_srgb, srgb_to_linear
+from meshforge.geometry.normals import vertex_normals
+from meshforge.geometry.texture import CLAMP_TO_EDGE, sample_texture
+from meshforge.gltf import ALPHA_MODES
 from meshforge.types import Asset, Material, Textures
-
-ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")
-
-
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    """sRGB transfer function, encoded → linear (IEC 61966-2-1; the formula quoted in glTF 2.0 §3.9.2).
-
-    Args:
-        c: any shape, float values in [0, 1] (clipped first).
-
-    Returns:
-        float32 array of the same shape, linear values in [0, 1].
-    """
-    c = np.clip(np.asarray(c, dtype=np.float64), 0.0, 1.0)
-    out = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    return out.astype(np.float32)
-
-
-def linear_to_srgb(c: np.ndarray) -> np.ndarray:
-    """sRGB transfer function, linear → encoded (IEC 61966-2-1), the inverse of :func:`srgb_to_linear`.
-
-    Args:
-        c: any shape, float values in [0, 1] (clipped first).
-
-    Returns:
-        float32 array of the same shape, sRGB-encoded values in [0, 1].
-    """
-    c = np.clip(np.asarray(c, dtype=np.float64), 0.0, 1.0)
-    out = np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1.0 / 2.4) - 0.055)
-    return out.astype(np.float32)
 
 
 def safe_stem(name: str, default: str = "asset") -> str:
@@ -158,24 +129,3 @@ def vertex_colors_srgb(asset: Asset) -> np.ndarray:
         rgb = linear_to_srgb(srgb_to_linear(rgba[:, :3]) * factor[:3]).astype(np.float64)
         rgba = np.concatenate([rgb, rgba[:, 3:4] * factor[3]], axis=1)
     return np.asarray(np.clip(np.rint(rgba * 255.0), 0, 255).astype(np.uint8))
-
-
-def jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and paths into plain JSON values (recursively).
-
-    Non-finite floats become ``None`` (JSON has no NaN/Infinity, RFC 8259 §6); keys become strings;
-    anything else unknown becomes its ``str()``.
-    """
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, bool) or value is None or isinstance(value, str | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return str(value)

@@ -19,32 +19,27 @@ import numpy as np
 
 from meshforge._version import __version__
 from meshforge.errors import InputError
-from meshforge.export._common import (
-    check_asset,
-    jsonable,
-    srgb_to_linear,
-    unit_normals,
-)
+from meshforge.export._common import check_asset, unit_normals
 from meshforge.export._png import encode_png
-from meshforge.mesh.normals import vertex_normals
-from meshforge.mesh.tangents import compute_tangents
+from meshforge.geometry.color import srgb_to_linear
+from meshforge.geometry.normals import vertex_normals
+from meshforge.geometry.tangents import compute_tangents
+from meshforge.gltf import (
+    ARRAY_BUFFER,
+    CHUNK_BIN,
+    CHUNK_JSON,
+    CLAMP_TO_EDGE,
+    ELEMENT_ARRAY_BUFFER,
+    FLOAT,
+    GLB_MAGIC,
+    GLB_VERSION,
+    LINEAR,
+    LINEAR_MIPMAP_LINEAR,
+    UNSIGNED_INT,
+    UNSIGNED_SHORT,
+    jsonable,
+)
 from meshforge.types import Asset
-
-# glTF 2.0 §3.6.2.2 accessor component types and §3.6.1.2 bufferView targets.
-UNSIGNED_SHORT = 5123
-UNSIGNED_INT = 5125
-FLOAT = 5126
-ARRAY_BUFFER = 34962
-ELEMENT_ARRAY_BUFFER = 34963
-# §3.8.4 sampler constants.
-LINEAR = 9729
-LINEAR_MIPMAP_LINEAR = 9987
-CLAMP_TO_EDGE = 33071
-# §4.4 GLB container.
-GLB_MAGIC = 0x46546C67  # "glTF"
-GLB_VERSION = 2
-CHUNK_JSON = 0x4E4F534A  # "JSON"
-CHUNK_BIN = 0x004E4942  # "BIN\0"
 
 _TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4"}
 

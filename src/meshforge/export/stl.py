@@ -13,7 +13,7 @@ import numpy as np
 
 from meshforge._version import __version__
 from meshforge.export._common import check_asset, unit_normals
-from meshforge.mesh.normals import face_normals
+from meshforge.geometry.normals import face_normals
 from meshforge.types import Asset
 
 _RECORD = np.dtype([("normal", "<f4", (3,)), ("v", "<f4", (3, 3)), ("attr", "<u2")])

@@ -27,8 +27,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..errors import MissingDependency
-from ..mesh.closest import closest_point_on_triangles
-from ..mesh.normals import face_normals, vertex_normals
+from ..geometry.closest import closest_point_on_triangles
+from ..geometry.normals import face_normals, vertex_normals
 
 
 class SurfacePart(Protocol):

@@ -52,11 +52,20 @@ from urllib.parse import unquote
 import numpy as np
 
 from ..errors import InputError, one_line
-from ..export._common import linear_to_srgb, srgb_to_linear
-from ..export.glb import CHUNK_BIN, CHUNK_JSON, GLB_MAGIC
-from ..mesh.normals import vertex_normals
-from ..mesh.tangents import compute_tangents
-from ..mesh.texture import CLAMP_TO_EDGE, MIRRORED_REPEAT, REPEAT, WRAP_MODES, sample_texture
+from ..geometry.color import linear_to_srgb, srgb_to_linear
+from ..geometry.normals import vertex_normals
+from ..geometry.tangents import compute_tangents
+from ..geometry.texture import CLAMP_TO_EDGE, MIRRORED_REPEAT, REPEAT, WRAP_MODES, sample_texture
+from ..gltf import (
+    CHUNK_BIN,
+    CHUNK_JSON,
+    COMPONENT_DTYPES,
+    GLB_MAGIC,
+    TYPE_WIDTHS,
+    UNSIGNED_BYTE,
+    UNSIGNED_INT,
+    UNSIGNED_SHORT,
+)
 from ..types import Asset, Material, Mesh
 
 __all__ = [
@@ -101,8 +110,6 @@ MAX_TOTAL_VERTICES = 100_000_000
 _MAP_NAMES = ("base_color", "metallic_roughness", "normal", "occlusion")
 
 # glTF 2.0 §3.6.2.2 accessor component types, §3.6.2.3 element types, §3.7.2.1 primitive modes.
-_COMPONENT: dict[int, str] = {5120: "<i1", 5121: "<u1", 5122: "<i2", 5123: "<u2", 5125: "<u4", 5126: "<f4"}
-_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
 _POINTS, _LINES, _LINE_LOOP, _LINE_STRIP, _TRIANGLES, _TRIANGLE_STRIP, _TRIANGLE_FAN = range(7)
 
 # Extensions that compress geometry: without a decoder the positions cannot be read at all.
@@ -212,7 +219,7 @@ class SourcePart:
     def frame_tangents(self) -> np.ndarray | None:
         """``[V, 4]`` float32 tangents for normal mapping: the file's ``TANGENT`` or, when absent, computed.
 
-        Computed ones follow :func:`meshforge.mesh.tangents.compute_tangents` (Lengyel's method, glTF
+        Computed ones follow :func:`meshforge.geometry.tangents.compute_tangents` (Lengyel's method, glTF
         handedness in ``w``), from the vertex normals (area-weighted ones when the file has none) and the
         UVs. None when the mesh has no UVs.
         """
@@ -883,10 +890,10 @@ class _GltfLoader:
         acc = self._item("accessors", index)
         what = f"accessor {index}"
         ctype = acc.get("componentType")
-        if ctype not in _COMPONENT or acc.get("type") not in _WIDTH:
+        if ctype not in COMPONENT_DTYPES or acc.get("type") not in TYPE_WIDTHS:
             raise self._corrupt(f"{what} has an unknown componentType or type")
-        dtype = np.dtype(_COMPONENT[ctype])
-        width = _WIDTH[acc["type"]]
+        dtype = np.dtype(COMPONENT_DTYPES[ctype])
+        width = TYPE_WIDTHS[acc["type"]]
         count = acc.get("count", -1)
         if not isinstance(count, int) or count < 0:
             raise self._corrupt(f"{what} has an invalid count")
@@ -901,9 +908,9 @@ class _GltfLoader:
         if isinstance(sparse, dict):
             n = sparse.get("count", 0)
             ind, val = sparse.get("indices", {}), sparse.get("values", {})
-            if ind.get("componentType") not in (5121, 5123, 5125):
+            if ind.get("componentType") not in (UNSIGNED_BYTE, UNSIGNED_SHORT, UNSIGNED_INT):
                 raise self._corrupt(f"{what} has invalid sparse indices")
-            idt = np.dtype(_COMPONENT[ind["componentType"]])
+            idt = np.dtype(COMPONENT_DTYPES[ind["componentType"]])
             idx = self._read_array(ind.get("bufferView", -1), ind.get("byteOffset", 0), n, idt, 1, what)[:, 0]
             values = self._read_array(val.get("bufferView", -1), val.get("byteOffset", 0), n, dtype, width, what)
             if idx.size and int(idx.max()) >= count:
@@ -1400,7 +1407,7 @@ def _load_with_trimesh(
             colors = np.repeat(fc, 3, axis=0)
             faces = np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)
         if kind == "stl":
-            from ..mesh.topology import weld
+            from ..geometry.topology import weld
 
             welded_v, welded_f = weld(vertices.astype(np.float32), faces)
             vertices, faces = welded_v.astype(np.float64), welded_f.astype(np.int64)

@@ -1,6 +1,6 @@
 """Texture baking: sample a field over a mesh's UV atlas into PBR texture maps.
 
-The atlas is rasterised in UV space (vectorised, :mod:`meshforge.mesh.raster`); each covered texel's
+The atlas is rasterised in UV space (vectorised, :mod:`meshforge.geometry.raster`); each covered texel's
 barycentric weights give its 3D position on the low-poly surface, where the field is queried for base
 colour, metallic and roughness. Texels no triangle covers (gutters between charts and the unused atlas)
 are then filled with the value of the nearest covered texel (exact Euclidean distance transform,
@@ -18,8 +18,8 @@ from scipy import ndimage
 from ..config import BakeConfig
 from ..errors import StageError
 from ..fields.base import Field
+from ..geometry.raster import Raster, rasterize
 from ..types import Mesh, Textures
-from .raster import Raster, rasterize
 
 
 def baked_metallic_factor(textures: Textures) -> float:
@@ -79,7 +79,7 @@ def encode_tangent_normals(mesh: Mesh, face: np.ndarray, bary: np.ndarray, world
     """Express world-space normals in the low-poly mesh's tangent frames (glTF normal-map encoding).
 
     The frame at a texel interpolates the vertex normals and the tangents of
-    :func:`meshforge.mesh.tangents.compute_tangents` (the ones the GLB writer stores as ``TANGENT``),
+    :func:`meshforge.geometry.tangents.compute_tangents` (the ones the GLB writer stores as ``TANGENT``),
     re-orthogonalised (Gram-Schmidt); bitangent = cross(normal, tangent)·w (glTF 2.0 §3.7.2.1).
 
     Args:
@@ -90,7 +90,7 @@ def encode_tangent_normals(mesh: Mesh, face: np.ndarray, bary: np.ndarray, world
     Returns:
         ``[N, 3]`` float32 tangent-space unit normals (x along +u, y up the texture, z out of the surface).
     """
-    from .tangents import compute_tangents
+    from ..geometry.tangents import compute_tangents
 
     assert mesh.normals is not None and mesh.uv is not None
     tangents = compute_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)

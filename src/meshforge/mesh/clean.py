@@ -13,8 +13,8 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from ..config import CleanConfig
+from ..geometry.topology import directed_edges, face_areas, vertex_components
 from ..types import Mesh
-from .topology import directed_edges, face_areas, vertex_components
 
 
 def merge_vertices(mesh: Mesh) -> Mesh:

@@ -14,10 +14,10 @@ from scipy.sparse.csgraph import connected_components
 
 from ..config import DecimateConfig
 from ..errors import InputError, MissingDependency
+from ..geometry.normals import face_normals
+from ..geometry.topology import TopologyReport, directed_edges, face_areas, topology, vertex_components
 from ..types import Mesh
 from .clean import remove_degenerate_faces
-from .normals import face_normals
-from .topology import TopologyReport, directed_edges, face_areas, topology, vertex_components
 
 #: faces with less area than this (m²) count as degenerate after decimation
 DEGENERATE_AREA = 1e-12  # relative to the squared bounding-box diagonal (1e-12 m² for a 1 m model)

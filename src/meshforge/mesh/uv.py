@@ -30,11 +30,11 @@ import numpy as np
 
 from ..config import UnwrapConfig
 from ..errors import InputError, MissingDependency, one_line
+from ..geometry.normals import vertex_normals
+from ..geometry.raster import uv_utilisation
+from ..geometry.topology import face_areas
 from ..types import Mesh
 from . import _unwrap_worker
-from .normals import vertex_normals
-from .raster import uv_utilisation
-from .topology import face_areas
 
 #: TEST ONLY: seconds the unwrap worker sleeps before running xatlas (stands for a slow xatlas). A module
 #: attribute that only Python code can set (tests, ``tests/service/slow_serve.py``): no setting, variable
@@ -227,7 +227,7 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig) -> tuple[Mesh, dict[str, Any]]:
 
     Returns:
         ``(mesh with uv and normals, counts)``; counts hold ``engine`` (the one that produced the atlas),
-        ``charts``, ``utilisation`` (:func:`~meshforge.mesh.raster.uv_utilisation`) and a ``fallback``
+        ``charts``, ``utilisation`` (:func:`~meshforge.geometry.raster.uv_utilisation`) and a ``fallback``
         reason when xatlas could not be used.
 
     Raises:

@@ -19,8 +19,7 @@ from typing import Any
 
 from ..config import InputConfig
 from ..errors import InputError
-from ..export import export
-from ..export._common import safe_stem
+from ..export import export, safe_stem
 from ..io.images import probe_image
 from .backends import BackendUnavailable, backend_statuses
 from .events import ChangeHub

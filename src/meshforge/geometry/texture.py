@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..gltf import CLAMP_TO_EDGE, MIRRORED_REPEAT, REPEAT
+
 # glTF 2.0 §3.8.4 sampler wrap modes.
-REPEAT = 10497
-CLAMP_TO_EDGE = 33071
-MIRRORED_REPEAT = 33648
 WRAP_MODES = (REPEAT, CLAMP_TO_EDGE, MIRRORED_REPEAT)
 
 

@@ -127,7 +127,7 @@ _UV_JITTER = (0.00127, 0.00071)
 def uv_coverage(uv: np.ndarray, faces: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise UV triangles into a ``width × height`` grid and find texels covered more than once.
 
-    A texel is covered when its centre lies inside a UV triangle (:func:`meshforge.mesh.raster.rasterize`,
+    A texel is covered when its centre lies inside a UV triangle (:func:`meshforge.geometry.raster.rasterize`,
     UVs as given, glTF convention). Multiplicity comes from two z-buffered passes with the face index as
     depth: the first keeps the smallest covering face index, the second the largest; a texel where they
     differ is covered by at least two faces.

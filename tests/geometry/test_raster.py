@@ -1,6 +1,6 @@
 import numpy as np
 
-from meshforge.mesh.raster import rasterize
+from meshforge.geometry.raster import rasterize
 
 
 def test_square_covers_exact_pixels_and_barycentrics_interpolate():
