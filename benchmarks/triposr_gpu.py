@@ -11,7 +11,7 @@ initialises it, so the density is not flat, see :func:`build_random`). Timed sta
 2. ``density_grid``: the density on the 256³ extraction grid;
 3. ``marching_cubes``: the isosurface at 25 (ours: :mod:`meshforge.fields.mc_torch` on the GPU; the reference:
    torchmcubes on the GPU);
-4. ``vertex_colours``: colours at the vertices and the vertex-coloured mesh on the host (ours: float32 arrays;
+4. ``vertex_colors``: colours at the vertices and the vertex-coloured mesh on the host (ours: float32 arrays;
    the reference: its ``trimesh.Trimesh``, as its ``extract_mesh`` builds it);
 
 and end to end (the reference: ``model([image])`` + ``extract_mesh(codes, True, 256)`` at its defaults, chunk
@@ -222,16 +222,16 @@ def ours_staged(
     grid = stage("density_grid", lambda: field.density_grid_tensor(resolution))
     out = stage("marching_cubes", lambda: extract_closed(grid, field.bbox_min, field.bbox_max, LEVEL))
     assert out is not None
-    mesh = stage("vertex_colours", lambda: _coloured_mesh(field, *out))
+    mesh = stage("vertex_colors", lambda: _colored_mesh(field, *out))
     return times, mesh
 
 
-def _coloured_mesh(field: TripoSRField, verts: torch.Tensor, faces: torch.Tensor) -> Mesh:
+def _colored_mesh(field: TripoSRField, verts: torch.Tensor, faces: torch.Tensor) -> Mesh:
     """Vertex colours on the device, and the mesh on the host: the vertex and face copies (pinned memory, a side
     stream) overlap the colour queries."""
     if not verts.is_cuda:
         v, f = to_host(verts, faces)
-        rgb = field.colour_tensor(verts).numpy()
+        rgb = field.color_tensor(verts).numpy()
         return Mesh(vertices=v, faces=f, colors=np.concatenate([rgb, np.ones_like(rgb[:, :1])], axis=1))
     main = torch.cuda.current_stream()
     copy = torch.cuda.Stream()
@@ -241,7 +241,7 @@ def _coloured_mesh(field: TripoSRField, verts: torch.Tensor, faces: torch.Tensor
     with torch.cuda.stream(copy):
         hv.copy_(verts, non_blocking=True)
         hf.copy_(faces, non_blocking=True)
-    rgb = field.colour_tensor(verts)
+    rgb = field.color_tensor(verts)
     rgba = torch.cat([rgb, torch.ones_like(rgb[:, :1])], dim=1)
     hc = torch.empty(rgba.shape, dtype=rgba.dtype, pin_memory=True)
     hc.copy_(rgba, non_blocking=True)
@@ -250,19 +250,19 @@ def _coloured_mesh(field: TripoSRField, verts: torch.Tensor, faces: torch.Tensor
     return Mesh(vertices=hv.numpy(), faces=hf.numpy(), colors=hc.numpy())
 
 
-def colour_stage_parts(backend: TripoSRBackend, image: Image, resolution: int, runs: int) -> dict[str, Any]:
+def color_stage_parts(backend: TripoSRBackend, image: Image, resolution: int, runs: int) -> dict[str, Any]:
     """The parts of the last stage: the colour queries, and the mesh copy to the host (pinned and pageable)."""
     with torch.inference_mode():
         field = backend(image)
         mesh = extract_closed(field.density_grid_tensor(resolution), field.bbox_min, field.bbox_max, LEVEL)
         assert mesh is not None
         return {
-            "colour_query": median_ms([timed(lambda: field.colour_tensor(mesh[0]))[1] for _ in range(runs)]),
+            "color_query": median_ms([timed(lambda: field.color_tensor(mesh[0]))[1] for _ in range(runs)]),
             "mesh_to_host_pinned": median_ms([timed(lambda: to_host(*mesh))[1] for _ in range(runs)]),
             "mesh_to_host_pageable": median_ms([timed(lambda: [t.cpu() for t in mesh])[1] for _ in range(3)]),
             "mesh_bytes": int(sum(t.numel() * t.element_size() for t in mesh)),
-            "colour_max_abs_err_vs_fp32": (
-                field.colour_tensor(mesh[0])
+            "color_max_abs_err_vs_fp32": (
+                field.color_tensor(mesh[0])
                 - field.model.query(field.scene_code, mesh[0][:, [2, 0, 1]].contiguous(), chunk=1 << 19)["rgb"]
             )
             .abs()
@@ -277,7 +277,7 @@ def ours_end_to_end(backend: TripoSRBackend, image: Image, resolution: int) -> M
     out = extract_closed(grid, field.bbox_min, field.bbox_max, LEVEL)
     assert out is not None
     del grid
-    return _coloured_mesh(field, *out)
+    return _colored_mesh(field, *out)
 
 
 def grid_variants(
@@ -476,13 +476,13 @@ def reference_staged(ref: Any, framed: np.ndarray, resolution: int, device: str)
 
         (v_pos, faces), times["marching_cubes"] = timed(march)
 
-        def colour() -> tuple[np.ndarray, ...]:
+        def color() -> tuple[np.ndarray, ...]:
             rgb = ref.renderer.query_triplane(ref.decoder, v_pos, code)["color"]
             return v_pos.cpu().numpy(), faces.cpu().numpy(), rgb.cpu().numpy()
 
-        arrays, query = timed(colour)
+        arrays, query = timed(color)
         mesh, build = timed(lambda: trimesh.Trimesh(vertices=arrays[0], faces=arrays[1], vertex_colors=arrays[2]))
-        times["vertex_colours"] = query + build
+        times["vertex_colors"] = query + build
         times["of_which_trimesh"] = build
     return times, mesh
 
@@ -656,7 +656,7 @@ def main() -> int:
     stages = [ours_staged(backend, image, res)[0] for _ in range(args.runs)]
     stage_peaks: dict[str, float] = {}
     ours_staged(backend, image, res, stage_peaks)
-    report["ours_vertex_colours_parts_ms"] = colour_stage_parts(backend, image, res, args.runs)
+    report["ours_vertex_colors_parts_ms"] = color_stage_parts(backend, image, res, args.runs)
     reset_peak()
     e2e = [timed(lambda: ours_end_to_end(backend, image, res))[1] for _ in range(args.runs)]
     peak = peak_gib()
@@ -716,7 +716,7 @@ def main() -> int:
                 rstage_ms = {k: median_ms([s[k] for s in rstages]) for k in rstages[0]}
                 report["reference"] = {
                     "stages_ms": {k: v for k, v in rstage_ms.items() if not k.startswith("of_which")},
-                    "vertex_colours_of_which_trimesh_ms": rstage_ms["of_which_trimesh"],
+                    "vertex_colors_of_which_trimesh_ms": rstage_ms["of_which_trimesh"],
                     "end_to_end_ms": median_ms(re2e),
                     "end_to_end_all_ms": [round(1000 * t, 3) for t in re2e],
                     "peak_vram_gib": peak_gib(),
@@ -733,7 +733,7 @@ def main() -> int:
         ro, rr = report["ours"], report["reference"]
         report["speedup"] = {
             "end_to_end": rr["end_to_end_ms"] / ro["end_to_end_ms"],
-            "end_to_end_without_reference_trimesh": (rr["end_to_end_ms"] - rr["vertex_colours_of_which_trimesh_ms"])
+            "end_to_end_without_reference_trimesh": (rr["end_to_end_ms"] - rr["vertex_colors_of_which_trimesh_ms"])
             / ro["end_to_end_ms"],
             **{k: rr["stages_ms"][k] / ro["stages_ms"][k] for k in ro["stages_ms"]},
         }

@@ -223,7 +223,7 @@ def test_all_formats_and_preview(capsys, tmp_path, shared_images):
     assert 0.02 < (pixels != background).any(axis=2).mean() < 0.98  # an object on a background
 
 
-def test_no_texture_writes_vertex_colours(capsys, tmp_path, shared_images, validate):
+def test_no_texture_writes_vertex_colors(capsys, tmp_path, shared_images, validate):
     out_dir = tmp_path / "out"
     code, _, err = generate(capsys, str(shared_images / GOOD), "-o", str(out_dir), *SMALL, "--no-texture")
     assert code == 0, err

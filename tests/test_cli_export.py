@@ -130,7 +130,7 @@ def test_export_options_reuse_the_generate_ranges(saved, tmp_path, capsys):
     assert main(["export", *two, "-o", str(tmp_path / "one.glb")]) == 2
 
 
-def test_texture_size_bakes_textures_from_a_vertex_colour_raw(shared_images, tmp_path):
+def test_texture_size_bakes_textures_from_a_vertex_color_raw(shared_images, tmp_path):
     src = tmp_path / "src"
     args = ["--backend", "inflate", "--no-texture", "--resolution", "64", "--faces", "800", "--save-raw", "-q"]
     assert main(["generate", str(shared_images / CHAIR), *args, "-o", str(src)]) == 0

@@ -77,7 +77,7 @@ def test_real_image_gives_a_valid_closed_textured_glb(name, shared_images, backe
     assert rep["textures"]["base_color"] == [1024, 1024]
 
 
-def test_vertex_colour_mode_gives_a_valid_glb(shared_images, backend, validate):
+def test_vertex_color_mode_gives_a_valid_glb(shared_images, backend, validate):
     cfg = meshforge.PipelineConfig().with_options(textures=False, resolution=96, faces=3000)
     result = meshforge.generate(shared_images / "triposr__robot.png", backend, cfg)
     glb = meshforge.export(result.asset, "glb")

@@ -48,7 +48,7 @@ def test_flight_helmet_meets_the_bar(helmet, validate):
     assert result.asset.textures.base_color.shape == (1024, 1024, 4)
     cmp = compare_surfaces(result.asset, source, n_samples=50_000, seed=1)
     assert cmp.chamfer_rel <= 0.005, cmp.to_dict()
-    assert cmp.colour_psnr_db >= 28.0, cmp.to_dict()
+    assert cmp.color_psnr_db >= 28.0, cmp.to_dict()
     # the source's ORM occlusion is real, so it is baked too
     assert result.asset.textures.occlusion is not None
 
@@ -63,7 +63,7 @@ def test_every_asset_optimizes_to_a_valid_glb(name, budget, shared_assets, valid
     check_glb(glb, validate)
     assert result.asset.mesh.n_faces <= min(budget, source.n_faces())
     assert result.asset.mesh.n_faces >= 0.5 * min(budget, source.n_faces())
-    cmp = compare_surfaces(result.asset, source, n_samples=20_000, colour=False)
+    cmp = compare_surfaces(result.asset, source, n_samples=20_000, color=False)
     assert cmp.f_score[0.02] > 0.9, cmp.to_dict()
 
 
@@ -73,21 +73,21 @@ def test_spot_at_1000_faces_keeps_its_shape(shared_assets):
     assert result.asset.mesh.n_faces <= 1_000
     cmp = compare_surfaces(result.asset, source, n_samples=50_000)
     assert cmp.f_score[0.01] >= 0.95
-    assert cmp.colour_psnr_db > 28.0
+    assert cmp.color_psnr_db > 28.0
 
 
-def test_flat_colour_materials_are_baked(shared_assets):
+def test_flat_color_materials_are_baked(shared_assets):
     source = load_mesh(shared_assets / "kenney_cakeBirthday.glb")
     result = optimize(source, OptimizeConfig().with_options(faces=1_000, texture_size=256))
-    sampled = compare_surfaces(result.asset, source, n_samples=20_000).colour_psnr_db
+    sampled = compare_surfaces(result.asset, source, n_samples=20_000).color_psnr_db
     assert sampled > 25.0
     # every flat colour of the source appears in the baked texture
     tex = result.asset.textures.base_color[..., :3].reshape(-1, 3).astype(int)
-    colours = {
+    colors = {
         tuple(np.rint(p.sample(np.array([0]), np.array([[1.0, 0, 0]]))["base_color"][0, :3] * 255).astype(int))
         for p in source.parts
     }
-    for c in colours:
+    for c in colors:
         assert (np.abs(tex - np.array(c)).max(axis=1) <= 2).sum() >= 8, c  # sprinkles are small
 
 

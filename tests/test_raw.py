@@ -41,7 +41,7 @@ class LinearField:
     def density(self, p: np.ndarray) -> np.ndarray:
         return (0.3 - np.linalg.norm(p, axis=1)).astype(np.float32)
 
-    def colour(self, p: np.ndarray) -> np.ndarray:
+    def color(self, p: np.ndarray) -> np.ndarray:
         return (np.asarray(p, np.float32) + 0.5) * np.float32(0.8) + np.float32(0.1)
 
     def material(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +59,7 @@ def test_voxel_volume_reproduces_a_linear_field_and_falls_back_to_the_nearest_vo
     assert len(vox.coords) < 48**3 // 4  # a narrow band, not the whole grid
     rng = np.random.default_rng(0)
     on = sphere.vertices[rng.choice(sphere.n_vertices, 2000)]
-    assert np.abs(vox.colour(on) - field.colour(on)).max() < 2e-3  # float16 rounding only
+    assert np.abs(vox.color(on) - field.color(on)).max() < 2e-3  # float16 rounding only
     metallic, roughness = vox.material(on)
     assert np.abs(metallic - field.material(on)[0]).max() < 2e-3
     assert np.abs(roughness - field.material(on)[1]).max() < 2e-3
@@ -67,7 +67,7 @@ def test_voxel_volume_reproduces_a_linear_field_and_falls_back_to_the_nearest_vo
     centre = np.zeros((1, 3), np.float32)
     dist = np.linalg.norm(vox.coords - 23.5, axis=1)  # the centre is grid point (23.5, 23.5, 23.5)
     nearest = vox.values[dist <= dist.min() + 1e-9, :3].astype(np.float32)
-    assert np.abs(nearest - vox.colour(centre)[0]).max(axis=1).min() < 1e-6
+    assert np.abs(nearest - vox.color(centre)[0]).max(axis=1).min() < 1e-6
 
 
 def test_bake_from_the_voxel_volume_matches_the_live_field(chair):
@@ -208,7 +208,7 @@ def test_a_triposr_raw_finishes_where_torch_cannot_be_imported(tmp_path):
     assert isinstance(raw.attributes, VoxelField) and raw.attributes.resolution == 256
     assert np.array_equal(raw.attributes.bbox_max, result.raw.attributes.bbox_max)
     on = result.raw.surface.vertices
-    diff = np.abs(raw.attributes.colour(on) - result.raw.attributes.colour(on))
+    diff = np.abs(raw.attributes.color(on) - result.raw.attributes.color(on))
     assert diff.mean() < 1 / 255, diff.mean()
     path = tmp_path / "tsr.mfraw"
     meshforge.save_raw(result.raw, path)

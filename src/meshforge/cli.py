@@ -436,7 +436,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:
-    from .backends.models import format_models, list_models
+    from .backends.weights import format_models, list_models
 
     statuses = list_models(args.weights)
     print(json.dumps([s.to_dict() for s in statuses], indent=2) if args.json else format_models(statuses))
@@ -444,7 +444,7 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_models_pull(args: argparse.Namespace) -> int:
-    from .backends.models import pull
+    from .backends.weights import pull
 
     try:
         folder = pull(args.name, revision=args.revision, local_dir=args.local_dir)

@@ -28,13 +28,13 @@ from ._version import __version__
 from .backends import Backend, load_backend, resolve_name
 from .config import BakeConfig, CleanConfig, DecimateConfig, PipelineConfig, UnwrapConfig
 from .eval.metrics import orientation
-from .fields.base import Field
+from .fields.base import Field, SurfaceAttributes
 from .fields.isosurface import extract
 from .fields.surface import FieldSurfacePart, SurfaceField
 from .geometry.normals import vertex_normals
 from .geometry.topology import topology
 from .io.images import load_image
-from .mesh.bake import bake, bake_vertex_colours, baked_metallic_factor
+from .mesh.bake import bake, bake_vertex_colors, baked_metallic_factor
 from .mesh.clean import clean
 from .mesh.decimate import budget_shortfall, decimate
 from .mesh.uv import unwrap
@@ -301,7 +301,7 @@ def finish(
         step(3)
         with _profiling.stage(report, "bake") as c:
             source: Field = field
-            if cfg.bake.normal_map and not callable(getattr(field, "bake_attributes", None)):
+            if cfg.bake.normal_map and not isinstance(field, SurfaceAttributes):
                 # bake through the dense isosurface: colours on the true surface, its detail in a normal map
                 diag = float(np.linalg.norm(cleaned.vertices.max(0) - cleaned.vertices.min(0)))
                 source = SurfaceField([FieldSurfacePart(cleaned, field)], cage=cfg.bake.cage_fraction * diag)
@@ -315,7 +315,7 @@ def finish(
         step(3)
         with _profiling.stage(report, "bake") as c:
             mesh = low.replace(normals=vertex_normals(low.vertices, low.faces))
-            mesh, roughness = bake_vertex_colours(mesh, field)
+            mesh, roughness = bake_vertex_colors(mesh, field)
             material = dataclasses.replace(raw.material, metallic_factor=0.0, roughness_factor=roughness)
             c.update(mode="vertex_colors", vertices=mesh.n_vertices)
     report.info["mesh"] = topology(mesh.vertices, mesh.faces, weld_positions=True).to_dict()
@@ -333,7 +333,7 @@ def _source_info(raw: Raw) -> dict[str, Any]:
     field = raw.attributes
     if isinstance(field, VoxelField):
         kind = f"voxels {field.resolution}^3 ({len(field.coords)} stored)"
-    elif callable(getattr(field, "bake_attributes", None)):
+    elif isinstance(field, SurfaceAttributes):
         kind = "source surface"
     else:
         kind = "backend field"

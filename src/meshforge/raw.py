@@ -60,7 +60,7 @@ import numpy as np
 
 from ._version import __version__
 from .errors import InputError, StageError
-from .fields.base import Field
+from .fields.base import Field, SurfaceAttributes
 from .types import Image, Material, Mesh
 
 #: the ``format`` value of an ``.mfraw`` manifest
@@ -171,7 +171,7 @@ class VoxelField:
         and of the cells around those (one cell on every side): about a voxel and a half on each side.
 
         Args:
-            source: the live field (``colour``, ``material``; ``bbox_min``/``bbox_max`` span the grid).
+            source: the live field (``color``, ``material``; ``bbox_min``/``bbox_max`` span the grid).
             surface: the dense surface extracted from it.
             resolution: the sampling grid's points per axis (the extraction grid's, or finer).
             chunk: points per field query.
@@ -197,7 +197,7 @@ class VoxelField:
         for s in range(0, len(coords), chunk):
             p = (lo + coords[s : s + chunk] * step).astype(np.float32)
             metallic, roughness = source.material(p)
-            values[s : s + chunk, :3] = np.clip(source.colour(p), 0.0, 1.0)
+            values[s : s + chunk, :3] = np.clip(source.color(p), 0.0, 1.0)
             values[s : s + chunk, 3] = metallic
             values[s : s + chunk, 4] = roughness
         return cls(source.bbox_min, source.bbox_max, r, coords, values)
@@ -247,7 +247,7 @@ class VoxelField:
         """
         raise StageError("a raw file's voxel volume holds colours and materials, not density")
 
-    def colour(self, points: np.ndarray) -> np.ndarray:
+    def color(self, points: np.ndarray) -> np.ndarray:
         """``[N, 3]`` float32 points → ``[N, 3]`` float32 sRGB-encoded base colour in [0, 1]."""
         return np.clip(self.lookup(points)[:, :3], 0.0, 1.0)
 
@@ -273,7 +273,7 @@ def portable(raw: Raw, resolution: int | None = None) -> Raw:
     """
     if isinstance(raw.attributes, VoxelField):
         return raw
-    if callable(getattr(raw.attributes, "bake_attributes", None)):
+    if isinstance(raw.attributes, SurfaceAttributes):
         raise InputError("an optimize job's raw (a dense source mesh) cannot be saved: optimize the source again")
     extracted = int(raw.provenance.get("parameters", {}).get("resolution") or 0)
     res = int(resolution or max(extracted, ATTRIBUTE_RESOLUTION))

@@ -46,7 +46,7 @@ def test_disc_inflates_to_a_spheroid_of_half_depth_r_over_sqrt2():
     assert thickness_at(wide, 0.0, 0.0) > thickness_at(field, 0.0, 0.0) * 1.25
 
 
-def test_colour_front_is_the_picture_back_is_plausible_and_never_the_background():
+def test_color_front_is_the_picture_back_is_plausible_and_never_the_background():
     x, y = grid_xy()
     mask = x**2 + y**2 < 0.3**2
     img = picture(mask)
@@ -55,13 +55,13 @@ def test_colour_front_is_the_picture_back_is_plausible_and_never_the_background(
     rgba[(x > 0) & mask, :3] = (20, 20, 220)
     field = InflateBackend()(Image(rgba=rgba, has_alpha=True))
     pts = np.array([[-0.1, 0.0, 0.1], [-0.1, 0.0, -0.1], [0.1, 0.0, 0.1], [0.2999, 0.0, 0.0]], np.float32)
-    col = np.rint(field.colour(pts) * 255)
+    col = np.rint(field.color(pts) * 255)
     assert (col[0] == (200, 40, 40)).all() and (col[2] == (20, 20, 220)).all()
     # the back: the rim colour carried round, blending into the low-pass front (red and blue), no green
     assert col[1][0] > col[1][2] and col[1][1] < 60
     assert col[3][1] < 30  # rim: no green
     # at the silhouette the back meets the front: the rim is the picture's colour there
-    rim = np.rint(field.colour(np.array([[-0.299, 0.0, -0.001], [-0.299, 0.0, 0.001]], np.float32)) * 255)
+    rim = np.rint(field.color(np.array([[-0.299, 0.0, -0.001], [-0.299, 0.0, 0.001]], np.float32)) * 255)
     assert np.abs(rim - (200, 40, 40)).max() <= 3
     metallic, roughness = field.material(pts)
     assert (metallic == 0).all() and np.allclose(roughness, 0.8)

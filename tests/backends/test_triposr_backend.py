@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from meshforge.backends import BackendError, resolve_name
-from meshforge.backends import models as models_mod
+from meshforge.backends import weights as models_mod
 from meshforge.backends.triposr.backend import TripoSRBackend
 from meshforge.backends.triposr.config import TripoSRConfig, load_config_file, parse_config, resolve_interpolations
 from meshforge.backends.triposr.loading import find_weights, locate_weights
@@ -242,7 +242,7 @@ def test_import_meshforge_and_inflate_need_no_torch():
         "from meshforge.backends import resolve_name, load_backend\n"
         f"print(resolve_name('auto', {str(FIXTURES)!r})[0])\n"
         "load_backend('inflate')\n"
-        "from meshforge.backends.models import list_models\n"
+        "from meshforge.backends.weights import list_models\n"
         "print(list_models()[0].present)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -213,12 +213,12 @@ def test_mesh_matches_the_reference_as_a_set(model, encoded, expected):
     assert vol > 0 and abs(vol - ref_vol) <= MESH_TOL["signed_volume_rtol"] * abs(ref_vol)
     # colours at matched vertices (float and the uint8 that run.py writes)
     with torch.inference_mode():
-        colours = model.query(code, torch.from_numpy(ours_v))["rgb"].numpy()
+        colors = model.query(code, torch.from_numpy(ours_v))["rgb"].numpy()
     _, ref_idx = nearest(expected["mesh_vertices"], ref_v[idx])
-    ref_colours = expected["mesh_vertex_colors"][ref_idx]
-    assert np.abs(colours - ref_colours).max() <= MESH_TOL["vertex_color_atol"]
+    ref_colors = expected["mesh_vertex_colors"][ref_idx]
+    assert np.abs(colors - ref_colors).max() <= MESH_TOL["vertex_color_atol"]
     ref_u8 = expected["mesh_vertex_colors_uint8"][ref_idx, :3].astype(int)
-    assert np.abs(np.rint(colours * 255).astype(int) - ref_u8).max() <= MESH_TOL["vertex_color_uint8_max_diff"]
+    assert np.abs(np.rint(colors * 255).astype(int) - ref_u8).max() <= MESH_TOL["vertex_color_uint8_max_diff"]
 
 
 # ------------------------------------------------------------------------ checkpoints and the official tree
@@ -279,7 +279,7 @@ def test_backend_field_in_the_canonical_frame(field, encoded, expected):
     assert np.allclose(rot @ [0, 1, 0], [1, 0, 0])
     canonical = (expected["query_points"].astype(np.float64) @ rot.T).astype(np.float32)
     assert_close("query_density", field.density(canonical)[:, None], expected)
-    assert_close("query_rgb", field.colour(canonical), expected)
+    assert_close("query_rgb", field.color(canonical), expected)
     metallic, roughness = field.material(canonical[:3])
     assert metallic.tolist() == [0, 0, 0] and roughness.tolist() == pytest.approx([0.8] * 3)
     assert field.iso_level == 25.0 and field.bbox_max.tolist() == pytest.approx([0.87] * 3)

@@ -28,13 +28,13 @@ from meshforge.eval.metrics import (
     chamfer_distance,
     closest_point_on_triangles,
     closest_points,
-    colour_psnr,
+    color_psnr,
     compare_surfaces,
     f_score,
     hausdorff,
     normal_consistency,
     psnr,
-    sample_colours,
+    sample_colors,
     sample_surface,
 )
 from meshforge.geometry.color import linear_to_srgb, srgb_to_linear
@@ -54,7 +54,7 @@ def cube() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(box.vertices, dtype=np.float32), np.asarray(box.faces, dtype=np.int64)
 
 
-def coloured(mesh: Mesh, rgb: tuple[float, float, float]) -> Asset:
+def colored(mesh: Mesh, rgb: tuple[float, float, float]) -> Asset:
     colors = np.tile(np.array([*rgb, 1.0], dtype=np.float32), (mesh.n_vertices, 1))
     return Asset(mesh=mesh.replace(colors=colors))
 
@@ -70,7 +70,7 @@ def test_identical_surfaces() -> None:
     assert r.chamfer_rel < 1e-12 and r.hausdorff_rel < 1e-12
     assert all(v == 1.0 for v in r.f_score.values())
     assert r.normal_consistency == pytest.approx(1.0, abs=1e-12)
-    assert r.colour_psnr_db == PSNR_CAP_DB
+    assert r.color_psnr_db == PSNR_CAP_DB
     assert r.exact_fraction == 1.0
 
 
@@ -106,11 +106,11 @@ def test_distances_are_relative_to_reference_diagonal() -> None:
     ref = sphere(2.0, subdivisions=3)
     cand = ref.replace(vertices=ref.vertices + np.float32(0.0))
     shifted = Mesh(vertices=ref.vertices + np.array([0.0, 0.0, 0.02], dtype=np.float32), faces=ref.faces)
-    small = compare_surfaces(shifted, ref, n_samples=N, colour=False)
+    small = compare_surfaces(shifted, ref, n_samples=N, color=False)
     big_ref = Mesh(vertices=ref.vertices * 10, faces=ref.faces)
-    big = compare_surfaces(Mesh(vertices=shifted.vertices * 10, faces=ref.faces), big_ref, n_samples=N, colour=False)
+    big = compare_surfaces(Mesh(vertices=shifted.vertices * 10, faces=ref.faces), big_ref, n_samples=N, color=False)
     assert small.chamfer_rel == pytest.approx(big.chamfer_rel, rel=1e-4)  # scale-free
-    assert compare_surfaces(cand, ref, n_samples=N, colour=False).chamfer_rel < 1e-12
+    assert compare_surfaces(cand, ref, n_samples=N, color=False).chamfer_rel < 1e-12
 
 
 def test_closest_point_on_triangles_brute_force() -> None:
@@ -174,20 +174,20 @@ def test_sample_surface_area_weighted_and_seeded() -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_colour_psnr_constant_and_offset() -> None:
+def test_color_psnr_constant_and_offset() -> None:
     m = sphere(subdivisions=2)
-    grey = coloured(m, (0.5, 0.5, 0.5))
-    assert colour_psnr(grey, grey, n_samples=N) == PSNR_CAP_DB  # identical: +inf, capped
+    grey = colored(m, (0.5, 0.5, 0.5))
+    assert color_psnr(grey, grey, n_samples=N) == PSNR_CAP_DB  # identical: +inf, capped
     # Every sRGB channel off by 0.1: MSE = 0.01, PSNR = 10·log10(1 / 0.01) = 20 dB.
-    lighter = coloured(m, (0.6, 0.6, 0.6))
-    assert colour_psnr(lighter, grey, n_samples=N) == pytest.approx(20.0, abs=1e-3)
+    lighter = colored(m, (0.6, 0.6, 0.6))
+    assert color_psnr(lighter, grey, n_samples=N) == pytest.approx(20.0, abs=1e-3)
     # One channel off by 0.2: MSE = 0.04 / 3, PSNR = 10·log10(75) ≈ 18.75 dB.
-    redder = coloured(m, (0.7, 0.5, 0.5))
-    assert colour_psnr(redder, grey, n_samples=N) == pytest.approx(10 * math.log10(75.0), abs=1e-3)
+    redder = colored(m, (0.7, 0.5, 0.5))
+    assert color_psnr(redder, grey, n_samples=N) == pytest.approx(10 * math.log10(75.0), abs=1e-3)
     assert psnr(np.zeros(4), np.full(4, 0.5)) == pytest.approx(10 * math.log10(4.0))
 
 
-def test_colour_psnr_textured_asset_against_vertex_colours() -> None:
+def test_color_psnr_textured_asset_against_vertex_colors() -> None:
     """A texture-mapped asset and a vertex-coloured one with the same sRGB colour compare as identical."""
     m = sphere(subdivisions=2)
     uv = np.full((m.n_vertices, 2), 0.5, dtype=np.float32)
@@ -197,19 +197,19 @@ def test_colour_psnr_textured_asset_against_vertex_colours() -> None:
         mesh=m.replace(uv=uv),
         textures=Textures(base_color=tex, metallic_roughness=np.zeros((8, 8, 3), np.uint8)),
     )
-    target = coloured(m, (0.2, 0.4, 0.8))
-    assert colour_psnr(textured, target, n_samples=N) == pytest.approx(PSNR_CAP_DB)
+    target = colored(m, (0.2, 0.4, 0.8))
+    assert color_psnr(textured, target, n_samples=N) == pytest.approx(PSNR_CAP_DB)
     # The material's factor multiplies in linear space: factor 0.5 on linear red.
     halved = Asset(mesh=textured.mesh, textures=textured.textures, material=Material(base_color_factor=(0.5, 1, 1, 1)))
     s = sample_surface(halved, 10, seed=0)
-    got = sample_colours(halved, s.part, s.face, s.bary)
+    got = sample_colors(halved, s.part, s.face, s.bary)
     np.testing.assert_allclose(got[:, 0], linear_to_srgb(0.5 * srgb_to_linear(np.array(0.2))), atol=1e-6)
 
 
 def test_spot_against_itself_and_shifted(shared_assets: Path) -> None:
     spot = load_mesh(shared_assets / "spot.glb")
     r = compare_surfaces(spot, spot, n_samples=N)
-    assert r.chamfer_rel < 1e-12 and r.colour_psnr_db == PSNR_CAP_DB and r.normal_consistency > 0.999999
+    assert r.chamfer_rel < 1e-12 and r.color_psnr_db == PSNR_CAP_DB and r.normal_consistency > 0.999999
     part = spot.parts[0]
     offset = np.array([0.01 * spot.diagonal(), 0, 0], dtype=np.float32)
     moved_part = SourcePart(
@@ -220,7 +220,7 @@ def test_spot_against_itself_and_shifted(shared_assets: Path) -> None:
     assert 0.001 < r2.chamfer_rel < 0.01  # at most the 1 % shift, less where surfaces are parallel to it
     assert r2.hausdorff_rel == pytest.approx(0.01, rel=0.05)
     assert r2.f_score[0.02] == 1.0
-    assert 15.0 < (r2.colour_psnr_db or 0) < PSNR_CAP_DB
+    assert 15.0 < (r2.color_psnr_db or 0) < PSNR_CAP_DB
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def test_inspect_file_and_command(shared_assets: Path, tmp_path: Path) -> None:
     json.dumps(report, allow_nan=False)
     assert report["format"] == "glb" and report["diagnostics"]["counts"]["faces"] == 576
     assert any("skin and animation are not carried over" in w for w in report["warnings"])
-    assert report["metrics"]["chamfer_rel"] < 1e-12 and report["metrics"]["colour_psnr_db"] == PSNR_CAP_DB
+    assert report["metrics"]["chamfer_rel"] < 1e-12 and report["metrics"]["color_psnr_db"] == PSNR_CAP_DB
     with PILImage.open(preview) as im:
         assert im.size == (6 * 64, 2 * 64)
     text = format_inspection(report)

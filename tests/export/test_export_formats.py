@@ -87,7 +87,7 @@ def test_obj_text_layout(textured_asset):
     assert [float(x) for x in first_vt.split()[1:]] == pytest.approx([u, 1.0 - v], abs=1e-6)
 
 
-def test_obj_vertex_colours(color_asset, tmp_path):
+def test_obj_vertex_colors(color_asset, tmp_path):
     files = export_files(color_asset, "obj", "vc")
     assert b"map_Kd" not in files["vc.mtl"]
     v_lines = [line for line in files["vc.obj"].decode().splitlines() if line.startswith("v ")]
@@ -101,7 +101,7 @@ def test_obj_vertex_colours(color_asset, tmp_path):
     np.testing.assert_allclose(mesh.visual.vertex_colors[:, :3] / 255.0, color_asset.mesh.colors[:, :3], atol=1 / 255)
 
 
-def test_ply_textured_colours_match_texture_at_uvs(textured_asset):
+def test_ply_textured_colors_match_texture_at_uvs(textured_asset):
     data = export(textured_asset, "ply")
     header = _ply_header(data)
     assert header[1] == "format binary_little_endian 1.0"
@@ -120,7 +120,7 @@ def test_ply_textured_colours_match_texture_at_uvs(textured_asset):
     assert np.all(colors[:, 2] == 128) and np.all(colors[:, 3] == 255)
 
 
-def test_ply_vertex_colours_and_factor(color_asset):
+def test_ply_vertex_colors_and_factor(color_asset):
     mesh = _load(export(color_asset, "ply"), "ply")
     np.testing.assert_allclose(mesh.visual.vertex_colors / 255.0, color_asset.mesh.colors, atol=0.5 / 255 + 1e-6)
     plain = Asset(mesh=color_asset.mesh.replace(colors=None))

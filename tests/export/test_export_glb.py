@@ -37,7 +37,7 @@ def test_validator_reports_no_errors_or_warnings(fixture, request, validate):
     assert info["hasTextures"] is (asset.textures is not None)
 
 
-def test_untextured_uncoloured_and_large_meshes_are_clean(validate, glb):
+def test_untextured_uncolored_and_large_meshes_are_clean(validate, glb):
     rng = np.random.default_rng(0)
     vertices = rng.random((70_002, 3), dtype=np.float32)
     faces = np.arange(70_002, dtype=np.int32).reshape(-1, 3)
@@ -149,7 +149,7 @@ def test_color0_is_linear_conversion_of_srgb(color_asset, color_alpha_asset, glb
     assert doc["materials"][0]["alphaMode"] == "BLEND" and "alphaCutoff" not in doc["materials"][0]
 
 
-def test_textured_asset_ignores_vertex_colours(textured_asset, glb):
+def test_textured_asset_ignores_vertex_colors(textured_asset, glb):
     mesh = textured_asset.mesh
     asset = Asset(mesh=mesh.replace(colors=np.ones((mesh.n_vertices, 4), np.float32)), textures=textured_asset.textures)
     doc, _ = glb.parse(export(asset, "glb"))

@@ -22,7 +22,7 @@ class Sphere:
     def density(self, p):
         return (self.r - np.linalg.norm(p - self.c, axis=1)).astype(np.float32)
 
-    def colour(self, p):
+    def color(self, p):
         return np.clip(p + 0.5, 0, 1).astype(np.float32)
 
     def material(self, p):

@@ -193,7 +193,7 @@ class Sphere:
     def density(self, p):
         return (self.r - np.linalg.norm(p - self.c, axis=1)).astype(np.float32)
 
-    def colour(self, p):
+    def color(self, p):
         return np.zeros((len(p), 3), np.float32)
 
     def material(self, p):

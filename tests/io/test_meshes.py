@@ -189,7 +189,7 @@ def test_flight_helmet_pbr_textures(shared_assets: Path) -> None:
     assert s["occlusion"].min() >= 0.0 and s["occlusion"].max() <= 1.0
 
 
-def test_cake_flat_colours(shared_assets: Path) -> None:
+def test_cake_flat_colors(shared_assets: Path) -> None:
     scene = load_shared(shared_assets, "kenney_cakeBirthday.glb")
     doc = read_glb_json((shared_assets / "kenney_cakeBirthday.glb").read_bytes())
     expected = {m["name"]: tuple(m["pbrMetallicRoughness"]["baseColorFactor"]) for m in doc["materials"]}
@@ -245,7 +245,7 @@ def bilinear_clamped(img: np.ndarray, u: float, v: float) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
-def test_spot_colour_matches_texture(shared_assets: Path) -> None:
+def test_spot_color_matches_texture(shared_assets: Path) -> None:
     """The colour sampled on spot.glb equals the original PNG looked up at the OBJ's (v-up) coordinates."""
     obj = (shared_assets / "spot_src" / "spot_triangulated.obj").read_text().splitlines()
     v = np.array([list(map(float, line.split()[1:4])) for line in obj if line.startswith("v ")])
@@ -299,8 +299,8 @@ def test_ply_and_stl(tmp_path: Path) -> None:
     np.testing.assert_allclose(ply.parts[0].mesh.colors, np.tile([1.0, 0, 0, 1], (8, 1)))
     assert load_mesh(box.export(file_type="ply")).meta["format"] == "ply"  # recognised from the bytes
     box.visual.face_colors = np.tile([0, 255, 0, 255], (12, 1))
-    faces_coloured = load_mesh(box.export(file_type="ply"), fmt="ply").parts[0].mesh
-    assert faces_coloured.n_vertices == 36 and faces_coloured.colors is not None
+    faces_colored = load_mesh(box.export(file_type="ply"), fmt="ply").parts[0].mesh
+    assert faces_colored.n_vertices == 36 and faces_colored.colors is not None
     path = tmp_path / "box.stl"
     path.write_bytes(trimesh.creation.box().export(file_type="stl"))
     stl = load_mesh(path)
@@ -341,7 +341,7 @@ def test_node_transforms_and_mirroring() -> None:
     assert signed_volume(mirrored.vertices, mirrored.faces) == pytest.approx(6.0, rel=1e-5)
 
 
-def test_vertex_colours_linear_to_srgb_and_normalized() -> None:
+def test_vertex_colors_linear_to_srgb_and_normalized() -> None:
     v, f = box_mesh()
     srgb = np.random.default_rng(0).random((len(v), 4)).astype(np.float32)
     srgb[:, 3] = 1.0

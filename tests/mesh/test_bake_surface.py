@@ -76,21 +76,21 @@ def test_bumpy_twin_bakes_a_normal_map_that_decodes_to_the_bump():
     assert (np.sign(decoded[size // 2, :, 0]) == np.sign(want[size // 2, :, 0])).mean() > 0.95
 
 
-def test_constant_colour_source_gives_a_constant_texture_without_seam_texels():
+def test_constant_color_source_gives_a_constant_texture_without_seam_texels():
     dense = extract(Sphere(0.3), ExtractConfig(resolution=96))
     dense = dense.replace(normals=vertex_normals(dense.vertices, dense.faces))
-    colour = (0.8, 0.2, 0.05, 1.0)  # linear base colour factor, as glTF stores it
+    color = (0.8, 0.2, 0.05, 1.0)  # linear base colour factor, as glTF stores it
     part = SourcePart(
-        mesh=dense, material=Material(base_color_factor=colour, metallic_factor=0.25, roughness_factor=0.6)
+        mesh=dense, material=Material(base_color_factor=color, metallic_factor=0.25, roughness_factor=0.6)
     )
     low, _ = decimate(dense, DecimateConfig(faces=1500))
     low = low.replace(normals=vertex_normals(low.vertices, low.faces))
     mesh, _ = unwrap(low, UnwrapConfig(resolution=256, padding=3))
     tex, _ = bake(mesh, SurfaceField([part]), BakeConfig(texture_size=256))
     srgb = np.where(
-        np.array(colour[:3]) <= 0.0031308,
-        12.92 * np.array(colour[:3]),
-        1.055 * np.array(colour[:3]) ** (1 / 2.4) - 0.055,
+        np.array(color[:3]) <= 0.0031308,
+        12.92 * np.array(color[:3]),
+        1.055 * np.array(color[:3]) ** (1 / 2.4) - 0.055,
     )
     expected = np.rint(srgb * 255)
     values = np.unique(tex.base_color[..., :3].reshape(-1, 3), axis=0)

@@ -14,7 +14,7 @@ from ..fields.test_isosurface import Sphere
 
 
 class Constant(Sphere):
-    def colour(self, p):
+    def color(self, p):
         return np.tile(np.array([[0.2, 0.6, 0.9]], np.float32), (len(p), 1))
 
 
@@ -66,13 +66,13 @@ def test_constant_field_bakes_a_constant_texture_without_seam_texels(unwrapped):
     assert 0.2 < counts["coverage"] <= 1
 
 
-def test_baked_texture_reproduces_field_colour_on_the_surface(unwrapped):
+def test_baked_texture_reproduces_field_color_on_the_surface(unwrapped):
     mesh, _ = unwrapped
     field = Sphere(0.3)
     tex, _ = bake(mesh, field, BakeConfig(texture_size=256))
     # sample the texture the way a renderer would (bilinear at the vertex UVs) and compare with the field
     got = sample_texture(tex.base_color[..., :3], mesh.uv, wrap=(CLAMP_TO_EDGE, CLAMP_TO_EDGE)) / 255.0
-    want = field.colour(mesh.vertices)
+    want = field.color(mesh.vertices)
     err = np.abs(got - want).max(axis=1)
     assert np.median(err) < 0.01
     assert np.percentile(err, 99) < 0.05  # seam vertices included: gutters carry chart colours

@@ -72,7 +72,7 @@ def test_no_background_fringe() -> None:
     assert (alpha == 0).any() and ((alpha > 0) & (alpha < 255)).any()
 
 
-def test_upscaling_small_object_keeps_colour() -> None:
+def test_upscaling_small_object_keeps_color() -> None:
     img = rect_image(64, 64, (27, 30, 37, 36))  # 10 x 6 px object, scaled up ~44x
     out = frame(img, PreprocessConfig(foreground_ratio=0.85), 512)
     long_side, cx, cy = bbox_stats(out.rgba)

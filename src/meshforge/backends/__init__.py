@@ -3,13 +3,13 @@
 A backend is a callable ``backend(image) -> Field`` with attributes ``name``, ``input_size`` (side of the
 square prepared picture it wants, pixels), ``camera`` (:class:`~meshforge.types.Camera`, the input view
 in the canonical frame) and a method ``info() -> dict`` (provenance). Backends that need weights also
-provide a classmethod ``weights_present(weights) -> bool`` used by ``auto`` selection.
+provide a classmethod ``weights_present(weights) -> bool`` (:class:`WeightsProbe`) used by ``auto`` selection.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import BackendError
 from ..fields.base import Field
@@ -26,13 +26,40 @@ AUTO_ORDER: tuple[str, ...] = ("triposr", "inflate")
 
 
 class Backend(Protocol):
+    """A reconstruction backend, built once (weights loaded) and called once per picture.
+
+    Attributes:
+        name: the registry name (``"triposr"``, ``"inflate"``).
+        input_size: side of the square prepared picture it wants (pixels).
+        camera: the input view in the canonical frame (glTF: +Y up, metres, looking down −Z).
+    """
+
     name: str
     input_size: int
     camera: Camera
 
-    def __call__(self, image: Image) -> Field: ...
+    def __call__(self, image: Image) -> Field:
+        """The prepared RGBA picture (``input_size`` square, sRGB, straight alpha) → a :class:`Field` in the
+        canonical frame. Raises :class:`~meshforge.errors.BackendError` when the network fails."""
+        ...
 
-    def info(self) -> dict[str, Any]: ...
+    def info(self) -> dict[str, Any]:
+        """Provenance for reports and raw files: name, weights (folder or hub id, revision), options."""
+        ...
+
+
+@runtime_checkable
+class WeightsProbe(Protocol):
+    """Optional hook of a backend *class* that needs weights: whether they are present locally (no
+    network, no torch import), for ``auto`` selection and ``meshforge models list``."""
+
+    def weights_present(self, weights: str | None) -> bool:
+        """True when ``weights`` (a folder or hub id; None: the default) can be loaded without a download."""
+        ...
+
+    def weights_location(self, weights: str | None) -> Any:
+        """Where those weights are (an object whose ``checkpoint`` is the file, or a path), or None."""
+        ...
 
 
 def backend_class(name: str) -> type:
@@ -66,10 +93,10 @@ def resolve_name(name: str, weights: str | None = None) -> tuple[str, str | None
     skipped: list[str] = []
     for candidate in AUTO_ORDER:
         cls = backend_class(candidate)
-        present = getattr(cls, "weights_present", None)
-        if present is None or present(weights):
+        probe = cls if isinstance(cls, WeightsProbe) else None
+        if probe is None or probe.weights_present(weights):
             note = None
-            if present is None:  # a weightless fallback: say why it was chosen
+            if probe is None:  # a weightless fallback: say why it was chosen
                 missing = f" for {', '.join(skipped)}" if skipped else " for any neural backend"
                 note = f"no model weights found{missing}; using the weightless '{candidate}' backend"
             return candidate, note

@@ -150,7 +150,7 @@ def _masked_blur(rgb: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarra
     return (stack[..., :3] / np.maximum(stack[..., 3:], 1e-6)).astype(np.float32)
 
 
-def back_colour(rgb: np.ndarray, mask: np.ndarray, back_blur: float, rim_carry: float) -> np.ndarray:
+def back_color(rgb: np.ndarray, mask: np.ndarray, back_blur: float, rim_carry: float) -> np.ndarray:
     """The made-up colour of the unseen back: rim colours carried round, blending into the low-pass front.
 
     ``B = (1 − w)·R + w·L`` with L the front blurred over the mask (σ = ``back_blur`` × size), R the front on
@@ -191,16 +191,16 @@ class InflateField:
         self,
         signed_distance: np.ndarray,
         half_thickness: np.ndarray,
-        colour: np.ndarray,
+        color: np.ndarray,
         roughness: float,
-        back_colour: np.ndarray | None = None,
+        back_color: np.ndarray | None = None,
         min_thickness: float = 1e-3,
     ) -> None:
         self.size = int(signed_distance.shape[0])
         self._sd = signed_distance.astype(np.float32)
         self._t = half_thickness.astype(np.float32)
-        self._rgb = colour.astype(np.float32)
-        self._back = self._rgb if back_colour is None else back_colour.astype(np.float32)
+        self._rgb = color.astype(np.float32)
+        self._back = self._rgb if back_color is None else back_color.astype(np.float32)
         self._min_t = float(min_thickness)
         self._roughness = float(roughness)
         zmax = float(self._t.max()) if self._t.size else 0.0
@@ -235,7 +235,7 @@ class InflateField:
         np.minimum(out, sd[:, :, None], out=out)
         return out
 
-    def colour(self, points: np.ndarray) -> np.ndarray:
+    def color(self, points: np.ndarray) -> np.ndarray:
         """``[N, 3]`` float32 → ``[N, 3]`` float32 sRGB in [0, 1]: the picture on the front, the back
         colour behind, blended across the sides (see the module docstring)."""
         p = np.asarray(points, dtype=np.float32)
@@ -351,5 +351,5 @@ class InflateBackend:
         if inner.any() and not inner.all():
             _, (ri, ci) = ndimage.distance_transform_edt(~inner, return_indices=True)
             rgb = rgb[ri, ci]
-        back = back_colour(rgb, mask, self.back_blur, self.rim_carry)
+        back = back_color(rgb, mask, self.back_blur, self.rim_carry)
         return InflateField(sd, t.astype(np.float32), rgb, self.roughness, back, self.min_thickness)

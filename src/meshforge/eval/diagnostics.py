@@ -321,12 +321,12 @@ def preview_sheet(
                 sel = np.flatnonzero(part_idx[gface] == p)
                 part = scene.parts[int(p)]
                 s = part.sample(local_idx[gface[sel]], bary[sel])
-                colour = s["base_color"][:, :3]
+                color = s["base_color"][:, :3]
                 if mode == "lit" and not part.unlit:
                     n = s["normal"] @ rot.T
-                    lin = srgb_to_linear(colour) * (0.18 + 0.95 * np.clip(n @ light, 0.0, 1.0))[:, None]
-                    colour = linear_to_srgb(lin)
-                out[flat[sel]] = colour
+                    lin = srgb_to_linear(color) * (0.18 + 0.95 * np.clip(n @ light, 0.0, 1.0))[:, None]
+                    color = linear_to_srgb(lin)
+                out[flat[sel]] = color
             tile = np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8).reshape(size, size, 3)
             tiles.append(_label(tile, f"{name}, {mode}"))
         rows.append(np.concatenate(tiles, axis=1))
@@ -490,7 +490,7 @@ def format_inspection(report: dict[str, Any]) -> str:
     if "metrics" in report:
         m = report["metrics"]
         fs = ", ".join(f"F@{float(k) * 100:g}% {v:.4f}" for k, v in m["f_score"].items())
-        psnr = m.get("colour_psnr_db")
+        psnr = m.get("color_psnr_db")
         lines.append(
             f"  vs {report['reference']['file']} (distances relative to its diagonal "
             f"{report['reference']['diagonal']:.4g}):"

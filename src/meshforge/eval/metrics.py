@@ -72,14 +72,14 @@ __all__ = [
     "chamfer_distance",
     "closest_point_on_triangles",
     "closest_points",
-    "colour_psnr",
+    "color_psnr",
     "compare_surfaces",
     "f_score",
     "hausdorff",
     "normal_consistency",
     "orientation",
     "psnr",
-    "sample_colours",
+    "sample_colors",
     "sample_surface",
 ]
 
@@ -217,7 +217,7 @@ def sample_surface(surface: Surface, n: int = DEFAULT_SAMPLES, *, seed: int = 0)
     )
 
 
-def sample_colours(surface: Surface, part: np.ndarray, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
+def sample_colors(surface: Surface, part: np.ndarray, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
     """sRGB base colours at surface points of a scene (per :meth:`SourcePart.sample`).
 
     Args:
@@ -586,7 +586,7 @@ class SurfaceComparison:
         hausdorff_rel: symmetric Hausdorff distance over the samples.
         f_score: ``{threshold_rel: F}``; ``precision`` and ``recall`` likewise.
         normal_consistency: in [0, 1].
-        colour_psnr_db: colour PSNR in dB (None when not computed).
+        color_psnr_db: colour PSNR in dB (None when not computed).
         reference_diagonal: the reference's bounding-box diagonal (its units) that distances are divided by.
         n_samples: samples per surface; seed: the random seed.
         exact_fraction: fraction of samples (both directions) whose closest point was proven exact
@@ -601,7 +601,7 @@ class SurfaceComparison:
     precision: dict[float, float]
     recall: dict[float, float]
     normal_consistency: float
-    colour_psnr_db: float | None
+    color_psnr_db: float | None
     reference_diagonal: float
     n_samples: int
     seed: int
@@ -618,7 +618,7 @@ class SurfaceComparison:
             "precision": {f"{t:g}": v for t, v in self.precision.items()},
             "recall": {f"{t:g}": v for t, v in self.recall.items()},
             "normal_consistency": self.normal_consistency,
-            "colour_psnr_db": self.colour_psnr_db,
+            "color_psnr_db": self.color_psnr_db,
             "reference_diagonal": self.reference_diagonal,
             "n_samples": self.n_samples,
             "seed": self.seed,
@@ -640,7 +640,7 @@ def compare_surfaces(
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
     n_samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
-    colour: bool = True,
+    color: bool = True,
     k: int = DEFAULT_K,
 ) -> SurfaceComparison:
     """All measurements between two surfaces from one sampling (see the module docstring for definitions).
@@ -680,11 +680,11 @@ def compare_surfaces(
         fscore[float(t)] = 0.0 if p + r == 0.0 else 2.0 * p * r / (p + r)
     nc_pr = float(np.mean(np.abs(np.einsum("ij,ij->i", sc.normals, to_ref.normals))))
     nc_rp = float(np.mean(np.abs(np.einsum("ij,ij->i", sr.normals, to_cand.normals))))
-    colour_db: float | None = None
-    if colour:
-        c_cand = sample_colours(cand, sc.part, sc.face, sc.bary)
-        c_ref = sample_colours(ref, to_ref.part, to_ref.face, to_ref.bary)
-        colour_db = psnr(c_cand[:, :3], c_ref[:, :3])
+    color_db: float | None = None
+    if color:
+        c_cand = sample_colors(cand, sc.part, sc.face, sc.bary)
+        c_ref = sample_colors(ref, to_ref.part, to_ref.face, to_ref.bary)
+        color_db = psnr(c_cand[:, :3], c_ref[:, :3])
     accuracy, completeness = float(d_pr.mean()), float(d_rp.mean())
     return SurfaceComparison(
         chamfer_rel=0.5 * (accuracy + completeness),
@@ -695,7 +695,7 @@ def compare_surfaces(
         precision=precision,
         recall=recall,
         normal_consistency=0.5 * (nc_pr + nc_rp),
-        colour_psnr_db=colour_db,
+        color_psnr_db=color_db,
         reference_diagonal=diag,
         n_samples=int(n_samples),
         seed=int(seed),
@@ -712,7 +712,7 @@ def chamfer_distance(
     as "Chamfer-L1" in Mescheder et al. 2019 (*Occupancy Networks*) but with exact point-to-surface
     distances (module docstring). Use :func:`compare_surfaces` to get every measurement from one sampling.
     """
-    r = compare_surfaces(candidate, reference, thresholds=(), n_samples=n_samples, seed=seed, colour=False)
+    r = compare_surfaces(candidate, reference, thresholds=(), n_samples=n_samples, seed=seed, color=False)
     return r.chamfer_rel
 
 
@@ -727,13 +727,13 @@ def f_score(
     """F-score at ``threshold`` (relative to the reference's diagonal), as in Knapitsch et al. 2017 and
     Tatarchenko et al. 2019: the harmonic mean of precision (candidate samples within ``threshold·D`` of the
     reference) and recall (reference samples within ``threshold·D`` of the candidate)."""
-    r = compare_surfaces(candidate, reference, thresholds=(threshold,), n_samples=n_samples, seed=seed, colour=False)
+    r = compare_surfaces(candidate, reference, thresholds=(threshold,), n_samples=n_samples, seed=seed, color=False)
     return r.f_score[float(threshold)]
 
 
 def hausdorff(candidate: Surface, reference: Surface, *, n_samples: int = DEFAULT_SAMPLES, seed: int = 0) -> float:
     """Symmetric Hausdorff distance over the samples, relative to the reference's bounding-box diagonal."""
-    r = compare_surfaces(candidate, reference, thresholds=(), n_samples=n_samples, seed=seed, colour=False)
+    r = compare_surfaces(candidate, reference, thresholds=(), n_samples=n_samples, seed=seed, color=False)
     return r.hausdorff_rel
 
 
@@ -742,11 +742,11 @@ def normal_consistency(
 ) -> float:
     """Normal consistency (Mescheder et al. 2019): mean ``|n · n'|`` of face normals at each sample and at its
     closest point on the other surface, averaged over both directions; in [0, 1], 1 for identical surfaces."""
-    r = compare_surfaces(candidate, reference, thresholds=(), n_samples=n_samples, seed=seed, colour=False)
+    r = compare_surfaces(candidate, reference, thresholds=(), n_samples=n_samples, seed=seed, color=False)
     return r.normal_consistency
 
 
-def colour_psnr(
+def color_psnr(
     candidate: Surface,
     reference: Surface,
     *,
@@ -766,6 +766,6 @@ def colour_psnr(
     sc = sample_surface(cand, n_samples, seed=seed)
     sr = sample_surface(ref, n_samples, seed=seed + 1)
     to_ref = closest_points(ref, sc.points, samples=sr, k=k)
-    c_cand = sample_colours(cand, sc.part, sc.face, sc.bary)
-    c_ref = sample_colours(ref, to_ref.part, to_ref.face, to_ref.bary)
+    c_cand = sample_colors(cand, sc.part, sc.face, sc.bary)
+    c_ref = sample_colors(ref, to_ref.part, to_ref.face, to_ref.bary)
     return psnr(c_cand[:, :3], c_ref[:, :3])

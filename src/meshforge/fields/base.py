@@ -11,7 +11,7 @@ The field is the one value used twice in the pipeline: by isosurface extraction 
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -34,12 +34,45 @@ class Field(Protocol):
         """``[N, 3]`` float32 points → ``[N]`` float32 density (greater is inside)."""
         ...
 
-    def colour(self, points: np.ndarray) -> np.ndarray:
+    def color(self, points: np.ndarray) -> np.ndarray:
         """``[N, 3]`` float32 points → ``[N, 3]`` float32 sRGB-encoded base colour in [0, 1]."""
         ...
 
     def material(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[N, 3]`` float32 points → (metallic ``[N]``, roughness ``[N]``), float32 in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class DensityGrid(Protocol):
+    """Optional hook of a :class:`Field`: its own fast evaluation of the whole extraction grid."""
+
+    def density_grid(self, resolution: int) -> np.ndarray:
+        """``[R, R, R]`` float32 densities at :func:`grid_axes` (``[i, j, k]`` ↔ ``(x, y, z)``); may be a
+        ``torch.Tensor`` on the field's device (see :func:`sample_grid` on precision)."""
+        ...
+
+
+@runtime_checkable
+class DensityGridTensor(Protocol):
+    """Optional hook of a :class:`Field`: the extraction grid as a ``torch.Tensor`` left on its device, for
+    the GPU marching-cubes engine."""
+
+    def density_grid_tensor(self, resolution: int) -> Any:
+        """``[R, R, R]`` tensor of densities at :func:`grid_axes`."""
+        ...
+
+
+@runtime_checkable
+class SurfaceAttributes(Protocol):
+    """Optional hook of a :class:`Field` that is a dense surface rather than a volume (``optimize``'s
+    source): the baker projects low-poly points onto it instead of querying the field at them."""
+
+    def bake_attributes(
+        self, points: np.ndarray, normals: np.ndarray, low_face: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """``[N, 3]`` points and normals (and the low-poly face of each) → ``base_color`` ``[N, 4]`` sRGB,
+        ``metallic`` ``[N]``, ``roughness`` ``[N]``, ``normal`` ``[N, 3]`` and, when known, ``occlusion``."""
         ...
 
 
@@ -70,9 +103,8 @@ def sample_grid(field: Field, resolution: int, chunk_points: int = 1 << 20) -> n
     Returns:
         ``[R, R, R]`` float32 densities, indexed ``[i, j, k]`` ↔ ``(x, y, z)`` as in :func:`grid_axes`.
     """
-    fast = getattr(field, "density_grid", None)
-    if callable(fast):
-        out = np.asarray(fast(resolution), dtype=np.float32)
+    if isinstance(field, DensityGrid):
+        out = np.asarray(field.density_grid(resolution), dtype=np.float32)
         if out.shape != (resolution,) * 3:
             raise ValueError(f"density_grid returned {out.shape}, expected {(resolution,) * 3}")
         return out

@@ -23,7 +23,7 @@ import numpy as np
 from ..config import ExtractConfig
 from ..errors import InputError, StageError
 from ..types import Mesh
-from .base import Field, sample_grid
+from .base import DensityGrid, DensityGridTensor, Field, sample_grid
 
 ENGINES = ("skimage", "torch", "auto")
 
@@ -68,16 +68,13 @@ def _field_grid(field: Field, cfg: ExtractConfig, *, want_tensor: bool) -> Any:
     """The field's ``[R, R, R]`` density grid: a tensor from ``density_grid_tensor`` when a tensor is wanted and
     the field has one, else ``density_grid`` (numpy or tensor) or the generic :func:`sample_grid` (numpy)."""
     res = cfg.resolution
-    if want_tensor:
-        on_device = getattr(field, "density_grid_tensor", None)
-        if callable(on_device):
-            out = on_device(res)
-            if tuple(out.shape) != (res,) * 3:
-                raise ValueError(f"density_grid_tensor returned {tuple(out.shape)}, expected {(res,) * 3}")
-            return out
-    fast = getattr(field, "density_grid", None)
-    if callable(fast):
-        out = fast(res)
+    if want_tensor and isinstance(field, DensityGridTensor):
+        out = field.density_grid_tensor(res)
+        if tuple(out.shape) != (res,) * 3:
+            raise ValueError(f"density_grid_tensor returned {tuple(out.shape)}, expected {(res,) * 3}")
+        return out
+    if isinstance(field, DensityGrid):
+        out = field.density_grid(res)
         if tuple(out.shape) != (res,) * 3:
             raise ValueError(f"density_grid returned {tuple(out.shape)}, expected {(res,) * 3}")
         return out if _is_tensor(out) else np.asarray(out, dtype=np.float32)

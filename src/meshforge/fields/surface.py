@@ -280,7 +280,7 @@ class SurfaceField:
         _, _, dist = self._closest.query(points)
         return (-dist).astype(np.float32)
 
-    def colour(self, points: np.ndarray) -> np.ndarray:
+    def color(self, points: np.ndarray) -> np.ndarray:
         """sRGB base colour of the closest surface point, ``[N, 3]`` float32."""
         face, bary, _ = self._closest.query(points)
         return self.attributes(face, bary)["base_color"][:, :3]
@@ -301,7 +301,7 @@ class FieldSurfacePart:
 
     Args:
         mesh: the dense, cleaned isosurface (canonical frame).
-        field: the backend's field (``colour``, ``material``).
+        field: the backend's field (``color``, ``material``).
     """
 
     def __init__(self, mesh: Any, field: Any) -> None:
@@ -314,9 +314,9 @@ class FieldSurfacePart:
         idx = np.asarray(self.mesh.faces)[face]
         points = np.einsum("nk,nkd->nd", bary, np.asarray(self.mesh.vertices, dtype=np.float64)[idx])
         pts = points.astype(np.float32)
-        colour = self.field.colour(pts)
+        color = self.field.color(pts)
         metallic, roughness = self.field.material(pts)
         normal = np.einsum("nk,nkd->nd", bary, self._normals[idx])
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-20)
-        rgba = np.concatenate([colour, np.ones((len(pts), 1), dtype=np.float32)], axis=1)
+        rgba = np.concatenate([color, np.ones((len(pts), 1), dtype=np.float32)], axis=1)
         return {"base_color": rgba, "metallic": metallic, "roughness": roughness, "normal": normal.astype(np.float32)}

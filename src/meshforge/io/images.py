@@ -415,12 +415,12 @@ def _palette_has_alpha(im: PILImage.Image) -> bool:
     return palette is not None and getattr(palette, "mode", "RGB") == "RGBA"
 
 
-def _grey_or_rgb_to_rgba(colour: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
-    if colour.ndim == 2:
-        colour = colour[..., None].repeat(3, axis=2)
-    h, w = colour.shape[:2]
+def _grey_or_rgb_to_rgba(color: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    if color.ndim == 2:
+        color = color[..., None].repeat(3, axis=2)
+    h, w = color.shape[:2]
     out = np.empty((h, w, 4), dtype=np.uint8)
-    out[..., :3] = colour[..., :3]
+    out[..., :3] = color[..., :3]
     out[..., 3] = 255 if alpha is None else alpha
     return out
 

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from ..config import BakeConfig
 from ..errors import StageError
-from ..fields.base import Field
+from ..fields.base import Field, SurfaceAttributes
 from ..geometry.raster import Raster, rasterize
 from ..types import Mesh, Textures
 
@@ -111,7 +111,7 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
     """Bake PBR maps from a field onto a UV-unwrapped mesh.
 
     Two kinds of field are accepted. A plain :class:`Field` is sampled at each texel's point on the
-    low-poly surface (``colour``, ``material``). A field with ``bake_attributes(points, normals, faces)``
+    low-poly surface (``color``, ``material``). A field with ``bake_attributes(points, normals, faces)``
     (:class:`meshforge.fields.surface.SurfaceField`: a dense surface) first projects the texel onto the
     dense surface along the low-poly normal and returns that surface's attributes, including its shading
     normal — which is then written as a tangent-space normal map (``cfg.normal_map``) — and occlusion
@@ -139,12 +139,12 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
     n_tex = len(points)
     face = raster.face.ravel()[flat]
     bary = raster.bary.reshape(-1, 3)[flat].astype(np.float64)
-    colour = np.ones((n_tex, 4), dtype=np.float32)
+    color = np.ones((n_tex, 4), dtype=np.float32)
     metallic = np.empty(n_tex, dtype=np.float32)
     roughness = np.empty(n_tex, dtype=np.float32)
     world_normal: np.ndarray | None = None
     occlusion: np.ndarray | None = None
-    surface = getattr(field, "bake_attributes", None)
+    surface = field.bake_attributes if isinstance(field, SurfaceAttributes) else None
     for s in range(0, n_tex, chunk):
         sl = slice(s, s + chunk)
         p = points[sl]
@@ -154,7 +154,7 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
             nrm = _unit(np.einsum("nk,nkd->nd", bary[sl], mesh.normals[mesh.faces[face[sl]]].astype(np.float64)))
             attrs = surface(p, nrm, face[sl])
             bc = attrs["base_color"]
-            colour[sl, : bc.shape[1]] = bc
+            color[sl, : bc.shape[1]] = bc
             metallic[sl], roughness[sl] = attrs["metallic"], attrs["roughness"]
             if "normal" in attrs and cfg.normal_map:
                 if world_normal is None:
@@ -165,9 +165,9 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
                     occlusion = np.ones(n_tex, dtype=np.float32)
                 occlusion[sl] = attrs["occlusion"]
         else:
-            colour[sl, :3] = field.colour(p)
+            color[sl, :3] = field.color(p)
             metallic[sl], roughness[sl] = field.material(p)
-    channels = [_to_u8(colour), np.zeros((n_tex, 1), np.uint8), _to_u8(roughness)[:, None], _to_u8(metallic)[:, None]]
+    channels = [_to_u8(color), np.zeros((n_tex, 1), np.uint8), _to_u8(roughness)[:, None], _to_u8(metallic)[:, None]]
     if world_normal is not None:
         ts = encode_tangent_normals(mesh, face, bary, world_normal)
         channels.append(_to_u8(ts * 0.5 + 0.5))
@@ -188,13 +188,13 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
     return textures, {"texels_baked": int(n_tex), "coverage": round(n_tex / size**2, 4)}
 
 
-def bake_vertex_colours(mesh: Mesh, field: Field) -> tuple[Mesh, float]:
+def bake_vertex_colors(mesh: Mesh, field: Field) -> tuple[Mesh, float]:
     """Sample the field's colour at every vertex (the fast, texture-less mode).
 
     Returns:
         ``(mesh with [V, 4] sRGB colours, mean roughness over the vertices)``.
     """
-    colour = field.colour(mesh.vertices)
+    color = field.color(mesh.vertices)
     _, roughness = field.material(mesh.vertices)
-    rgba = np.concatenate([colour, np.ones((mesh.n_vertices, 1), dtype=np.float32)], axis=1)
+    rgba = np.concatenate([color, np.ones((mesh.n_vertices, 1), dtype=np.float32)], axis=1)
     return mesh.replace(colors=rgba), float(np.mean(roughness)) if len(roughness) else 1.0

@@ -529,8 +529,8 @@ def _refine_edge(rgb: np.ndarray, hard: np.ndarray, feathered: np.ndarray, radiu
     y0, y1 = max(0, int(ys.min()) - reach), min(hard.shape[0], int(ys.max()) + reach + 1)
     x0, x1 = max(0, int(xs.min()) - reach), min(hard.shape[1], int(xs.max()) + reach + 1)
     step = max(1, radius // 2)
-    colour = rgb[y0:y1, x0:x1].astype(np.float32)
-    box_h, box_w = colour.shape[:2]
+    color = rgb[y0:y1, x0:x1].astype(np.float32)
+    box_h, box_w = color.shape[:2]
     small_size = (max(1, box_w // step), max(1, box_h // step))
 
     by, bx = ys - y0, xs - x0
@@ -538,7 +538,7 @@ def _refine_edge(rgb: np.ndarray, hard: np.ndarray, feathered: np.ndarray, radiu
     def local_mean(weight8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The Gaussian-weighted mean colour and the weight sum, at the band pixels only."""
         weight: np.ndarray = weight8[y0:y1, x0:x1].astype(np.float32)
-        total: np.ndarray = colour * weight[..., None]
+        total: np.ndarray = color * weight[..., None]
         if step > 1:
             weight = cv2.resize(weight, small_size, interpolation=cv2.INTER_AREA)
             total = cv2.resize(total, small_size, interpolation=cv2.INTER_AREA)
@@ -551,7 +551,7 @@ def _refine_edge(rgb: np.ndarray, hard: np.ndarray, feathered: np.ndarray, radiu
 
     f, fg_w = local_mean(inner8)
     b, bg_w = local_mean(outer8)
-    c = colour[by, bx]
+    c = color[by, bx]
     del inner8, outer8
     fb = f - b
     norm2 = np.einsum("ij,ij->i", fb, fb)

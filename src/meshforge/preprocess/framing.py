@@ -115,12 +115,12 @@ def frame(image: Image, cfg: PreprocessConfig, size: int) -> Image:
     raw = out[..., 3]
     # un-premultiply by the filtered alpha itself (before clipping its Lanczos over/undershoot), so a
     # uniformly coloured object keeps exactly its colour
-    colour = np.where(raw[..., None] > 1e-4, out[..., :3] / np.maximum(raw, 1e-4)[..., None], 0.0)
-    colour = np.clip(colour, 0.0, 1.0)
+    color = np.where(raw[..., None] > 1e-4, out[..., :3] / np.maximum(raw, 1e-4)[..., None], 0.0)
+    color = np.clip(color, 0.0, 1.0)
     a = np.clip(raw, 0.0, 1.0)
     a[a < 0.5 / 255.0] = 0.0
     rgba8 = np.empty((size, size, 4), dtype=np.uint8)
-    rgba8[..., :3] = np.rint(colour * 255.0)
+    rgba8[..., :3] = np.rint(color * 255.0)
     rgba8[..., 3] = np.rint(a * 255.0)
     _bleed(rgba8)
 

@@ -1,7 +1,7 @@
 """Which of the server's enabled backends can run now (``GET /v1/backends``), and the refusal at submit of
 one that cannot (a backend whose weights are missing would otherwise be queued and fail later).
 
-The facts come from :func:`meshforge.backends.models.list_models` (no network, no torch import); the
+The facts come from :func:`meshforge.backends.weights.list_models` (no network, no torch import); the
 messages name what is missing and what the operator can do, never a server path.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends import resolve_name
-from ..backends.models import PULLABLE, list_models
+from ..backends.weights import PULLABLE, list_models
 from ..errors import InputError
 from .settings import ENV_PREFIX, Settings
 

@@ -18,7 +18,7 @@ reference renderer's view 0 with its default distance and fov; with the official
 extracted mesh seen from :attr:`TripoSRBackend.camera` should match the picture's mask.)
 
 **Field values.** ``density`` is TripoSR's volume density ``exp(raw − 1)``; the surface is its level
-``iso_level = 25`` (the reference's marching-cubes threshold), inside is denser. ``colour`` is the decoder's
+``iso_level = 25`` (the reference's marching-cubes threshold), inside is denser. ``color`` is the decoder's
 sigmoid colour, which is trained against sRGB renders, so it is sRGB-encoded in [0, 1]. TripoSR predicts no
 material: metallic is 0 and roughness a constant (0.8 by default, a matte dielectric).
 
@@ -28,7 +28,7 @@ extraction grid is evaluated by :meth:`.model.TripoSRModel.density_grid_fast` (`
 first layer split over the three planes, the rest of the MLP in one fused Triton kernel (or in big ``F.linear``
 batches sized by ``max_vram_gib``). The grid stays on the GPU (:meth:`TripoSRField.density_grid_tensor`) for
 meshforge's PyTorch marching cubes (``ExtractConfig(engine="auto")``), and vertex colours come from a second fused
-kernel (:meth:`TripoSRField.colour_tensor`). On the CPU everything is float32 and exactly as before (the parity
+kernel (:meth:`TripoSRField.color_tensor`). On the CPU everything is float32 and exactly as before (the parity
 path). Measurements: ``benchmarks/results/triposr_gpu.md``.
 """
 
@@ -123,23 +123,23 @@ class TripoSRField:
         out: np.ndarray = self._query(points)["density"].float().cpu().numpy()
         return out
 
-    def colour(self, points: np.ndarray) -> np.ndarray:
+    def color(self, points: np.ndarray) -> np.ndarray:
         """``[N, 3]`` float32 canonical points → ``[N, 3]`` float32 sRGB-encoded colour in [0, 1]."""
         out: np.ndarray = self._query(points)["rgb"].float().cpu().numpy()
         return np.clip(out, 0.0, 1.0)
 
-    def colour_tensor(self, points: torch.Tensor) -> torch.Tensor:
-        """:meth:`colour` on the device: ``[N, 3]`` canonical points (any device) → ``[N, 3]`` float32 colour in
+    def color_tensor(self, points: torch.Tensor) -> torch.Tensor:
+        """:meth:`color` on the device: ``[N, 3]`` canonical points (any device) → ``[N, 3]`` float32 colour in
         [0, 1] on the model's device.
 
         On CUDA with a reduced ``grid_precision`` the decoder runs at that precision (fp16: at most 1.2e-3 from
         float32 on 4.7 M vertices, a third of an 8-bit step): by the fused Triton kernel
-        (:func:`.model.triton_colour`) where it applies, else under autocast. Otherwise in float32
+        (:func:`.model.triton_color`) where it applies, else under autocast. Otherwise in float32
         (:meth:`.model.TripoSRModel.query`).
         """
         import torch
 
-        from .model import triton_colour, triton_grid_supported
+        from .model import triton_color, triton_grid_supported
 
         native = points.to(self.scene_code.device, torch.float32)[:, [2, 0, 1]].contiguous()
         reduced = native.is_cuda and self.grid_precision != "fp32"
@@ -150,7 +150,7 @@ class TripoSRField:
         )
         with torch.inference_mode():
             if fused:
-                rgb = triton_colour(self.model, self.scene_code, native, self.grid_precision)
+                rgb = triton_color(self.model, self.scene_code, native, self.grid_precision)
             else:
                 half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.grid_precision)
                 cast = torch.autocast("cuda", dtype=half) if reduced and half is not None else contextlib.nullcontext()

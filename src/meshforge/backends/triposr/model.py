@@ -35,7 +35,7 @@ Numerical conventions that matter (each is pinned by the parity tests):
   (x, z), YZ at (y, z), the first coordinate indexing the plane's last axis; concatenated plane-major.
 * Density ``= act(raw + density_bias)`` (``exp(raw − 1)`` for the official config), colour ``= sigmoid(raw)``.
 
-The GPU paths (:meth:`TripoSRModel.density_grid_fast` for the extraction grid, :func:`triton_colour` for vertex
+The GPU paths (:meth:`TripoSRModel.density_grid_fast` for the extraction grid, :func:`triton_color` for vertex
 colours: the decoder's first layer split over the three planes, the MLP fused in Triton kernels, 16-bit matrix
 operands) are not part of the parity contract; the CPU never takes them. Their error against float32 is measured
 by ``benchmarks/triposr_gpu.py``.
@@ -65,7 +65,7 @@ __all__ = [
     "TRITON_GRID_CONFIG",
     "legacy_interpolate_pos_encoding",
     "resize_condition",
-    "triton_colour",
+    "triton_color",
     "triton_grid_supported",
 ]
 
@@ -450,7 +450,7 @@ class TripoSRModel(nn.Module):
         self.post_processor = TriplaneUpsample(cfg.post_processor.in_channels, cfg.post_processor.out_channels)
         self.decoder = NeRFDecoder(cfg.decoder)
         self._density_act = _activation(cfg.renderer.density_activation)
-        self._colour_act = _activation(cfg.renderer.color_activation)
+        self._color_act = _activation(cfg.renderer.color_activation)
 
     # -- image → scene codes ----------------------------------------------------------------------------
     def encode(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -486,7 +486,7 @@ class TripoSRModel(nn.Module):
             "density_raw": raw,
             "rgb_raw": rgb_raw,
             "density": self._density_act(raw + self.renderer.density_bias),
-            "rgb": self._colour_act(rgb_raw),
+            "rgb": self._color_act(rgb_raw),
         }
 
     def _reduce(self, samples: torch.Tensor) -> torch.Tensor:
@@ -802,7 +802,7 @@ if importlib.util.find_spec("triton") is not None:  # CUDA builds of PyTorch shi
         return feat
 
     @triton.jit
-    def _point_colour_kernel(
+    def _point_color_kernel(
         pos_ptr,
         planes_ptr,
         w1_ptr,
@@ -858,14 +858,14 @@ if importlib.util.find_spec("triton") is not None:  # CUDA builds of PyTorch shi
 
 else:  # pragma: no cover - exercised where Triton is installed
     _grid_mlp_kernel = None
-    _point_colour_kernel = None
+    _point_color_kernel = None
 
 
 #: Triton launch settings of the fused colour kernel.
 TRITON_COLOUR_CONFIG = {"BLOCK": 128, "num_warps": 4}
 
 
-def triton_colour(
+def triton_color(
     model: TripoSRModel,
     scene_code: torch.Tensor,
     positions: torch.Tensor,
@@ -911,7 +911,7 @@ def triton_colour(
     pos = positions.float().contiguous()
     out = torch.empty((pos.shape[0], 3), dtype=torch.float32, device=dev)
     block = int(TRITON_COLOUR_CONFIG["BLOCK"])
-    _point_colour_kernel[((pos.shape[0] + block - 1) // block,)](
+    _point_color_kernel[((pos.shape[0] + block - 1) // block,)](
         pos,
         planes,
         w1p.to(dtype).contiguous(),

@@ -107,12 +107,12 @@ def render(
     xyz = o[valid, None, :] + z[..., None] * d[valid, None, :]
     out = model.query(scene_code, xyz.reshape(-1, 3), chunk=chunk)
     sigma = out["density"].reshape(-1, n)
-    colour = out["rgb"].reshape(-1, n, 3)
+    color = out["rgb"].reshape(-1, n, 3)
     alpha = 1 - torch.exp(-delta * sigma)
     trans = torch.cat([torch.ones_like(alpha[:, :1]), torch.cumprod(1 - alpha[:, :-1] + 1e-10, dim=-1)], dim=-1)
     weights = alpha * trans
-    rgb = torch.zeros(o.shape[0], 3, dtype=colour.dtype, device=o.device)
-    opacity = torch.zeros(o.shape[0], dtype=colour.dtype, device=o.device)
-    rgb[valid] = (weights[..., None] * colour).sum(dim=-2)
+    rgb = torch.zeros(o.shape[0], 3, dtype=color.dtype, device=o.device)
+    opacity = torch.zeros(o.shape[0], dtype=color.dtype, device=o.device)
+    rgb[valid] = (weights[..., None] * color).sum(dim=-2)
     opacity[valid] = weights.sum(dim=-1)
     return (rgb + (1 - opacity[:, None])).reshape(*shape, 3)

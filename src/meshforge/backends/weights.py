@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, MissingDependency
-from . import REGISTRY, backend_class
+from . import REGISTRY, WeightsProbe, backend_class
 
 __all__ = ["PULLABLE", "ModelStatus", "PullSpec", "format_models", "list_models", "pull"]
 
@@ -90,14 +90,12 @@ def list_models(weights: str | None = None) -> list[ModelStatus]:
         except BackendError as exc:
             out.append(ModelStatus(name, True, False, None, str(exc)))
             continue
-        present_fn = getattr(cls, "weights_present", None)
-        if present_fn is None:
+        if not isinstance(cls, WeightsProbe):
             out.append(ModelStatus(name, False, True, None, "no weights needed"))
             continue
-        locate = getattr(cls, "weights_location", None)
-        files = locate(weights) if locate is not None else None
+        files = cls.weights_location(weights)
         location = str(getattr(files, "checkpoint", files)) if files is not None else None
-        present = bool(present_fn(weights))
+        present = bool(cls.weights_present(weights))
         if present:
             note = "ready"
         elif files is not None:
