@@ -16,11 +16,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._version import __version__
+from .devices import DEVICE_CHOICES, check_device, resolve_device
 from .errors import MeshforgeError
 from .io.files import write_atomic
 from .types import Asset, Report
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".tga")
+
+
+def _device(text: str) -> str:
+    """argparse type for ``--device``: :func:`meshforge.devices.check_device` (the service's spelling too)."""
+    try:
+        return check_device(text)
+    except MeshforgeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -121,7 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"background removal engine (default: {d.preprocess.engine})",
     )
     g.add_argument("--rembg-model", default=None, help="rembg model name (with --bg-engine rembg) (default: none)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device (default: auto)")
+    g.add_argument("--device", type=_device, default="auto", help=f"compute device: {DEVICE_CHOICES} (default: auto)")
     g.add_argument("--seed", type=int, default=None, help=f"random seed (default: {d.seed})")
     g.add_argument(
         "--config",
@@ -330,7 +339,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     name, note = resolve_name(args.backend, args.weights)
     if note and not args.quiet:
         print(f"note: {note}", file=sys.stderr)
-    backend = load_backend(name, weights=args.weights, device=args.device)
+    # one rule for every entry point: an explicit CUDA device that is not there is an error, not the CPU
+    backend = load_backend(name, weights=args.weights, device=resolve_device(args.device))
 
     failed, done, total = len(problems), 0, len(paths)
     started = time.monotonic()

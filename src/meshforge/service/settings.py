@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..devices import check_device, resolve_devices
 from ..errors import InputError
 
 ENV_PREFIX = "MESHFORGE_SERVICE_"
@@ -141,12 +142,13 @@ class Settings(BaseModel):
     def _devices(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("needs at least one device (or auto)")
-        for d in value:
-            if d != "auto" and d != "cpu" and d != "cuda" and not (d.startswith("cuda:") and d[5:].isdigit()):
-                raise ValueError(f"unknown device {d!r} (auto, cpu, cuda, cuda:N)")
-        if "auto" in value and len(value) > 1:
+        try:
+            checked = tuple(check_device(d) for d in value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        if "auto" in checked and len(checked) > 1:
             raise ValueError("auto cannot be combined with other devices")
-        return value
+        return checked
 
     @field_validator("api_keys")
     @classmethod
@@ -210,19 +212,7 @@ class Settings(BaseModel):
 
         PyTorch is imported only when it is installed and ``auto`` was asked for.
         """
-        if self.devices != ("auto",):
-            return tuple("cuda:0" if d == "cuda" else d for d in self.devices)
-        import importlib.util
-
-        if importlib.util.find_spec("torch") is None:
-            return ("cpu",)
-        try:
-            import torch
-
-            n = int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-        except Exception:  # a broken CUDA setup: run on the CPU rather than not at all
-            n = 0
-        return tuple(f"cuda:{i}" for i in range(n)) or ("cpu",)
+        return resolve_devices(self.devices)
 
     def auth_enabled(self) -> bool:
         """Whether ``/v1`` requires ``Authorization: Bearer <key>``."""

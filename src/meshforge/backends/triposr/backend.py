@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...devices import resolve_device
 from ...errors import BackendError, InputError
 from ...types import Camera, Image
 from .loading import WeightFiles, find_weights
@@ -480,14 +481,4 @@ def _resolve_device(device: str) -> str:
         from ...errors import MissingDependency
 
         raise MissingDependency("the TripoSR backend needs PyTorch: pip install 'meshforge[triposr]'")
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise BackendError("device 'cuda' was requested but PyTorch sees no CUDA device")
-        return device
-    raise InputError(f"unknown device {device!r} (choices: auto, cpu, cuda)")
+    return resolve_device(device)
