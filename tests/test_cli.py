@@ -164,7 +164,7 @@ def test_good_image_writes_valid_glb_and_report(capsys, tmp_path, shared_images,
     assert cfg["extract"]["resolution"] == 64
     assert cfg["decimate"]["faces"] == 2000
     assert cfg["bake"]["texture_size"] == 256 and cfg["bake"]["textures"] is True
-    assert cfg["unwrap"]["resolution"] == 256
+    assert "resolution" not in cfg["unwrap"]  # one texture size: the atlas is packed for bake.texture_size
     assert cfg["preprocess"]["foreground_ratio"] == 0.8
     assert cfg["seed"] == 7
     assert cfg["input"]["max_pixels"] == 40_000_000  # untouched options keep their defaults

@@ -128,8 +128,10 @@ class DecimateConfig:
 class UnwrapConfig:
     """UV atlas generation.
 
+    The atlas is packed for the texture size, :attr:`BakeConfig.texture_size` (one texture size for the
+    whole run), which :func:`~meshforge.mesh.uv.unwrap` takes as an argument.
+
     Attributes:
-        resolution: atlas size in texels the charts are packed for (the texture size).
         padding: empty texels between charts.
         max_chart_fraction: largest chart area as a fraction of the mesh area (xatlas
             ``max_chart_area``); smaller is faster with more seams.
@@ -138,7 +140,6 @@ class UnwrapConfig:
         engine: ``"xatlas"`` or ``"faces"`` (per-face-pair grid atlas, always works).
     """
 
-    resolution: int = 1024
     padding: int = 4
     max_chart_fraction: float = 1.0 / 48.0
     time_limit: float = 60.0
@@ -210,11 +211,7 @@ class PipelineConfig:
         if faces is not None:
             cfg = dataclasses.replace(cfg, decimate=dataclasses.replace(cfg.decimate, faces=faces))
         if texture_size is not None:
-            cfg = dataclasses.replace(
-                cfg,
-                unwrap=dataclasses.replace(cfg.unwrap, resolution=texture_size),
-                bake=dataclasses.replace(cfg.bake, texture_size=texture_size),
-            )
+            cfg = dataclasses.replace(cfg, bake=dataclasses.replace(cfg.bake, texture_size=texture_size))
         if textures is not None:
             cfg = dataclasses.replace(cfg, bake=dataclasses.replace(cfg.bake, textures=textures))
         if foreground_ratio is not None:
@@ -318,6 +315,11 @@ def _toml_value(value: Any) -> str:
 def _from_dict(cls: type[T], data: dict[str, Any], prefix: str) -> T:
     if not isinstance(data, dict):
         raise InputError(f"configuration section {prefix or 'root'} must be a table")
+    if cls is UnwrapConfig and "resolution" in data:
+        raise InputError(
+            "unknown configuration key 'unwrap.resolution': the atlas is packed for bake.texture_size "
+            "(one texture size for the run); set that instead"
+        )
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():

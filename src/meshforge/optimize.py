@@ -79,11 +79,7 @@ class OptimizeConfig:
         if texture_size is not None:
             if not 16 <= texture_size <= 8192:
                 raise InputError(f"texture size must be in [16, 8192], got {texture_size}")
-            cfg = dataclasses.replace(
-                cfg,
-                unwrap=dataclasses.replace(cfg.unwrap, resolution=texture_size),
-                bake=dataclasses.replace(cfg.bake, texture_size=texture_size),
-            )
+            cfg = dataclasses.replace(cfg, bake=dataclasses.replace(cfg.bake, texture_size=texture_size))
         if up_axis is not None:
             if up_axis not in UP_AXES:
                 raise InputError(f"up axis must be {' or '.join(UP_AXES)}, got {up_axis!r}")

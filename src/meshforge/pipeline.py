@@ -294,7 +294,9 @@ def finish(
     if cfg.bake.textures:
         step(2)
         with _profiling.stage(report, "unwrap") as c:
-            mesh, counts = unwrap(low.replace(normals=vertex_normals(low.vertices, low.faces)), cfg.unwrap)
+            mesh, counts = unwrap(
+                low.replace(normals=vertex_normals(low.vertices, low.faces)), cfg.unwrap, cfg.bake.texture_size
+            )
             c.update(vertices=mesh.n_vertices, faces=mesh.n_faces, **counts)
             if "fallback" in counts:
                 report.warn(f"UV unwrap fell back to the per-face atlas: {counts['fallback']}")

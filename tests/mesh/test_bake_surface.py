@@ -85,7 +85,7 @@ def test_constant_color_source_gives_a_constant_texture_without_seam_texels():
     )
     low, _ = decimate(dense, DecimateConfig(faces=1500))
     low = low.replace(normals=vertex_normals(low.vertices, low.faces))
-    mesh, _ = unwrap(low, UnwrapConfig(resolution=256, padding=3))
+    mesh, _ = unwrap(low, UnwrapConfig(padding=3), 256)
     tex, _ = bake(mesh, SurfaceField([part]), BakeConfig(texture_size=256))
     srgb = np.where(
         np.array(color[:3]) <= 0.0031308,

@@ -44,7 +44,7 @@ PARENT = textwrap.dedent(
     server.bind(("127.0.0.1", 0))
     server.listen()
     print(os.fstat(server.fileno()).st_ino, flush=True)
-    unwrap(grid(), UnwrapConfig(resolution=256, time_limit=60))
+    unwrap(grid(), UnwrapConfig(time_limit=60), 256)
     print("done", flush=True)
     """
 )
@@ -80,9 +80,8 @@ def test_a_killed_parent_leaves_no_unwrap_process_and_the_worker_holds_no_inheri
 
 def test_the_worker_gives_the_in_process_result():
     mesh = grid(20)
-    cfg = UnwrapConfig(resolution=256)
-    inline, c0 = unwrap(mesh, UnwrapConfig(resolution=256, time_limit=0))
-    worker, c1 = unwrap(mesh, cfg)
+    inline, c0 = unwrap(mesh, UnwrapConfig(time_limit=0), 256)
+    worker, c1 = unwrap(mesh, UnwrapConfig(), 256)
     assert c1["engine"] == "xatlas" and c0 == c1
     for name in ("vertices", "faces", "uv", "normals"):
         assert np.array_equal(getattr(inline, name), getattr(worker, name)), name
@@ -92,10 +91,10 @@ def test_a_stuck_unwrap_is_killed_at_the_time_limit_and_the_next_one_runs(monkey
     mesh = grid(10)
     monkeypatch.setattr(uv, "TEST_DELAY_S", 30.0)
     before = set(children(os.getpid()))
-    _, counts = unwrap(mesh, UnwrapConfig(resolution=128, time_limit=1.0))
+    _, counts = unwrap(mesh, UnwrapConfig(time_limit=1.0), 128)
     assert counts["engine"] == "faces" and "time limit" in counts["fallback"]
     assert [p for p in children(os.getpid()) if p not in before] == [], "the stuck worker was not stopped"
     monkeypatch.setattr(uv, "TEST_DELAY_S", 0.0)
-    out, counts = unwrap(mesh, UnwrapConfig(resolution=128, time_limit=30.0))
+    out, counts = unwrap(mesh, UnwrapConfig(time_limit=30.0), 128)
     assert counts["engine"] == "xatlas" and "fallback" not in counts
     assert out.uv is not None and out.uv.min() >= 0 and out.uv.max() <= 1

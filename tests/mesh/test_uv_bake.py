@@ -26,7 +26,7 @@ def low_sphere():
 
 @pytest.fixture(scope="module")
 def unwrapped(low_sphere):
-    return unwrap(low_sphere, UnwrapConfig(resolution=256, padding=3))
+    return unwrap(low_sphere, UnwrapConfig(padding=3), 256)
 
 
 def uv_overlap_ratio(mesh, res=2048):
@@ -50,7 +50,7 @@ def test_xatlas_atlas_is_valid(low_sphere, unwrapped):
 
 
 def test_time_limit_falls_back_to_face_atlas(low_sphere):
-    mesh, counts = unwrap(low_sphere, UnwrapConfig(resolution=256, time_limit=1e-4))
+    mesh, counts = unwrap(low_sphere, UnwrapConfig(time_limit=1e-4), 256)
     assert counts["engine"] == "faces" and "time limit" in counts["fallback"]
     assert uv_overlap_ratio(mesh) == pytest.approx(1.0, abs=0.03)
     assert topology(mesh.vertices, mesh.faces, weld_positions=True).watertight

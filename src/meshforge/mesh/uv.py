@@ -44,11 +44,11 @@ TEST_DELAY_S = 0.0
 _START_TIMEOUT_S = 60.0
 
 
-def _xatlas_options(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) -> dict[str, Any]:
+def _xatlas_options(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, resolution: int) -> dict[str, Any]:
     """The keyword arguments of :func:`~meshforge.mesh._unwrap_worker.xatlas_atlas` for ``cfg``."""
     area = float(face_areas(vertices, faces).sum())
     return {
-        "resolution": int(cfg.resolution),
+        "resolution": int(resolution),
         # xatlas may overshoot the resolution by ~25%; the atlas is scaled down to fit afterwards, so ask
         # for proportionally more padding to keep at least cfg.padding texels between charts.
         "padding": int(math.ceil(cfg.padding * 1.3)),
@@ -56,13 +56,13 @@ def _xatlas_options(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) 
     }
 
 
-def _xatlas_unwrap(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) -> dict[str, Any]:
+def _xatlas_unwrap(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, resolution: int) -> dict[str, Any]:
     """xatlas in this process (no time limit)."""
     try:
         import xatlas  # noqa: F401
     except ImportError:  # pragma: no cover
         raise MissingDependency("UV unwrapping needs 'xatlas': pip install xatlas") from None
-    return _unwrap_worker.xatlas_atlas(vertices, faces, **_xatlas_options(vertices, faces, cfg))
+    return _unwrap_worker.xatlas_atlas(vertices, faces, **_xatlas_options(vertices, faces, cfg, resolution))
 
 
 class _Worker:
@@ -167,11 +167,13 @@ def start_worker() -> bool:
     return True
 
 
-def _run_with_limit(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig) -> dict[str, Any] | str:
+def _run_with_limit(
+    vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, resolution: int
+) -> dict[str, Any] | str:
     """Run xatlas in an unwrap worker process; the result dict, or a string saying why there is none."""
     if cfg.time_limit <= 0 or not hasattr(select, "poll"):
-        return _xatlas_unwrap(vertices, faces, cfg)
-    request = (vertices, faces, _xatlas_options(vertices, faces, cfg), TEST_DELAY_S)
+        return _xatlas_unwrap(vertices, faces, cfg, resolution)
+    request = (vertices, faces, _xatlas_options(vertices, faces, cfg, resolution), TEST_DELAY_S)
     worker = None
     with _idle_lock:
         while _idle and worker is None:
@@ -214,8 +216,8 @@ def face_grid_atlas(n_faces: int, resolution: int, padding: int) -> np.ndarray:
     return tri / resolution
 
 
-def unwrap(mesh: Mesh, cfg: UnwrapConfig) -> tuple[Mesh, dict[str, Any]]:
-    """UV-unwrap a mesh into one atlas of ``cfg.resolution²`` texels.
+def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict[str, Any]]:
+    """UV-unwrap a mesh into one atlas packed for ``texture_size²`` texels (the baked maps' size).
 
     Vertices are split along chart seams; vertex normals (area-weighted, computed before splitting) are
     carried over so shading stays smooth across seams. Faces whose UV triangle has zero area are counted
@@ -223,7 +225,8 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig) -> tuple[Mesh, dict[str, Any]]:
 
     Args:
         mesh: a decimated, cleaned mesh (no UVs needed).
-        cfg: ``resolution``, ``padding`` (texels), ``max_chart_fraction``, ``time_limit`` (s), ``engine``.
+        cfg: ``padding`` (texels), ``max_chart_fraction``, ``time_limit`` (s), ``engine``.
+        texture_size: side of the maps the atlas is packed for, in texels (``BakeConfig.texture_size``).
 
     Returns:
         ``(mesh with uv and normals, counts)``; counts hold ``engine`` (the one that produced the atlas),
@@ -239,7 +242,7 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig) -> tuple[Mesh, dict[str, Any]]:
     counts: dict[str, Any] = {"engine": cfg.engine}
     result: dict[str, Any] | str | None = None
     if cfg.engine == "xatlas" and mesh.n_faces > 0:
-        result = _run_with_limit(mesh.vertices, mesh.faces, cfg)
+        result = _run_with_limit(mesh.vertices, mesh.faces, cfg, texture_size)
         if isinstance(result, dict) and result["atlas_count"] != 1:
             result = f"xatlas produced {result['atlas_count']} atlases"
     if isinstance(result, dict):
@@ -258,7 +261,7 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig) -> tuple[Mesh, dict[str, Any]]:
         if isinstance(result, str):
             counts["fallback"] = result
         counts["engine"] = "faces"
-        tri_uv = face_grid_atlas(mesh.n_faces, cfg.resolution, cfg.padding)
+        tri_uv = face_grid_atlas(mesh.n_faces, texture_size, cfg.padding)
         flat = mesh.faces.reshape(-1)
         out = Mesh(
             vertices=mesh.vertices[flat],
@@ -273,6 +276,6 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig) -> tuple[Mesh, dict[str, Any]]:
         (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1])
     )
     if out.uv is not None:
-        counts["utilisation"] = round(uv_utilisation(out.uv, out.faces, cfg.resolution, cfg.resolution), 4)
-    counts["uv_degenerate_faces"] = int((uv_area * cfg.resolution**2 < 1e-6).sum())
+        counts["utilisation"] = round(uv_utilisation(out.uv, out.faces, texture_size, texture_size), 4)
+    counts["uv_degenerate_faces"] = int((uv_area * texture_size**2 < 1e-6).sum())
     return out, counts
