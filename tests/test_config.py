@@ -31,3 +31,48 @@ def test_toml_round_trip(tmp_path):
     path = tmp_path / "cfg.toml"
     path.write_text(cfg.to_toml())
     assert PipelineConfig.load(path) == cfg
+
+
+def _generate_parser_actions():
+    from meshforge.cli import _build_parser
+
+    parser = _build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return {a.dest: a for a in sub.choices["generate"]._actions}
+
+
+def test_the_cli_is_built_from_the_option_table():
+    from meshforge.config import OPTIONS
+
+    actions = _generate_parser_actions()
+    for name, option in OPTIONS.items():
+        if name == "textures":  # the CLI's spelling is the switch --no-texture
+            assert "no_texture" in actions
+            continue
+        action = actions[name]
+        assert action.option_strings == ["--" + name.replace("_", "-")]
+        assert action.help == option.describe(), name  # range, choices and default, written once
+        assert f"(default: {option.default})" in action.help
+        assert tuple(action.choices or ()) == (option.choices or ()), name
+
+
+def test_validate_and_the_cli_refuse_out_of_range_values_with_the_same_line(capsys):
+    from meshforge.cli import main
+    from meshforge.config import OPTIONS
+    from meshforge.optimize import OptimizeConfig
+
+    for name, option in OPTIONS.items():
+        if option.minimum is None:
+            continue
+        bad = option.kind(option.minimum) - (1 if option.kind is int else 0.05)
+        message = option.problem(bad)
+        assert message is not None
+        with pytest.raises(InputError) as exc:
+            PipelineConfig().with_options(**{name: bad})
+        assert str(exc.value) == message
+        code = main(["generate", "x.png", "--" + name.replace("_", "-"), str(bad)])
+        assert code == 2 and capsys.readouterr().err.strip().endswith(message), name
+        if name in ("faces", "texture_size"):  # optimize takes the same options with the same checks
+            with pytest.raises(InputError) as exc:
+                OptimizeConfig().with_options(**{name: bad})
+            assert str(exc.value) == message

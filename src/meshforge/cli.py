@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._version import __version__
@@ -42,6 +42,37 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _number(kind: type) -> Callable[[str], object]:
+    """argparse type for an integer or real option: the value only; ranges are checked once, by
+    :meth:`~meshforge.config.PipelineConfig.validate` (a bad value still exits 2, naming the range)."""
+
+    def parse(text: str) -> object:
+        try:
+            return kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_option(p: argparse.ArgumentParser, name: str, *, default: object = None) -> None:
+    """Add ``--name`` from :data:`meshforge.config.OPTIONS` (type, choices, help with range and default;
+    ``default`` replaces the default shown, e.g. ``"the raw's"``). The parsed value is None when not given."""
+    from .config import OPTIONS
+
+    option = OPTIONS[name]
+    helptext = option.describe()
+    if default is not None:
+        helptext = helptext.rsplit(" (default: ", 1)[0] + f" (default: {default})"
+    flag = "--" + name.replace("_", "-")
+    if option.choices is not None:
+        p.add_argument(flag, choices=option.choices, default=None, help=helptext)
+    else:
+        p.add_argument(flag, type=_number(option.kind), default=None, help=helptext)
+
+
 def _add_finish_options(
     p: argparse.ArgumentParser, faces: object, texture_size: object, *, fmt: str, preset: bool, no_texture: bool
 ) -> None:
@@ -58,13 +89,8 @@ def _add_finish_options(
             + ", ".join(f"{k} = {v['faces']} faces / {v['texture_size']}²" for k, v in PRESETS.items())
             + "; --faces and --texture-size override it (default: none)",
         )
-    p.add_argument("--faces", type=_positive_int, default=None, help=f"target face count (default: {faces})")
-    p.add_argument(
-        "--texture-size",
-        type=_positive_int,
-        default=None,
-        help=f"texture size in texels (default: {texture_size})",
-    )
+    _add_option(p, "faces", default=faces)
+    _add_option(p, "texture_size", default=texture_size)
     if no_texture:
         p.add_argument("--no-texture", action="store_true", help="vertex colours instead of baked textures (fast)")
     p.add_argument("--format", default=None, help=fmt)
@@ -97,12 +123,7 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--weights", default=None, help="weights folder or hub id for backends that need them (default: none)"
     )
-    g.add_argument(
-        "--resolution",
-        type=_positive_int,
-        default=None,
-        help=f"isosurface grid size (default: {d.extract.resolution})",
-    )
+    _add_option(g, "resolution")
     _add_finish_options(
         g,
         d.decimate.faces,
@@ -111,27 +132,12 @@ def _build_parser() -> argparse.ArgumentParser:
         preset=False,
         no_texture=True,
     )
-    g.add_argument(
-        "--foreground-ratio",
-        type=float,
-        default=None,
-        help=f"object size in the frame (default: {d.preprocess.foreground_ratio})",
-    )
-    g.add_argument(
-        "--background",
-        choices=("auto", "keep", "remove"),
-        default=None,
-        help=f"background handling (default: {d.preprocess.background})",
-    )
-    g.add_argument(
-        "--bg-engine",
-        choices=("grabcut", "rembg"),
-        default=None,
-        help=f"background removal engine (default: {d.preprocess.engine})",
-    )
+    _add_option(g, "foreground_ratio")
+    _add_option(g, "background")
+    _add_option(g, "bg_engine")
     g.add_argument("--rembg-model", default=None, help="rembg model name (with --bg-engine rembg) (default: none)")
     g.add_argument("--device", type=_device, default="auto", help=f"compute device: {DEVICE_CHOICES} (default: auto)")
-    g.add_argument("--seed", type=int, default=None, help=f"random seed (default: {d.seed})")
+    _add_option(g, "seed")
     g.add_argument(
         "--config",
         default=None,

@@ -197,6 +197,7 @@ class PipelineConfig:
         seed: int | None = None,
         save_intermediates: bool | None = None,
         preset: str | None = None,
+        bg_engine: str | None = None,
     ) -> PipelineConfig:
         """Return a copy with the user-facing options set in every section that uses them (a ``preset``,
         :data:`PRESETS`, first, explicit ``faces``/``texture_size`` on top).
@@ -205,23 +206,20 @@ class PipelineConfig:
             InputError: unknown preset or out-of-range values.
         """
         faces, texture_size = preset_budget(preset, faces, texture_size)
+        given = {
+            "resolution": resolution,
+            "faces": faces,
+            "texture_size": texture_size,
+            "textures": textures,
+            "foreground_ratio": foreground_ratio,
+            "background": background,
+            "bg_engine": bg_engine,
+            "seed": seed,
+        }
         cfg = self
-        if resolution is not None:
-            cfg = dataclasses.replace(cfg, extract=dataclasses.replace(cfg.extract, resolution=resolution))
-        if faces is not None:
-            cfg = dataclasses.replace(cfg, decimate=dataclasses.replace(cfg.decimate, faces=faces))
-        if texture_size is not None:
-            cfg = dataclasses.replace(cfg, bake=dataclasses.replace(cfg.bake, texture_size=texture_size))
-        if textures is not None:
-            cfg = dataclasses.replace(cfg, bake=dataclasses.replace(cfg.bake, textures=textures))
-        if foreground_ratio is not None:
-            cfg = dataclasses.replace(
-                cfg, preprocess=dataclasses.replace(cfg.preprocess, foreground_ratio=foreground_ratio)
-            )
-        if background is not None:
-            cfg = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, background=background))
-        if seed is not None:
-            cfg = dataclasses.replace(cfg, seed=seed)
+        for name, value in given.items():
+            if value is not None:
+                cfg = OPTIONS[name].set(cfg, value)
         if save_intermediates is not None:
             cfg = dataclasses.replace(cfg, save_intermediates=save_intermediates)
         cfg.validate()
@@ -229,25 +227,11 @@ class PipelineConfig:
 
     def validate(self) -> None:
         """Check value ranges; raise :class:`InputError` naming the first bad option."""
+        for option in OPTIONS.values():
+            problem = option.problem(option.get(self))
+            if problem is not None:
+                raise InputError(problem)
         checks: list[tuple[bool, str]] = [
-            (16 <= self.extract.resolution <= 1024, f"resolution must be in [16, 1024], got {self.extract.resolution}"),
-            (self.decimate.faces >= 4, f"faces must be at least 4, got {self.decimate.faces}"),
-            (
-                16 <= self.bake.texture_size <= 8192,
-                f"texture size must be in [16, 8192], got {self.bake.texture_size}",
-            ),
-            (
-                0.1 <= self.preprocess.foreground_ratio <= 1.0,
-                f"foreground ratio must be in [0.1, 1.0], got {self.preprocess.foreground_ratio}",
-            ),
-            (
-                self.preprocess.background in ("auto", "keep", "remove"),
-                f"background must be auto, keep or remove, got {self.preprocess.background!r}",
-            ),
-            (
-                self.preprocess.engine in ("grabcut", "rembg"),
-                f"background engine must be grabcut or rembg, got {self.preprocess.engine!r}",
-            ),
             (self.unwrap.padding >= 0, f"padding must be >= 0, got {self.unwrap.padding}"),
             (
                 self.extract.engine in ("auto", "skimage", "torch"),
@@ -339,3 +323,131 @@ def _from_dict(cls: type[T], data: dict[str, Any], prefix: str) -> T:
             raise InputError(f"configuration key {prefix}{key} must be a string, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+# -- the user-facing options: one carrier each ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user-facing option: its name everywhere (``--texture-size`` on the command line,
+    ``texture_size`` in :meth:`PipelineConfig.with_options` and the HTTP form), where its value lives in
+    :class:`PipelineConfig`, its type, range or choices and its help text. The default is the dataclass
+    field's (never written again); :meth:`PipelineConfig.validate` checks the range; the CLI builds its
+    arguments from :data:`OPTIONS`.
+
+    Attributes:
+        name: the option's name (snake case).
+        path: the field's path in :class:`PipelineConfig`, e.g. ``("bake", "texture_size")``.
+        kind: ``int``, ``float``, ``str`` or ``bool``.
+        help: one line, without the default.
+        minimum: smallest allowed value (numbers), or None.
+        maximum: largest allowed value (numbers), or None.
+        choices: the allowed values (strings), or None.
+        label: how error messages name it (defaults to the name with spaces).
+    """
+
+    name: str
+    path: tuple[str, ...]
+    kind: type
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    label: str | None = None
+
+    def get(self, cfg: PipelineConfig) -> Any:
+        """The option's value in ``cfg``."""
+        value: Any = cfg
+        for key in self.path:
+            value = getattr(value, key)
+        return value
+
+    def set(self, cfg: PipelineConfig, value: Any) -> PipelineConfig:
+        """A copy of ``cfg`` with the option set (no check; :meth:`PipelineConfig.validate` checks)."""
+
+        def put(obj: Any, path: tuple[str, ...]) -> Any:
+            if len(path) == 1:
+                return dataclasses.replace(obj, **{path[0]: value})
+            return dataclasses.replace(obj, **{path[0]: put(getattr(obj, path[0]), path[1:])})
+
+        return put(cfg, self.path)
+
+    @property
+    def default(self) -> Any:
+        """The default, read from the dataclasses."""
+        return self.get(PipelineConfig())
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed (one line), or None."""
+        label = self.label or self.name.replace("_", " ")
+        if self.choices is not None and value not in self.choices:
+            return f"{label} must be {_one_of(self.choices)}, got {value!r}"
+        lo, hi = self.minimum, self.maximum
+        if lo is not None and hi is not None and not lo <= value <= hi:
+            return f"{label} must be in [{self._num(lo)}, {self._num(hi)}], got {value}"
+        if lo is not None and hi is None and value < lo:
+            return f"{label} must be at least {self._num(lo)}, got {value}"
+        return None
+
+    def _num(self, x: float) -> str:
+        return str(float(x)) if self.kind is float else str(int(x))
+
+    def describe(self) -> str:
+        """The help line with its range or choices and its default (for ``--help`` and the OpenAPI)."""
+        extra = ""
+        if self.choices is not None:
+            extra = f" ({', '.join(self.choices)})"
+        elif self.minimum is not None and self.maximum is not None:
+            extra = f" ({self._num(self.minimum)}–{self._num(self.maximum)})"
+        elif self.minimum is not None:
+            extra = f" (at least {self._num(self.minimum)})"
+        return f"{self.help}{extra} (default: {self.default})"
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
+
+
+#: every user-facing option of generate, optimize and export, in ``--help`` order
+OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in (
+        Option("resolution", ("extract", "resolution"), int, "isosurface grid points per axis", 16, 1024),
+        Option("faces", ("decimate", "faces"), int, "face budget of the decimated mesh", 4, None),
+        Option(
+            "texture_size",
+            ("bake", "texture_size"),
+            int,
+            "side of the baked maps in texels",
+            16,
+            8192,
+            label="texture size",
+        ),
+        Option("textures", ("bake", "textures"), bool, "bake textures (false: vertex colours, fast screening)"),
+        Option(
+            "foreground_ratio",
+            ("preprocess", "foreground_ratio"),
+            float,
+            "the object's longer side as a fraction of the square frame",
+            0.1,
+            1.0,
+        ),
+        Option(
+            "background",
+            ("preprocess", "background"),
+            str,
+            "auto keeps a meaningful alpha and removes the background otherwise",
+            choices=("auto", "keep", "remove"),
+        ),
+        Option(
+            "bg_engine",
+            ("preprocess", "engine"),
+            str,
+            "background removal engine",
+            choices=("grabcut", "rembg"),
+            label="background engine",
+        ),
+        Option("seed", ("seed",), int, "random seed"),
+    )
+}

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from . import _profiling
+from .config import OPTIONS, BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig, preset_budget
 from .config import PRESETS as PRESETS  # re-exported: the presets optimize documents
-from .config import BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig, preset_budget
 from .errors import InputError
 from .fields.surface import SurfaceField
 from .io.meshes import Z_UP_TO_Y_UP, SourceScene, load_mesh
@@ -72,14 +72,13 @@ class OptimizeConfig:
         """
         cfg = self
         faces, texture_size = preset_budget(preset, faces, texture_size)
-        if faces is not None:
-            if faces < 4:
-                raise InputError(f"faces must be at least 4, got {faces}")
-            cfg = dataclasses.replace(cfg, decimate=dataclasses.replace(cfg.decimate, faces=faces))
-        if texture_size is not None:
-            if not 16 <= texture_size <= 8192:
-                raise InputError(f"texture size must be in [16, 8192], got {texture_size}")
-            cfg = dataclasses.replace(cfg, bake=dataclasses.replace(cfg.bake, texture_size=texture_size))
+        for name, value in (("faces", faces), ("texture_size", texture_size)):
+            if value is not None:  # the same option, range and message as generate's (config.OPTIONS)
+                problem = OPTIONS[name].problem(value)
+                if problem is not None:
+                    raise InputError(problem)
+                section, key = OPTIONS[name].path
+                cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{key: value})})
         if up_axis is not None:
             if up_axis not in UP_AXES:
                 raise InputError(f"up axis must be {' or '.join(UP_AXES)}, got {up_axis!r}")
