@@ -38,7 +38,8 @@ from meshforge.eval.metrics import (
 )
 from meshforge.geometry.color import linear_to_srgb, srgb_to_linear
 from meshforge.inspection import format_inspection, inspect_command
-from meshforge.io.meshes import SourcePart, SourceScene, load_mesh
+from meshforge.io.meshes import load_mesh
+from meshforge.io.scene import SourcePart, SourceScene
 from meshforge.types import Asset, Material, Mesh, Textures
 
 N = 20_000  # samples per surface in these tests (the default is 100,000)

@@ -24,7 +24,8 @@ from ..geometry.color import linear_to_srgb, srgb_to_linear
 from ..geometry.raster import MAX_UV_RASTER, rasterize, uv_coverage, uv_utilisation
 from ..geometry.topology import topology, weld
 from ..gltf import jsonable
-from ..io.meshes import DEFAULT_MAX_BYTES, SourcePart, SourceScene, load_mesh
+from ..io.meshes import DEFAULT_MAX_BYTES, load_mesh
+from ..io.scene import SourcePart, SourceScene
 from ..types import Asset, Camera, Mesh
 from .metrics import DEFAULT_SAMPLES, DEFAULT_THRESHOLDS, Surface, as_scene, compare_surfaces, orientation
 from .render import DEFAULT_VIEW_NAMES, DEFAULT_VIEWS, project, view_rotation
