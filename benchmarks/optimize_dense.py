@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from meshforge import __version__
-from meshforge.io.meshes import SourcePart, SourceScene, load_mesh
+from meshforge.io.meshes import load_mesh
+from meshforge.io.scene import SourcePart, SourceScene
 from meshforge.optimize import OptimizeConfig, optimize
 from meshforge.types import Mesh
 

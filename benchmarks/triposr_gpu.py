@@ -55,7 +55,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 import torch  # noqa: E402
 
-from meshforge.backends.triposr import model as triposr_model  # noqa: E402
+from meshforge.backends.triposr import kernels as triposr_kernels  # noqa: E402
 from meshforge.backends.triposr.backend import TripoSRBackend, TripoSRField  # noqa: E402
 from meshforge.backends.triposr.config import (  # noqa: E402
     TripoSRConfig,
@@ -291,7 +291,7 @@ def grid_variants(
         "bf16-torch": lambda: model.density_grid_fast(code, axis, precision="bf16", kernel="torch"),
         "fp16-torch": lambda: model.density_grid_fast(code, axis, precision="fp16", kernel="torch"),
     }
-    if triposr_model.triton_grid_supported(model):
+    if triposr_kernels.triton_grid_supported(model):
         for prec in ("fp32", "tf32", "bf16", "fp16"):
             variants[f"{prec}-triton"] = lambda p=prec: model.density_grid_fast(  # type: ignore[misc]
                 code, axis, precision=p, kernel="triton", fast_act=False
@@ -340,10 +340,10 @@ class _Box:
 
 def triton_configs(model: TripoSRModel, code: torch.Tensor, resolution: int, runs: int) -> dict[str, Any]:
     """Time the fused kernel's launch settings; leaves the fastest in ``TRITON_GRID_CONFIG``."""
-    if not triposr_model.triton_grid_supported(model):
+    if not triposr_kernels.triton_grid_supported(model):
         return {"error": "Triton not available"}
     axis = torch.linspace(-model.renderer.radius, model.renderer.radius, resolution, device=code.device)
-    default = dict(triposr_model.TRITON_GRID_CONFIG)
+    default = dict(triposr_kernels.TRITON_GRID_CONFIG)
     candidates = [
         default,
         {"BLOCK": 128, "J_PER": 1, "num_warps": 4, "num_stages": 1},
@@ -362,8 +362,8 @@ def triton_configs(model: TripoSRModel, code: torch.Tensor, resolution: int, run
         key = "B{BLOCK}-J{J_PER}-w{num_warps}-s{num_stages}".format(**cand)
         if key in out:
             continue
-        triposr_model.TRITON_GRID_CONFIG.clear()
-        triposr_model.TRITON_GRID_CONFIG.update(cand)
+        triposr_kernels.TRITON_GRID_CONFIG.clear()
+        triposr_kernels.TRITON_GRID_CONFIG.update(cand)
         try:
             with torch.inference_mode():
                 fn = lambda: model.density_grid_fast(  # noqa: E731
@@ -382,9 +382,9 @@ def triton_configs(model: TripoSRModel, code: torch.Tensor, resolution: int, run
         except Exception as exc:
             out[key] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         print(f"  triton {key}: {out[key]}", flush=True)
-    triposr_model.TRITON_GRID_CONFIG.clear()
-    triposr_model.TRITON_GRID_CONFIG.update(best[1] if best else default)
-    out["chosen"] = dict(triposr_model.TRITON_GRID_CONFIG)
+    triposr_kernels.TRITON_GRID_CONFIG.clear()
+    triposr_kernels.TRITON_GRID_CONFIG.update(best[1] if best else default)
+    out["chosen"] = dict(triposr_kernels.TRITON_GRID_CONFIG)
     return out
 
 
@@ -628,7 +628,7 @@ def main() -> int:
         "precision": backend.precision,
         "grid_precision": backend.grid_precision,
         "max_vram_gib": backend.max_vram_bytes / GIB if backend.max_vram_bytes else None,
-        "triton": triposr_model.triton_grid_supported(model),
+        "triton": triposr_kernels.triton_grid_supported(model),
     }
     if not args.skip_variants:
         report["triton_configs"] = triton_configs(model, backend(image).scene_code, res, args.runs)
@@ -638,7 +638,7 @@ def main() -> int:
             code32 = backend(image).scene_code
             backend.precision = report["ours_config"]["precision"]
         report["grid_variants"] = grid_variants(model, code32, res, args.runs, voxel, bbox)
-    report["ours_config"]["triton_grid_config"] = dict(triposr_model.TRITON_GRID_CONFIG)
+    report["ours_config"]["triton_grid_config"] = dict(triposr_kernels.TRITON_GRID_CONFIG)
     graph_entry = report.get("encoder_variants", {}).get("fp16+graph", {})
     eager_entry = report.get("encoder_variants", {}).get("fp16", {})
     use_graph = args.cuda_graph == "on" or (

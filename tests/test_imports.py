@@ -92,3 +92,29 @@ def test_the_cycle_finder_finds_a_cycle():
     graph: dict[str, dict[str, set[str]]] = {"a": {"b": {"x"}}, "b": {"c": {"y"}}, "c": {"a": {"z"}}}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b": {"x"}}, "b": {}}) is None
+
+
+#: the most lines a module of a package split along its seams may have (issue 9: "the shape of the code")
+MAX_MODULE_LINES = 600
+
+
+def test_split_packages_keep_their_modules_small():
+    """``io`` (scene, glTF reader, trimesh formats) and ``backends/triposr`` (network, Triton kernels) were
+    split along their seams; no module of theirs grows back past :data:`MAX_MODULE_LINES`."""
+    for package in (PACKAGE / "io", PACKAGE / "backends" / "triposr"):
+        for path in sorted(package.glob("*.py")):
+            n = len(path.read_text(encoding="utf-8").splitlines())
+            assert n <= MAX_MODULE_LINES, f"{path.relative_to(PACKAGE)} has {n} lines (> {MAX_MODULE_LINES})"
+
+
+def test_eval_computes_and_prints_nothing():
+    """``eval`` returns numbers and dicts; the text people read (``meshforge inspect``) is written elsewhere."""
+    for path in sorted((PACKAGE / "eval").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            printing = (isinstance(node, ast.Name) and node.id in ("print", "TextIO")) or (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("stdout", "stderr")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "sys"
+            )
+            assert not printing, f"eval/{path.name}:{getattr(node, 'lineno', '?')} writes text for people"

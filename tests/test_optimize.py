@@ -13,7 +13,8 @@ import meshforge
 from meshforge.cli import main
 from meshforge.eval.metrics import compare_surfaces
 from meshforge.export.glb import read_glb_json
-from meshforge.io.meshes import SKIN_WARNING, load_mesh
+from meshforge.io.gltf_reader import SKIN_WARNING
+from meshforge.io.meshes import load_mesh
 from meshforge.optimize import PRESETS, OptimizeConfig, optimize
 
 ASSETS = ["spot.glb", "FlightHelmet.glb", "kenney_cakeBirthday.glb", "Fox.glb", "CesiumMilkTruck.glb"]

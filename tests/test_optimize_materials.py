@@ -16,7 +16,8 @@ import trimesh
 
 import meshforge
 from meshforge.export.glb import read_glb_json
-from meshforge.io.meshes import DEFAULT_ROUGHNESS, load_mesh
+from meshforge.io.meshes import load_mesh
+from meshforge.io.trimesh_formats import DEFAULT_ROUGHNESS
 from meshforge.optimize import OptimizeConfig, optimize
 
 CFG = OptimizeConfig().with_options(faces=300, texture_size=64)

@@ -440,7 +440,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .eval.diagnostics import inspect_command
+    from .inspection import inspect_command
 
     try:
         return inspect_command(

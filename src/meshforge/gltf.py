@@ -1,4 +1,4 @@
-"""glTF 2.0 constants shared by the reader (:mod:`meshforge.io.meshes`) and the writer
+"""glTF 2.0 constants shared by the reader (:mod:`meshforge.io.gltf_document`) and the writer
 (:mod:`meshforge.export.glb`), and the JSON value conversion both use (Khronos glTF 2.0 specification,
 https://registry.khronos.org/glTF/specs/2.0/glTF-2.0.html; section numbers below refer to it).
 """

@@ -26,7 +26,8 @@ from .config import OPTIONS, BakeConfig, CleanConfig, DecimateConfig, UnwrapConf
 from .config import PRESETS as PRESETS  # re-exported: the presets optimize documents
 from .errors import InputError
 from .fields.surface import SurfaceField
-from .io.meshes import Z_UP_TO_Y_UP, SourceScene, load_mesh
+from .io.meshes import Z_UP_TO_Y_UP, load_mesh
+from .io.scene import SourceScene
 from .pipeline import ProgressCallback, Result, finish
 from .raw import Raw
 from .types import Material, Mesh, Report

@@ -106,7 +106,7 @@ def test_baked_back_has_no_mirrored_detail_and_the_front_matches_the_picture():
     """The back is a plausible colour without the front's detail: the stripes neither show nor correlate
     with the back at the same (x, y) — the front mirrored as seen from behind — while the front keeps them."""
     import meshforge
-    from meshforge.io.meshes import SourceScene
+    from meshforge.io.scene import SourceScene
 
     cfg = meshforge.PipelineConfig().with_options(resolution=128, faces=20_000, texture_size=1024)
     result = meshforge.generate(striped_picture(), "inflate", cfg)

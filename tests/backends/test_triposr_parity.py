@@ -26,8 +26,9 @@ pytest.importorskip("yaml")
 from meshforge.backends.triposr.backend import TripoSRBackend  # noqa: E402
 from meshforge.backends.triposr.config import ViTConfig, parse_config  # noqa: E402
 from meshforge.backends.triposr.loading import build_model, check_state_dict, load_model, read_state_dict  # noqa: E402
-from meshforge.backends.triposr.model import legacy_interpolate_pos_encoding, resize_condition  # noqa: E402
+from meshforge.backends.triposr.model import resize_condition  # noqa: E402
 from meshforge.backends.triposr.render import render, spherical_camera_rays  # noqa: E402
+from meshforge.backends.triposr.vit import legacy_interpolate_pos_encoding  # noqa: E402
 
 MESH_TOL = json.loads((FIXTURES / "tolerances.json").read_text())["mesh"]
 

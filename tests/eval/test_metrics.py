@@ -1,4 +1,5 @@
-"""Tests for meshforge.eval.metrics and meshforge.eval.diagnostics: analytic cases, real assets, inspect."""
+"""Tests for meshforge.eval.metrics, meshforge.eval.diagnostics and meshforge.inspection: analytic cases, real
+assets, inspect."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ from meshforge.eval.diagnostics import (
     PREVIEW_BACKGROUND,
     aspect_ratios,
     diagnostics,
-    format_inspection,
-    inspect_command,
     inspect_file,
     preview_sheet,
     uv_coverage,
@@ -38,7 +37,9 @@ from meshforge.eval.metrics import (
     sample_surface,
 )
 from meshforge.geometry.color import linear_to_srgb, srgb_to_linear
-from meshforge.io.meshes import SourcePart, SourceScene, load_mesh
+from meshforge.inspection import format_inspection, inspect_command
+from meshforge.io.meshes import load_mesh
+from meshforge.io.scene import SourcePart, SourceScene
 from meshforge.types import Asset, Material, Mesh, Textures
 
 N = 20_000  # samples per surface in these tests (the default is 100,000)

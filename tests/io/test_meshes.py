@@ -1,4 +1,5 @@
-"""Tests for meshforge.io.meshes: the shared real assets, glTF details, OBJ/PLY/STL, sampling, refusals."""
+"""Tests for meshforge.io.meshes (and the modules it reads with: scene, gltf_reader, gltf_document,
+trimesh_formats): the shared real assets, glTF details, OBJ/PLY/STL, sampling, refusals."""
 
 from __future__ import annotations
 
@@ -16,16 +17,10 @@ from PIL import Image as PILImage
 from meshforge.errors import InputError
 from meshforge.export.glb import pack_glb, read_glb_json, write_glb
 from meshforge.geometry.color import linear_to_srgb, srgb_to_linear
-from meshforge.io.meshes import (
-    CLAMP_TO_EDGE,
-    MIRRORED_REPEAT,
-    REPEAT,
-    SKIN_WARNING,
-    SourcePart,
-    SourceScene,
-    load_mesh,
-    sample_texture,
-)
+from meshforge.geometry.texture import CLAMP_TO_EDGE, MIRRORED_REPEAT, REPEAT, sample_texture
+from meshforge.io.gltf_reader import SKIN_WARNING
+from meshforge.io.meshes import load_mesh
+from meshforge.io.scene import SourcePart, SourceScene
 from meshforge.types import Asset, Material, Mesh, Textures
 
 # (file, parts, faces) as in shared/data/MANIFEST.md

@@ -10,7 +10,7 @@ from meshforge.fields.isosurface import extract
 from meshforge.fields.surface import ClosestPoint, SurfaceField
 from meshforge.geometry.closest import closest_point_on_triangles
 from meshforge.geometry.normals import vertex_normals
-from meshforge.io.meshes import SourcePart
+from meshforge.io.scene import SourcePart
 from meshforge.mesh.bake import bake
 from meshforge.mesh.decimate import decimate
 from meshforge.mesh.uv import unwrap

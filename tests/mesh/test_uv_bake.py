@@ -4,8 +4,8 @@ import pytest
 from meshforge.config import BakeConfig, DecimateConfig, ExtractConfig, UnwrapConfig
 from meshforge.fields.isosurface import extract
 from meshforge.geometry.raster import rasterize
+from meshforge.geometry.texture import CLAMP_TO_EDGE, sample_texture
 from meshforge.geometry.topology import topology
-from meshforge.io.meshes import CLAMP_TO_EDGE, sample_texture
 from meshforge.mesh.bake import bake
 from meshforge.mesh.decimate import decimate
 from meshforge.mesh.uv import unwrap

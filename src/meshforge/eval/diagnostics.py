@@ -4,19 +4,17 @@
 components, boundary and non-manifold edges, watertightness, degenerate, duplicate and sliver faces, UV
 overlap, atlas utilisation, texels never written, materials and texture sizes. :func:`inspect_file` loads a
 file (:func:`meshforge.io.meshes.load_mesh`), runs the diagnostics and, given a reference, the surface
-metrics of :mod:`meshforge.eval.metrics`; :func:`format_inspection` prints the result for people and
-:func:`inspect_command` is what the ``meshforge inspect`` command calls.
+metrics of :mod:`meshforge.eval.metrics`; :mod:`meshforge.inspection` turns that report into the text
+``meshforge inspect`` prints.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -26,7 +24,8 @@ from ..geometry.color import linear_to_srgb, srgb_to_linear
 from ..geometry.raster import MAX_UV_RASTER, rasterize, uv_coverage, uv_utilisation
 from ..geometry.topology import topology, weld
 from ..gltf import jsonable
-from ..io.meshes import DEFAULT_MAX_BYTES, SourcePart, SourceScene, load_mesh
+from ..io.meshes import DEFAULT_MAX_BYTES, load_mesh
+from ..io.scene import SourcePart, SourceScene
 from ..types import Asset, Camera, Mesh
 from .metrics import DEFAULT_SAMPLES, DEFAULT_THRESHOLDS, Surface, as_scene, compare_surfaces, orientation
 from .render import DEFAULT_VIEW_NAMES, DEFAULT_VIEWS, project, view_rotation
@@ -41,8 +40,6 @@ __all__ = [
     "SLIVER_ASPECTS",
     "aspect_ratios",
     "diagnostics",
-    "format_inspection",
-    "inspect_command",
     "inspect_file",
     "preview_sheet",
     "uv_coverage",
@@ -435,105 +432,3 @@ def inspect_file(
     report["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
     result: dict[str, Any] = jsonable(report)
     return result
-
-
-def _fmt_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n = n / 1024  # type: ignore[assignment]
-    return str(n)
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100.0 * x:.2f} %"
-
-
-def format_inspection(report: dict[str, Any]) -> str:
-    """Render an :func:`inspect_file` report as readable text (several lines, no trailing newline)."""
-    d = report["diagnostics"]
-    c, t, b = d["counts"], d["topology"], d["bounds"]
-    lines = [
-        f"{report['file']}  ({report.get('format')}, {_fmt_size(report.get('bytes'))}, "
-        f"sha256 {str(report.get('sha256', ''))[:12]})",
-        f"  parts {c['parts']:,}  vertices {c['vertices']:,}  faces {c['faces']:,}",
-        "  bounds [{}] – [{}]  diagonal {:.4g}".format(
-            ", ".join(f"{x:.4g}" for x in b["min"]), ", ".join(f"{x:.4g}" for x in b["max"]), b["diagonal"]
-        ),
-        f"  topology: {t['components']:,} components, {t['boundary_edges']:,} boundary edges, "
-        f"{t['nonmanifold_edges']:,} non-manifold edges, {t['inconsistent_edges']:,} inconsistently wound edges, "
-        f"{'watertight' if t['watertight'] else 'not watertight'}",
-        f"  faces: {t['degenerate_faces']:,} degenerate, {t['duplicate_faces']:,} duplicate, "
-        f"{t['slivers_over_20']:,} slivers with aspect > 20, {t['slivers_over_100']:,} > 100",
-    ]
-    mats = d["materials"]
-    lines.append(f"  materials ({len(mats)}):")
-    for m in mats:
-        f = m["base_color_factor"]
-        tex = ", ".join(f"{k} {w}×{h}" for k, (w, h) in m["textures"].items()) or "no textures"
-        flags = [m["alpha_mode"].lower()] + (["double-sided"] if m["double_sided"] else [])
-        flags += ["unlit"] if m["unlit"] else []
-        lines.append(
-            f"    {m['name']}: base ({', '.join(f'{x:.3g}' for x in f)}) metallic {m['metallic_factor']:.3g} "
-            f"roughness {m['roughness_factor']:.3g}, {', '.join(flags)}; {tex}; {m['parts']} part(s)"
-        )
-    for g in d["uv"]:
-        names = ", ".join(g["parts"][:4]) + (f" (+{len(g['parts']) - 4})" if len(g["parts"]) > 4 else "")
-        w, h = g["texture"]
-        lines.append(
-            f"  UV atlas {w}×{h} [{names}]: utilisation {_pct(g['utilisation'])}, overlap {_pct(g['overlap'])}, "
-            f"texels never written {_pct(g['never_written_fraction'])}"
-            + (f", {g['faces_outside_unit_square']:,} faces outside [0, 1]" if g["faces_outside_unit_square"] else "")
-        )
-    if "metrics" in report:
-        m = report["metrics"]
-        fs = ", ".join(f"F@{float(k) * 100:g}% {v:.4f}" for k, v in m["f_score"].items())
-        psnr = m.get("color_psnr_db")
-        lines.append(
-            f"  vs {report['reference']['file']} (distances relative to its diagonal "
-            f"{report['reference']['diagonal']:.4g}):"
-        )
-        lines.append(
-            f"    chamfer {_pct(m['chamfer_rel'])}, hausdorff {_pct(m['hausdorff_rel'])}, {fs}, "
-            f"normal consistency {m['normal_consistency']:.4f}, colour PSNR "
-            + ("n/a" if psnr is None else f"{psnr:.2f} dB")
-        )
-    if "orientation" in report:
-        o = report["orientation"]
-        lines.append(
-            f"    orientation: {o['facing_away_faces']:,} faces ({_pct(o['facing_away_area'])} of the area) face "
-            f"away from the reference, {o['inconsistent_edges']:,} inconsistently wound edges"
-        )
-    for w in report.get("warnings", []):
-        lines.append(f"  warning: {w}")
-    secs = report.get("seconds", {})
-    if secs:
-        lines.append("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in secs.items()))
-    return "\n".join(lines)
-
-
-def inspect_command(
-    path: str | os.PathLike[str],
-    *,
-    reference: str | os.PathLike[str] | None = None,
-    as_json: bool = False,
-    preview: str | os.PathLike[str] | None = None,
-    n_samples: int = DEFAULT_SAMPLES,
-    seed: int = 0,
-    stream: TextIO | None = None,
-) -> int:
-    """What ``meshforge inspect FILE [--reference REF] [--json] [--preview out.png]`` does.
-
-    Prints :func:`format_inspection` (or, with ``as_json``, the report as indented JSON) to ``stream``
-    (default stdout) and returns the exit status 0. Errors are raised (:class:`InputError` for unusable
-    files), for the CLI's usual one-line handling.
-    """
-    out = stream if stream is not None else sys.stdout
-    report = inspect_file(path, reference=reference, preview=preview, n_samples=n_samples, seed=seed)
-    if as_json:
-        out.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    else:
-        out.write(format_inspection(report) + "\n")
-    return 0

@@ -3,9 +3,9 @@
 Every geometric measurement compares a *candidate* surface (what meshforge made) with a *reference* surface
 (the ground truth or the dense source), and every distance is reported **relative to the reference's
 bounding-box diagonal** (a distance of 0.01 means 1 % of the reference's diagonal); the field and key names
-end in ``_rel`` to say so. Inputs may be a :class:`~meshforge.io.meshes.SourceScene` (all its parts form one
+end in ``_rel`` to say so. Inputs may be a :class:`~meshforge.io.scene.SourceScene` (all its parts form one
 surface), an :class:`~meshforge.types.Asset`, a :class:`~meshforge.types.Mesh` or a
-:class:`~meshforge.io.meshes.SourcePart`.
+:class:`~meshforge.io.scene.SourcePart`.
 
 Method. Both surfaces are sampled uniformly by area (:func:`sample_surface`, default
 :data:`DEFAULT_SAMPLES` = 100,000 points each, seeded so results are reproducible). The distance from a
@@ -38,7 +38,7 @@ Definitions (``P`` candidate samples, ``R`` reference samples, ``d(x, S)`` dista
   point may lie on the opposite sheet, agrees with the sheet facing its way — as a count and as a fraction
   of the candidate's area.
 * **Colour PSNR**: for each candidate sample, the candidate's sRGB base colour (texture × factor × vertex
-  colour, :meth:`~meshforge.io.meshes.SourcePart.sample`) is compared with the reference's at the closest
+  colour, :meth:`~meshforge.io.scene.SourcePart.sample`) is compared with the reference's at the closest
   reference surface point; ``PSNR = 10·log10(1 / MSE)`` dB over the R, G, B values in [0, 1] (peak 1.0;
   alpha is not compared), capped at :data:`PSNR_CAP_DB` when the colours are identical.
 """
@@ -56,7 +56,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import InputError
 from ..geometry.closest import closest_point_on_triangles
-from ..io.meshes import SourcePart, SourceScene
+from ..io.scene import SourcePart, SourceScene
 from ..types import Asset, Mesh
 
 __all__ = [

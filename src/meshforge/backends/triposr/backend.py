@@ -135,12 +135,12 @@ class TripoSRField:
 
         On CUDA with a reduced ``grid_precision`` the decoder runs at that precision (fp16: at most 1.2e-3 from
         float32 on 4.7 M vertices, a third of an 8-bit step): by the fused Triton kernel
-        (:func:`.model.triton_color`) where it applies, else under autocast. Otherwise in float32
+        (:func:`.kernels.triton_color`) where it applies, else under autocast. Otherwise in float32
         (:meth:`.model.TripoSRModel.query`).
         """
         import torch
 
-        from .model import triton_color, triton_grid_supported
+        from .kernels import triton_color, triton_grid_supported
 
         native = points.to(self.scene_code.device, torch.float32)[:, [2, 0, 1]].contiguous()
         reduced = native.is_cuda and self.grid_precision != "fp32"
