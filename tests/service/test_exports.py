@@ -1,0 +1,141 @@
+"""Re-exports over HTTP: ``POST /v1/jobs/{id}/exports`` finishes a generate job's raw (``raw.mfraw``) again
+with other budgets, as a job of kind ``export`` in the same ledger, without a backend; and no job keeps a
+pickled asset any more."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from meshforge.io.meshes import load_mesh
+from meshforge.raw import load_raw
+
+from .conftest import TINY, assert_problem, submit, wait_for
+
+
+def _faces(glb: bytes) -> int:
+    return load_mesh(glb, fmt="glb").n_faces()
+
+
+def _generated(client, chair) -> dict:
+    r = submit(client, chair, TINY)
+    assert r.status_code == 202, r.text
+    done = wait_for(client, r.json()["id"])
+    assert done["state"] == "succeeded", done
+    return done
+
+
+def test_two_reexports_with_different_budgets_give_two_valid_results_without_a_backend(
+    client, chair, validate, tmp_path
+):
+    parent = _generated(client, chair)
+    pid = parent["id"]
+    data_dir = tmp_path / "data"
+    raw = load_raw(data_dir / "jobs" / pid / "raw.mfraw")  # the job kept its raw
+    assert raw.surface.n_faces > 500
+
+    exports = []
+    for faces in (300, 120):
+        r = client.post(f"/v1/jobs/{pid}/exports", data={"faces": str(faces), "texture_size": "64"})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert job["kind"] == "export" and job["parent"] == pid
+        assert job["options"] == {"faces": faces, "texture_size": 64, "textures": True, "preset": None}
+        assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+        exports.append(job["id"])
+    glbs = []
+    for eid, faces in zip(exports, (300, 120), strict=True):
+        done = wait_for(client, eid)
+        assert done["state"] == "succeeded", done
+        assert done["report"]["info"]["source"]["backend_loaded"] is False
+        assert [s["name"] for s in done["report"]["stages"]] == ["clean", "decimate", "unwrap", "bake"]
+        glb = client.get(done["links"]["result"]).content
+        report = validate(glb)
+        assert report["errors"] == 0, report["messages"]
+        assert 0 < _faces(glb) <= faces
+        glbs.append(glb)
+        for fmt, head in (("ply", b"ply"), ("stl", b""), ("obj", b"PK")):
+            got = client.get(f"/v1/jobs/{eid}/result", params={"format": fmt})
+            assert got.status_code == 200 and got.content.startswith(head) and got.content, fmt
+        assert client.get(done["links"]["preview"]).content[:4] == b"\x89PNG"
+    assert _faces(glbs[0]) > _faces(glbs[1])
+
+    # the parent lists its exports; an export's input is the parent's raw
+    view = client.get(f"/v1/jobs/{pid}").json()
+    assert [(e["id"], e["state"], e["options"]["faces"]) for e in view["exports"]] == [
+        (exports[0], "succeeded", 300),
+        (exports[1], "succeeded", 120),
+    ]
+    assert view["exports"][1]["links"]["result"] == f"/v1/jobs/{exports[1]}/result?format=glb"
+    assert client.get(f"/v1/jobs/{exports[0]}/input").content[:4] == b"PK\x03\x04"
+    # the same request again is answered by the same export (the cache), a preset resolves to its budget
+    again = client.post(f"/v1/jobs/{pid}/exports", data={"faces": "300", "texture_size": "64"})
+    assert again.status_code == 200 and again.json()["id"] == exports[0] and again.json()["cached"]
+    mobile = client.post(f"/v1/jobs/{pid}/exports", data={"preset": "mobile", "no_texture": "true"})
+    assert mobile.json()["options"] == {"faces": 5000, "texture_size": None, "textures": False, "preset": "mobile"}
+    assert wait_for(client, mobile.json()["id"])["state"] == "succeeded"
+
+    # nothing pickled anywhere in the data dir
+    assert not [p for p in data_dir.rglob("*") if p.suffix in (".pkl", ".pickle")]
+
+    # deleting the parent deletes its exports and their files
+    assert client.delete(f"/v1/jobs/{pid}").status_code == 204
+    for eid in exports:
+        assert_problem(client.get(f"/v1/jobs/{eid}"), 404, "not_found")
+        assert not (data_dir / "jobs" / eid).exists()
+
+
+def test_export_refusals_are_problems(client, chair, shared_assets):
+    assert_problem(client.post("/v1/jobs/0123abcd/exports", data={"faces": "100"}), 404, "not_found")
+    # an optimize job keeps no raw
+    spot = (shared_assets / "spot.glb").read_bytes()
+    opt = submit(client, spot, {"kind": "optimize", "faces": "300", "texture_size": "64"}, name="spot.glb").json()
+    assert wait_for(client, opt["id"])["state"] == "succeeded"
+    body = assert_problem(client.post(f"/v1/jobs/{opt['id']}/exports", data={"faces": "100"}), 409, "no_raw")
+    assert "optimize" in body["detail"]
+    # a failed generate job (a fully transparent picture) has no result to re-export
+    buf = io.BytesIO()
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(buf, format="PNG")
+    bad = submit(client, buf.getvalue(), TINY, name="empty.png").json()
+    assert wait_for(client, bad["id"])["state"] == "failed"
+    assert_problem(client.post(f"/v1/jobs/{bad['id']}/exports", data={"faces": "100"}), 409, "job_not_finished")
+    parent = _generated(client, chair)
+    # options are checked with the generate limits
+    assert_problem(client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "2"}), 422, "invalid_options")
+    assert_problem(
+        client.post(f"/v1/jobs/{parent['id']}/exports", data={"texture_size": "99999"}), 422, "invalid_options"
+    )
+    body = assert_problem(
+        client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "10000000"}), 422, "invalid_options"
+    )
+    assert "faces must be at most" in body["detail"]
+    assert_problem(client.post(f"/v1/jobs/{parent['id']}/exports", data={"preset": "huge"}), 422, "invalid_options")
+    # an export is no parent of exports
+    child = client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "200"}).json()
+    assert wait_for(client, child["id"])["state"] == "succeeded"
+    assert_problem(client.post(f"/v1/jobs/{child['id']}/exports", data={"faces": "100"}), 409, "no_raw")
+    # an old job (a version that kept asset.pkl, no raw): a clear refusal
+    folder = Path(client.app.state.settings.data_dir) / "jobs" / parent["id"]
+    (folder / "raw.mfraw").unlink()
+    body = assert_problem(client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "100"}), 409, "no_raw")
+    assert str(folder) not in body["detail"]
+
+
+def test_exports_can_be_canceled_and_deleted_like_jobs(client_factory, chair):
+    client = client_factory(test_stage_delay_s=0.3)
+    parent = _generated(client, chair)
+    r = client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "200", "texture_size": "64"})
+    eid = r.json()["id"]
+    running = wait_for(client, eid, ("running",), where=lambda j: j["progress"]["stage"] is not None)
+    assert running["attempts"] == 1
+    assert client.post(f"/v1/jobs/{eid}/cancel").status_code == 202
+    done = wait_for(client, eid)
+    assert done["state"] == "canceled" and done["error"]["code"] == "canceled"
+    second = client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "150", "texture_size": "64"}).json()
+    assert client.delete(f"/v1/jobs/{second['id']}").status_code == 204
+    assert_problem(client.get(f"/v1/jobs/{second['id']}"), 404, "not_found")
+    # the parent is untouched and lists what is left
+    view = client.get(f"/v1/jobs/{parent['id']}").json()
+    assert view["state"] == "succeeded" and [e["id"] for e in view["exports"]] == [eid]
