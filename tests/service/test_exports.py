@@ -5,12 +5,15 @@ pickled asset any more."""
 from __future__ import annotations
 
 import io
+import pickle
+import time
 from pathlib import Path
 
 from PIL import Image
 
 from meshforge.io.meshes import load_mesh
 from meshforge.raw import load_raw
+from meshforge.service.storage import JobStore
 
 from .conftest import TINY, assert_problem, submit, wait_for
 
@@ -139,3 +142,63 @@ def test_exports_can_be_canceled_and_deleted_like_jobs(client_factory, chair):
     # the parent is untouched and lists what is left
     view = client.get(f"/v1/jobs/{parent['id']}").json()
     assert view["state"] == "succeeded" and [e["id"] for e in view["exports"]] == [eid]
+
+
+def test_an_export_whose_lease_expired_is_run_again_to_success(client_factory, chair, validate):
+    client = client_factory(test_stage_delay_s=0.3)
+    settings = client.app.state.settings
+    parent = _generated(client, chair)
+    eid = client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "200", "texture_size": "64"}).json()["id"]
+    wait_for(client, eid, ("running",), where=lambda j: j["progress"]["stage"] is not None)
+    # another process sharing the ledger finds the lease expired (as if this worker had died) and re-queues it
+    store = JobStore(settings.data_dir)
+    try:
+        requeued, failed = store.recover(settings.max_attempts, settings.ttl_s, now=time.time() + 3600)
+    finally:
+        store.close()
+    assert requeued == [eid] and failed == []
+    done = wait_for(client, eid, timeout=90)
+    assert done["state"] == "succeeded" and done["attempts"] == 2, done
+    assert validate(client.get(done["links"]["result"]).content)["errors"] == 0
+
+
+class _Trap:
+    """Unpickling this creates a file: proof that a stored pickle was loaded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path(self.path).touch, ())
+
+
+def test_a_job_of_an_older_version_is_served_from_its_files_and_its_pickle_never_read(client, chair, tmp_path):
+    parent = _generated(client, chair)
+    folder = tmp_path / "data" / "jobs" / parent["id"]
+    # what an older version left: result.glb, cutout.png and asset.pkl (here one that acts when unpickled)
+    for name in ("raw.mfraw", "result.obj.zip", "result.ply.ply", "result.stl.stl"):
+        (folder / name).unlink()
+    marker = tmp_path / "unpickled"
+    (folder / "asset.pkl").write_bytes(pickle.dumps(_Trap(str(marker))))
+    assert client.get(f"/v1/jobs/{parent['id']}/result").content[:4] == b"glTF"
+    assert client.get(f"/v1/jobs/{parent['id']}/preview.png").content[:4] == b"\x89PNG"
+    obj = client.get(f"/v1/jobs/{parent['id']}/result", params={"format": "obj"})
+    body = assert_problem(obj, 404, "artifact_missing")
+    assert "older version" in body["detail"] and "format=glb" in body["detail"]
+    body = assert_problem(client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "100"}), 409, "no_raw")
+    assert "older version" in body["detail"]
+    assert not marker.exists()
+
+
+def test_exports_expire_with_their_parent(client, chair, tmp_path):
+    parent = _generated(client, chair)
+    eid = client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "200", "texture_size": "64"}).json()["id"]
+    export = wait_for(client, eid)
+    assert export["state"] == "succeeded"
+    store = client.app.state.manager.store
+    parent_expiry, export_expiry = (store.get(i).expires_at for i in (parent["id"], eid))
+    assert parent_expiry < export_expiry
+    # the parent's time is up, not yet the export's: the export goes with its parent (its raw is gone)
+    assert sorted(store.expire(now=(parent_expiry + export_expiry) / 2)) == sorted([parent["id"], eid])
+    assert_problem(client.get(f"/v1/jobs/{eid}"), 404, "not_found")
+    assert not (tmp_path / "data" / "jobs" / eid).exists()
