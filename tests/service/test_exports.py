@@ -192,13 +192,17 @@ def test_a_job_of_an_older_version_is_served_from_its_files_and_its_pickle_never
 
 def test_exports_expire_with_their_parent(client, chair, tmp_path):
     parent = _generated(client, chair)
-    eid = client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "200", "texture_size": "64"}).json()["id"]
-    export = wait_for(client, eid)
-    assert export["state"] == "succeeded"
     store = client.app.state.manager.store
+    first_expiry = store.get(parent["id"]).expires_at
+    eid = client.post(f"/v1/jobs/{parent['id']}/exports", data={"faces": "200", "texture_size": "64"}).json()["id"]
+    assert wait_for(client, eid)["state"] == "succeeded"
     parent_expiry, export_expiry = (store.get(i).expires_at for i in (parent["id"], eid))
-    assert parent_expiry < export_expiry
-    # the parent's time is up, not yet the export's: the export goes with its parent (its raw is gone)
-    assert sorted(store.expire(now=(parent_expiry + export_expiry) / 2)) == sorted([parent["id"], eid])
+    # the parent (the export's raw) lives as long as its export's result
+    assert parent_expiry == export_expiry > first_expiry
+    assert store.expire(now=parent_expiry - 1) == []
+    # a parent whose time is up takes its export with it, whatever the export's own expiry
+    with store._tx() as c:
+        c.execute("UPDATE jobs SET expires_at=? WHERE id=?", (first_expiry, parent["id"]))
+    assert sorted(store.expire(now=first_expiry + 1)) == sorted([parent["id"], eid])
     assert_problem(client.get(f"/v1/jobs/{eid}"), 404, "not_found")
     assert not (tmp_path / "data" / "jobs" / eid).exists()

@@ -11,9 +11,12 @@
     <data_dir>/jobs/<id>/cutout.png  generate: the prepared picture the backend saw (RGBA, alpha = mask)
 
 An export (kind ``export``) is a job like the others whose ``parent_id`` is the generate job it re-finishes;
-its input is the parent's ``raw.mfraw`` (:meth:`JobStore.input_path`) and it is deleted (and expires) with
-its parent. Earlier versions kept a pickled ``asset.pkl`` instead of the raw and the other formats: such
-folders are still served (their GLB, a format already made, a preview) but ``asset.pkl`` is never read.
+its input is the parent's ``raw.mfraw`` (:meth:`JobStore.input_path`); it is deleted with its parent, and
+the parent's expiry is pushed back to the export's (at its submission and when it finishes), so a parent
+outlives its exports' results (a parent that expires anyway takes its exports with it).
+
+Earlier versions kept a pickled ``asset.pkl`` instead of the raw and the other formats: such folders are
+still served (their GLB, a format already made, a preview) but ``asset.pkl`` is never read.
 
 States move ``queued → running → succeeded | failed | canceled`` (and ``queued → canceled``). Every
 change is one SQL statement or one ``BEGIN IMMEDIATE`` transaction, so several threads (HTTP handlers,
@@ -424,8 +427,13 @@ class JobStore:
             if depth >= max_queue:
                 return CreateOutcome("queue_full", None, depth)
             parent = new.parent_id
-            if parent is not None and c.execute("SELECT 1 FROM jobs WHERE id=?", (parent,)).fetchone() is None:
-                return CreateOutcome("parent_gone", None, depth)
+            if parent is not None:
+                # the parent's raw is the export's input: it lives at least ``ttl_s`` from now
+                cur = c.execute(
+                    "UPDATE jobs SET expires_at=MAX(COALESCE(expires_at, 0), ?) WHERE id=?", (now + ttl_s, parent)
+                )
+                if cur.rowcount != 1:
+                    return CreateOutcome("parent_gone", None, depth)
             c.execute(
                 "INSERT INTO jobs (id, kind, state, owner, idempotency_key, request_hash, fingerprint, input_name, "
                 "input_file, input_sha256, input_bytes, input_media_type, options, backend, created_at, parent_id) "
@@ -598,14 +606,22 @@ class JobStore:
         timings: dict[str, Any] | None = None,
         finished_at: float | None = None,
     ) -> bool:
-        """Move a running job of this attempt to a terminal state.
+        """Move a running job of this attempt to a terminal state (expiring ``ttl_s`` after ``finished_at``;
+        an export's parent then expires no earlier).
 
         Returns:
             False when the job was no longer this attempt's (nothing was written).
         """
         assert state in TERMINAL
         now = finished_at if finished_at is not None else time.time()
-        cur = self._conn().execute(
+        conn = self._conn()
+        # an export's parent lives as long as the export (deleting or expiring a parent takes its exports)
+        conn.execute(
+            "UPDATE jobs SET expires_at=MAX(expires_at, ?) "
+            "WHERE id=(SELECT parent_id FROM jobs WHERE id=?) AND expires_at IS NOT NULL",
+            (now + ttl_s, job_id),
+        )
+        cur = conn.execute(
             "UPDATE jobs SET state=?, finished_at=?, expires_at=?, error_code=?, error_message=?, report=?, "
             "timings=?, percent=CASE WHEN ?='succeeded' THEN 100 ELSE percent END "
             "WHERE id=? AND attempts=? AND state='running'",
