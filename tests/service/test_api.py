@@ -46,7 +46,7 @@ def test_generate_job_end_to_end_with_every_download(client, chair):
         t["run_s"] - t["pipeline_s"], abs=2e-4
     )
     stages = [s["name"] for s in done["report"]["stages"]]
-    assert stages == ["load", "prepare", "reconstruct", "extract", "clean", "decimate", "unwrap", "bake"]
+    assert stages == ["load", "prepare", "reconstruct", "extract", "clean", "decimate", "unwrap", "bake", "raw"]
     assert done["links"]["result"] == f"/v1/jobs/{job['id']}/result?format=glb"
 
     glb = client.get(done["links"]["result"])
@@ -302,7 +302,7 @@ def test_metrics_are_prometheus_text(client, chair):
         if s.name.endswith("_count")
     }
     assert stage_counts == {
-        s: 1.0 for s in ("load", "prepare", "reconstruct", "extract", "clean", "decimate", "unwrap", "bake")
+        s: 1.0 for s in ("load", "prepare", "reconstruct", "extract", "clean", "decimate", "unwrap", "bake", "raw")
     }
     assert any(
         s.name == "meshforge_job_overhead_seconds_count" and s.value == 1

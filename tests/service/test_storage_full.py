@@ -110,20 +110,20 @@ def test_a_job_that_fills_the_disk_fails_as_insufficient_storage_and_leaves_no_p
         # a first run of (nearly) the same job tells how much its files take
         first = http.post("/v1/jobs", files={"file": ("chair.png", chair)}, data=options).json()["id"]
         assert wait_for(http, first, timeout=90)["state"] == "succeeded"
-        asset, glb = ((data_dir / "jobs" / first / name).stat().st_size for name in ("asset.pkl", "result.glb"))
+        raw, glb = ((data_dir / "jobs" / first / name).stat().st_size for name in ("raw.mfraw", "result.glb"))
 
         options["foreground_ratio"] = "0.84"  # another job (no cache hit), files of about the same sizes
         r = http.post("/v1/jobs", files={"file": ("chair.png", chair)}, data=options)
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
         wait_for(http, job_id, ("running",), timeout=30, where=lambda j: j["progress"]["stage"] == "reconstruct")
-        # room for asset.pkl (written first) and the ledger's progress writes, not for result.glb as well
-        filler = fill(fs, asset + glb // 2)
+        # room for raw.mfraw (written first) and the ledger's progress writes, not for the results as well
+        filler = fill(fs, raw + glb // 2)
         job = wait_for(http, job_id, timeout=60)
         assert job["state"] == "failed", job
         assert job["error"]["code"] == "insufficient_storage", job
         assert "disk" in job["error"]["message"] and str(fs) not in job["error"]["message"], job
-        assert leftovers(data_dir / "jobs" / job_id) == []  # asset.pkl removed, no temporary file left
+        assert leftovers(data_dir / "jobs" / job_id) == []  # raw.mfraw removed, no temporary file left
         assert http.get(f"/v1/jobs/{job_id}/input").content == chair  # the upload is kept
         filler.unlink()
         # the server goes on: the same request runs again (a failed job is no cache hit) and succeeds
@@ -141,12 +141,14 @@ def test_a_download_that_needs_a_write_on_a_full_disk_gets_507(server_factory, s
         assert wait_for(http, job_id, timeout=60)["state"] == "succeeded"
         before = sorted(p.name for p in (data_dir / "jobs" / job_id).iterdir())
         filler = fill(fs, 0)
-        r = http.get(f"/v1/jobs/{job_id}/result", params={"format": "obj"})  # exported on first request
+        r = http.get(f"/v1/jobs/{job_id}/preview.png")  # rendered on first request
         assert_problem(r, 507, "insufficient_storage")
         assert sorted(p.name for p in (data_dir / "jobs" / job_id).iterdir()) == before  # no temporary file
+        # every format was written when the job ended: downloads need no write
+        assert http.get(f"/v1/jobs/{job_id}/result", params={"format": "obj"}).content[:2] == b"PK"
         filler.unlink()
-        r = http.get(f"/v1/jobs/{job_id}/result", params={"format": "obj"})
-        assert r.status_code == 200 and r.content[:2] == b"PK"
+        r = http.get(f"/v1/jobs/{job_id}/preview.png")
+        assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
 
 
 def _serve(data_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:

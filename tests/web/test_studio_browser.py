@@ -305,3 +305,65 @@ def test_studio_with_api_keys_warnings_cutout_failed_job_and_delete(keyed_server
     page.screenshot(path=str(ARTIFACTS / "studio_deleted.png"))
     assert not errors, errors
     page.close()
+
+
+@pytest.mark.slow  # a generate job and two re-exports in a software-rendered browser
+def test_studio_reexport_twice_nests_both_and_shows_the_second(server, browser, shared_images, tmp_path, validate):
+    from meshforge.io.meshes import load_mesh
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + "/")
+    page.wait_for_function("document.getElementById('health').textContent.startsWith('ready')", timeout=30_000)
+    page.fill("input[name=resolution]", "64")
+    page.fill("input[name=faces]", "2000")
+    page.select_option("select[name=texture_size]", "256")
+    page.set_input_files("#file", str(shared_images / "triposr__chair.png"))
+    page.wait_for_function("window.__studio.viewer === 'ready'", timeout=120_000)
+    parent = page.evaluate("window.__studio.jobId")
+    assert page.locator("#reexport").is_visible()
+
+    ids = []
+    for faces in ("800", "250"):
+        page.click(f'li.job[data-id="{parent}"]')
+        page.wait_for_selector("#reexport:not([hidden])")
+        page.fill("#rx-faces", faces)
+        page.select_option("#rx-texture-size", "256")
+        page.click("#reexport button[type=submit]")
+        page.wait_for_function(
+            f"window.__studio.viewer === 'ready' && window.__studio.jobId !== {json.dumps(parent)}"
+            + "".join(f" && window.__studio.jobId !== {json.dumps(i)}" for i in ids),
+            timeout=120_000,
+        )
+        ids.append(page.evaluate("window.__studio.jobId"))
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "studio_reexport.png"))
+    # both exports are listed under their parent, the viewer shows the second one
+    nested = page.locator(f'li.job.export[data-parent="{parent}"]')
+    assert nested.count() == 2
+    assert [nested.nth(i).get_attribute("data-id") for i in range(2)] == ids
+    assert page.locator(f'li.job[data-id="{ids[1]}"]').get_attribute("class").split().count("selected") == 1
+    assert "250 faces" in page.locator("#title").inner_text()
+    assert object_fraction(canvas_pixels(page)) > 0.03, "the viewer shows no model"
+
+    page.click(f'li.job[data-id="{parent}"]')
+    page.wait_for_function(f"window.__studio.viewer === 'ready' && window.__studio.jobId === {json.dumps(parent)}")
+    page.screenshot(path=str(ARTIFACTS / "studio_reexport_panel.png"))
+    counts = []
+    for export_id in ids:
+        page.click(f'li.job[data-id="{export_id}"]')
+        page.wait_for_function(
+            f"window.__studio.viewer === 'ready' && window.__studio.jobId === {json.dumps(export_id)}"
+        )
+        with page.expect_download() as info:
+            page.click("#downloads a[data-format=glb]")
+        path = tmp_path / f"{export_id}.glb"
+        info.value.save_as(path)
+        report = validate(path.read_bytes())
+        assert report["errors"] == 0, report["messages"]
+        counts.append(load_mesh(path).n_faces())
+    assert 0 < counts[1] <= 250 < counts[0] <= 800, counts
+    assert not errors, errors
+    page.close()

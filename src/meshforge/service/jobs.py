@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import shutil
 import sqlite3
 import sys
@@ -24,8 +23,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .. import _profiling
 from .._version import __version__
 from ..backends import Backend, backend_class, load_backend, resolve_name
 from ..config import InputConfig, PipelineConfig
@@ -33,6 +34,7 @@ from ..errors import BackendError, InputError, MeshforgeError, MissingDependency
 from ..export import export
 from ..export._png import encode_png
 from ..io.files import write_atomic
+from ..raw import Raw, dumps_raw
 from ..types import Asset, Image, Report
 from .backends import check_available
 from .logs import job_event
@@ -49,7 +51,15 @@ TEST_STAGE_DELAY_S = 0.0
 
 #: artifact file names inside a job's folder
 RESULT_GLB = "result.glb"
-ASSET_PICKLE = "asset.pkl"
+#: the asset in every download format (``?format=``), all written when the job ends (GLB last)
+RESULT_FILES: dict[str, str] = {
+    "glb": RESULT_GLB,
+    "obj": "result.obj.zip",
+    "ply": "result.ply.ply",
+    "stl": "result.stl.stl",
+}
+#: generate jobs: the raw reconstruction (:mod:`meshforge.raw`), the input of the job's exports
+RAW_FILE = "raw.mfraw"
 PREVIEW_PNG = "preview.png"
 CUTOUT_PNG = "cutout.png"
 INPUT_DIR = "input"
@@ -134,6 +144,45 @@ def normalize_optimize_options(
     _cap("faces", cfg.decimate.faces, settings.max_faces)
     _cap("texture_size", cfg.bake.texture_size, settings.max_texture_size)
     return {"faces": cfg.decimate.faces, "texture_size": cfg.bake.texture_size, "preset": preset}
+
+
+def normalize_export_options(
+    settings: Settings,
+    parent: dict[str, Any],
+    *,
+    faces: int | None = None,
+    texture_size: int | None = None,
+    preset: str | None = None,
+    no_texture: bool = False,
+) -> dict[str, Any]:
+    """The complete, canonical options of an export job (a generate job's raw finished again).
+
+    What is not given is the parent's (``parent``: the generate job's options); a ``preset``
+    (:data:`~meshforge.config.PRESETS`) fills in what is not given explicitly, as for optimize. A texture
+    size or a preset asked for bakes textures even when the parent had ``no_texture`` (as ``meshforge
+    export`` does). The ranges and the server's limits are the generate options' ones
+    (:meth:`~meshforge.config.PipelineConfig.with_options`, ``settings.max_faces``/``max_texture_size``).
+
+    Returns:
+        ``{"faces", "texture_size" (None without textures), "textures", "preset"}``.
+
+    Raises:
+        InputError: unknown preset, or a value out of range or above the server's limits.
+    """
+    base = PipelineConfig().with_options(
+        faces=parent.get("faces"), texture_size=parent.get("texture_size"), textures=bool(parent.get("textures", True))
+    )
+    textures = False if no_texture else (True if texture_size or preset else None)
+    cfg = base.with_options(preset=preset, faces=faces, texture_size=texture_size, textures=textures)
+    _cap("faces", cfg.decimate.faces, settings.max_faces)
+    if cfg.bake.textures:
+        _cap("texture_size", cfg.bake.texture_size, settings.max_texture_size)
+    return {
+        "faces": cfg.decimate.faces,
+        "texture_size": cfg.bake.texture_size if cfg.bake.textures else None,
+        "textures": cfg.bake.textures,
+        "preset": preset,
+    }
 
 
 def _cap(name: str, value: int, limit: int) -> None:
@@ -373,9 +422,11 @@ def execute_job(
     a job already ``running`` is run only when its lease is held by ``worker``. While the job runs, a
     heartbeat thread renews the lease every ``lease_s / 3`` seconds; when the lease is lost (another
     process re-queued the job after it expired, or the watchdog failed it) the job stops at its next stage
-    boundary and writes nothing more. The result is written to the job's folder (``result.glb``, the
-    pickled asset for re-export and, for generate jobs, ``cutout.png``, the prepared picture the backend
-    saw) before the ledger says ``succeeded``. A job deleted while it runs is dropped at its next stage
+    boundary and writes nothing more. The result is written to the job's folder (the asset in every
+    format, :data:`RESULT_FILES`, and, for generate jobs, ``raw.mfraw``, the raw reconstruction its exports
+    finish again, and ``cutout.png``, the prepared picture the backend saw) before the ledger says
+    ``succeeded``; nothing is pickled. An ``export`` job finishes its parent's raw with its own options
+    and no backend. A job deleted while it runs is dropped at its next stage
     boundary (``abandoned``) and whatever it wrote is removed. Failures are recorded with a stable
     code: ``invalid_input``, ``backend_error``, ``stage_failed``, ``missing_dependency``, ``out_of_memory``
     (after one retry with :func:`degrade`d settings, which marks the job ``degraded``), ``timeout``,
@@ -526,16 +577,26 @@ class _Execution:
         out = JobOutcome(job.id, "failed", job.kind)
         timings: dict[str, Any] = {"queued_s": round((job.started_at or job.created_at) - job.created_at, 4)}
         try:
-            asset, report = self._run_with_oom_retry(out)
+            asset, report, raw = self._run_with_oom_retry(out)
             self.checkpoint("export", 97.0)
+            raw_bytes = None
+            if job.kind == "generate":  # the raw its exports finish: a report stage of its own (time, memory)
+                with _profiling.stage(report, "raw") as c:
+                    raw_bytes = dumps_raw(raw)  # samples the live field into the portable voxel volume
+                    c.update(bytes=len(raw_bytes))
             t0 = time.perf_counter()
-            glb = export(asset, "glb")
+            files = {fmt: export(asset, fmt) for fmt in RESULT_FILES}
             if self.lease.lost:  # the job is someone else's now: leave its folder alone
                 raise JobAbandoned("export")
             folder = self.store.job_dir(job.id)
-            write_atomic(folder / ASSET_PICKLE, pickle.dumps(asset, protocol=pickle.HIGHEST_PROTOCOL))
+            if raw_bytes is not None:
+                write_atomic(folder / RAW_FILE, raw_bytes)
             if self.cutout is not None:
                 write_atomic(folder / CUTOUT_PNG, encode_png(self.cutout.rgba))
+            for fmt, name in RESULT_FILES.items():  # the GLB last: its presence means the job's files are complete
+                if fmt != "glb":
+                    write_atomic(folder / name, files[fmt])
+            glb = files["glb"]
             write_atomic(folder / RESULT_GLB, glb)
             export_s = time.perf_counter() - t0
             finished = time.time()
@@ -644,11 +705,10 @@ class _Execution:
             names[self.settings.weights] = "the weights folder"
         return hide_paths(message, names)
 
-    def _run_with_oom_retry(self, out: JobOutcome) -> tuple[Asset, Report]:
+    def _run_with_oom_retry(self, out: JobOutcome) -> tuple[Asset, Report, Raw]:
         options = dict(self.job.effective_options or self.job.options)
         try:
-            asset, report = self._run_once(options)
-            return asset, report
+            return self._run_once(options)
         except _Stop:
             raise
         except Exception as exc:
@@ -659,7 +719,7 @@ class _Execution:
         reduced = degrade(self.job.kind, options)
         self.store.set_degraded(self.job.id, self.attempt, reduced)
         out.degraded = out.oom_retried = True
-        asset, report = self._run_once(reduced)
+        asset, report, raw = self._run_once(reduced)
         parts = [
             f"{k} {options[k]} → {reduced[k]}"
             for k in ("resolution", "texture_size")
@@ -667,10 +727,12 @@ class _Execution:
         ]
         report.warn("ran out of memory; retried once with reduced settings: " + (", ".join(parts) or "unchanged"))
         report.info["degraded"] = True
-        return asset, report
+        return asset, report, raw
 
-    def _run_once(self, options: dict[str, Any]) -> tuple[Asset, Report]:
+    def _run_once(self, options: dict[str, Any]) -> tuple[Asset, Report, Raw]:
         path = self.store.input_path(self.job)
+        if self.job.kind == "export":
+            return self._export(path, options)
         if self.job.kind == "optimize":
             from ..optimize import OptimizeConfig, optimize
 
@@ -682,7 +744,7 @@ class _Execution:
                 oresult = optimize(path, ocfg, on_progress=self.on_progress)
             finally:
                 self.call_s = time.perf_counter() - t0
-            return oresult.asset, oresult.report
+            return oresult.asset, oresult.report, oresult.raw
         from ..pipeline import generate
 
         cfg = PipelineConfig(
@@ -713,4 +775,25 @@ class _Execution:
             note = _auto_note(self.settings.weights)
             if note:
                 result.report.warn(note)
-        return result.asset, result.report
+        return result.asset, result.report, result.raw
+
+    def _export(self, path: Path, options: dict[str, Any]) -> tuple[Asset, Report, Raw]:
+        """An export job: the parent's raw (``path``) finished with the job's options; no backend, no
+        decode slot (:func:`meshforge.pipeline.finish` on :func:`meshforge.raw.load_raw`'s voxel volume)."""
+        from ..pipeline import finish
+        from ..raw import load_raw
+
+        raw = load_raw(path)
+        base = PipelineConfig.from_dict(raw.config) if raw.config else PipelineConfig()
+        cfg = base.with_options(
+            faces=options["faces"], texture_size=options["texture_size"], textures=bool(options["textures"])
+        )
+        report = Report()
+        report.config = cfg.to_dict()
+        report.info["source"] = {"raw": f"job {self.job.parent_id}"}
+        t0 = time.perf_counter()
+        try:
+            result = finish(raw, cfg, on_progress=self.on_progress, report=report)
+        finally:
+            self.call_s = time.perf_counter() - t0
+        return result.asset, result.report, result.raw

@@ -9,7 +9,6 @@ import hashlib
 import io
 import logging
 import math
-import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,18 +18,20 @@ from typing import Any
 
 from ..config import InputConfig
 from ..errors import InputError
-from ..export import export, safe_stem
+from ..export import safe_stem
 from ..io.images import probe_image
 from .backends import BackendUnavailable, backend_statuses
 from .events import ChangeHub
 from .jobs import (
-    ASSET_PICKLE,
     CUTOUT_PNG,
     INPUT_DIR,
     PREVIEW_PNG,
+    RAW_FILE,
+    RESULT_FILES,
     RESULT_GLB,
     JobOutcome,
     fingerprint,
+    normalize_export_options,
     normalize_generate_options,
     normalize_optimize_options,
     request_hash,
@@ -42,6 +43,7 @@ from .problems import STORAGE_FULL, ProblemError, one_line
 from .schemas import (
     BackendInfo,
     BackendList,
+    ExportSummary,
     GpuMemory,
     Job,
     JobError,
@@ -108,6 +110,25 @@ class FileAnswer:
 
 def _iso(ts: float | None) -> datetime | None:
     return datetime.fromtimestamp(ts, tz=UTC) if ts is not None else None
+
+
+def _error(job: JobRow) -> JobError | None:
+    return JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
+
+
+def _links(job: JobRow) -> JobLinks:
+    base = f"/v1/jobs/{job.id}"
+    done = job.state == "succeeded"
+    return JobLinks(
+        job=base,
+        events=f"{base}/events",
+        cancel=f"{base}/cancel",
+        input=f"{base}/input",
+        result=f"{base}/result?format=glb" if done else None,
+        preview=f"{base}/preview.png" if done else None,
+        cutout=f"{base}/cutout" if done and job.kind == "generate" else None,
+        exports=f"{base}/exports" if done and job.kind == "generate" else None,
+    )
 
 
 def detect_mesh_format(data: bytes, filename: str) -> str:
@@ -346,6 +367,115 @@ class JobManager:
             self.pool.wake()
         return self.view(outcome.job, cached=outcome.how == "cached"), outcome.how
 
+    def submit_export(
+        self, parent_id: str, options: dict[str, Any], *, owner: str, idempotency_key: str | None
+    ) -> tuple[Job, str]:
+        """Queue an export: the raw of the succeeded generate job ``parent_id`` finished again with other
+        options (an ``export`` job: same states, leases, progress, cancel, delete, expiry and idempotency
+        as the others; it needs no backend). An identical export of the same parent answers ``cached``.
+
+        Args:
+            parent_id: the generate job.
+            options: ``faces``, ``texture_size``, ``preset``, ``no_texture`` (see
+                :func:`~meshforge.service.jobs.normalize_export_options`; unset ones are the parent's).
+            owner, idempotency_key: as for :meth:`submit`.
+
+        Returns:
+            ``(job, how)``, ``how`` being ``created``, ``replayed`` or ``cached``.
+
+        Raises:
+            ProblemError: 404 ``not_found``; 409 ``job_not_finished`` (the parent has not succeeded),
+                ``no_raw`` (not a generate job, or a job made by a version that kept no raw); 422
+                ``invalid_options``, ``idempotency_key_mismatch``; 429 ``queue_full``; 503 ``shutting_down``.
+        """
+        s = self.settings
+        kind = "export"
+        if self.stopping:
+            retry = max(1, math.ceil(s.shutdown_grace_s))
+            raise ProblemError(
+                503,
+                "shutting_down",
+                f"this server is shutting down and takes no new jobs; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
+        parent = self._succeeded(parent_id, owner)
+        raw_path = self.store.job_dir(parent.id) / RAW_FILE
+        if parent.kind != "generate":
+            raise ProblemError(
+                409,
+                "no_raw",
+                f"job {parent.id} is an {parent.kind} job: only generate jobs keep a raw to re-export "
+                + (
+                    "(submit the mesh again with other options)" if parent.kind == "optimize" else "(export its parent)"
+                ),
+            )
+        try:
+            norm = normalize_export_options(s, parent.options, **options)
+        except InputError as exc:
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(422, "invalid_options", str(exc)) from None
+        try:
+            data = raw_path.read_bytes()
+        except FileNotFoundError:
+            raise ProblemError(
+                409,
+                "no_raw",
+                f"job {parent.id} has no raw to re-export (made by an older version): submit the picture again",
+            ) from None
+        sha = hashlib.sha256(data).hexdigest()
+        job_id = new_job_id()
+        folder = self.store.job_dir(job_id)
+        folder.mkdir(parents=True)
+        try:
+            new = NewJob(
+                id=job_id,
+                kind=kind,
+                owner=parent.owner,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash(kind, f"{parent.id}:{sha}", norm),
+                fingerprint=fingerprint(kind, f"{parent.id}:{sha}", norm, s),
+                input_name=f"{Path(parent.input_name).stem}.mfraw",
+                input_file=RAW_FILE,
+                input_sha256=sha,
+                input_bytes=len(data),
+                input_media_type="application/octet-stream",
+                options=norm,
+                backend=None,
+                parent_id=parent.id,
+            )
+            outcome = self.store.create(new, max_queue=s.max_queue, ttl_s=s.ttl_s)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if outcome.how != "created":
+            shutil.rmtree(folder, ignore_errors=True)
+        if outcome.how == "parent_gone":
+            raise ProblemError(404, "not_found", f"no job {parent_id!r} (it was deleted)")
+        if outcome.how == "queue_full":
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            retry = self.retry_after()
+            raise ProblemError(
+                429,
+                "queue_full",
+                f"{outcome.queue_depth} jobs are waiting, the limit is {s.max_queue}; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+                queue_depth=outcome.queue_depth,
+            )
+        assert outcome.job is not None
+        if outcome.how == "key_mismatch":
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(
+                422,
+                "idempotency_key_mismatch",
+                f"Idempotency-Key {idempotency_key!r} was used for a different request (job {outcome.job.id})",
+                job_id=outcome.job.id,
+            )
+        self.metrics.submitted.labels(kind, outcome.how).inc()
+        job_event("job.submitted", outcome.job.id, kind=kind, how=outcome.how, parent=parent.id)
+        if outcome.how == "created":
+            self.pool.wake()
+        return self.view(outcome.job, cached=outcome.how == "cached"), outcome.how
+
     def _check_image(self, data: bytes, stem: str, kind: str) -> tuple[str, str, str]:
         """Check the picture's header and container (format, size, pixel count; see
         :func:`~meshforge.io.images.probe_image`) without decoding its pixels, which the worker does, a
@@ -386,12 +516,22 @@ class JobManager:
     # -- reading ------------------------------------------------------------------------------------
     def view(self, job: JobRow, *, cached: bool = False, with_report: bool = True) -> Job:
         """The API's view of a stored job."""
-        base = f"/v1/jobs/{job.id}"
-        done = job.state == "succeeded"
-        error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
+        error = _error(job)
+        exports = [
+            ExportSummary(
+                id=e.id,
+                state=e.state,  # type: ignore[arg-type]
+                options=e.options,
+                created_at=_iso(e.created_at),  # type: ignore[arg-type]
+                error=_error(e),
+                links=_links(e),
+            )
+            for e in (self.store.exports(job.id) if job.kind == "generate" else ())
+        ]
         return Job(
             id=job.id,
             kind=job.kind,  # type: ignore[arg-type]
+            parent=job.parent_id,
             state=job.state,  # type: ignore[arg-type]
             cached=cached,
             degraded=job.degraded,
@@ -412,15 +552,8 @@ class JobManager:
             error=error,
             warnings=[str(w) for w in (job.report or {}).get("warnings") or ()],
             report=job.report if with_report else None,
-            links=JobLinks(
-                job=base,
-                events=f"{base}/events",
-                cancel=f"{base}/cancel",
-                input=f"{base}/input",
-                result=f"{base}/result?format=glb" if done else None,
-                preview=f"{base}/preview.png" if done else None,
-                cutout=f"{base}/cutout" if done and job.kind == "generate" else None,
-            ),
+            exports=exports,
+            links=_links(job),
         )
 
     def get_row(self, job_id: str, owner: str) -> JobRow:
@@ -504,22 +637,11 @@ class JobManager:
             )
         return job
 
-    def _asset(self, job: JobRow) -> Any:
-        path = self.store.job_dir(job.id) / ASSET_PICKLE
-        try:
-            return pickle.loads(path.read_bytes())  # written by execute_job into the service's own data dir
-        except FileNotFoundError:
-            raise ProblemError(404, "artifact_missing", f"job {job.id}: its files are gone") from None
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as exc:
-            log.warning("job %s: stored asset unreadable: %s", job.id, exc)
-            raise ProblemError(
-                404,
-                "artifact_missing",
-                f"job {job.id}: its stored asset cannot be read by this version (the GLB result is still there)",
-            ) from None
-
     def result(self, job_id: str, owner: str, fmt: str) -> FileAnswer:
-        """The asset file in ``fmt`` (glb, obj as a zip, ply, stl), exported on first request for non-GLB.
+        """The asset file in ``fmt`` (glb, obj as a zip, ply, stl), as the job wrote it when it ended.
+
+        Jobs of versions that kept a pickled asset (``asset.pkl``, never read) instead of every format
+        still serve their GLB and the formats already made; another format answers 404 ``artifact_missing``.
 
         Raises:
             ProblemError: 404 ``not_found`` / ``artifact_missing``; 409 ``job_not_finished``.
@@ -527,24 +649,31 @@ class JobManager:
         job = self._succeeded(job_id, owner)
         ext, media_type = RESULT_TYPES[fmt]
         stem = safe_stem(Path(job.input_name).stem)
-        folder = self.store.job_dir(job.id)
-        path = folder / (RESULT_GLB if fmt == "glb" else f"result.{fmt}.{ext}")
+        path = self.store.job_dir(job.id) / RESULT_FILES[fmt]
         if not path.is_file():
-            if fmt == "glb":
-                raise ProblemError(404, "artifact_missing", f"job {job.id}: its files are gone")
-            write_atomic(path, export(self._asset(job), fmt))
+            if fmt != "glb" and (self.store.job_dir(job.id) / RESULT_GLB).is_file():
+                raise ProblemError(
+                    404,
+                    "artifact_missing",
+                    f"job {job.id} was made by an older version that kept no {fmt.upper()} file: download "
+                    "format=glb, or submit the input again",
+                )
+            raise ProblemError(404, "artifact_missing", f"job {job.id}: its files are gone")
         return FileAnswer(path, f"{stem}.{ext}", media_type)
 
     def preview(self, job_id: str, owner: str) -> FileAnswer:
-        """A PNG sheet of rendered views of the asset (unlit and lit), rendered on first request."""
+        """A PNG sheet of rendered views of the asset (unlit and lit), rendered from the job's GLB
+        (:func:`~meshforge.io.meshes.load_mesh`) on first request."""
         job = self._succeeded(job_id, owner)
         path = self.store.job_dir(job.id) / PREVIEW_PNG
         if not path.is_file():
             from PIL import Image as PILImage
 
             from ..eval.diagnostics import preview_sheet
+            from ..io.meshes import load_mesh
 
-            sheet = preview_sheet(self._asset(job), size=256)
+            glb = self.result(job_id, owner, "glb").path
+            sheet = preview_sheet(load_mesh(glb, fmt="glb"), size=256)
             buf = io.BytesIO()
             PILImage.fromarray(sheet).save(buf, format="PNG", compress_level=6)
             write_atomic(path, buf.getvalue())

@@ -45,6 +45,7 @@ CODES: dict[str, str] = {
     "queue_full": "too many jobs are waiting; retry after Retry-After seconds",
     "job_not_finished": "the job has no result yet (or failed / was canceled)",
     "not_cancelable": "the job already finished",
+    "no_raw": "the job keeps no raw reconstruction to re-export (not a generate job, or made by an older version)",
     "artifact_missing": "the job's files are gone (expired or deleted)",
     "not_ready": "the service is not ready",
     "shutting_down": "the server is draining before it stops and takes no new jobs; retry after Retry-After seconds",

@@ -159,6 +159,51 @@ def submit_job(
     return job
 
 
+@api.post(
+    "/jobs/{job_id}/exports",
+    status_code=202,
+    response_model=Job,
+    responses={
+        200: {"model": Job, "description": "answered by an existing export: Idempotency-Key replay, or `cached: true`"},
+        409: {
+            "model": Problem,
+            "description": "the job has not succeeded (`job_not_finished`) or keeps no raw (`no_raw`: an optimize "
+            "or export job, or a job made by an older version)",
+        },
+        422: {"model": Problem, "description": "bad option (`invalid_options`), `idempotency_key_mismatch`"},
+        429: {"model": Problem, "description": "queue full (`queue_full`); see `Retry-After`"},
+        503: {"model": Problem, "description": "the server is draining (`shutting_down`); see `Retry-After`"},
+    },
+)
+def submit_export(
+    job_id: str,
+    response: Response,
+    owner: Owner,
+    manager: Manager,
+    faces: Annotated[int | None, Form(ge=4, description="target face count (default: the job's)")] = None,
+    texture_size: Annotated[
+        int | None, Form(ge=16, le=8192, description="texture side in texels (default: the job's)")
+    ] = None,
+    preset: Annotated[
+        Literal["mobile", "prop", "hero"] | None, Form(description="named budget for what is not given")
+    ] = None,
+    no_texture: Annotated[bool, Form(description="vertex colours instead of baked textures")] = False,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
+) -> Job:
+    """Re-export a succeeded generate job: finish its raw reconstruction again with other budgets (a new
+    job of kind ``export``, queued like any job, listed under the generate job; no backend runs).
+
+    Form fields (urlencoded or multipart); the ones not given are the generate job's. Returns 202 with the
+    queued export, or 200 with an existing one (``Idempotency-Key`` replay, or the same options again:
+    ``cached: true``). ``Location`` points at the export.
+    """
+    options = {"faces": faces, "texture_size": texture_size, "preset": preset, "no_texture": no_texture}
+    job, how = manager.submit_export(job_id, options, owner=owner, idempotency_key=idempotency_key)
+    response.status_code = 202 if how == "created" else 200
+    response.headers["Location"] = job.links.job
+    return job
+
+
 @api.get("/jobs", response_model=JobList)
 def list_jobs(
     owner: Owner,

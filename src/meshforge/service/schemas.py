@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 JobState = Literal["queued", "running", "succeeded", "failed", "canceled"]
-JobKind = Literal["generate", "optimize"]
+JobKind = Literal["generate", "optimize", "export"]
 ResultFormat = Literal["glb", "obj", "ply", "stl"]
 
 
@@ -19,7 +19,8 @@ class Progress(BaseModel):
     """Where a job is.
 
     ``stage`` is the stage that is running (generate: prepare, reconstruct, extract, clean, decimate,
-    unwrap, bake, export; optimize: load, flatten, clean, decimate, unwrap, bake, export); ``percent``
+    unwrap, bake, export; optimize: load, flatten, clean, decimate, unwrap, bake, export; export: clean,
+    decimate, unwrap, bake, export); ``percent``
     is 0–100 (100 only when succeeded); ``queue_position`` is 1 for the next job to run, null unless queued.
     """
 
@@ -52,7 +53,8 @@ class Timings(BaseModel):
     """Durations of a job, seconds.
 
     ``queued_s``: waiting in the queue; ``run_s``: from start to finish (wall); ``pipeline_s``: the
-    pipeline's own stage times (the report's total); ``export_s``: writing the GLB and the asset;
+    pipeline's own stage times (the report's total, a generate job's ``raw`` stage included); ``export_s``:
+    encoding and writing the result files (every format);
     ``backend_load_s``: building a backend for this job (0 when already built); ``pipeline_call_s``: wall
     time of the pipeline call (its stages, the progress callbacks, and the pipeline's own untimed work such
     as per-stage memory bookkeeping); ``progress_s``: time spent recording progress at stage boundaries
@@ -73,7 +75,8 @@ class Timings(BaseModel):
 
 class JobLinks(BaseModel):
     """Where to go next (paths relative to the server); ``result``/``preview`` only when succeeded,
-    ``cutout`` (the prepared picture the backend saw) only when a generate job succeeded."""
+    ``cutout`` (the prepared picture the backend saw) and ``exports`` (``POST`` there to re-export) only
+    when a generate job succeeded."""
 
     job: str
     events: str
@@ -82,6 +85,18 @@ class JobLinks(BaseModel):
     result: str | None = None
     preview: str | None = None
     cutout: str | None = None
+    exports: str | None = None
+
+
+class ExportSummary(BaseModel):
+    """One export of a generate job, as ``GET /v1/jobs/{id}`` lists them (fetch the export for the rest)."""
+
+    id: str
+    state: JobState
+    options: dict[str, Any]
+    created_at: datetime
+    error: JobError | None = None
+    links: JobLinks
 
 
 class Job(BaseModel):
@@ -93,10 +108,15 @@ class Job(BaseModel):
     report (per-stage times, peak memory, counts, warnings, configuration) once succeeded. ``warnings``
     are the report's warnings (results the pipeline cannot fully trust, a fallback it took), also in the
     job list, which leaves reports out.
+
+    An ``export`` job (``POST /v1/jobs/{id}/exports``) finishes the raw reconstruction of the generate job
+    ``parent`` again with other ``options`` (faces, texture_size, textures, preset), without a backend; its
+    ``input`` is that raw (``.mfraw``). A generate job lists its ``exports``, oldest first.
     """
 
     id: str
     kind: JobKind
+    parent: str | None = Field(default=None, description="export jobs: the generate job whose raw it finishes")
     state: JobState
     cached: bool = False
     degraded: bool = False
@@ -115,6 +135,7 @@ class Job(BaseModel):
     error: JobError | None = None
     warnings: list[str] = Field(default_factory=list, description="the report's warnings, one line each")
     report: dict[str, Any] | None = None
+    exports: list[ExportSummary] = Field(default_factory=list, description="generate jobs: their exports")
     links: JobLinks
 
 

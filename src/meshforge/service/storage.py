@@ -4,9 +4,19 @@
 
     <data_dir>/jobs.sqlite3          one row per job (state, options, progress, report, timings)
     <data_dir>/jobs/<id>/input/...   the upload, named after its original file name
-    <data_dir>/jobs/<id>/result.glb  the asset (other formats and preview.png are made on first request)
-    <data_dir>/jobs/<id>/asset.pkl   the asset itself, for re-export to other formats
+    <data_dir>/jobs/<id>/result.glb  the asset; result.obj.zip, result.ply.ply, result.stl.stl beside it
+                                     (written when the job ends; preview.png is rendered on first request)
+    <data_dir>/jobs/<id>/raw.mfraw   generate: the raw reconstruction (:mod:`meshforge.raw`), the input of
+                                     the job's exports
     <data_dir>/jobs/<id>/cutout.png  generate: the prepared picture the backend saw (RGBA, alpha = mask)
+
+An export (kind ``export``) is a job like the others whose ``parent_id`` is the generate job it re-finishes;
+its input is the parent's ``raw.mfraw`` (:meth:`JobStore.input_path`); it is deleted with its parent, and
+the parent's expiry is pushed back to the export's (at its submission and when it finishes), so a parent
+outlives its exports' results (a parent that expires anyway takes its exports with it).
+
+Earlier versions kept a pickled ``asset.pkl`` instead of the raw and the other formats: such folders are
+still served (their GLB, a format already made, a preview) but ``asset.pkl`` is never read.
 
 States move ``queued → running → succeeded | failed | canceled`` (and ``queued → canceled``). Every
 change is one SQL statement or one ``BEGIN IMMEDIATE`` transaction, so several threads (HTTP handlers,
@@ -78,7 +88,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_message TEXT,
     report TEXT,
     timings TEXT,
-    lease_expires REAL
+    lease_expires REAL,
+    parent_id TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(owner, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -88,7 +99,7 @@ CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at);
 """
 
 #: columns added after the first release: ``(name, SQL type)``; added to older ledgers when opened
-_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("lease_expires", "REAL"),)
+_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("lease_expires", "REAL"), ("parent_id", "TEXT"))
 
 
 @dataclass
@@ -127,6 +138,7 @@ class JobRow:
     report: dict[str, Any] | None
     timings: dict[str, Any] = field(default_factory=dict)
     lease_expires: float | None = None
+    parent_id: str | None = None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> JobRow:
@@ -161,6 +173,7 @@ class NewJob:
     input_media_type: str
     options: dict[str, Any]
     backend: str | None
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +182,8 @@ class CreateOutcome:
 
     ``how`` is ``"created"`` (a new queued job), ``"replayed"`` (the Idempotency-Key's job), ``"cached"``
     (an existing job with the same fingerprint), ``"key_mismatch"`` (the key belongs to another request;
-    ``job`` is that job) or ``"queue_full"`` (``job`` is None).
+    ``job`` is that job), ``"queue_full"`` (``job`` is None) or ``"parent_gone"`` (an export whose parent was
+    deleted meanwhile; ``job`` is None).
     """
 
     how: str
@@ -291,6 +305,7 @@ class JobStore:
             for name, sql_type in _ADDED_COLUMNS:
                 if name not in have:
                     c.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
+            c.execute("CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_id) WHERE parent_id IS NOT NULL")
 
     # -- connections --------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -347,8 +362,8 @@ class JobStore:
         return self.jobs_dir / job_id
 
     def input_path(self, job: JobRow) -> Path:
-        """The stored upload of a job."""
-        return self.job_dir(job.id) / job.input_file
+        """The stored upload of a job; an export's input is a file of its parent's folder (the raw)."""
+        return self.job_dir(job.parent_id or job.id) / job.input_file
 
     def free_bytes(self) -> int:
         """Free space on the data dir's filesystem, in bytes (for an unprivileged process, like ``df``)."""
@@ -411,10 +426,18 @@ class JobStore:
             depth = int(c.execute("SELECT COUNT(*) FROM jobs WHERE state='queued'").fetchone()[0])
             if depth >= max_queue:
                 return CreateOutcome("queue_full", None, depth)
+            parent = new.parent_id
+            if parent is not None:
+                # the parent's raw is the export's input: it lives at least ``ttl_s`` from now
+                cur = c.execute(
+                    "UPDATE jobs SET expires_at=MAX(COALESCE(expires_at, 0), ?) WHERE id=?", (now + ttl_s, parent)
+                )
+                if cur.rowcount != 1:
+                    return CreateOutcome("parent_gone", None, depth)
             c.execute(
                 "INSERT INTO jobs (id, kind, state, owner, idempotency_key, request_hash, fingerprint, input_name, "
-                "input_file, input_sha256, input_bytes, input_media_type, options, backend, created_at) "
-                "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "input_file, input_sha256, input_bytes, input_media_type, options, backend, created_at, parent_id) "
+                "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     new.id,
                     new.kind,
@@ -430,6 +453,7 @@ class JobStore:
                     json.dumps(new.options, sort_keys=True),
                     new.backend,
                     now,
+                    new.parent_id,
                 ),
             )
             row = c.execute("SELECT * FROM jobs WHERE id=?", (new.id,)).fetchone()
@@ -469,6 +493,11 @@ class JobStore:
         if len(rows) > limit:
             return rows[:limit], rows[limit - 1].seq
         return rows, None
+
+    def exports(self, parent_id: str) -> list[JobRow]:
+        """The exports of a job (kind ``export``, ``parent_id`` = it), oldest first."""
+        rows = self._conn().execute("SELECT * FROM jobs WHERE parent_id=? ORDER BY seq", (parent_id,)).fetchall()
+        return [JobRow.from_sql(r) for r in rows]
 
     def queue_position(self, job: JobRow) -> int | None:
         """1 for the next job to run; None when the job is not queued."""
@@ -577,14 +606,22 @@ class JobStore:
         timings: dict[str, Any] | None = None,
         finished_at: float | None = None,
     ) -> bool:
-        """Move a running job of this attempt to a terminal state.
+        """Move a running job of this attempt to a terminal state (expiring ``ttl_s`` after ``finished_at``;
+        an export's parent then expires no earlier).
 
         Returns:
             False when the job was no longer this attempt's (nothing was written).
         """
         assert state in TERMINAL
         now = finished_at if finished_at is not None else time.time()
-        cur = self._conn().execute(
+        conn = self._conn()
+        # an export's parent lives as long as the export (deleting or expiring a parent takes its exports)
+        conn.execute(
+            "UPDATE jobs SET expires_at=MAX(expires_at, ?) "
+            "WHERE id=(SELECT parent_id FROM jobs WHERE id=?) AND expires_at IS NOT NULL",
+            (now + ttl_s, job_id),
+        )
+        cur = conn.execute(
             "UPDATE jobs SET state=?, finished_at=?, expires_at=?, error_code=?, error_message=?, report=?, "
             "timings=?, percent=CASE WHEN ?='succeeded' THEN 100 ELSE percent END "
             "WHERE id=? AND attempts=? AND state='running'",
@@ -641,20 +678,23 @@ class JobStore:
         return self.get(job_id, owner)
 
     def delete(self, job_id: str, owner: str | None) -> bool:
-        """Delete a job in any state with its artifact folder (a worker running it stops at its next stage
-        boundary: its writes are guarded by the row, which is gone).
+        """Delete a job in any state with its artifact folder, and its exports with theirs (a worker running
+        one of them stops at its next stage boundary: its writes are guarded by the row, which is gone).
 
         Returns:
             False when there was no such job (of ``owner``, when given).
         """
-        cur = self._conn().execute(
-            "DELETE FROM jobs WHERE id=?" + (" AND owner=?" if owner is not None else ""),
-            (job_id,) + ((owner,) if owner is not None else ()),
-        )
-        if cur.rowcount != 1:
-            return False
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
-        self.notify(job_id)
+        with self._tx() as c:
+            cur = c.execute(
+                "DELETE FROM jobs WHERE id=?" + (" AND owner=?" if owner is not None else ""),
+                (job_id,) + ((owner,) if owner is not None else ()),
+            )
+            if cur.rowcount != 1:
+                return False
+            children = [r[0] for r in c.execute("DELETE FROM jobs WHERE parent_id=? RETURNING id", (job_id,))]
+        for gone in [job_id, *children]:
+            shutil.rmtree(self.job_dir(gone), ignore_errors=True)
+            self.notify(gone)
         return True
 
     # -- recovery and housekeeping ------------------------------------------------------------------
@@ -719,7 +759,8 @@ class JobStore:
         return [JobRow.from_sql(r) for r in rows]
 
     def expire(self, now: float | None = None, limit: int = 500) -> list[str]:
-        """Delete finished jobs whose expiry passed, with their artifact folders.
+        """Delete finished jobs whose expiry passed, with their artifact folders (and the exports of those,
+        whatever their state: their input, the raw, is gone).
 
         Returns:
             The deleted job ids (at most ``limit`` per call).
@@ -737,10 +778,16 @@ class JobStore:
         if not ids:
             return []
         with self._tx() as c:
-            c.executemany(
-                "DELETE FROM jobs WHERE id=? AND expires_at<? AND state IN ('succeeded','failed','canceled')",
-                [(i, now) for i in ids],
-            )
+            gone = []
+            for i in ids:
+                cur = c.execute(
+                    "DELETE FROM jobs WHERE id=? AND expires_at<? AND state IN ('succeeded','failed','canceled')",
+                    (i, now),
+                )
+                if cur.rowcount == 1:
+                    gone.append(i)
+                    gone += [r[0] for r in c.execute("DELETE FROM jobs WHERE parent_id=? RETURNING id", (i,))]
+        ids = gone
         for job_id in ids:
             shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
             self.notify(job_id)

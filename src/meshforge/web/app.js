@@ -128,7 +128,19 @@ function errorText(error) {
 }
 
 // ---------------------------------------------------------------- the job list
+function budget(job) {
+  // an export's options, short: "5000 faces · 512px"
+  const o = job.options || {};
+  return `${o.faces} faces · ${o.textures ? `${o.texture_size}px` : "vertex colours"}${o.preset ? ` (${o.preset})` : ""}`;
+}
+
 function label(job) {
+  if (job.parent) {
+    // an export: its parent's name and its budget
+    const parent = jobs.get(job.parent);
+    const name = parent ? label(parent) : (job.input && job.input.name) || job.id.slice(0, 8);
+    return `${name} · ${budget(job)}`;
+  }
   return job._name || (job.input && job.input.name) || job.id.slice(0, 8);
 }
 
@@ -143,10 +155,19 @@ function render(id) {
   let li = document.querySelector(`li[data-id="${id}"]`);
   if (!li) {
     li = document.createElement("li");
-    li.className = "job";
+    li.className = job.parent ? "job export" : "job";
     li.dataset.id = id;
     li.addEventListener("click", () => select(id));
-    $("jobs").prepend(li);
+    const parentLi = job.parent && document.querySelector(`li[data-id="${job.parent}"]`);
+    if (parentLi) {
+      // nested under its parent, after the parent's earlier exports
+      let after = parentLi;
+      while (after.nextElementSibling && after.nextElementSibling.dataset.parent === job.parent) after = after.nextElementSibling;
+      li.dataset.parent = job.parent;
+      after.after(li);
+    } else {
+      $("jobs").prepend(li);
+    }
   }
   const p = job.progress || {};
   const pct = job.state === "succeeded" ? 100 : Math.round(p.percent || 0);
@@ -157,11 +178,13 @@ function render(id) {
   const warnings = job.warnings || [];
   li.classList.toggle("selected", id === selected);
   li.innerHTML = `
-    <div class="row"><span class="name"></span><span class="tags">${warnings.length ? `<span class="badge warn">⚠ ${warnings.length}</span>` : ""}<span class="state ${job.state}">${job.state}</span></span></div>
+    <div class="row"><span class="name"></span><span class="tags">${job.parent ? '<span class="badge export">re-export</span>' : ""}${warnings.length ? `<span class="badge warn">⚠ ${warnings.length}</span>` : ""}<span class="state ${job.state}">${job.state}</span></span></div>
     <div class="bar"><div style="width:${pct}%"></div></div>
     <div class="row"><span class="detail">${detail}</span><span class="actions">${TERMINAL.has(job.state) ? "" : '<button data-cancel>cancel</button>'}<button data-delete title="delete the job and its files">delete</button></span></div>
     ${job.error ? '<div class="error"></div>' : ""}`;
-  li.querySelector(".name").textContent = label(job);
+  // an export sits under its parent: its budget says which one it is
+  li.querySelector(".name").textContent = job.parent && li.dataset.parent ? budget(job) : label(job);
+  li.querySelector(".name").title = label(job);
   if (warnings.length) li.querySelector(".badge").title = warnings.join("\n");
   if (job.error) li.querySelector(".error").textContent = errorText(job.error);
   const cancel = li.querySelector("[data-cancel]");
@@ -183,7 +206,9 @@ function render(id) {
 }
 
 function forget(id) {
-  // the job is gone (deleted, expired): drop it from the list, and from the viewer when shown
+  // the job is gone (deleted, expired): drop it from the list, and from the viewer when shown; its
+  // exports went with it
+  for (const other of [...jobs.values()]) if (other.parent === id) forget(other.id);
   const ctrl = streams.get(id);
   if (ctrl) ctrl.abort();
   streams.delete(id);
@@ -419,6 +444,7 @@ function unselect() {
   $("title").textContent = "Pick a job to view its asset";
   $("downloads").replaceChildren();
   $("report").textContent = "";
+  $("reexport").hidden = true;
   showWarnings([]);
   showPicture("input-image", null, null);
   showPicture("cutout-image", null, null);
@@ -442,10 +468,13 @@ async function download(id, fmt, filename) {
 async function show(id) {
   const job = jobs.get(id);
   if (!job) return;
-  $("title").textContent = `${label(job)} — ${job.state}`;
-  const isImage = job.input && String(job.input.media_type || "").startsWith("image/");
-  showPicture("input-image", isImage ? `${API}/${id}/input` : null, id);
-  showPicture("cutout-image", job.links && job.links.cutout, id);
+  $("title").textContent = `${job.parent ? "re-export of " : ""}${label(job)} — ${job.state}`;
+  // an export shows its parent's pictures
+  const source = job.parent ? jobs.get(job.parent) || { id: job.parent } : job;
+  const isImage = job.parent || (job.input && String(job.input.media_type || "").startsWith("image/"));
+  showPicture("input-image", isImage ? `${API}/${source.id}/input` : null, id);
+  showPicture("cutout-image", job.parent ? `${API}/${job.parent}/cutout` : job.links && job.links.cutout, id);
+  $("reexport").hidden = !(job.kind === "generate" && job.state === "succeeded");
   showWarnings(job.warnings || []);
   $("downloads").replaceChildren();
   $("report").textContent = "";
@@ -461,7 +490,8 @@ async function show(id) {
   clearModel("loading…");
   for (const fmt of FORMATS) {
     const a = document.createElement("a");
-    const filename = `${label(job).replace(/\.[^.]+$/, "")}.${fmt === "obj" ? "zip" : fmt}`;
+    const stem = label(source).replace(/\.[^.]+$/, "") + (job.parent ? `.${job.options.faces}f` : "");
+    const filename = `${stem}.${fmt === "obj" ? "zip" : fmt}`;
     a.href = `${API}/${id}/result?format=${fmt}`;
     a.download = filename;
     a.textContent = `⬇ ${fmt.toUpperCase()}`;
@@ -492,6 +522,38 @@ async function show(id) {
     setViewerState({ viewer: "error", jobId: id, error: String(err) });
   }
 }
+
+// ---------------------------------------------------------------- re-export
+// a finished generate job's raw reconstruction finished again with other budgets: a new job of kind
+// "export" (POST /v1/jobs/{id}/exports), listed under its parent and shown when done
+const reexportForm = $("reexport");
+$("rx-preset").addEventListener("change", () => {
+  // a preset sets both budgets: the custom fields do not apply
+  const custom = !$("rx-preset").value;
+  $("rx-faces").disabled = !custom;
+  $("rx-texture-size").disabled = !custom;
+});
+reexportForm.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const parent = selected && jobs.get(selected);
+  if (!parent || parent.kind !== "generate") return;
+  showMessage("");
+  const body = new FormData();
+  if ($("rx-preset").value) body.append("preset", $("rx-preset").value);
+  else {
+    body.append("faces", $("rx-faces").value);
+    body.append("texture_size", $("rx-texture-size").value);
+  }
+  const r = await api(`${API}/${parent.id}/exports`, { method: "POST", body });
+  if (!r.ok) {
+    if (r.status !== 401) showMessage(withName(label(parent), await problemText(r)));
+    return;
+  }
+  const job = await r.json();
+  upsert(job);
+  if (!TERMINAL.has(job.state)) follow(job.id);
+  select(job.id);
+});
 
 // ---------------------------------------------------------------- picking files
 const drop = $("drop");

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .model import TripoSRModel
 
 __all__ = [
-    "TRITON_COLOUR_CONFIG",
+    "TRITON_COLOR_CONFIG",
     "TRITON_GRID_CONFIG",
     "triton_color",
     "triton_density_grid",
@@ -204,7 +204,7 @@ else:  # pragma: no cover - exercised where Triton is installed
 
 
 #: Triton launch settings of the fused colour kernel.
-TRITON_COLOUR_CONFIG = {"BLOCK": 128, "num_warps": 4}
+TRITON_COLOR_CONFIG = {"BLOCK": 128, "num_warps": 4}
 
 
 def triton_color(
@@ -252,7 +252,7 @@ def triton_color(
     bout = (last.bias[1:4] if last.bias is not None else torch.zeros(3, device=dev)).float().contiguous()
     pos = positions.float().contiguous()
     out = torch.empty((pos.shape[0], 3), dtype=torch.float32, device=dev)
-    block = int(TRITON_COLOUR_CONFIG["BLOCK"])
+    block = int(TRITON_COLOR_CONFIG["BLOCK"])
     _point_color_kernel[((pos.shape[0] + block - 1) // block,)](
         pos,
         planes,
@@ -276,7 +276,7 @@ def triton_color(
         FAST=bool(fast_act and model.cfg.decoder.activation == "silu"),
         SIGMOID=model.renderer.color_activation.lower() == "sigmoid",
         PRECISION="ieee" if precision == "fp32" else "tf32",
-        num_warps=int(TRITON_COLOUR_CONFIG["num_warps"]),
+        num_warps=int(TRITON_COLOR_CONFIG["num_warps"]),
     )
     return out
 
