@@ -9,13 +9,14 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, StreamingResponse
 
+from ..config import OPTIONS, PRESETS
 from .manager import FileAnswer, JobManager, Upload
 from .metrics import CONTENT_TYPE
 from .problems import ProblemError
@@ -70,6 +71,25 @@ def require_multipart(content_type: Annotated[str | None, Header(include_in_sche
         )
 
 
+def option_form(name: str, job: str = "", *, default: str | None = None) -> Any:
+    """The HTTP form field of a user-facing option, from :data:`meshforge.config.OPTIONS` (range, choices,
+    help and default written once there); ``job`` prefixes the description (``"generate: …"``),
+    ``default`` replaces the default it names (e.g. ``"the job's"``)."""
+    option = OPTIONS[name]
+    text = option.describe()
+    if default is not None:
+        text = text.rsplit(" (default: ", 1)[0] + f" (default: {default})"
+    extra = {"enum": list(option.choices)} if option.choices is not None else None
+    return Form(
+        ge=option.minimum, le=option.maximum, description=f"{job}: {text}" if job else text, json_schema_extra=extra
+    )
+
+
+def preset_form(description: str) -> Any:
+    """The ``preset`` form field: one of :data:`meshforge.config.PRESETS`."""
+    return Form(description=description, json_schema_extra={"enum": list(PRESETS)})
+
+
 Owner = Annotated[str, Depends(authenticate)]
 Manager = Annotated[JobManager, Depends(get_manager)]
 
@@ -105,18 +125,16 @@ def submit_job(
     manager: Manager,
     file: Annotated[UploadFile, File(description="the picture (generate) or the dense mesh (optimize)")],
     kind: Annotated[JobKind, Form(description="generate: picture → asset; optimize: dense mesh → asset")] = "generate",
-    resolution: Annotated[int | None, Form(ge=16, le=1024, description="generate: isosurface grid size")] = None,
-    faces: Annotated[int | None, Form(ge=4, description="target face count")] = None,
-    texture_size: Annotated[int | None, Form(ge=16, le=8192, description="texture side in texels")] = None,
+    resolution: Annotated[int | None, option_form("resolution", "generate")] = None,
+    faces: Annotated[int | None, option_form("faces")] = None,
+    texture_size: Annotated[int | None, option_form("texture_size")] = None,
     no_texture: Annotated[bool, Form(description="generate: vertex colours instead of baked textures")] = False,
-    foreground_ratio: Annotated[
-        float | None, Form(ge=0.1, le=1.0, description="generate: object size in frame")
-    ] = None,
-    background: Annotated[Literal["auto", "keep", "remove"] | None, Form(description="generate: background")] = None,
+    foreground_ratio: Annotated[float | None, option_form("foreground_ratio", "generate")] = None,
+    background: Annotated[str | None, option_form("background", "generate")] = None,
     backend: Annotated[
         str | None, Form(max_length=64, description="generate: backend name (default: server's)")
     ] = None,
-    preset: Annotated[Literal["mobile", "prop", "hero"] | None, Form(description="optimize: named budget")] = None,
+    preset: Annotated[str | None, preset_form("optimize: named budget")] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
 ) -> Job:
     """Submit a job: a picture to turn into an asset (``kind=generate``) or a dense mesh to optimize.
@@ -180,13 +198,9 @@ def submit_export(
     response: Response,
     owner: Owner,
     manager: Manager,
-    faces: Annotated[int | None, Form(ge=4, description="target face count (default: the job's)")] = None,
-    texture_size: Annotated[
-        int | None, Form(ge=16, le=8192, description="texture side in texels (default: the job's)")
-    ] = None,
-    preset: Annotated[
-        Literal["mobile", "prop", "hero"] | None, Form(description="named budget for what is not given")
-    ] = None,
+    faces: Annotated[int | None, option_form("faces", default="the job's")] = None,
+    texture_size: Annotated[int | None, option_form("texture_size", default="the job's")] = None,
+    preset: Annotated[str | None, preset_form("named budget for what is not given")] = None,
     no_texture: Annotated[bool, Form(description="vertex colours instead of baked textures")] = False,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
 ) -> Job:
