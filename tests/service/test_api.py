@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import meshforge.pipeline as pipeline
-from meshforge.service.jobs import execute_job, is_out_of_memory, normalize_generate_options
+from meshforge.service.jobs import execute_job, is_out_of_memory
+from meshforge.service.options import normalize_generate_options
 from meshforge.service.settings import Settings, SettingsError
 from meshforge.service.storage import JobStore, NewJob, new_job_id
 

@@ -30,15 +30,17 @@ from .jobs import (
     RESULT_FILES,
     RESULT_GLB,
     JobOutcome,
+    write_atomic,
+)
+from .logs import job_event
+from .metrics import ServiceMetrics, gpu_memory
+from .options import (
     fingerprint,
     normalize_export_options,
     normalize_generate_options,
     normalize_optimize_options,
     request_hash,
-    write_atomic,
 )
-from .logs import job_event
-from .metrics import ServiceMetrics, gpu_memory
 from .problems import STORAGE_FULL, ProblemError, one_line
 from .schemas import (
     BackendInfo,
@@ -377,7 +379,7 @@ class JobManager:
         Args:
             parent_id: the generate job.
             options: ``faces``, ``texture_size``, ``preset``, ``no_texture`` (see
-                :func:`~meshforge.service.jobs.normalize_export_options`; unset ones are the parent's).
+                :func:`~meshforge.service.options.normalize_export_options`; unset ones are the parent's).
             owner, idempotency_key: as for :meth:`submit`.
 
         Returns:
