@@ -58,7 +58,7 @@ from .schemas import (
     WorkerInfo,
 )
 from .settings import Settings
-from .storage import JobRow, JobStore, NewJob, decode_cursor, encode_cursor, new_job_id
+from .storage import CreateOutcome, JobRow, JobStore, NewJob, decode_cursor, encode_cursor, new_job_id
 from .workers import WorkerPool
 
 log = logging.getLogger("meshforge.service")
@@ -344,25 +344,8 @@ class JobManager:
             raise
         if outcome.how != "created":
             shutil.rmtree(folder, ignore_errors=True)
-        if outcome.how == "queue_full":
-            self.metrics.submitted.labels(kind, "rejected").inc()
-            retry = self.retry_after()
-            raise ProblemError(
-                429,
-                "queue_full",
-                f"{outcome.queue_depth} jobs are waiting, the limit is {s.max_queue}; retry in {retry} s",
-                headers={"Retry-After": str(retry)},
-                queue_depth=outcome.queue_depth,
-            )
+        self._refuse(outcome, kind, idempotency_key)
         assert outcome.job is not None
-        if outcome.how == "key_mismatch":
-            self.metrics.submitted.labels(kind, "rejected").inc()
-            raise ProblemError(
-                422,
-                "idempotency_key_mismatch",
-                f"Idempotency-Key {idempotency_key!r} was used for a different request (job {outcome.job.id})",
-                job_id=outcome.job.id,
-            )
         self.metrics.submitted.labels(kind, outcome.how).inc()
         job_event("job.submitted", outcome.job.id, kind=kind, how=outcome.how, input_bytes=len(upload.data))
         if outcome.how == "created":
@@ -453,25 +436,8 @@ class JobManager:
             shutil.rmtree(folder, ignore_errors=True)
         if outcome.how == "parent_gone":
             raise ProblemError(404, "not_found", f"no job {parent_id!r} (it was deleted)")
-        if outcome.how == "queue_full":
-            self.metrics.submitted.labels(kind, "rejected").inc()
-            retry = self.retry_after()
-            raise ProblemError(
-                429,
-                "queue_full",
-                f"{outcome.queue_depth} jobs are waiting, the limit is {s.max_queue}; retry in {retry} s",
-                headers={"Retry-After": str(retry)},
-                queue_depth=outcome.queue_depth,
-            )
+        self._refuse(outcome, kind, idempotency_key)
         assert outcome.job is not None
-        if outcome.how == "key_mismatch":
-            self.metrics.submitted.labels(kind, "rejected").inc()
-            raise ProblemError(
-                422,
-                "idempotency_key_mismatch",
-                f"Idempotency-Key {idempotency_key!r} was used for a different request (job {outcome.job.id})",
-                job_id=outcome.job.id,
-            )
         self.metrics.submitted.labels(kind, outcome.how).inc()
         job_event("job.submitted", outcome.job.id, kind=kind, how=outcome.how, parent=parent.id)
         if outcome.how == "created":
@@ -508,6 +474,29 @@ class JobManager:
         except InputError as exc:
             self.metrics.submitted.labels(kind, "rejected").inc()
             raise ProblemError(422, "invalid_mesh", str(exc)) from None
+
+    def _refuse(self, outcome: CreateOutcome, kind: str, idempotency_key: str | None) -> None:
+        """Raise the problem a refused :meth:`JobStore.create` answers with: 429 ``queue_full`` (with
+        ``Retry-After``) or 422 ``idempotency_key_mismatch``; return for a created, cached or replayed job."""
+        if outcome.how == "queue_full":
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            retry = self.retry_after()
+            raise ProblemError(
+                429,
+                "queue_full",
+                f"{outcome.queue_depth} jobs are waiting, the limit is {self.settings.max_queue}; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+                queue_depth=outcome.queue_depth,
+            )
+        if outcome.how == "key_mismatch":
+            assert outcome.job is not None
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            raise ProblemError(
+                422,
+                "idempotency_key_mismatch",
+                f"Idempotency-Key {idempotency_key!r} was used for a different request (job {outcome.job.id})",
+                job_id=outcome.job.id,
+            )
 
     def retry_after(self) -> int:
         """Seconds until the queue has room again (a worker takes the next job): the recent mean job time
