@@ -63,9 +63,7 @@ def _add_option(p: argparse.ArgumentParser, name: str, *, default: object = None
     from .config import OPTIONS
 
     option = OPTIONS[name]
-    helptext = option.describe()
-    if default is not None:
-        helptext = helptext.rsplit(" (default: ", 1)[0] + f" (default: {default})"
+    helptext = option.describe(default)
     flag = "--" + name.replace("_", "-")
     if option.choices is not None:
         p.add_argument(flag, choices=option.choices, default=None, help=helptext)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from .errors import InputError
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 #: named budgets (``--preset``): faces of the low-poly mesh and side of its textures
 PRESETS: dict[str, dict[str, int]] = {
@@ -363,8 +364,9 @@ class Option:
             value = getattr(value, key)
         return value
 
-    def set(self, cfg: PipelineConfig, value: Any) -> PipelineConfig:
-        """A copy of ``cfg`` with the option set (no check; :meth:`PipelineConfig.validate` checks)."""
+    def set(self, cfg: C, value: Any) -> C:
+        """A copy of ``cfg`` (a :class:`PipelineConfig`, or any configuration with the same sections, such as
+        ``OptimizeConfig``) with the option set; no check (:meth:`PipelineConfig.validate` checks)."""
 
         def put(obj: Any, path: tuple[str, ...]) -> Any:
             if len(path) == 1:
@@ -393,8 +395,9 @@ class Option:
     def _num(self, x: float) -> str:
         return str(float(x)) if self.kind is float else str(int(x))
 
-    def describe(self) -> str:
-        """The help line with its range or choices and its default (for ``--help`` and the OpenAPI)."""
+    def describe(self, default: object = None) -> str:
+        """The help line with its range or choices and its default (for ``--help`` and the OpenAPI);
+        ``default`` names another default than the dataclass's (e.g. ``"the job's"``)."""
         extra = ""
         if self.choices is not None:
             extra = f" ({', '.join(self.choices)})"
@@ -402,7 +405,7 @@ class Option:
             extra = f" ({self._num(self.minimum)}–{self._num(self.maximum)})"
         elif self.minimum is not None:
             extra = f" (at least {self._num(self.minimum)})"
-        return f"{self.help}{extra} (default: {self.default})"
+        return f"{self.help}{extra} (default: {self.default if default is None else default})"
 
 
 def _one_of(choices: tuple[str, ...]) -> str:

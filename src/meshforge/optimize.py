@@ -78,8 +78,7 @@ class OptimizeConfig:
                 problem = OPTIONS[name].problem(value)
                 if problem is not None:
                     raise InputError(problem)
-                section, key = OPTIONS[name].path
-                cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{key: value})})
+                cfg = OPTIONS[name].set(cfg, value)
         if up_axis is not None:
             if up_axis not in UP_AXES:
                 raise InputError(f"up axis must be {' or '.join(UP_AXES)}, got {up_axis!r}")

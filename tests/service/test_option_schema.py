@@ -26,9 +26,8 @@ def check(field, option, default_text=None):
     value = next(t for t in field["anyOf"] if t.get("type") != "null")
     assert value.get("minimum") == option.minimum and value.get("maximum") == option.maximum, field
     assert field.get("enum") == (list(option.choices) if option.choices else None), field
-    described = option.describe()
-    if default_text is not None:
-        described = described.rsplit(" (default: ", 1)[0] + f" (default: {default_text})"
+    described = option.describe(default_text)
+    assert described.endswith(f"(default: {default_text or option.default})")
     assert field["description"].endswith(described), (field["description"], described)
 
 

@@ -76,9 +76,7 @@ def option_form(name: str, job: str = "", *, default: str | None = None) -> Any:
     help and default written once there); ``job`` prefixes the description (``"generate: …"``),
     ``default`` replaces the default it names (e.g. ``"the job's"``)."""
     option = OPTIONS[name]
-    text = option.describe()
-    if default is not None:
-        text = text.rsplit(" (default: ", 1)[0] + f" (default: {default})"
+    text = option.describe(default)
     extra = {"enum": list(option.choices)} if option.choices is not None else None
     return Form(
         ge=option.minimum, le=option.maximum, description=f"{job}: {text}" if job else text, json_schema_extra=extra
