@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -58,3 +59,15 @@ def start_server(
         time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"server not ready in {timeout:g} s")
+
+
+def write_results(out: Path, summary: dict[str, object], markdown: str, problems: list[str]) -> int:
+    """Write ``out`` as ``.json`` (the summary) and ``.md`` (the write-up), print the write-up and each
+    problem; the exit status: 1 when there is any problem, else 0."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    for p in problems:
+        print(f"FAILED: {p}", file=sys.stderr)
+    return 1 if problems else 0

@@ -25,7 +25,6 @@ import platform
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from _service import start_server
+from _service import start_server, write_results
 from meshforge import __version__
 
 REPO = Path(__file__).resolve().parents[1]
@@ -241,13 +240,7 @@ def main() -> int:
             None,
         ),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(summary))
-    print(markdown(summary))
-    for p in problems:
-        print(f"FAILED: {p}", file=sys.stderr)
-    return 1 if problems else 0
+    return write_results(args.out, summary, markdown(summary), problems)
 
 
 def markdown(s: dict[str, Any]) -> str:

@@ -28,7 +28,6 @@ import platform
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -37,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from _service import serve_cmd, server_env, start_server
+from _service import serve_cmd, server_env, start_server, write_results
 from meshforge import __version__
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,13 +179,7 @@ def main() -> int:
         "wall_s": round(wall, 1),
         "problems": problems,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(summary))
-    print(markdown(summary))
-    for p in problems:
-        print(f"FAILED: {p}", file=sys.stderr)
-    return 1 if problems else 0
+    return write_results(args.out, summary, markdown(summary), problems)
 
 
 def markdown(s: dict[str, Any]) -> str:
