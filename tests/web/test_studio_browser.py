@@ -118,19 +118,29 @@ def object_fraction(pixels: np.ndarray) -> float:
     return float((np.abs(pixels - BACKGROUND).max(axis=2) > 24).mean())
 
 
-def test_studio_upload_view_toggle_download(server, browser, shared_images, tmp_path, validate):
+def open_studio(browser, url: str):
+    """A 1280×800 page on the studio, once its health line says ready; ``(page, page errors)``."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server + "/")
+    page.goto(url + "/")
     page.wait_for_function("document.getElementById('health').textContent.startsWith('ready')", timeout=30_000)
+    return page, errors
 
-    page.fill("input[name=resolution]", "96")
-    page.fill("input[name=faces]", "3000")
-    page.select_option("select[name=texture_size]", "512")
-    page.set_input_files("#file", str(shared_images / "triposr__chair.png"))
+
+def generate_in_studio(page, picture: Path, resolution: int, faces: int, texture_size: int) -> None:
+    """Set the options, drop ``picture`` on the studio and wait until the viewer shows the result."""
+    page.fill("input[name=resolution]", str(resolution))
+    page.fill("input[name=faces]", str(faces))
+    page.select_option("select[name=texture_size]", str(texture_size))
+    page.set_input_files("#file", str(picture))
     page.wait_for_function("window.__studio.viewer === 'ready'", timeout=120_000)
+
+
+def test_studio_upload_view_toggle_download(server, browser, shared_images, tmp_path, validate):
+    page, errors = open_studio(browser, server)
+    generate_in_studio(page, shared_images / "triposr__chair.png", 96, 3000, 512)
     page.wait_for_timeout(500)  # a few frames
     assert page.locator(".job.selected .state").inner_text().lower() == "succeeded"
     pixels = canvas_pixels(page)
@@ -217,12 +227,7 @@ def image_alpha(page, selector: str) -> np.ndarray:
 @pytest.mark.slow  # a second server and two jobs in a software-rendered browser: ~40 s on 2 cores
 def test_studio_with_api_keys_warnings_cutout_failed_job_and_delete(keyed_server, browser, shared_images, tmp_path):
     url, data = keyed_server
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(url + "/")
-    page.wait_for_function("document.getElementById('health').textContent.startsWith('ready')", timeout=30_000)
+    page, errors = open_studio(browser, url)
 
     # without a key the studio says what to do instead of failing silently
     page.wait_for_selector("#message:not([hidden])", timeout=20_000)
@@ -311,17 +316,8 @@ def test_studio_with_api_keys_warnings_cutout_failed_job_and_delete(keyed_server
 def test_studio_reexport_twice_nests_both_and_shows_the_second(server, browser, shared_images, tmp_path, validate):
     from meshforge.io.meshes import load_mesh
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server + "/")
-    page.wait_for_function("document.getElementById('health').textContent.startsWith('ready')", timeout=30_000)
-    page.fill("input[name=resolution]", "64")
-    page.fill("input[name=faces]", "2000")
-    page.select_option("select[name=texture_size]", "256")
-    page.set_input_files("#file", str(shared_images / "triposr__chair.png"))
-    page.wait_for_function("window.__studio.viewer === 'ready'", timeout=120_000)
+    page, errors = open_studio(browser, server)
+    generate_in_studio(page, shared_images / "triposr__chair.png", 64, 2000, 256)
     parent = page.evaluate("window.__studio.jobId")
     assert page.locator("#reexport").is_visible()
 
