@@ -123,8 +123,13 @@ class Job(BaseModel):
     cancel_requested: bool = False
     attempts: int = Field(description="how many times the job was started (more than 1 after a restart)")
     backend: str | None = None
-    options: dict[str, Any]
-    effective_options: dict[str, Any] | None = None
+    options: dict[str, Any] = Field(
+        description="the job's user-facing options by their form-field names (the whole configuration it ran "
+        "with is the report's `config`)"
+    )
+    effective_options: dict[str, Any] | None = Field(
+        default=None, description="the reduced options of the retry after running out of memory (`degraded`)"
+    )
     input: JobInput
     progress: Progress
     created_at: datetime
