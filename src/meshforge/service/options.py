@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._version import __version__
 from ..backends import backend_class, resolve_name
-from ..config import OPTIONS, InputConfig, PipelineConfig
+from ..config import OPTIONS, PRESETS, InputConfig, PipelineConfig
 from ..errors import BackendError, InputError, MeshforgeError
 from .backends import check_available
 from .settings import Settings
@@ -182,6 +182,27 @@ def public_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         out["texture_size"] = None
     out.update({k: options.get(k) for k in service})
     return out
+
+
+def option_table(settings: Settings) -> dict[str, Any]:
+    """What ``GET /v1/options`` serves (:class:`~meshforge.service.schemas.OptionTable`): the generate
+    options of :data:`SHOWN` from :data:`~meshforge.config.OPTIONS` (type, default, range, choices, help),
+    each maximum lowered to the server's cap (:func:`server_limits`), and the presets."""
+    caps = server_limits(settings)
+    types = {int: "integer", float: "number", str: "string", bool: "boolean"}
+    options: dict[str, Any] = {}
+    for name in SHOWN["generate"][0]:
+        option = OPTIONS[name]
+        highest = [x for x in (option.maximum, caps.get(name)) if x is not None]
+        options[name] = {
+            "type": types[option.kind],
+            "default": option.default,
+            "minimum": option.minimum,
+            "maximum": min(highest) if highest else None,
+            "choices": list(option.choices) if option.choices is not None else None,
+            "help": option.describe(),
+        }
+    return {"options": options, "presets": PRESETS}
 
 
 def normalize_generate_options(

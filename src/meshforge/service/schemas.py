@@ -173,6 +173,31 @@ class BackendList(BaseModel):
     items: list[BackendInfo]
 
 
+class OptionInfo(BaseModel):
+    """One user-facing option of the submit form, from :data:`meshforge.config.OPTIONS` (where its range,
+    choices, default and help are written once).
+
+    ``maximum`` is the table's, lowered to this server's cap (``MESHFORGE_SERVICE_MAX_RESOLUTION``,
+    ``..._MAX_FACES``, ``..._MAX_TEXTURE_SIZE``): the largest value a job may ask for here; null when
+    there is no upper bound. ``help`` is the one-line description with the range and default.
+    """
+
+    type: Literal["integer", "number", "string", "boolean"]
+    default: bool | int | float | str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: list[str] | None = None
+    help: str
+
+
+class OptionTable(BaseModel):
+    """``GET /v1/options``: the generate options by form-field name, and the named budgets (``preset``:
+    faces and texture size) that optimize and re-export take."""
+
+    options: dict[str, OptionInfo]
+    presets: dict[str, dict[str, int]]
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details (``application/problem+json``); ``code`` is stable, ``detail`` one line."""
 
