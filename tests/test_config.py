@@ -76,3 +76,17 @@ def test_validate_and_the_cli_refuse_out_of_range_values_with_the_same_line(caps
             with pytest.raises(InputError) as exc:
                 OptimizeConfig().with_options(**{name: bad})
             assert str(exc.value) == message
+
+
+def test_an_optimize_configuration_round_trips_and_keeps_its_own_defaults():
+    from meshforge.optimize import OptimizeConfig
+
+    cfg = OptimizeConfig(max_bytes=1000).with_options(faces=300, texture_size=64, up_axis="z")
+    assert OptimizeConfig.from_dict(cfg.to_dict()) == cfg
+    # what a partial dict does not name keeps OptimizeConfig's defaults, not generate's
+    partial = OptimizeConfig.from_dict({"decimate": {"faces": 300}})
+    assert partial.clean == OptimizeConfig().clean and partial.clean != PipelineConfig().clean
+    with pytest.raises(InputError, match=r"texture size must be in \[16, 8192\], got 8"):
+        OptimizeConfig.from_dict({"bake": {"texture_size": 8}})
+    with pytest.raises(InputError, match="unknown configuration key 'extract'"):
+        OptimizeConfig.from_dict({"extract": {"resolution": 64}})

@@ -254,8 +254,12 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
-        """Build from a (possibly partial) dict; missing keys keep their defaults."""
-        cfg = _from_dict(cls, data, "")
+        """Build from a (possibly partial) dict, e.g. :meth:`to_dict`'s; missing keys keep their defaults.
+
+        Raises:
+            InputError: an unknown key, a wrongly-typed or out-of-range value (the message names it).
+        """
+        cfg = from_dict_over(cls(), data)
         cfg.validate()
         return cfg
 
@@ -297,22 +301,30 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def _from_dict(cls: type[T], data: dict[str, Any], prefix: str) -> T:
+def from_dict_over(base: T, data: dict[str, Any], prefix: str = "") -> T:
+    """A copy of the configuration dataclass ``base`` with the keys of ``data`` (nested dicts for nested
+    sections) replaced; what ``data`` does not name keeps ``base``'s value (so a configuration whose sections
+    have other defaults, such as ``OptimizeConfig``, keeps them). No range check.
+
+    Raises:
+        InputError: an unknown key or a wrongly-typed value, named with its dotted path.
+    """
     if not isinstance(data, dict):
         raise InputError(f"configuration section {prefix or 'root'} must be a table")
-    if cls is UnwrapConfig and "resolution" in data:
+    if isinstance(base, UnwrapConfig) and "resolution" in data:
         raise InputError(
             "unknown configuration key 'unwrap.resolution': the atlas is packed for bake.texture_size "
             "(one texture size for the run); set that instead"
         )
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in fields(base)}  # type: ignore[arg-type]
+    template = type(base)()  # the field types, read from the class defaults
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
             raise InputError(f"unknown configuration key {prefix}{key!r}")
-        default = getattr(cls(), key)
+        default = getattr(template, key)
         if dataclasses.is_dataclass(default):
-            kwargs[key] = _from_dict(type(default), value, f"{prefix}{key}.")
+            kwargs[key] = from_dict_over(getattr(base, key), value, f"{prefix}{key}.")
             continue
         if default is not None and not isinstance(default, bool) and isinstance(default, (int, float)):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -323,7 +335,7 @@ def _from_dict(cls: type[T], data: dict[str, Any], prefix: str) -> T:
         elif isinstance(default, str) and not isinstance(value, str):
             raise InputError(f"configuration key {prefix}{key} must be a string, got {value!r}")
         kwargs[key] = value
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)  # type: ignore[type-var]
 
 
 # -- the user-facing options: one carrier each ------------------------------------------------------
@@ -357,8 +369,8 @@ class Option:
     choices: tuple[str, ...] | None = None
     label: str | None = None
 
-    def get(self, cfg: PipelineConfig) -> Any:
-        """The option's value in ``cfg``."""
+    def get(self, cfg: Any) -> Any:
+        """The option's value in ``cfg`` (a :class:`PipelineConfig` or any configuration with its section)."""
         value: Any = cfg
         for key in self.path:
             value = getattr(value, key)
@@ -374,6 +386,15 @@ class Option:
             return dataclasses.replace(obj, **{path[0]: put(getattr(obj, path[0]), path[1:])})
 
         return put(cfg, self.path)
+
+    def applies_to(self, cfg: object) -> bool:
+        """Whether ``cfg`` has the option's field (``OptimizeConfig`` has no ``extract`` section, for one)."""
+        value: Any = cfg
+        for key in self.path:
+            if not hasattr(value, key):
+                return False
+            value = getattr(value, key)
+        return True
 
     @property
     def default(self) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import _profiling
-from .config import OPTIONS, BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig, preset_budget
+from .config import OPTIONS, BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig, from_dict_over, preset_budget
 from .config import PRESETS as PRESETS  # re-exported: the presets optimize documents
 from .errors import InputError
 from .fields.surface import SurfaceField
@@ -74,19 +74,38 @@ class OptimizeConfig:
         cfg = self
         faces, texture_size = preset_budget(preset, faces, texture_size)
         for name, value in (("faces", faces), ("texture_size", texture_size)):
-            if value is not None:  # the same option, range and message as generate's (config.OPTIONS)
-                problem = OPTIONS[name].problem(value)
-                if problem is not None:
-                    raise InputError(problem)
+            if value is not None:
                 cfg = OPTIONS[name].set(cfg, value)
         if up_axis is not None:
-            if up_axis not in UP_AXES:
-                raise InputError(f"up axis must be {' or '.join(UP_AXES)}, got {up_axis!r}")
             cfg = dataclasses.replace(cfg, up_axis=up_axis)
+        cfg.validate()
         return cfg
+
+    def validate(self) -> None:
+        """Check the options optimize takes (``faces``, ``texture_size``: the same ranges and messages as
+        generate's, :data:`~meshforge.config.OPTIONS`) and the up axis; raise :class:`InputError` naming the
+        first bad one."""
+        for name in ("faces", "texture_size"):
+            problem = OPTIONS[name].problem(OPTIONS[name].get(self))
+            if problem is not None:
+                raise InputError(problem)
+        if self.up_axis not in UP_AXES:
+            raise InputError(f"up axis must be {' or '.join(UP_AXES)}, got {self.up_axis!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OptimizeConfig:
+        """Build from a (possibly partial) dict, e.g. :meth:`to_dict`'s; missing keys keep the defaults of
+        :class:`OptimizeConfig` (whose ``clean`` section differs from generate's).
+
+        Raises:
+            InputError: an unknown key, a wrongly-typed or out-of-range value (the message names it).
+        """
+        cfg = from_dict_over(cls(), data)
+        cfg.validate()
+        return cfg
 
 
 @dataclass

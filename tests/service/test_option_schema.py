@@ -45,3 +45,28 @@ def test_export_form_fields_come_from_the_option_table(schema):
     for name in ("faces", "texture_size"):
         check(fields[name], OPTIONS[name], default_text="the job's")
     assert fields["preset"]["enum"] == list(PRESETS)
+
+
+def test_the_options_endpoint_serves_the_table_with_the_servers_caps(client_factory):
+    """``GET /v1/options`` (what the studio builds its form from): the table's ranges, choices, defaults and
+    help, each maximum lowered to this server's cap, and the presets."""
+    client = client_factory(max_texture_size=2048, max_faces=50_000, max_resolution=256)
+    r = client.get("/v1/options")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["presets"] == PRESETS
+    caps = {"resolution": 256, "faces": 50_000, "texture_size": 2048}
+    served = body["options"]
+    assert set(served) >= {"resolution", "faces", "texture_size", "textures", "foreground_ratio", "background"}
+    for name, info in served.items():
+        option = OPTIONS[name]
+        assert info["default"] == option.default and type(info["default"]) is type(option.default), name
+        assert info["minimum"] == option.minimum and info["choices"] == (
+            list(option.choices) if option.choices else None
+        )
+        highest = [x for x in (option.maximum, caps.get(name)) if x is not None]
+        assert info["maximum"] == (min(highest) if highest else None), name
+        assert (
+            info["help"] == option.describe()
+            and info["type"] == {int: "integer", float: "number", str: "string", bool: "boolean"}[option.kind]
+        )

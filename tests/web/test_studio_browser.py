@@ -75,9 +75,14 @@ def start_service(data: Path, *args: str, env: dict[str, str] | None = None):
     log.close()
 
 
+#: the default server's caps on options (below the option table's maxima, so the form must say this server's)
+CAPS = {"resolution": 512, "faces": 100_000, "texture_size": 2048}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    yield from start_service(tmp_path_factory.mktemp("service"), "--backend", "inflate")
+    env = {f"MESHFORGE_SERVICE_MAX_{name.upper()}": str(cap) for name, cap in CAPS.items()}
+    yield from start_service(tmp_path_factory.mktemp("service"), "--backend", "inflate", env=env)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +141,46 @@ def generate_in_studio(page, picture: Path, resolution: int, faces: int, texture
     page.select_option("select[name=texture_size]", str(texture_size))
     page.set_input_files("#file", str(picture))
     page.wait_for_function("window.__studio.viewer === 'ready'", timeout=120_000)
+
+
+def test_the_studio_form_is_built_from_the_option_table(server, browser):
+    """Ranges, choices and defaults of the studio's inputs are the option table's (meshforge.config.OPTIONS),
+    each maximum lowered to the server's cap; the re-export panel's too, with the server's presets."""
+    from meshforge.config import OPTIONS, PRESETS
+
+    page, errors = open_studio(browser, server)
+    page.wait_for_function("document.getElementById('options').dataset.loaded === 'true'", timeout=10_000)
+
+    def attrs(selector: str) -> dict[str, str]:
+        return page.locator(selector).evaluate("e => ({min: e.min, max: e.max, value: e.value})")
+
+    for selector, name in [
+        ("#options [name=resolution]", "resolution"),
+        ("#options [name=faces]", "faces"),
+        ("#options [name=foreground_ratio]", "foreground_ratio"),
+        ("#rx-faces", "faces"),
+    ]:
+        option, got = OPTIONS[name], attrs(selector)
+        highest = [x for x in (option.maximum, CAPS.get(name)) if x is not None]
+        assert float(got["min"]) == option.minimum, (selector, got)
+        assert (float(got["max"]) if got["max"] else None) == (min(highest) if highest else None), (selector, got)
+        assert float(got["value"]) == option.default, (selector, got)
+    texture = OPTIONS["texture_size"]
+    allowed = [2**k for k in range(20) if texture.minimum <= 2**k <= min(texture.maximum, CAPS["texture_size"])]
+    for selector in ("#options [name=texture_size]", "#rx-texture-size"):
+        offered = page.locator(f"{selector} option").evaluate_all("os => os.map(o => Number(o.value))")
+        assert offered == allowed and int(page.locator(selector).input_value()) == texture.default, offered
+    background = OPTIONS["background"]
+    offered = page.locator("#options [name=background] option").evaluate_all("os => os.map(o => o.value)")
+    assert offered == list(background.choices) and page.locator("#options [name=background]").input_value() == (
+        background.default
+    )
+    assert page.locator("#options [name=no_texture]").is_checked() is (not OPTIONS["textures"].default)
+    presets = page.locator("#rx-preset option").evaluate_all("os => os.map(o => o.value)")
+    assert presets == ["", *PRESETS]
+    page.screenshot(path=str(ARTIFACTS / "studio_form.png"))
+    assert not errors, errors
+    page.close()
 
 
 def test_studio_upload_view_toggle_download(server, browser, shared_images, tmp_path, validate):

@@ -5,7 +5,7 @@ worker on another machine sharing the data dir) could call ``execute_job(job_id,
 change to the API. The in-process workers (:mod:`meshforge.service.workers`) call it too, passing the
 backends they built once.
 
-The options a job runs with are made canonical by :mod:`meshforge.service.options` when it is submitted.
+A job runs with the configuration stored in its ledger row when it was submitted (:mod:`meshforge.service.options`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import _profiling
-from ..backends import Backend, load_backend
-from ..config import InputConfig, PipelineConfig
+from ..backends import Backend, load_backend, resolve_name
+from ..config import PipelineConfig
 from ..errors import BackendError, InputError, MeshforgeError, MissingDependency, StageError
 from ..export import export
 from ..export._png import encode_png
@@ -33,7 +32,7 @@ from ..io.files import write_atomic
 from ..raw import Raw, dumps_raw
 from ..types import Asset, Image, Report
 from .logs import job_event
-from .options import _auto_note, degrade
+from .options import degrade, job_config, optimize_base, pipeline_base, with_config
 from .problems import hide_paths, one_line
 from .settings import Settings
 from .storage import TERMINAL, JobRow, JobStore, is_storage_full, new_lease_owner
@@ -346,6 +345,7 @@ class _Execution:
         self.call_s = 0.0  # wall time inside the pipeline call (its stages plus its own untimed work)
         self.progress_s = 0.0  # time spent in the progress callback (ledger writes), test delays excluded
         self.cutout: Image | None = None  # generate: the prepared picture the backend saw
+        self.raw: Raw | None = None  # export: the parent's raw reconstruction
 
     # the progress callback: a stage boundary is where a job may stop
     def checkpoint(self, stage: str, percent: float) -> None:
@@ -505,9 +505,10 @@ class _Execution:
         return hide_paths(message, names)
 
     def _run_with_oom_retry(self, out: JobOutcome) -> tuple[Asset, Report, Raw]:
-        options = dict(self.job.effective_options or self.job.options)
+        options = self.job.effective_options or self.job.options
+        cfg = self._config(options)
         try:
-            return self._run_once(options)
+            return self._run_once(cfg, options)
         except _Stop:
             raise
         except Exception as exc:
@@ -515,48 +516,48 @@ class _Execution:
                 raise
             log.warning("job %s ran out of memory (%s); retrying with reduced settings", self.job.id, one_line(exc))
         _free_memory()
-        reduced = degrade(self.job.kind, options)
-        self.store.set_degraded(self.job.id, self.attempt, reduced)
+        reduced, changes = degrade(self.job.kind, cfg)
+        self.store.set_degraded(self.job.id, self.attempt, with_config(options, reduced))
         out.degraded = out.oom_retried = True
-        asset, report, raw = self._run_once(reduced)
-        parts = [
-            f"{k} {options[k]} → {reduced[k]}"
-            for k in ("resolution", "texture_size")
-            if options.get(k) != reduced.get(k)
-        ]
-        report.warn("ran out of memory; retried once with reduced settings: " + (", ".join(parts) or "unchanged"))
+        asset, report, raw = self._run_once(reduced, options)
+        report.warn("ran out of memory; retried once with reduced settings: " + (", ".join(changes) or "unchanged"))
         report.info["degraded"] = True
         return asset, report, raw
 
-    def _run_once(self, options: dict[str, Any]) -> tuple[Asset, Report, Raw]:
+    def _config(self, options: dict[str, Any]) -> Any:
+        """The job's configuration, rebuilt from its stored options (:func:`~meshforge.service.options.job_config`;
+        a row of an earlier version applies its options to the server's base configuration, or for an export to
+        its raw's configuration, as that version did)."""
+        kind = self.job.kind
+        if kind == "optimize":
+            return job_config(kind, options, optimize_base(self.settings))
+        if kind == "generate":
+            return job_config(kind, options, pipeline_base(self.settings))
+        from ..raw import load_raw
+
+        self.raw = load_raw(self.store.input_path(self.job))
+        base = PipelineConfig.from_dict(self.raw.config) if self.raw.config else PipelineConfig()
+        return job_config(kind, options, base)
+
+    def _run_once(self, cfg: Any, options: dict[str, Any]) -> tuple[Asset, Report, Raw]:
         path = self.store.input_path(self.job)
         if self.job.kind == "export":
-            return self._export(path, options)
+            return self._export(cfg)
         if self.job.kind == "optimize":
-            from ..optimize import OptimizeConfig, optimize
+            from ..optimize import optimize
 
-            ocfg = OptimizeConfig(max_bytes=self.settings.max_mesh_bytes).with_options(
-                faces=options["faces"], texture_size=options["texture_size"]
-            )
             t0 = time.perf_counter()
             try:
-                oresult = optimize(path, ocfg, on_progress=self.on_progress)
+                oresult = optimize(path, cfg, on_progress=self.on_progress)
             finally:
                 self.call_s = time.perf_counter() - t0
             return oresult.asset, oresult.report, oresult.raw
         from ..pipeline import generate
 
-        cfg = PipelineConfig(
-            input=InputConfig(max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_image_bytes)
-        ).with_options(
-            resolution=options["resolution"],
-            faces=options["faces"],
-            texture_size=options["texture_size"],
-            textures=bool(options["textures"]),
-            foreground_ratio=options["foreground_ratio"],
-            background=options["background"],
-        )
-        backend, load_s = self.pool.get(str(options["backend"]))
+        backend_name = options.get("backend") or self.job.backend
+        if not backend_name:
+            raise InputError("the generate job's stored options name no backend: submit it again")
+        backend, load_s = self.pool.get(str(backend_name))
         self.backend_load_s += load_s
         t0 = time.perf_counter()
         try:
@@ -570,29 +571,25 @@ class _Execution:
         finally:
             self.call_s = time.perf_counter() - t0
         self.cutout = result.prepared
-        if options.get("backend_requested") == "auto":
-            note = _auto_note(self.settings.weights)
-            if note:
-                result.report.warn(note)
+        note = options.get("backend_note")
+        if note is None and "format" not in options and options.get("backend_requested") == "auto":
+            note = resolve_name("auto", self.settings.weights)[1]  # a row of an earlier version kept no note
+        if note:
+            result.report.warn(note)
         return result.asset, result.report, result.raw
 
-    def _export(self, path: Path, options: dict[str, Any]) -> tuple[Asset, Report, Raw]:
-        """An export job: the parent's raw (``path``) finished with the job's options; no backend, no
-        decode slot (:func:`meshforge.pipeline.finish` on :func:`meshforge.raw.load_raw`'s voxel volume)."""
+    def _export(self, cfg: PipelineConfig) -> tuple[Asset, Report, Raw]:
+        """An export job: the parent's raw (loaded by :meth:`_config`) finished with the job's configuration;
+        no backend, no decode slot (:func:`meshforge.pipeline.finish` on the raw's voxel volume)."""
         from ..pipeline import finish
-        from ..raw import load_raw
 
-        raw = load_raw(path)
-        base = PipelineConfig.from_dict(raw.config) if raw.config else PipelineConfig()
-        cfg = base.with_options(
-            faces=options["faces"], texture_size=options["texture_size"], textures=bool(options["textures"])
-        )
         report = Report()
         report.config = cfg.to_dict()
         report.info["source"] = {"raw": f"job {self.job.parent_id}"}
         t0 = time.perf_counter()
         try:
-            result = finish(raw, cfg, on_progress=self.on_progress, report=report)
+            assert self.raw is not None
+            result = finish(self.raw, cfg, on_progress=self.on_progress, report=report)
         finally:
             self.call_s = time.perf_counter() - t0
         return result.asset, result.report, result.raw

@@ -39,6 +39,7 @@ from .options import (
     normalize_export_options,
     normalize_generate_options,
     normalize_optimize_options,
+    public_options,
     request_hash,
 )
 from .problems import STORAGE_FULL, ProblemError, one_line
@@ -512,7 +513,7 @@ class JobManager:
             ExportSummary(
                 id=e.id,
                 state=e.state,  # type: ignore[arg-type]
-                options=e.options,
+                options=public_options(e.kind, e.options),
                 created_at=_iso(e.created_at),  # type: ignore[arg-type]
                 error=_error(e),
                 links=_links(e),
@@ -529,8 +530,8 @@ class JobManager:
             cancel_requested=job.cancel_requested,
             attempts=job.attempts,
             backend=job.backend,
-            options=job.options,
-            effective_options=job.effective_options,
+            options=public_options(job.kind, job.options),
+            effective_options=public_options(job.kind, job.effective_options) if job.effective_options else None,
             input=JobInput(
                 name=job.input_name, sha256=job.input_sha256, bytes=job.input_bytes, media_type=job.input_media_type
             ),

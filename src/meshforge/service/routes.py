@@ -19,8 +19,20 @@ from starlette.responses import FileResponse, StreamingResponse
 from ..config import OPTIONS, PRESETS
 from .manager import FileAnswer, JobManager, Upload
 from .metrics import CONTENT_TYPE
+from .options import option_table
 from .problems import ProblemError
-from .schemas import BackendList, Job, JobKind, JobList, JobState, Liveness, Problem, Readiness, ResultFormat
+from .schemas import (
+    BackendList,
+    Job,
+    JobKind,
+    JobList,
+    JobState,
+    Liveness,
+    OptionTable,
+    Problem,
+    Readiness,
+    ResultFormat,
+)
 from .storage import TERMINAL
 
 _bearer = HTTPBearer(auto_error=False, description="An API key; required only when the server has keys configured.")
@@ -264,6 +276,14 @@ def list_backends(owner: Owner, manager: Manager) -> BackendList:
     whose weights are missing is refused at submit with 422 ``backend_unavailable``; ``note`` says what
     to do) and what ``auto`` resolves to."""
     return manager.backends()
+
+
+@api.get("/options", response_model=OptionTable, tags=["options"])
+def list_options(request: Request) -> OptionTable:
+    """The generate options the submit form takes (type, default, range, choices, help), from the one option
+    table that also builds the form fields and the CLI, with each maximum lowered to this server's cap, and
+    the presets. The studio builds its form from it. No API key needed: it says nothing about jobs."""
+    return OptionTable.model_validate(option_table(request.app.state.settings))
 
 
 @api.get(

@@ -123,8 +123,13 @@ class Job(BaseModel):
     cancel_requested: bool = False
     attempts: int = Field(description="how many times the job was started (more than 1 after a restart)")
     backend: str | None = None
-    options: dict[str, Any]
-    effective_options: dict[str, Any] | None = None
+    options: dict[str, Any] = Field(
+        description="the job's user-facing options by their form-field names (the whole configuration it ran "
+        "with is the report's `config`)"
+    )
+    effective_options: dict[str, Any] | None = Field(
+        default=None, description="the reduced options of the retry after running out of memory (`degraded`)"
+    )
     input: JobInput
     progress: Progress
     created_at: datetime
@@ -166,6 +171,31 @@ class BackendList(BaseModel):
 
     default: str
     items: list[BackendInfo]
+
+
+class OptionInfo(BaseModel):
+    """One user-facing option of the submit form, from :data:`meshforge.config.OPTIONS` (where its range,
+    choices, default and help are written once).
+
+    ``maximum`` is the table's, lowered to this server's cap (``MESHFORGE_SERVICE_MAX_RESOLUTION``,
+    ``..._MAX_FACES``, ``..._MAX_TEXTURE_SIZE``): the largest value a job may ask for here; null when
+    there is no upper bound. ``help`` is the one-line description with the range and default.
+    """
+
+    type: Literal["integer", "number", "string", "boolean"]
+    default: bool | int | float | str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: list[str] | None = None
+    help: str
+
+
+class OptionTable(BaseModel):
+    """``GET /v1/options``: the generate options by form-field name, and the named budgets (``preset``:
+    faces and texture size) that optimize and re-export take."""
+
+    options: dict[str, OptionInfo]
+    presets: dict[str, dict[str, int]]
 
 
 class Problem(BaseModel):

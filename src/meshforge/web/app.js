@@ -98,6 +98,66 @@ function withName(name, detail) {
   return `${name}: ${detail}`;
 }
 
+// ---------------------------------------------------------------- the option form
+// The ranges, choices, defaults and help of the options come from the server (GET /v1/options: the one
+// option table that also builds the API's form fields and the CLI, each maximum lowered to this server's
+// cap); none of them is written in the studio.
+function numberField(input, o, value = o.default) {
+  input.min = o.minimum ?? "";
+  if (o.maximum != null) input.max = o.maximum;
+  else input.removeAttribute("max");
+  input.value = value;
+  input.title = o.help;
+}
+
+function textureSizes(o) {
+  // the powers of two the table and this server allow
+  const sizes = [];
+  for (let size = 1; size <= o.maximum; size *= 2) if (size >= o.minimum) sizes.push(size);
+  return sizes;
+}
+
+function choiceField(select, values, value, help) {
+  select.replaceChildren(...values.map((v) => new Option(String(v), String(v), false, String(v) === String(value))));
+  select.title = help;
+}
+
+async function loadOptions() {
+  let r;
+  try { r = await fetch("/v1/options"); } catch { r = null; }
+  if (!r || !r.ok) {
+    showMessage(`cannot read this server's options: ${r ? await problemText(r) : "offline"}`);
+    return;
+  }
+  const { options: o, presets } = await r.json();
+  const form = $("options").elements;
+  numberField(form.resolution, o.resolution);
+  numberField(form.faces, o.faces);
+  numberField(form.foreground_ratio, o.foreground_ratio);
+  choiceField(form.texture_size, textureSizes(o.texture_size), o.texture_size.default, o.texture_size.help);
+  choiceField(form.background, o.background.choices, o.background.default, o.background.help);
+  form.no_texture.checked = !o.textures.default;
+  // the re-export panel: the same ranges; its values are the selected job's (see fillReexport)
+  numberField($("rx-faces"), o.faces);
+  choiceField($("rx-texture-size"), textureSizes(o.texture_size), o.texture_size.default, o.texture_size.help);
+  $("rx-preset").replaceChildren(
+    new Option("custom", "", true, true),
+    ...Object.entries(presets).map(([name, b]) => Object.assign(new Option(name, name), { title: `${b.faces} faces · ${b.texture_size}px` })),
+  );
+  $("options").dataset.loaded = "true";
+}
+
+let reexportFor = null;
+function fillReexport(job) {
+  // what is not changed is the job's, as in the API: start from its budgets (once per selected job, so a
+  // later refresh never overwrites what the user typed)
+  if (reexportFor === job.id) return;
+  reexportFor = job.id;
+  const o = job.options || {};
+  if (o.faces != null) $("rx-faces").value = o.faces;
+  if (o.texture_size != null) $("rx-texture-size").value = String(o.texture_size);
+}
+
 function optionsForm() {
   const form = new FormData($("options"));
   const out = {};
@@ -475,6 +535,7 @@ async function show(id) {
   showPicture("input-image", isImage ? `${API}/${source.id}/input` : null, id);
   showPicture("cutout-image", job.parent ? `${API}/${job.parent}/cutout` : job.links && job.links.cutout, id);
   $("reexport").hidden = !(job.kind === "generate" && job.state === "succeeded");
+  if (!$("reexport").hidden) fillReexport(job);
   showWarnings(job.warnings || []);
   $("downloads").replaceChildren();
   $("report").textContent = "";
@@ -587,5 +648,6 @@ async function health() {
 }
 health();
 setInterval(health, 5000);
+loadOptions();
 loadBackends();
 loadJobs();
