@@ -195,3 +195,21 @@ def test_reduced_precision_blocks(dtype: str) -> None:
     assert out.dtype == torch.float32
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
     assert not torch.equal(out, ref)  # the blocks really ran in reduced precision
+
+
+def test_load_checkpoint_is_strict_but_rebuilds_grid_buffers() -> None:
+    source = SparseStructureFlowModel(resolution=3, **dict(TINY, num_blocks=1))
+    randomise(source, 5)
+    weights = {k: v.to(torch.bfloat16) for k, v in source.state_dict().items() if k != "rope_phases"}
+    target: Any = SparseStructureFlowModel(resolution=3, **dict(TINY, num_blocks=1))
+    target.load_checkpoint(weights)
+    assert torch.equal(target.blocks[0].mlp.mlp[0].weight, weights["blocks.0.mlp.mlp.0.weight"].float())
+    assert target.blocks[0].mlp.mlp[0].weight.dtype == torch.float32
+    assert torch.equal(target.rope_phases, source.rope_phases)
+    with pytest.raises(RuntimeError, match="missing"):
+        target.load_checkpoint({k: v for k, v in weights.items() if k != "out_layer.bias"})
+    with pytest.raises(RuntimeError, match="unexpected"):
+        target.load_checkpoint({**weights, "extra.weight": torch.zeros(1)})
+    slat = SLatFlowModel(resolution=8, **dict(TINY, num_blocks=1))
+    with pytest.raises(RuntimeError):
+        slat.load_checkpoint({k: v for k, v in weights.items() if k != "blocks.0.modulation"})

@@ -32,6 +32,7 @@ Sources: TRELLIS (Xiang et al. 2024), TRELLIS.2 (2025); flow matching (Lipman et
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 
 import torch
@@ -47,7 +48,17 @@ from .transformer import (
     cast_unless_autocast,
 )
 
-__all__ = ["ElasticSLatFlowModel", "SLatFlowModel", "SparseStructureFlowModel", "resolve_dtype"]
+__all__ = [
+    "REGENERATED_BUFFERS",
+    "ElasticSLatFlowModel",
+    "SLatFlowModel",
+    "SparseStructureFlowModel",
+    "resolve_dtype",
+]
+
+REGENERATED_BUFFERS = ("rope_phases", "pos_emb")
+"""Deterministic grid buffers of the dense flow: in its state_dict (as in the reference) but
+rebuilt at construction, so a checkpoint may leave them out (see :meth:`_FlowBase.load_checkpoint`)."""
 
 _DTYPES = {
     "f16": torch.float16,
@@ -129,6 +140,31 @@ class _FlowBase(nn.Module):
     def device(self) -> torch.device:
         """The device of the parameters."""
         return next(self.parameters()).device
+
+    def load_checkpoint(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load (official) weights strictly, except that :data:`REGENERATED_BUFFERS` may be absent.
+
+        The reference registers the dense flow's ``rope_phases`` / ``pos_emb`` as persistent buffers
+        but loads its checkpoints with ``strict=False``; released checkpoints are reported to omit
+        ``rope_phases``. Every other key must be present and no extra key is allowed; tensors are
+        copied into the existing parameters (cast to their dtype).
+
+        Raises:
+            RuntimeError: missing or unexpected keys, or a shape mismatch.
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict and k not in REGENERATED_BUFFERS]
+        unexpected = [k for k in state_dict if k not in own]
+        if missing or unexpected:
+            raise RuntimeError(
+                f"{type(self).__name__} checkpoint mismatch: missing {missing[:8]}{'…' if len(missing) > 8 else ''}, "
+                f"unexpected {unexpected[:8]}{'…' if len(unexpected) > 8 else ''}"
+            )
+        full = dict(state_dict)
+        for key in REGENERATED_BUFFERS:
+            if key in own and key not in full:
+                full[key] = own[key]
+        self.load_state_dict(full, strict=True)
 
     def convert_to(self, dtype: torch.dtype) -> None:
         """Convert the ``nn.Linear`` weights inside ``blocks`` to ``dtype`` and run the blocks in it."""
