@@ -161,6 +161,10 @@ def flexible_dual_grid_to_mesh(
 
     Raises:
         ValueError: mismatched shapes, a bad ``aabb``/``grid_size``, or coordinates outside the grid.
+
+    Notes:
+        The number of faces depends on the data (boolean selections), so the function cannot run on the
+        ``meta`` device. Memory is about ``Q · 4 · 3`` int64 for ``Q`` flagged edges (the neighbour lookups).
     """
     device = coords.device
     n = int(coords.shape[0])

@@ -6,7 +6,9 @@ all in [0, 1] (:data:`PBR_CHANNELS`; the base colour is written to glTF's sRGB `
 so it is sRGB-encoded). The reference samples them (``MeshWithVoxel.query_attrs``, ``o_voxel.postprocess.
 to_glb``) with FlexGEMM's sparse ``grid_sample_3d(mode="trilinear")``:
 
-- a point ``p`` becomes the grid coordinate ``g = (p − origin) / voxel_size``; voxel ``c`` is centred at
+- a point ``p`` becomes the grid coordinate ``g = (p − origin) / voxel_size`` (float32, a true division as in
+  ``to_glb``; ``MeshWithVoxel.query_attrs`` divides a CUDA tensor by a Python float, which CUDA computes as a
+  product with the reciprocal — the same for TRELLIS.2's power-of-two resolutions); voxel ``c`` is centred at
   ``g = c + 0.5`` (so ``origin`` is the grid's minimum corner and ``voxel_size = 1 / R``);
 - the eight voxels ``n = floor(g − 0.5) + {0, 1}³`` around it weigh ``Π_axes (1 − |g − n − 0.5|)``;
   voxels that are not stored (or outside the grid) weigh nothing and the weights of the present ones are
