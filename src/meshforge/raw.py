@@ -39,6 +39,15 @@ colour from the 256³ volume differs from baking the live field by 1.0/255 on av
 ``prepared.npy`` (optional)
     ``[S, S, 4]`` uint8 the prepared RGBA picture the backend saw (straight alpha = the object mask).
 
+**Sparse PBR voxels** (TRELLIS.2): instead of ``voxel_coords.npy``/``voxel_values.npy``, a raw whose attribute
+source is a :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField` (the decoder's voxels, read back
+by trilinear interpolation over the stored voxels) has ``"attributes": {"kind": "sparse_voxels", "origin": [3],
+"voxel_size": s, "transform": [4][4] (canonical → voxel frame), "fallback": "nearest" | "zero", "channels":
+["red", "green", "blue", "metallic", "roughness", "alpha"]}`` and the members ``sparse_voxel_coords.npy``
+(``[M, 3]`` uint16, or int32 past 65535, voxel indices) and ``sparse_voxel_attrs.npy`` (``[M, 6]`` float16 or
+float32, as the field holds them: the round trip is exact). The version stays 1 (the ``voxels`` kind is
+unchanged); a meshforge without this kind refuses such a file as inconsistent ("unknown attribute source").
+
 A reader refuses a file whose ``format`` is not ``meshforge-raw``, whose ``version`` is newer than
 :data:`RAW_VERSION` ("made by a newer meshforge"), or whose members are missing, truncated, fail their
 CRC or disagree with the manifest, each with a one-line :class:`~meshforge.errors.InputError`.
@@ -59,6 +68,8 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .backends.trellis2.voxel_field import RAW_KIND as SPARSE_KIND
+from .backends.trellis2.voxel_field import SparseVoxelField
 from .errors import InputError, StageError
 from .fields.base import Field, SurfaceAttributes
 from .types import Image, Material, Mesh
@@ -85,7 +96,8 @@ class Raw:
         surface: the dense surface (``[V, 3]`` float32 vertices in metres, ``[F, 3]`` int32 faces wound
             counter-clockwise seen from outside), e.g. the extracted isosurface or the flattened source mesh.
         attributes: the attribute source the bake samples: a point :class:`~meshforge.fields.base.Field`
-            (a backend's live field, or its portable :class:`VoxelField`), or a dense-surface field with
+            (a backend's live field, or its portable :class:`VoxelField`, or TRELLIS.2's
+            :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField`), or a dense-surface field with
             ``bake_attributes`` (:class:`~meshforge.fields.surface.SurfaceField`, what ``optimize`` uses).
         prepared: the prepared ``[S, S, 4]`` picture the backend saw (None for ``optimize``).
         provenance: JSON-able facts: ``job``, ``version``, ``backend`` (its ``info()``), ``input_name``,
@@ -266,12 +278,13 @@ def portable(raw: Raw, resolution: int | None = None) -> Raw:
             ``raw.provenance["parameters"]["resolution"]``, at least :data:`ATTRIBUTE_RESOLUTION`).
 
     Returns:
-        The raw itself when it is already portable, else a copy with a :class:`VoxelField`.
+        The raw itself when it is already portable (a :class:`VoxelField` or a
+        :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField`), else a copy with a :class:`VoxelField`.
 
     Raises:
         InputError: the attribute source is a dense-surface field (``optimize``'s), which has no voxel form.
     """
-    if isinstance(raw.attributes, VoxelField):
+    if isinstance(raw.attributes, VoxelField | SparseVoxelField):
         return raw
     if isinstance(raw.attributes, SurfaceAttributes):
         raise InputError("an optimize job's raw (a dense source mesh) cannot be saved: optimize the source again")
@@ -294,13 +307,25 @@ def dumps_raw(raw: Raw) -> bytes:
     """
     raw = portable(raw)
     vox = raw.attributes
-    assert isinstance(vox, VoxelField)
     arrays: dict[str, np.ndarray] = {
         "surface_vertices.npy": raw.surface.vertices.astype(np.float32),
         "surface_faces.npy": raw.surface.faces.astype(np.int32),
-        "voxel_coords.npy": vox.coords.astype(np.uint16),
-        "voxel_values.npy": vox.values.astype(np.float16),
     }
+    attributes: dict[str, Any]
+    if isinstance(vox, SparseVoxelField):
+        attributes, members = vox.raw_members()
+        arrays.update(members)
+    else:
+        assert isinstance(vox, VoxelField)
+        arrays["voxel_coords.npy"] = vox.coords.astype(np.uint16)
+        arrays["voxel_values.npy"] = vox.values.astype(np.float16)
+        attributes = {
+            "kind": "voxels",
+            "bbox_min": vox.bbox_min.tolist(),
+            "bbox_max": vox.bbox_max.tolist(),
+            "resolution": vox.resolution,
+            "channels": list(CHANNELS),
+        }
     if raw.prepared is not None:
         arrays["prepared.npy"] = raw.prepared.rgba
     manifest = {
@@ -311,13 +336,7 @@ def dumps_raw(raw: Raw) -> bytes:
         "provenance": raw.provenance,
         "config": raw.config,
         "material": dataclasses.asdict(raw.material),
-        "attributes": {
-            "kind": "voxels",
-            "bbox_min": vox.bbox_min.tolist(),
-            "bbox_max": vox.bbox_max.tolist(),
-            "resolution": vox.resolution,
-            "channels": list(CHANNELS),
-        },
+        "attributes": attributes,
         "members": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
     }
     buf = io.BytesIO()
@@ -331,7 +350,8 @@ def dumps_raw(raw: Raw) -> bytes:
 
 
 def loads_raw(data: bytes, label: str = "raw file") -> Raw:
-    """Decode ``.mfraw`` bytes into a :class:`Raw` whose attributes are a :class:`VoxelField`.
+    """Decode ``.mfraw`` bytes into a :class:`Raw` whose attributes are a :class:`VoxelField` (or the
+    :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField` it was saved with).
 
     Args:
         data: the file's bytes.
@@ -364,15 +384,19 @@ def loads_raw(data: bytes, label: str = "raw file") -> Raw:
     try:
         surface = Mesh(vertices=arrays["surface_vertices.npy"], faces=arrays["surface_faces.npy"])
         att = manifest["attributes"]
-        if att.get("kind") != "voxels" or list(att.get("channels", [])) != list(CHANNELS):
+        vox: Field
+        if att.get("kind") == SPARSE_KIND:
+            vox = SparseVoxelField.from_raw_members(att, arrays)
+        elif att.get("kind") != "voxels" or list(att.get("channels", [])) != list(CHANNELS):
             raise ValueError(f"unknown attribute source {att.get('kind')!r}")
-        vox = VoxelField(
-            np.asarray(att["bbox_min"], np.float32),
-            np.asarray(att["bbox_max"], np.float32),
-            int(att["resolution"]),
-            arrays["voxel_coords.npy"],
-            arrays["voxel_values.npy"],
-        )
+        else:
+            vox = VoxelField(
+                np.asarray(att["bbox_min"], np.float32),
+                np.asarray(att["bbox_max"], np.float32),
+                int(att["resolution"]),
+                arrays["voxel_coords.npy"],
+                arrays["voxel_values.npy"],
+            )
         if surface.n_faces and (surface.faces.min() < 0 or surface.faces.max() >= surface.n_vertices):
             raise ValueError("face indices outside the vertex array")
         if not np.isfinite(surface.vertices).all():
