@@ -97,17 +97,17 @@ def test_neighbour_map_entries_point_at_the_offset_voxel() -> None:
     x, occ = random_grid(batch=2, size=(7, 7, 7), density=0.3, channels=1)
     nbr = build_neighbour_map(x.coords, 3, 2)
     offsets = kernel_offsets((3, 3, 3), (2, 2, 2))
-    assert nbr.shape == (x.coords.shape[0], 27) and nbr.dtype == torch.int64
+    assert nbr.shape == (x.coords.shape[0], 27) and nbr.dtype == torch.int32
     assert torch.equal(offsets[13], torch.zeros(3, dtype=torch.int64))  # centre tap, x slowest / z fastest
     assert torch.equal(offsets[1], torch.tensor([-2, -2, 0]))
-    assert torch.equal(nbr[:, 13], torch.arange(x.coords.shape[0]))
+    assert torch.equal(nbr[:, 13].long(), torch.arange(x.coords.shape[0]))
     target = x.coords.long()[:, None, 1:] + offsets[None]
     inside = ((target >= 0) & (target < 7)).all(-1)
     b = x.coords.long()[:, None, 0].expand_as(inside)
     t = target.clamp(0, 6)
     present = inside & occ[b, t[..., 0], t[..., 1], t[..., 2]]
     assert torch.equal(nbr >= 0, present)
-    found = nbr[present]
+    found = nbr[present].long()
     assert torch.equal(x.coords.long()[found, 1:], target[present])
     assert torch.equal(x.coords.long()[found, 0], b[present])
 

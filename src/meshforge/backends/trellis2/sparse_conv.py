@@ -10,7 +10,7 @@ Here it is two steps:
 
 1. :func:`build_neighbour_map` — a coordinate hash: every ``(b, x, y, z)`` is linearised to an
    ``int64`` key, the keys are sorted once, and the key of each (voxel, kernel offset) pair is
-   looked up with ``torch.searchsorted``. The result ``int64 [N, K³]`` holds the row of the
+   looked up with ``torch.searchsorted``. The result ``int32 [N, K³]`` holds the row of the
    neighbour at ``coord + offset·dilation`` or ``-1`` where that cell is empty. Offsets are
    enumerated with the x offset slowest and the z offset fastest.
 2. :func:`submanifold_conv3d` — an explicit GEMM: gather the neighbour features into an
@@ -85,7 +85,7 @@ def build_neighbour_map(
         chunk_rows: rows looked up per pass (bounds the ``[rows, K³]`` temporaries).
 
     Returns:
-        ``int64 [N, K_x·K_y·K_z]``: entry ``[n, v]`` is the row of the voxel at
+        ``int32 [N, K_x·K_y·K_z]`` (``int64`` from 2³¹ rows on): entry ``[n, v]`` is the row of the voxel at
         ``coords[n] + offsets[v]`` (same batch item; :func:`kernel_offsets` order) or ``-1``.
 
     Raises:
@@ -96,8 +96,9 @@ def build_neighbour_map(
     ks, dil = _triple(kernel_size), _triple(dilation)
     offsets = kernel_offsets(ks, dil, coords.device)
     n = coords.shape[0]
+    index_dtype = torch.int32 if n < 2**31 - 1 else torch.int64
     if n == 0:
-        return torch.empty((0, offsets.shape[0]), dtype=torch.int64, device=coords.device)
+        return torch.empty((0, offsets.shape[0]), dtype=index_dtype, device=coords.device)
 
     # Shift the coordinates so that every neighbour coordinate is >= 0 and below `extent`: then the
     # linearised key is injective over all queried cells and no bounds mask is needed.
@@ -118,13 +119,13 @@ def build_neighbour_map(
     sorted_keys, order = torch.sort(keys)
     offset_keys = (offsets * key_strides).sum(-1)  # a key shift per kernel tap
 
-    out = torch.empty((n, offsets.shape[0]), dtype=torch.int64, device=coords.device)
+    out = torch.empty((n, offsets.shape[0]), dtype=index_dtype, device=coords.device)
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
         query = keys[start:stop, None] + offset_keys[None, :]
         pos = torch.searchsorted(sorted_keys, query).clamp_(max=n - 1)
         found = sorted_keys[pos] == query
-        out[start:stop] = torch.where(found, order[pos], torch.full_like(pos, -1))
+        out[start:stop] = torch.where(found, order[pos], torch.full_like(pos, -1)).to(index_dtype)
     return out
 
 
@@ -139,7 +140,7 @@ def submanifold_conv3d(
 
     Args:
         feats: ``[N, C_in]`` features (the dtype of ``weight``).
-        neighbours: ``int64 [N, V]`` from :func:`build_neighbour_map` (``-1`` = absent).
+        neighbours: ``int32/int64 [N, V]`` from :func:`build_neighbour_map` (``-1`` = absent).
         weight: ``[C_out, K_x, K_y, K_z, C_in]`` with ``K_x·K_y·K_z == V``.
         bias: ``[C_out]`` or ``None``.
         chunk_elements: bound on the gathered ``[rows, V·C_in]`` matrix per step.
@@ -160,13 +161,14 @@ def submanifold_conv3d(
     n = feats.shape[0]
     # One zero row at index N stands for every absent neighbour.
     padded = torch.cat([feats, feats.new_zeros((1, c_in))], dim=0)
-    gather_index = torch.where(neighbours < 0, torch.full_like(neighbours, n), neighbours)
     w = weight.reshape(c_out, volume * c_in).t()
     rows = max(1, chunk_elements // max(1, volume * c_in))
     pieces = []
     for start in range(0, max(n, 1), rows):
         stop = min(start + rows, n)
-        cols = padded[gather_index[start:stop]].reshape(stop - start, volume * c_in)
+        index = neighbours[start:stop]
+        index = torch.where(index < 0, torch.full_like(index, n), index)
+        cols = padded[index].reshape(stop - start, volume * c_in)
         pieces.append(torch.addmm(bias, cols, w) if bias is not None else cols @ w)
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
 
@@ -227,7 +229,7 @@ class SparseConv3d(nn.Module):
             self.register_parameter("bias", None)
 
     def neighbours(self, x: SparseTensor) -> torch.Tensor:
-        """The cached (or freshly built) ``int64 [N, K³]`` neighbour map of ``x``'s coordinates."""
+        """The cached (or freshly built) ``[N, K³]`` neighbour map of ``x``'s coordinates."""
         key = (NEIGHBOUR_CACHE_KEY, self.kernel_size, self.dilation)
         nbr = x.cache.get(key)
         if nbr is None:
