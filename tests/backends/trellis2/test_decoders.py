@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from meshforge.backends.trellis2.decoders import decoder_from_config
 from meshforge.backends.trellis2.slat_decoders import (
     DecodedMesh,
     FlexiDualGridVaeDecoder,
@@ -333,3 +334,14 @@ def test_decoder_argument_errors() -> None:
         tex.upsample(latent, 1)
     with pytest.raises(ValueError):
         build("tex_tiny", block_type=["NoSuchBlock"] * 3)
+
+
+def test_decoder_from_config_builds_by_reference_class_name() -> None:
+    cfg = FIXTURE["tex_official_256"]
+    model = decoder_from_config({"name": cfg["class"], "args": cfg["args"]}, device="meta")
+    assert isinstance(model, SparseUnetVaeDecoder) and not model.pred_subdiv
+    assert next(model.parameters()).device.type == "meta"
+    tiny = decoder_from_config({"name": "SparseStructureDecoder", "args": FIXTURE["ss_tiny"]["args"]})
+    assert isinstance(tiny, SparseStructureDecoder) and tiny.input_layer.weight.device.type == "cpu"
+    with pytest.raises(ValueError):
+        decoder_from_config({"name": "SparseStructureEncoder", "args": {}})
