@@ -234,3 +234,15 @@ def test_pointwise_layers_and_group_norm_per_batch_item() -> None:
         half = ln(x.feats.half())
         assert half.dtype == torch.float16
         assert torch.allclose(half.float(), F.layer_norm(x.feats, (64,), eps=1e-6), atol=1e-2)
+
+
+def test_upsampling_keeps_a_batch_item_whose_children_are_all_dropped() -> None:
+    x, _ = random_grid(batch=3, size=(4, 4, 4), density=0.5, channels=8)
+    mask = torch.ones(x.coords.shape[0], 8, dtype=torch.bool)
+    mask[x.layout[2]] = False  # the last item loses every voxel
+    mask[x.layout[0], 1:] = False
+    out = SparseChannel2Spatial(2)(x, mask)
+    assert out.batch_size == 3
+    assert [s.stop - s.start for s in out.layout] == [x.seqlens[0], 8 * x.seqlens[1], 0]
+    pooled = SparseDownsample(2)(out)
+    assert pooled.batch_size == 3 and pooled.seqlens[2] == 0

@@ -135,6 +135,18 @@ class SparseActivation(nn.Module):
 
 
 # -- 2x resampling ---------------------------------------------------------------------------------
+def _layout_from(coords: torch.Tensor, batch_size: int) -> list[slice]:
+    """Row slices of batch items ``0 … batch_size-1`` (empty items included) in grouped coords."""
+    batch = coords[:, 0].contiguous()
+    bounds = torch.searchsorted(batch, torch.arange(batch_size + 1, device=batch.device, dtype=batch.dtype))
+    edges = bounds.tolist()
+    return [slice(edges[i], edges[i + 1]) for i in range(batch_size)]
+
+
+def _new_tensor(feats: torch.Tensor, coords: torch.Tensor, shape: tuple[int, ...], batch_size: int) -> SparseTensor:
+    return SparseTensor(feats, coords, shape, _layout_from(coords, batch_size))  # type: ignore[arg-type]
+
+
 def _children_of(
     coords: torch.Tensor, mask: torch.Tensor, factor: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -209,7 +221,7 @@ class SparseChannel2Spatial(nn.Module):
         flat = x.feats.reshape(x.feats.shape[0] * vol, -1)
         feats = flat[parent_row * vol + sub_index]
         shape = tuple(s * self.factor for s in x.spatial_shape)
-        return SparseTensor(feats, new_coords, shape)  # type: ignore[arg-type]
+        return _new_tensor(feats, new_coords, shape, x.batch_size)
 
 
 class SparseSpatial2Channel(nn.Module):
@@ -229,7 +241,7 @@ class SparseSpatial2Channel(nn.Module):
         new_coords, parent_row, sub_index, extent = _parent_codes(x, self.factor)
         feats = x.feats.new_zeros((new_coords.shape[0] * vol, x.feats.shape[1]))
         feats[parent_row * vol + sub_index] = x.feats
-        out = SparseTensor(feats.reshape(new_coords.shape[0], -1), new_coords, tuple(extent))  # type: ignore[arg-type]
+        out = _new_tensor(feats.reshape(new_coords.shape[0], -1), new_coords, tuple(extent), x.batch_size)
         out.cache[(SUBDIVISION_CACHE_KEY, self.factor)] = (x.coords, parent_row, sub_index)
         return out
 
@@ -257,7 +269,7 @@ class SparseDownsample(nn.Module):
             reduce="mean" if self.mode == "mean" else "amax",
             include_self=False,
         )
-        out = SparseTensor(feats, new_coords, tuple(extent))  # type: ignore[arg-type]
+        out = _new_tensor(feats, new_coords, tuple(extent), x.batch_size)
         out.cache[("upsample", self.factor)] = (x.coords, parent_row)
         return out
 
@@ -286,4 +298,4 @@ class SparseUpsample(nn.Module):
         else:
             raise ValueError("upsampling needs a subdivision mask (or a paired downsample cache)")
         shape = tuple(s * self.factor for s in x.spatial_shape)
-        return SparseTensor(x.feats[parent_row], new_coords, shape)  # type: ignore[arg-type]
+        return _new_tensor(x.feats[parent_row], new_coords, shape, x.batch_size)
