@@ -196,3 +196,25 @@ def test_hub_cache_layout_with_the_v1_decoder_in_its_own_repo(tmp_path: Path, mo
     dec = files.models["sparse_structure_decoder"]
     assert "models--microsoft--TRELLIS-image-large" in str(dec.weights)
     assert isinstance(load_model(dec), StandIn)
+
+
+class WithPhases(StandIn):
+    """A model with a complex buffer derived from its arguments (as the reference's rope_phases)."""
+
+    def __init__(self, width: int, depth: int = 1) -> None:
+        super().__init__(width, depth)
+        self.register_buffer("rope_phases", torch.polar(torch.ones(3), torch.arange(3.0)))
+
+
+register_model_class("WithPhases", WithPhases)
+
+
+def test_derived_complex_buffers_may_be_absent(tmp_path: Path) -> None:
+    folder = tmp_path / "w"
+    folder.mkdir()
+    state = _ckpt(folder, "ckpts/a", 0)
+    (folder / "ckpts/a.json").write_text(json.dumps({"name": "WithPhases", "args": {"width": 4, "depth": 2}}))
+    files = loading.ModelFiles("a", "ckpts/a", folder / "ckpts/a.json", folder / "ckpts/a.safetensors")
+    model = load_model(files)
+    assert torch.equal(model.rope_phases, torch.polar(torch.ones(3), torch.arange(3.0)))
+    assert torch.equal(model.norm.weight, state["norm.weight"])
