@@ -180,3 +180,55 @@ def test_frames_and_alpha_mode() -> None:
     assert alpha_mode_of(np.r_[np.ones(800), np.zeros(200)]) == "MASK"
     assert alpha_mode_of(np.r_[np.ones(800), np.full(200, 0.5)]) == "BLEND"
     assert alpha_mode_of(np.r_[np.full(1000, 1.4)]) == "OPAQUE"  # clamped
+
+
+class _FakeVoxelField:
+    """Records the points it is asked about; answers the attributes of the voxel at each point."""
+
+    def __init__(self, coords: np.ndarray, attrs: np.ndarray, origin: Any, voxel_size: float) -> None:
+        self.coords, self.attrs, self.origin, self.voxel_size = coords, attrs, np.asarray(origin), voxel_size
+        self.asked: list[np.ndarray] = []
+
+    def sample(self, points: np.ndarray) -> np.ndarray:
+        self.asked.append(points)
+        ijk = np.floor((points - self.origin) / self.voxel_size).astype(int)
+        table = {tuple(c): a for c, a in zip(self.coords.tolist(), self.attrs, strict=True)}
+        return np.stack([table.get(tuple(k), np.zeros(6, np.float32)) for k in ijk.tolist()])
+
+
+def test_field_from_output_frames_and_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from meshforge.backends.trellis2.backend import field_from_output
+    from meshforge.backends.trellis2.pipeline import Trellis2Output
+
+    fake = types.ModuleType("meshforge.backends.trellis2.voxel_field")
+    fake.SparseVoxelField = _FakeVoxelField  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "meshforge.backends.trellis2.voxel_field", fake)
+    coords = torch.tensor([[0, 1, 2, 3], [0, 3, 3, 3]], dtype=torch.int32)
+    attrs = torch.tensor([[0.2, 0.4, 0.6, 0.1, 0.9, 1.2], [1.5, -0.1, 0.5, 0.0, 0.5, 0.9]])
+    out = Trellis2Output(
+        meshes=[(torch.tensor([[0.1, 0.2, 0.3], [0.0, 0.0, 0.4], [0.2, -0.3, 0.0]]), torch.tensor([[0, 1, 2]]))],
+        voxels=[SparseTensor(attrs, coords)],
+        resolution=4,
+        pipeline_type="512",
+        coords=coords,
+        shape_slat=SparseTensor(torch.zeros(2, 1), coords),
+        tex_slat=SparseTensor(torch.zeros(2, 1), coords),
+    )
+    field = field_from_output(out)
+    mesh = field.dense_surface()
+    np.testing.assert_allclose(mesh.vertices[0], [0.1, 0.3, -0.2], atol=1e-6)  # (x, z, −y)
+    assert mesh.faces.tolist() == [[0, 1, 2]]
+    # the centre of voxel (1, 2, 3) in TRELLIS.2's frame, asked for in the canonical frame
+    centre = np.array([[-0.5 + 1.5 / 4, -0.5 + 2.5 / 4, -0.5 + 3.5 / 4]], np.float32)
+    canonical = np.stack([centre[:, 0], centre[:, 2], -centre[:, 1]], 1)
+    np.testing.assert_allclose(field.color(canonical), [[0.2, 0.4, 0.6]], atol=1e-6)
+    metallic, roughness = field.material(canonical)
+    assert metallic.tolist() == pytest.approx([0.1]) and roughness.tolist() == pytest.approx([0.9])
+    assert field.alpha(canonical).tolist() == [1.0]  # clamped
+    np.testing.assert_allclose(field.voxels.asked[0], centre, atol=1e-6)
+    assert field.density(canonical).tolist() == [1.0]
+    assert field.density(np.zeros((1, 3), np.float32)).tolist() == [0.0]
+    assert field.alpha_mode == "BLEND"  # one voxel of two at 0.9: partly see-through

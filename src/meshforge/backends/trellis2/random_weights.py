@@ -27,7 +27,7 @@ conv is zero (identity blocks); each up-sampling conv averages channel 0 over 3�
 through its centre tap; the output conv reads channel 0 after the channel LayerNorm (monotone in it, because
 channel 1 is a large constant) at its centre tap. Zero padding makes every average smaller near the grid's
 faces, so the "+1" becomes a bump in the middle: the logits are smooth noise on a central hill. The output
-bias is then set to the ``1 − occupancy`` quantile of the logits of a few N(0, 1) latents (default 3 % of
+bias is then set to the ``1 − occupancy`` quantile of the logits of a few N(0, 1) latents (default 1.5 % of
 the 64³ grid), giving a few rounded lumps near the centre — never empty, never full. The texture decoder's
 alpha output bias is raised (+3 → opacity ≈ 1, so ``alphaMode`` stays OPAQUE) and the shape decoder's
 subdivision heads get a negative bias (fewer children, bounded growth).
@@ -194,7 +194,7 @@ def rerandomise_zero_parameters(model: Any, generator: Any, std: float = 0.02) -
 
 
 def shape_sparse_structure_decoder(
-    model: Any, generator: Any, *, occupancy: float = 0.03, latent_shape: tuple[int, ...] | None = None
+    model: Any, generator: Any, *, occupancy: float = 0.015, latent_shape: tuple[int, ...] | None = None
 ) -> float:
     """Set the v1 sparse-structure decoder to a smooth-noise-on-a-hill occupancy (see the module docstring).
 
