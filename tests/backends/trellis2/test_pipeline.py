@@ -185,15 +185,27 @@ def test_frames_and_alpha_mode() -> None:
 class _FakeVoxelField:
     """Records the points it is asked about; answers the attributes of the voxel at each point."""
 
-    def __init__(self, coords: np.ndarray, attrs: np.ndarray, origin: Any, voxel_size: float) -> None:
+    def __init__(self, coords: np.ndarray, attrs: np.ndarray, origin: Any, voxel_size: float, transform: Any) -> None:
         self.coords, self.attrs, self.origin, self.voxel_size = coords, attrs, np.asarray(origin), voxel_size
+        self.transform = np.asarray(transform)
         self.asked: list[np.ndarray] = []
 
-    def sample(self, points: np.ndarray) -> np.ndarray:
+    def _query(self, canonical: np.ndarray) -> np.ndarray:
+        points = canonical @ self.transform[:3, :3].T + self.transform[:3, 3]
         self.asked.append(points)
         ijk = np.floor((points - self.origin) / self.voxel_size).astype(int)
         table = {tuple(c): a for c, a in zip(self.coords.tolist(), self.attrs, strict=True)}
-        return np.stack([table.get(tuple(k), np.zeros(6, np.float32)) for k in ijk.tolist()])
+        return np.clip(np.stack([table.get(tuple(k), np.zeros(6, np.float32)) for k in ijk.tolist()]), 0, 1)
+
+    def color(self, points: np.ndarray) -> np.ndarray:
+        return self._query(points)[:, :3]
+
+    def material(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = self._query(points)
+        return v[:, 3], v[:, 4]
+
+    def alpha(self, points: np.ndarray) -> np.ndarray:
+        return self._query(points)[:, 5]
 
 
 def test_field_from_output_frames_and_attributes(monkeypatch: pytest.MonkeyPatch) -> None:

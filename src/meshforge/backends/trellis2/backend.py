@@ -6,8 +6,10 @@ RMBG-2.0, which is non-commercial) and returns a :class:`Trellis2Field`:
 
 * its **dense surface** (:meth:`Trellis2Field.dense_surface`) is the shape decoder's mesh — meshforge's raw
   surface, to be cleaned, decimated, unwrapped and baked;
-* its **attributes** (``color``/``material``) are the texture decoder's sparse PBR voxels, sampled by
-  :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField` (trilinear over existing voxels only);
+* its **attributes** (``color``/``material``/``alpha``) are the texture decoder's sparse PBR voxels:
+  :attr:`Trellis2Field.voxels`, a :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField`
+  (trilinear over existing voxels only) whose ``transform`` maps the canonical frame into TRELLIS.2's — a
+  portable attribute source for the raw file;
 * its ``alpha_mode`` says whether the voxels' opacity is real (:func:`alpha_mode_of`: ``OPAQUE`` unless it
   is; then ``MASK`` when it is nearly binary, else ``BLEND``), and ``alpha(points)`` samples it;
 * ``density`` (occupancy of the voxels, iso-level 0.5) is only a fallback for a pipeline that extracts an
@@ -37,6 +39,9 @@ __all__ = ["Trellis2Backend", "Trellis2Field", "alpha_mode_of", "to_canonical", 
 
 #: canonical = ROTATION @ trellis
 ROTATION = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+#: the ``[4, 4]`` affine from the canonical frame to TRELLIS.2's (the voxel field's ``transform``)
+CANONICAL_TO_TRELLIS = np.eye(4)
+CANONICAL_TO_TRELLIS[:3, :3] = ROTATION.T
 
 
 def to_canonical(points: np.ndarray) -> np.ndarray:
@@ -88,7 +93,8 @@ class Trellis2Field:
         bbox_min, bbox_max: ``∓0.5`` (canonical).
         iso_level: 0.5 (for the occupancy fallback :meth:`density`).
         alpha_mode: see :func:`alpha_mode_of`.
-        voxels: the :class:`~.voxel_field.SparseVoxelField` (TRELLIS.2 frame).
+        voxels: the :class:`~.voxel_field.SparseVoxelField` (voxels in TRELLIS.2's frame, asked in the canonical
+            frame through its ``transform``).
     """
 
     iso_level = 0.5
@@ -105,7 +111,9 @@ class Trellis2Field:
         self.resolution = int(resolution)
         self.origin = (-0.5, -0.5, -0.5)
         self.voxel_size = 1.0 / self.resolution
-        self.voxels = SparseVoxelField(self.coords, self.attrs, self.origin, self.voxel_size)
+        self.voxels = SparseVoxelField(
+            self.coords, self.attrs, self.origin, self.voxel_size, transform=CANONICAL_TO_TRELLIS
+        )
         self.bbox_min = np.full(3, -0.5, dtype=np.float32)
         self.bbox_max = np.full(3, 0.5, dtype=np.float32)
         self.alpha_mode = alpha_mode_of(self.attrs[:, 5])
@@ -127,35 +135,18 @@ class Trellis2Field:
         hit = inside & (self._keys[pos] == keys) if len(self._keys) else np.zeros(len(keys), bool)
         return hit.astype(np.float32)
 
-    def _attrs(self, points: np.ndarray) -> np.ndarray:
-        """``[N, 6]`` attributes at canonical points, through the voxel field's sampler (TRELLIS.2 frame)."""
-        for method in ("sample", "attributes", "query", "lookup"):
-            sample = getattr(self.voxels, method, None)
-            if callable(sample):
-                return np.asarray(_numpy(sample(to_trellis(points))), dtype=np.float32).reshape(len(points), -1)
-        raise BackendError("SparseVoxelField has no sample()/attributes() method")
-
     def color(self, points: np.ndarray) -> np.ndarray:
         """``[N, 3]`` canonical points → ``[N, 3]`` sRGB base colour in [0, 1]."""
-        own = getattr(self.voxels, "color", None)
-        rgb = _numpy(own(to_trellis(points))) if callable(own) else self._attrs(points)[:, 0:3]
-        return np.clip(np.asarray(rgb, dtype=np.float32), 0.0, 1.0)
+        return np.asarray(self.voxels.color(points), dtype=np.float32)
 
     def material(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[N, 3]`` canonical points → (metallic ``[N]``, roughness ``[N]``) in [0, 1]."""
-        own = getattr(self.voxels, "material", None)
-        if callable(own):
-            metallic, roughness = own(to_trellis(points))
-            return (
-                np.clip(np.asarray(_numpy(metallic), dtype=np.float32), 0.0, 1.0),
-                np.clip(np.asarray(_numpy(roughness), dtype=np.float32), 0.0, 1.0),
-            )
-        a = np.clip(self._attrs(points), 0.0, 1.0)
-        return a[:, 3].copy(), a[:, 4].copy()
+        metallic, roughness = self.voxels.material(points)
+        return np.asarray(metallic, dtype=np.float32), np.asarray(roughness, dtype=np.float32)
 
     def alpha(self, points: np.ndarray) -> np.ndarray:
         """``[N, 3]`` canonical points → ``[N]`` opacity in [0, 1]."""
-        return np.clip(self._attrs(points)[:, 5], 0.0, 1.0)
+        return np.asarray(self.voxels.alpha(points), dtype=np.float32)
 
 
 class Trellis2Backend:

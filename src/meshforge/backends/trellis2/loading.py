@@ -384,15 +384,17 @@ def build_model(name: str, args: dict[str, Any], *, initialise: bool = True) -> 
 def check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Strict comparison of a state dict with the model's (key set and shapes).
 
-    A complex buffer the model derives from its arguments (the reference's ``rope_phases``) may be absent from
-    the checkpoint.
+    A buffer the model derives from its arguments — the reference's ``rope_phases``/``pos_emb``, or any complex
+    buffer — may be absent from the checkpoint (the reference loads with ``strict=False``; released checkpoints
+    are reported to omit ``rope_phases``); it keeps its constructed value.
 
     Raises:
         BackendError: one line with the counts and up to three examples of missing keys, unexpected keys and
             shape mismatches.
     """
     own = model.state_dict()
-    missing = [k for k in own if k not in state and not own[k].is_complex()]
+    buffers = {name for name, _ in model.named_buffers()}
+    missing = [k for k in own if k not in state and not (k in buffers and _derived(k, own[k]))]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     if not (missing or unexpected or wrong):
@@ -406,6 +408,14 @@ def check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
         k = wrong[0]
         parts.append(f"{len(wrong)} of the wrong shape ({k!r}: {tuple(state[k].shape)}, model {tuple(own[k].shape)})")
     raise BackendError(f"{source} does not match {type(model).__name__}: {'; '.join(parts)} keys")
+
+
+#: buffers a model computes from its constructor arguments (positional encodings)
+DERIVED_BUFFERS = ("rope_phases", "pos_emb")
+
+
+def _derived(key: str, value: torch.Tensor) -> bool:
+    return key.rsplit(".", 1)[-1] in DERIVED_BUFFERS or value.is_complex()
 
 
 def load_model(files: ModelFiles, *, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -525,7 +525,8 @@ class Trellis2Pipeline:
 
 def _set_dtype(model: Any, dtype: Any) -> None:
     """A model's compute dtype through its own conversion hooks (``convert_to(dtype)``, or
-    ``convert_to_fp16``/``convert_to_fp32``), as the reference's models expose them."""
+    ``convert_to_fp16``/``convert_to_fp32``), as the reference's models expose them; float32 without hooks:
+    every parameter in float32 and the ``dtype`` attribute its forward casts to set to float32."""
     import torch
 
     if callable(getattr(model, "convert_to", None)):
@@ -534,3 +535,9 @@ def _set_dtype(model: Any, dtype: Any) -> None:
         model.convert_to_fp16()
     elif dtype == torch.float32 and callable(getattr(model, "convert_to_fp32", None)):
         model.convert_to_fp32()
+    elif dtype == torch.float32:  # a decoder whose forward casts to its ``dtype`` attribute (use_fp16 torso)
+        model.float()
+        if isinstance(getattr(model, "dtype", None), torch.dtype):
+            model.dtype = torch.float32
+        if hasattr(model, "use_fp16"):
+            model.use_fp16 = False

@@ -240,8 +240,8 @@ def shape_sparse_structure_decoder(
         channels = int(first.weight.shape[1])
         shape = latent_shape or (2, channels, 16, 16, 16)
         latents = torch.randn(shape, generator=generator)
-        param = next(model.parameters())
-        logits = model(latents.to(param.device)).float()
+        probe = _float32_copy(model)  # calibrate in float32 (a float16 torso may not run on the CPU)
+        logits = probe(latents.to(next(probe.parameters()).device)).float()
         bias = -float(torch.quantile(logits.flatten(), 1 - occupancy))
         out_conv.bias.fill_(bias)
     return bias
@@ -339,9 +339,7 @@ def write_random_checkpoint(
         if spec["name"] in ("SparseStructureFlowModel", "SLatFlowModel", "ElasticSLatFlowModel"):
             rerandomise_zero_parameters(model, generator)
         elif spec["name"] == "SparseStructureDecoder":
-            _half(model, False)
             shape_sparse_structure_decoder(model, generator)
-            _half(model, bool(spec["args"].get("use_fp16")))
         else:
             _tune_decoders(ref, model)
         _save(model, base, ref, spec)
@@ -353,11 +351,13 @@ def write_random_checkpoint(
     return base
 
 
-def _half(model: Any, fp16: bool) -> None:
-    """The v1 decoder's torso to float32 (for the calibration on the CPU) or back to float16 (``use_fp16``),
-    through its own ``convert_to_fp32``/``convert_to_fp16`` when it has them."""
-    convert = getattr(model, "convert_to_fp16" if fp16 else "convert_to_fp32", None)
-    if callable(convert):
-        convert()
-    elif not fp16:
-        model.float()
+def _float32_copy(model: Any) -> Any:
+    """A float32 copy of a model whose forward casts to its ``dtype`` attribute (the v1 decoder's torso)."""
+    import torch
+
+    probe = copy.deepcopy(model).float()
+    if isinstance(getattr(probe, "dtype", None), torch.dtype):
+        probe.dtype = torch.float32
+    if hasattr(probe, "use_fp16"):
+        probe.use_fp16 = False
+    return probe
