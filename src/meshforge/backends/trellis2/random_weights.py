@@ -16,7 +16,8 @@ runs in seconds.
 
 **Non-degenerate random weights.** The reference zero-initialises the AdaLN modulation and output layers
 of its flow transformers (every velocity would be 0): every parameter of a flow that is entirely zero after
-construction is redrawn from N(0, 0.02²) (:func:`rerandomise_zero_parameters`).
+construction is redrawn from N(0, 0.02²) (:func:`rerandomise_zero_parameters`; zero biases stay zero: no
+constant drift for guidance to amplify).
 
 **A plausible occupancy (sparse-structure decoder).** Random convolutions turn the latent into salt-and-pepper
 logits. Instead the v1 decoder (``input_layer`` → identity ResBlocks → ``UpsampleBlock3d`` convs →
@@ -27,10 +28,14 @@ conv is zero (identity blocks); each up-sampling conv averages channel 0 over 3�
 through its centre tap; the output conv reads channel 0 after the channel LayerNorm (monotone in it, because
 channel 1 is a large constant) at its centre tap. Zero padding makes every average smaller near the grid's
 faces, so the "+1" becomes a bump in the middle: the logits are smooth noise on a central hill. The output
-bias is then set to the ``1 − occupancy`` quantile of the logits of a few N(0, 1) latents (default 1.5 % of
-the 64³ grid), giving a few rounded lumps near the centre — never empty, never full. The texture decoder's
-alpha output bias is raised (+3 → opacity ≈ 1, so ``alphaMode`` stays OPAQUE) and the shape decoder's
-subdivision heads get a negative bias (fewer children, bounded growth).
+bias is then set to the ``1 − occupancy`` quantile of the logits of a few calibration latents (default 3 %
+of the 64³ grid) — for ``tiny``, latents sampled from the random flow itself with pipeline.json's sampler
+(:func:`sample_structure_latents`), so the pipeline sees the same distribution; for ``full``, N(0, 1) ones —
+giving a few rounded lumps away from the grid's faces: never empty, never full. The texture decoder's
+alpha output bias is raised (+3 → opacity ≈ 1, so ``alphaMode`` stays OPAQUE); the SLat decoders'
+zero-initialised residual convolutions are redrawn (N(0, 0.05²); else the texture decoder's output is
+constant), and the shape decoder's subdivision heads get a bias of +0.5 (a little over half the children:
+enough neighbours for the dual grid to close quads, bounded growth).
 
 Source: TRELLIS.2 (2025) checkpoint layout; the shaping above is ours.
 """
@@ -57,6 +62,7 @@ __all__ = [
     "model_specs",
     "official_pipeline",
     "rerandomise_zero_parameters",
+    "sample_structure_latents",
     "shape_sparse_structure_decoder",
     "write_random_checkpoint",
     "write_random_dinov3",
@@ -140,6 +146,11 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: std of the redrawn zero-initialised convolutions of the SLat decoders (their residual branches)
+_DECODER_STD = 0.05
+#: bias of the shape decoder's subdivision heads (logit > 0 subdivides): a little over half the children
+_SUBDIV_BIAS = 0.5
+
 #: the flows' dtype in the full random checkpoint (the official file names say bf16)
 _FULL_FLOW_DTYPE = "bfloat16"
 
@@ -179,14 +190,15 @@ def model_specs(size: str) -> dict[str, dict[str, Any]]:
 
 
 def rerandomise_zero_parameters(model: Any, generator: Any, std: float = 0.02) -> list[str]:
-    """Redraw every parameter that is entirely zero from ``N(0, std²)`` (AdaLN and output layers the
-    reference zero-initialises). Returns the names redrawn."""
+    """Redraw every weight matrix that is entirely zero from ``N(0, std²)`` (the AdaLN and output layers the
+    reference zero-initialises). Zero biases stay zero, so a velocity has no constant drift (which guidance
+    would amplify into a shifted latent). Returns the names redrawn."""
     import torch
 
     redrawn = []
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.numel() and not bool(p.detach().float().abs().max() > 0):
+            if p.ndim >= 2 and not bool(p.detach().float().abs().max() > 0):
                 noise = torch.randn(p.shape, generator=generator, dtype=torch.float32) * std
                 p.copy_(noise.to(p.dtype))
                 redrawn.append(name)
@@ -194,7 +206,12 @@ def rerandomise_zero_parameters(model: Any, generator: Any, std: float = 0.02) -
 
 
 def shape_sparse_structure_decoder(
-    model: Any, generator: Any, *, occupancy: float = 0.015, latent_shape: tuple[int, ...] | None = None
+    model: Any,
+    generator: Any,
+    *,
+    occupancy: float = 0.03,
+    latent_shape: tuple[int, ...] | None = None,
+    latents: Any = None,
 ) -> float:
     """Set the v1 sparse-structure decoder to a smooth-noise-on-a-hill occupancy (see the module docstring).
 
@@ -203,6 +220,7 @@ def shape_sparse_structure_decoder(
         generator: a ``torch.Generator`` for the calibration latents.
         occupancy: the fraction of the output grid with logit > 0 on N(0, 1) latents.
         latent_shape: ``[B, C, R, R, R]`` of the calibration latents (default ``[2, latent_channels, 16³]``).
+        latents: calibration latents to use instead of N(0, 1) ones (e.g. samples of the random flow).
 
     Returns:
         The output bias chosen.
@@ -239,7 +257,8 @@ def shape_sparse_structure_decoder(
         out_conv.bias.zero_()
         channels = int(first.weight.shape[1])
         shape = latent_shape or (2, channels, 16, 16, 16)
-        latents = torch.randn(shape, generator=generator)
+        if latents is None:
+            latents = torch.randn(shape, generator=generator)
         probe = _float32_copy(model)  # calibrate in float32 (a float16 torso may not run on the CPU)
         logits = probe(latents.to(next(probe.parameters()).device)).float()
         bias = -float(torch.quantile(logits.flatten(), 1 - occupancy))
@@ -260,7 +279,7 @@ def _tune_decoders(ref: str, model: Any) -> None:
         if "shape_dec" in ref:
             for name, module in model.named_modules():
                 if name.endswith("to_subdiv") and isinstance(getattr(module, "bias", None), torch.Tensor):
-                    module.bias.fill_(-0.5)
+                    module.bias.fill_(_SUBDIV_BIAS)
 
 
 def _save(model: Any, base: Path, ref: str, spec: dict[str, Any]) -> None:
@@ -332,15 +351,19 @@ def write_random_checkpoint(
     if size == "tiny":
         pipeline["args"]["default_pipeline_type"] = "512"
     (base / PIPELINE_JSON).write_text(json.dumps(pipeline, indent=2))
+    ss_latents = None
     for i, (ref, spec) in enumerate(specs.items()):
         torch.manual_seed(seed + i)
         generator = torch.Generator().manual_seed(seed + i)
         model = build_model(spec["name"], spec["args"])
         if spec["name"] in ("SparseStructureFlowModel", "SLatFlowModel", "ElasticSLatFlowModel"):
             rerandomise_zero_parameters(model, generator)
+            if spec["name"] == "SparseStructureFlowModel" and size == "tiny":
+                ss_latents = sample_structure_latents(model, pipeline["args"], generator)
         elif spec["name"] == "SparseStructureDecoder":
-            shape_sparse_structure_decoder(model, generator)
+            shape_sparse_structure_decoder(model, generator, latents=ss_latents)
         else:
+            rerandomise_zero_parameters(model, generator, std=_DECODER_STD)
             _tune_decoders(ref, model)
         _save(model, base, ref, spec)
         if on_model is not None:
@@ -349,6 +372,28 @@ def write_random_checkpoint(
     if with_dinov3:
         write_random_dinov3(base / DINOV3_ID, size, seed)
     return base
+
+
+def sample_structure_latents(flow: Any, args: dict[str, Any], generator: Any, n: int = 2) -> Any:
+    """Latents of the random sparse-structure flow as the pipeline samples them (pipeline.json's sampler and
+    params, a random unit-variance condition of ``flow.cond_channels`` and a zero negative one), for the
+    decoder's occupancy calibration. ``None`` when the flow cannot run here (it needs no GPU when tiny)."""
+    import torch
+
+    from .sampler import make_sampler
+
+    spec = args["sparse_structure_sampler"]
+    width = int(getattr(flow, "cond_channels", 0) or 0)
+    reso, channels = int(getattr(flow, "resolution", 16)), int(getattr(flow, "in_channels", 8))
+    if width <= 0:
+        return None
+    cond = torch.randn(n, 64 + 5, width, generator=generator)
+    cond = torch.nn.functional.layer_norm(cond, cond.shape[-1:])
+    noise = torch.randn(n, channels, reso, reso, reso, generator=generator)
+    flow.eval()
+    with torch.no_grad():
+        out = make_sampler(spec).sample(flow, noise, cond=cond, neg_cond=torch.zeros_like(cond), **spec["params"])
+    return out.samples.float()
 
 
 def _float32_copy(model: Any) -> Any:
