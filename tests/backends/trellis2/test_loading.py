@@ -218,3 +218,23 @@ def test_derived_complex_buffers_may_be_absent(tmp_path: Path) -> None:
     model = load_model(files)
     assert torch.equal(model.rope_phases, torch.polar(torch.ones(3), torch.arange(3.0)))
     assert torch.equal(model.norm.weight, state["norm.weight"])
+
+
+def test_full_size_models_match_the_reference_manifest() -> None:
+    """Our networks built with the official args on the meta device have the reference's state_dict keys and
+    shapes (``manifest_keys.json``, derived from the reference's classes): official checkpoints load strictly."""
+    import importlib.util
+    from importlib import resources
+
+    for module in ("flows", "decoders"):
+        if importlib.util.find_spec(f"meshforge.backends.trellis2.{module}") is None:
+            pytest.skip(f"the networks ({module}.py) are not in this tree")
+    from meshforge.backends.trellis2.random_weights import model_specs
+
+    manifest = json.loads(resources.files("meshforge.backends.trellis2").joinpath("manifest_keys.json").read_text())
+    for ref, spec in model_specs("full").items():
+        with torch.device("meta"):
+            model = build_model(spec["name"], spec["args"], initialise=False)
+        own = {k: list(v.shape) for k, v in model.state_dict().items()}
+        want = {k: v[0] for k, v in manifest["models"][ref]["keys"].items()}
+        assert own == want, ref
