@@ -224,3 +224,38 @@ def test_models_pull_without_network_is_one_line(
     assert main(["models", "pull", "trellis2"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot be reached" in err
+
+
+def test_models_pull_fetches_both_repositories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import huggingface_hub
+
+    from meshforge.backends.trellis2 import hub
+    from meshforge.backends.trellis2.random_weights import official_pipeline
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "_reachable", lambda url, timeout=3.0: True)
+    calls: list[tuple[str, str, str | None]] = []
+
+    def fake_download(repo_id: str, filename: str, **kwargs: Any) -> str:
+        calls.append((repo_id, filename, kwargs.get("local_dir")))
+        path = Path(kwargs.get("local_dir") or tmp_path / "cache" / repo_id) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(official_pipeline()) if filename == "pipeline.json" else "x")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    local = tmp_path / "local"
+    assert main(["models", "pull", "trellis2", "--local-dir", str(local)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(local) and "licence" in captured.err and DINOV3_ID in captured.err
+    repos = {(repo, name) for repo, name, _ in calls}
+    assert ("microsoft/TRELLIS.2-4B", "pipeline.json") in repos
+    assert ("microsoft/TRELLIS.2-4B", "ckpts/shape_dec_next_dc_f16c32_fp16.safetensors") in repos
+    assert ("microsoft/TRELLIS-image-large", "ckpts/ss_dec_conv3d_16l8_fp16.safetensors") in repos
+    assert len(calls) == 1 + 2 * 8
+    v1_dir = {d for repo, _, d in calls if repo == "microsoft/TRELLIS-image-large"}
+    assert v1_dir == {str(local / "microsoft/TRELLIS-image-large")}  # where pipeline.json's reference points
+    assert (local / f"{SS_DECODER_REF}.safetensors").is_file()
