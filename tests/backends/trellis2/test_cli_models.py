@@ -204,7 +204,7 @@ def test_models_list_with_a_folder_names_a_missing_dinov3(
     capsys.readouterr()
     assert main(["models", "list", "--json", "--weights", str(out)]) == 0
     row = {r["backend"]: r for r in json.loads(capsys.readouterr().out)}["trellis2"]
-    assert not row["present"] and row["location"] is not None and "DINOv3" in row["note"]
+    assert not row["present"] and row["location"] == str(out) and "DINOv3" in row["note"]
     assert "licence" in row["note"]
 
 

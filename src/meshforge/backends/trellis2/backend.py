@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...errors import BackendError, InputError, MissingDependency
 from ...types import Camera, Image, Mesh
-from .loading import PipelineFiles, find_weights
+from .loading import find_weights
 
 if TYPE_CHECKING:
     from .pipeline import Trellis2Output, Trellis2Pipeline
@@ -210,9 +211,11 @@ class Trellis2Backend:
         self.last_output: Trellis2Output | None = None
 
     @classmethod
-    def weights_location(cls, weights: str | os.PathLike[str] | None = None) -> PipelineFiles | None:
-        """The located weights (no download, no torch import), or None."""
-        return find_weights(weights)
+    def weights_location(cls, weights: str | os.PathLike[str] | None = None) -> Path | None:
+        """The folder holding ``pipeline.json`` (a cache snapshot for a repo id), without downloading or
+        importing torch; None when the weights are not all there."""
+        files = find_weights(weights)
+        return files.root if files is not None else None
 
     @classmethod
     def weights_present(cls, weights: str | os.PathLike[str] | None = None) -> bool:
