@@ -271,3 +271,20 @@ def test_tiny_random_checkpoint_end_to_end(tmp_path: Any) -> None:
     assert field.alpha_mode == "OPAQUE"
     info = backend.info()
     assert info["resolution"] == 512 and info["pipeline_type"] == "512" and set(info["timings"]) >= {"condition"}
+
+
+def test_backend_options_are_checked_before_loading(tmp_path: Any) -> None:
+    from meshforge.backends.trellis2.backend import Trellis2Backend
+    from meshforge.errors import BackendError, InputError
+
+    nowhere = str(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="pipeline type"):
+        Trellis2Backend(weights=nowhere, pipeline_type="2048")
+    with pytest.raises(InputError, match="steps"):
+        Trellis2Backend(weights=nowhere, steps=0)
+    with pytest.raises(InputError, match="dtype 'fp8'"):
+        Trellis2Backend(weights=nowhere, dtypes={"tex": "fp8"})
+    with pytest.raises(InputError, match="stage 'vae'"):
+        Trellis2Backend(weights=nowhere, dtypes={"vae": "fp32"})
+    with pytest.raises(BackendError, match="models pull trellis2"):
+        Trellis2Backend(weights=nowhere, dtypes={"tex": "fp32"}, device="cpu")

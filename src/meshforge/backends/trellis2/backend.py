@@ -163,6 +163,9 @@ class Trellis2Backend:
         dinov3: a DINOv3 folder (else ``MESHFORGE_DINOV3``, ``<weights>/<id>``, the HF cache).
         low_vram: None = automatic (below 40 GiB of device memory).
         max_num_tokens: the cascade's token cap.
+        dtypes: per-stage compute dtype on CUDA, stage (``"cond"``, ``"ss"``, ``"shape"``, ``"tex"``,
+            ``"decoder"``) → ``"fp32"``, ``"bf16"`` or ``"fp16"``; unnamed stages keep the checkpoint's
+            (the reference's) dtypes. The CPU always computes in float32.
 
     Raises:
         BackendError: weights or DINOv3 missing/unusable (one line saying how to get them).
@@ -187,6 +190,7 @@ class Trellis2Backend:
         dinov3: str | os.PathLike[str] | None = None,
         low_vram: bool | None = None,
         max_num_tokens: int = 49152,
+        dtypes: dict[str, str] | None = None,
         **_: Any,
     ) -> None:
         if importlib.util.find_spec("torch") is None:
@@ -197,6 +201,7 @@ class Trellis2Backend:
             raise InputError(f"unknown pipeline type {pipeline_type!r} (choices: auto, {', '.join(PIPELINE_TYPES)})")
         if steps is not None and steps < 1:
             raise InputError(f"steps must be at least 1, got {steps}")
+        stage_dtypes = _parse_dtypes(dtypes or {})
         from ...devices import resolve_device
         from .pipeline import Trellis2Pipeline
 
@@ -206,7 +211,7 @@ class Trellis2Backend:
         self.steps = steps
         self.max_num_tokens = int(max_num_tokens)
         self.pipeline: Trellis2Pipeline = Trellis2Pipeline.from_folder(
-            weights, device=self.device, dinov3=dinov3, low_vram=low_vram
+            weights, device=self.device, dinov3=dinov3, low_vram=low_vram, dtypes=stage_dtypes
         )
         self.last_output: Trellis2Output | None = None
 
@@ -318,6 +323,26 @@ def field_from_output(out: Trellis2Output, index: int = 0) -> Trellis2Field:
     return Trellis2Field(
         _numpy(vertices), _numpy(faces), _numpy(vox.coords[:, 1:]), _numpy(vox.feats.float()), out.resolution
     )
+
+
+def _parse_dtypes(spec: dict[str, str]) -> dict[str, Any]:
+    """``{"tex": "fp32", ...}`` → ``{"tex": torch.float32, ...}``.
+
+    Raises:
+        InputError: unknown stage or dtype name.
+    """
+    import torch
+
+    names = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    stages = ("cond", "ss", "shape", "tex", "decoder")
+    out: dict[str, Any] = {}
+    for stage, name in spec.items():
+        if stage not in stages:
+            raise InputError(f"unknown TRELLIS.2 stage {stage!r} in dtypes (choices: {', '.join(stages)})")
+        if name not in names:
+            raise InputError(f"unknown dtype {name!r} for stage {stage} (choices: fp32, bf16, fp16)")
+        out[stage] = names[name]
+    return out
 
 
 def _numpy(x: Any) -> np.ndarray:
