@@ -165,10 +165,22 @@ def _build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--json", action="store_true", help="print JSON")
     ml.set_defaults(func=_cmd_models_list)
     mp = msub.add_parser("pull", help="download a backend's official weights (Hugging Face cache)")
-    mp.add_argument("name", choices=("triposr",))
+    mp.add_argument("name", choices=("triposr", "trellis2"))
     mp.add_argument("--revision", default=None, help="branch, tag or commit")
     mp.add_argument("--local-dir", default=None, metavar="DIR", help="download into DIR (then --weights DIR)")
     mp.set_defaults(func=_cmd_models_pull)
+    mr = msub.add_parser(
+        "random",
+        help="write a random checkpoint folder in a backend's official layout (smoke tests, benchmarks)",
+        description="Random weights with the official file layout and key names: 'tiny' runs the whole CPU "
+        "pipeline in seconds; 'full' has the official sizes (about 4 B parameters for trellis2).",
+    )
+    mr.add_argument("name", choices=("trellis2",))
+    mr.add_argument("--size", choices=("tiny", "full"), default="tiny", help="model sizes (default: tiny)")
+    mr.add_argument("-o", "--output", required=True, metavar="DIR", help="the folder to write (then --weights DIR)")
+    mr.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    mr.add_argument("--no-dinov3", action="store_true", help="do not write the random DINOv3 image encoder")
+    mr.set_defaults(func=_cmd_models_random)
 
     i = sub.add_parser(
         "inspect",
@@ -460,9 +472,34 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
 def _cmd_models_pull(args: argparse.Namespace) -> int:
     from .backends.weights import pull
 
+    note = ""
     try:
-        folder = pull(args.name, revision=args.revision, local_dir=args.local_dir)
+        if args.name == "trellis2":  # two repositories and a gated encoder: the backend's own pull
+            from .backends.trellis2.hub import pull as pull_trellis2
+
+            folder, note = pull_trellis2(revision=args.revision, local_dir=args.local_dir)
+        else:
+            folder = pull(args.name, revision=args.revision, local_dir=args.local_dir)
     except MeshforgeError as exc:  # no network / offline / digest mismatch: one line, exit 1
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    print(folder)
+    if note:
+        print(note, file=sys.stderr)
+    return 0
+
+
+def _cmd_models_random(args: argparse.Namespace) -> int:
+    from .backends.trellis2.random_weights import write_random_checkpoint
+
+    def said(ref: str, n_parameters: int) -> None:
+        print(f"wrote {ref} ({n_parameters:,} parameters)", file=sys.stderr)
+
+    try:
+        folder = write_random_checkpoint(
+            args.output, args.size, args.seed, with_dinov3=not args.no_dinov3, on_model=said
+        )
+    except (MeshforgeError, ImportError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(folder)

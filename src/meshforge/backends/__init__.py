@@ -18,11 +18,12 @@ from ..types import Camera, Image
 #: name → "module:Class"; imported only when used.
 REGISTRY: dict[str, str] = {
     "triposr": "meshforge.backends.triposr.backend:TripoSRBackend",
+    "trellis2": "meshforge.backends.trellis2.backend:Trellis2Backend",
     "inflate": "meshforge.backends.inflate:InflateBackend",
 }
 
 #: order in which ``auto`` tries backends: the best first, the weightless fallback last.
-AUTO_ORDER: tuple[str, ...] = ("triposr", "inflate")
+AUTO_ORDER: tuple[str, ...] = ("trellis2", "triposr", "inflate")
 
 
 class Backend(Protocol):

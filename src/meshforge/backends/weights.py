@@ -96,8 +96,11 @@ def list_models(weights: str | None = None) -> list[ModelStatus]:
         files = cls.weights_location(weights)
         location = str(getattr(files, "checkpoint", files)) if files is not None else None
         present = bool(cls.weights_present(weights))
+        custom = getattr(cls, "weights_note", None)  # a backend that says itself what is missing (trellis2)
         if present:
             note = "ready"
+        elif callable(custom) and custom(weights):
+            note = str(custom(weights))
         elif files is not None:
             note = "weights found, but a needed package is missing: pip install 'meshforge[" + name + "]'"
         elif name in PULLABLE and weights is None:

@@ -1,0 +1,261 @@
+"""``meshforge models list|pull|random`` for trellis2, and the random checkpoint writer (with stand-in networks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from scipy import ndimage
+
+pytest.importorskip("transformers")
+
+from meshforge.backends.trellis2 import loading
+from meshforge.backends.trellis2.conditioning import DINOV3_ID, DinoV3Conditioner
+from meshforge.backends.trellis2.loading import SS_DECODER_REF, locate_weights
+from meshforge.backends.trellis2.random_weights import (
+    TINY_MODELS,
+    full_dinov3_config,
+    model_specs,
+    shape_sparse_structure_decoder,
+)
+from meshforge.cli import main
+
+
+# -- stand-ins with the reference's structure (the real networks live in flows.py / decoders.py) -------------
+class _Flow(torch.nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, model_channels: int, resolution: int, **_: Any) -> None:
+        super().__init__()
+        self.resolution, self.in_channels = resolution, in_channels
+        self.input_layer = torch.nn.Linear(in_channels, model_channels)
+        self.adaLN_modulation = torch.nn.Sequential(
+            torch.nn.SiLU(), torch.nn.Linear(model_channels, 6 * model_channels)
+        )
+        self.out_layer = torch.nn.Linear(model_channels, out_channels)
+        for p in (*self.adaLN_modulation.parameters(), *self.out_layer.parameters()):
+            torch.nn.init.zeros_(p)  # as the reference initialises them
+
+
+class _ChannelNorm(torch.nn.LayerNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+
+
+class _Res(torch.nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = _ChannelNorm(ch), _ChannelNorm(ch)
+        self.conv1 = torch.nn.Conv3d(ch, ch, 3, padding=1)
+        self.conv2 = torch.nn.Conv3d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
+
+
+class _Up(torch.nn.Module):
+    def __init__(self, ch: int, out: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(ch, out * 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        b, c, h, w, d = x.shape
+        x = x.reshape(b, c // 8, 2, 2, 2, h, w, d).permute(0, 1, 5, 2, 6, 3, 7, 4)
+        return x.reshape(b, c // 8, 2 * h, 2 * w, 2 * d)
+
+
+class _SSDecoder(torch.nn.Module):
+    """The v1 sparse-structure decoder's structure (dense convolutions, pixel-shuffle up-sampling)."""
+
+    def __init__(self, out_channels: int, latent_channels: int, num_res_blocks: int, channels: list[int], **kw: Any):
+        super().__init__()
+        self.input_layer = torch.nn.Conv3d(latent_channels, channels[0], 3, padding=1)
+        self.middle_block = torch.nn.Sequential(*[_Res(channels[0]) for _ in range(kw.get("num_res_blocks_middle", 2))])
+        blocks: list[torch.nn.Module] = []
+        for i, ch in enumerate(channels):
+            blocks += [_Res(ch) for _ in range(num_res_blocks)]
+            if i < len(channels) - 1:
+                blocks.append(_Up(ch, channels[i + 1]))
+        self.blocks = torch.nn.ModuleList(blocks)
+        self.out_layer = torch.nn.Sequential(
+            _ChannelNorm(channels[-1]), torch.nn.SiLU(), torch.nn.Conv3d(channels[-1], out_channels, 3, padding=1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.middle_block(self.input_layer(x))
+        for block in self.blocks:
+            h = block(h)
+        return self.out_layer(h)
+
+
+class _SparseDecoder(torch.nn.Module):
+    def __init__(self, latent_channels: int, out_channels: int = 7, **_: Any) -> None:
+        super().__init__()
+        self.input_layer = torch.nn.Linear(latent_channels, 16)
+        self.to_subdiv = torch.nn.Linear(16, 8)
+        self.output_layer = torch.nn.Linear(16, out_channels)
+
+
+@pytest.fixture
+def stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SparseStructureFlowModel", "SLatFlowModel", "ElasticSLatFlowModel"):
+        monkeypatch.setitem(loading._EXTRA_CLASSES, name, _Flow)
+    monkeypatch.setitem(loading._EXTRA_CLASSES, "SparseStructureDecoder", _SSDecoder)
+    monkeypatch.setitem(loading._EXTRA_CLASSES, "FlexiDualGridVaeDecoder", _SparseDecoder)
+    monkeypatch.setitem(loading._EXTRA_CLASSES, "SparseUnetVaeDecoder", _SparseDecoder)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("MESHFORGE_DINOV3", raising=False)
+
+
+def test_models_random_tiny_writes_the_official_layout(
+    stand_ins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "w"
+    assert main(["models", "random", "trellis2", "--size", "tiny", "-o", str(out), "--seed", "3"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    pipeline = json.loads((out / "pipeline.json").read_text())
+    assert pipeline["name"] == "Trellis2ImageTo3DPipeline"
+    assert pipeline["args"]["models"]["sparse_structure_decoder"] == SS_DECODER_REF
+    assert len(pipeline["args"]["shape_slat_normalization"]["mean"]) == 32
+    assert (out / f"{SS_DECODER_REF}.safetensors").is_file()
+    files = locate_weights(out)
+    assert files.source == "folder" and len(files.models) == 8
+    for spec_ref, spec in TINY_MODELS.items():
+        assert json.loads((out / f"{spec_ref}.json").read_text()) == spec
+    for name, mf in files.models.items():
+        model = loading.load_model(mf)  # strict keys
+        if isinstance(model, _Flow):
+            state = load_file(str(mf.weights))
+            zero = [k for k, v in state.items() if v.ndim >= 2 and not v.abs().max() > 0]
+            assert zero == [], f"{name}: zero-initialised weights left: {zero}"
+            assert not state["out_layer.bias"].abs().max() > 0  # no constant drift
+    dino = DinoV3Conditioner.load(weights_folder=out)
+    assert dino.source == str(out / DINOV3_ID)
+    assert dino(torch.rand(1, 3, 32, 32)).shape == (1, 1 + 4 + 4, 64)
+
+
+def test_sparse_structure_decoder_shaping_gives_lumps(stand_ins: None) -> None:
+    args = TINY_MODELS[SS_DECODER_REF]["args"]
+    torch.manual_seed(0)
+    model = _SSDecoder(**args)
+    shape_sparse_structure_decoder(model, torch.Generator().manual_seed(0), occupancy=0.03)
+    for seed in range(3):
+        z = torch.randn(1, 8, 16, 16, 16, generator=torch.Generator().manual_seed(10 + seed))
+        with torch.no_grad():
+            occupied = model(z)[0, 0] > 0
+        fraction = float(occupied.float().mean())
+        assert 0.002 < fraction < 0.1  # neither empty nor full
+        idx = torch.argwhere(occupied)
+        assert int(idx.min()) > 1 and int(idx.max()) < 62  # pulled off the grid's faces
+        _, n_lumps = ndimage.label(occupied.numpy())
+        assert 1 <= n_lumps <= 12  # a few lumps, not salt and pepper
+
+
+def test_full_specs_are_the_official_args() -> None:
+    specs = model_specs("full")
+    flow = specs["ckpts/ss_flow_img_dit_1_3B_64_bf16"]
+    assert flow["name"] == "SparseStructureFlowModel" and flow["args"]["model_channels"] == 1536
+    assert flow["args"]["num_blocks"] == 30 and flow["args"]["resolution"] == 16
+    assert specs["ckpts/slat_flow_img2shape_dit_1_3B_1024_bf16"]["args"]["resolution"] == 64
+    assert specs["ckpts/slat_flow_imgshape2tex_dit_1_3B_512_bf16"]["args"]["in_channels"] == 64
+    assert specs[SS_DECODER_REF]["args"]["channels"] == [512, 128, 32]
+    assert set(specs) == set(TINY_MODELS)
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    with torch.device("meta"):
+        dino = DINOv3ViTModel(DINOv3ViTConfig(**full_dinov3_config()))
+    n = sum(p.numel() for p in dino.parameters())
+    assert 300e6 < n < 310e6  # ViT-L/16: ~303 M parameters
+    with pytest.raises(Exception, match="unknown random checkpoint size"):
+        model_specs("huge")
+
+
+def test_models_random_without_networks_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("meshforge.backends.trellis2.flows") is not None:
+        pytest.skip("the networks are present")
+    assert main(["models", "random", "trellis2", "-o", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
+
+
+def test_models_list_shows_trellis2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "list", "--json"]) == 0
+    rows = {r["backend"]: r for r in json.loads(capsys.readouterr().out)}
+    row = rows["trellis2"]
+    assert row["needs_weights"] and not row["present"] and row["location"] is None
+    assert "meshforge models pull trellis2" in row["note"]
+
+
+def test_models_list_with_a_folder_names_a_missing_dinov3(
+    stand_ins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "w"
+    assert main(["models", "random", "trellis2", "-o", str(out), "--no-dinov3"]) == 0
+    capsys.readouterr()
+    assert main(["models", "list", "--json", "--weights", str(out)]) == 0
+    row = {r["backend"]: r for r in json.loads(capsys.readouterr().out)}["trellis2"]
+    assert not row["present"] and row["location"] == str(out) and "DINOv3" in row["note"]
+    assert "licence" in row["note"]
+
+
+def test_models_pull_offline_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["models", "pull", "trellis2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "HF_HUB_OFFLINE" in err and "TRELLIS.2" in err
+
+
+def test_models_pull_without_network_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert main(["models", "pull", "trellis2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot be reached" in err
+
+
+def test_models_pull_fetches_both_repositories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import huggingface_hub
+
+    from meshforge.backends.trellis2 import hub
+    from meshforge.backends.trellis2.random_weights import official_pipeline
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "_reachable", lambda url, timeout=3.0: True)
+    calls: list[tuple[str, str, str | None]] = []
+
+    def fake_download(repo_id: str, filename: str, **kwargs: Any) -> str:
+        calls.append((repo_id, filename, kwargs.get("local_dir")))
+        path = Path(kwargs.get("local_dir") or tmp_path / "cache" / repo_id) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(official_pipeline()) if filename == "pipeline.json" else "x")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    local = tmp_path / "local"
+    assert main(["models", "pull", "trellis2", "--local-dir", str(local)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(local) and "licence" in captured.err and DINOV3_ID in captured.err
+    repos = {(repo, name) for repo, name, _ in calls}
+    assert ("microsoft/TRELLIS.2-4B", "pipeline.json") in repos
+    assert ("microsoft/TRELLIS.2-4B", "ckpts/shape_dec_next_dc_f16c32_fp16.safetensors") in repos
+    assert ("microsoft/TRELLIS-image-large", "ckpts/ss_dec_conv3d_16l8_fp16.safetensors") in repos
+    assert len(calls) == 1 + 2 * 8
+    v1_dir = {d for repo, _, d in calls if repo == "microsoft/TRELLIS-image-large"}
+    assert v1_dir == {str(local / "microsoft/TRELLIS-image-large")}  # where pipeline.json's reference points
+    assert (local / f"{SS_DECODER_REF}.safetensors").is_file()
