@@ -28,7 +28,7 @@ from ._version import __version__
 from .backends import Backend, load_backend, resolve_name
 from .config import BakeConfig, CleanConfig, DecimateConfig, PipelineConfig, UnwrapConfig
 from .eval.metrics import orientation
-from .fields.base import Field, SurfaceAttributes
+from .fields.base import DenseSurface, Field, Opacity, SurfaceAttributes
 from .fields.isosurface import extract
 from .fields.surface import FieldSurfacePart, SurfaceField
 from .geometry.normals import vertex_normals
@@ -40,7 +40,7 @@ from .mesh.decimate import budget_shortfall, decimate
 from .mesh.uv import unwrap
 from .preprocess import prepare
 from .preprocess.background import cutout_warning
-from .raw import Raw, VoxelField
+from .raw import Raw, SparseVoxelField, VoxelField
 from .types import Asset, Image, Material, Report
 
 #: warn when more than this fraction of the low-poly area faces away from the dense surface it stands for
@@ -183,10 +183,17 @@ def reconstruct(
     step(1)
     with _profiling.stage(report, "reconstruct"):
         field = backend(prepared)
+    info = backend.info()  # after the run: a backend may add what it chose (pipeline type, resolution)
+    report.info["backend"] = info
     step(2)
     with _profiling.stage(report, "extract") as c:
-        dense = extract(field, cfg.extract)
-        c.update(resolution=cfg.extract.resolution, vertices=dense.n_vertices, faces=dense.n_faces)
+        if isinstance(field, DenseSurface):
+            # the backend decoded its own dense mesh (TRELLIS.2's flexible dual grid): no isosurface
+            dense = field.dense_surface()
+            c.update(source="backend mesh", vertices=dense.n_vertices, faces=dense.n_faces)
+        else:
+            dense = extract(field, cfg.extract)
+            c.update(resolution=cfg.extract.resolution, vertices=dense.n_vertices, faces=dense.n_faces)
     provenance = {
         "job": "generate",
         "version": __version__,
@@ -207,7 +214,10 @@ def reconstruct(
         prepared=prepared,
         provenance=provenance,
         name=image.name,
-        material=Material(name=f"{image.name}_material"),
+        material=Material(
+            name=f"{image.name}_material",
+            alpha_mode=field.alpha_mode if isinstance(field, Opacity) else "OPAQUE",
+        ),
         config=cfg.to_dict(),
     )
 
@@ -335,6 +345,8 @@ def _source_info(raw: Raw) -> dict[str, Any]:
     field = raw.attributes
     if isinstance(field, VoxelField):
         kind = f"voxels {field.resolution}^3 ({len(field.coords)} stored)"
+    elif isinstance(field, SparseVoxelField):
+        kind = f"sparse PBR voxels ({len(field.coords)} stored)"
     elif isinstance(field, SurfaceAttributes):
         kind = "source surface"
     else:

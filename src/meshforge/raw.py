@@ -71,7 +71,7 @@ from ._version import __version__
 from .backends.trellis2.voxel_field import RAW_KIND as SPARSE_KIND
 from .backends.trellis2.voxel_field import SparseVoxelField
 from .errors import InputError, StageError
-from .fields.base import Field, SurfaceAttributes
+from .fields.base import Field, PortableField, SurfaceAttributes
 from .types import Image, Material, Mesh
 
 #: the ``format`` value of an ``.mfraw`` manifest
@@ -286,6 +286,8 @@ def portable(raw: Raw, resolution: int | None = None) -> Raw:
     """
     if isinstance(raw.attributes, VoxelField | SparseVoxelField):
         return raw
+    if isinstance(raw.attributes, PortableField):
+        return raw.replace(attributes=raw.attributes.portable_field())
     if isinstance(raw.attributes, SurfaceAttributes):
         raise InputError("an optimize job's raw (a dense source mesh) cannot be saved: optimize the source again")
     extracted = int(raw.provenance.get("parameters", {}).get("resolution") or 0)

@@ -76,6 +76,39 @@ class SurfaceAttributes(Protocol):
         ...
 
 
+@runtime_checkable
+class DenseSurface(Protocol):
+    """Optional hook of a :class:`Field` whose backend decodes its own dense mesh (TRELLIS.2's flexible dual
+    grid): the pipeline takes it as the dense surface instead of extracting an isosurface of ``density``."""
+
+    def dense_surface(self) -> Any:
+        """The dense :class:`~meshforge.types.Mesh` in the canonical frame."""
+        ...
+
+
+@runtime_checkable
+class Opacity(Protocol):
+    """Optional hook of a :class:`Field` with a real opacity (glTF alpha): baked into the base colour's alpha
+    channel, and ``alpha_mode`` (``"OPAQUE"``, ``"MASK"`` or ``"BLEND"``, glTF 2.0 §3.9.4) becomes the
+    material's."""
+
+    alpha_mode: str
+
+    def alpha(self, points: np.ndarray) -> np.ndarray:
+        """``[N, 3]`` float32 points → ``[N]`` float32 opacity in [0, 1] (1 is opaque)."""
+        ...
+
+
+@runtime_checkable
+class PortableField(Protocol):
+    """Optional hook of a backend's live :class:`Field`: its own form that needs no backend (for example
+    TRELLIS.2's sparse PBR voxels), saved in ``.mfraw`` files instead of a sampled voxel grid."""
+
+    def portable_field(self) -> Any:
+        """A field that :mod:`meshforge.raw` can save (``VoxelField`` or ``SparseVoxelField``)."""
+        ...
+
+
 def grid_axes(field: Field, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The sample coordinates of the extraction grid along x, y and z.
 

@@ -301,7 +301,7 @@ class FieldSurfacePart:
 
     Args:
         mesh: the dense, cleaned isosurface (canonical frame).
-        field: the backend's field (``color``, ``material``).
+        field: the backend's field (``color``, ``material``; ``alpha`` when its ``alpha_mode`` is not opaque).
     """
 
     def __init__(self, mesh: Any, field: Any) -> None:
@@ -318,5 +318,9 @@ class FieldSurfacePart:
         metallic, roughness = self.field.material(pts)
         normal = np.einsum("nk,nkd->nd", bary, self._normals[idx])
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-20)
-        rgba = np.concatenate([color, np.ones((len(pts), 1), dtype=np.float32)], axis=1)
+        if getattr(self.field, "alpha_mode", "OPAQUE") != "OPAQUE" and hasattr(self.field, "alpha"):
+            alpha = np.asarray(self.field.alpha(pts), dtype=np.float32)
+        else:
+            alpha = np.ones(len(pts), dtype=np.float32)
+        rgba = np.concatenate([color, alpha[:, None]], axis=1)
         return {"base_color": rgba, "metallic": metallic, "roughness": roughness, "normal": normal.astype(np.float32)}

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from ..config import BakeConfig
 from ..errors import StageError
-from ..fields.base import Field, SurfaceAttributes
+from ..fields.base import Field, Opacity, SurfaceAttributes
 from ..geometry.raster import Raster, rasterize
 from ..types import Mesh, Textures
 
@@ -111,7 +111,8 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
     """Bake PBR maps from a field onto a UV-unwrapped mesh.
 
     Two kinds of field are accepted. A plain :class:`Field` is sampled at each texel's point on the
-    low-poly surface (``color``, ``material``). A field with ``bake_attributes(points, normals, faces)``
+    low-poly surface (``color``, ``material``, and ``alpha`` when the field's opacity is real:
+    :func:`has_real_alpha`). A field with ``bake_attributes(points, normals, faces)``
     (:class:`meshforge.fields.surface.SurfaceField`: a dense surface) first projects the texel onto the
     dense surface along the low-poly normal and returns that surface's attributes, including its shading
     normal — which is then written as a tangent-space normal map (``cfg.normal_map``) — and occlusion
@@ -145,6 +146,7 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
     world_normal: np.ndarray | None = None
     occlusion: np.ndarray | None = None
     surface = field.bake_attributes if isinstance(field, SurfaceAttributes) else None
+    has_alpha = has_real_alpha(field)
     for s in range(0, n_tex, chunk):
         sl = slice(s, s + chunk)
         p = points[sl]
@@ -166,6 +168,8 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
                 occlusion[sl] = attrs["occlusion"]
         else:
             color[sl, :3] = field.color(p)
+            if has_alpha:
+                color[sl, 3] = field.alpha(p)  # type: ignore[attr-defined]
             metallic[sl], roughness[sl] = field.material(p)
     channels = [_to_u8(color), np.zeros((n_tex, 1), np.uint8), _to_u8(roughness)[:, None], _to_u8(metallic)[:, None]]
     if world_normal is not None:
@@ -188,6 +192,12 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
     return textures, {"texels_baked": int(n_tex), "coverage": round(n_tex / size**2, 4)}
 
 
+def has_real_alpha(field: Any) -> bool:
+    """Whether a field's opacity is real (an :class:`~meshforge.fields.base.Opacity` field whose
+    ``alpha_mode`` is not ``"OPAQUE"``): only then is it baked into the base colour's alpha."""
+    return isinstance(field, Opacity) and field.alpha_mode != "OPAQUE"
+
+
 def bake_vertex_colors(mesh: Mesh, field: Field) -> tuple[Mesh, float]:
     """Sample the field's colour at every vertex (the fast, texture-less mode).
 
@@ -196,5 +206,6 @@ def bake_vertex_colors(mesh: Mesh, field: Field) -> tuple[Mesh, float]:
     """
     color = field.color(mesh.vertices)
     _, roughness = field.material(mesh.vertices)
-    rgba = np.concatenate([color, np.ones((mesh.n_vertices, 1), dtype=np.float32)], axis=1)
+    alpha = field.alpha(mesh.vertices) if has_real_alpha(field) else np.ones(mesh.n_vertices, dtype=np.float32)  # type: ignore[attr-defined]
+    rgba = np.concatenate([color, np.asarray(alpha, dtype=np.float32)[:, None]], axis=1)
     return mesh.replace(colors=rgba), float(np.mean(roughness)) if len(roughness) else 1.0

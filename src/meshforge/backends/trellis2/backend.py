@@ -10,7 +10,7 @@ RMBG-2.0, which is non-commercial) and returns a :class:`Trellis2Field`:
   :attr:`Trellis2Field.voxels`, a :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField`
   (trilinear over existing voxels only) whose ``transform`` maps the canonical frame into TRELLIS.2's — a
   portable attribute source for the raw file;
-* its ``alpha_mode`` says whether the voxels' opacity is real (:func:`alpha_mode_of`: ``OPAQUE`` unless it
+* its ``alpha_mode`` says whether the voxels' opacity is real (:func:`~.voxel_field.alpha_mode_of`: ``OPAQUE`` unless it
   is; then ``MASK`` when it is nearly binary, else ``BLEND``), and ``alpha(points)`` samples it;
 * ``density`` (occupancy of the voxels, iso-level 0.5) is only a fallback for a pipeline that extracts an
   isosurface instead of taking :meth:`Trellis2Field.dense_surface`.
@@ -36,7 +36,7 @@ from .loading import find_weights
 if TYPE_CHECKING:
     from .pipeline import Trellis2Output, Trellis2Pipeline
 
-__all__ = ["Trellis2Backend", "Trellis2Field", "alpha_mode_of", "to_canonical", "to_trellis"]
+__all__ = ["Trellis2Backend", "Trellis2Field", "to_canonical", "to_trellis"]
 
 #: canonical = ROTATION @ trellis
 ROTATION = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
@@ -57,28 +57,6 @@ def to_trellis(points: np.ndarray) -> np.ndarray:
     return np.stack([p[:, 0], -p[:, 2], p[:, 1]], axis=1)
 
 
-def alpha_mode_of(alpha: np.ndarray, *, opaque_above: float = 0.95, min_fraction: float = 0.01) -> str:
-    """The glTF ``alphaMode`` the voxels' opacity calls for.
-
-    Args:
-        alpha: ``[M]`` opacity of the voxels (clamped to [0, 1] here).
-        opaque_above: opacity counted as opaque.
-        min_fraction: the fraction of voxels below ``opaque_above`` that makes the alpha real.
-
-    Returns:
-        ``"OPAQUE"`` when fewer than ``min_fraction`` of the voxels are see-through; ``"MASK"`` when the
-        see-through ones are nearly all clear (< 0.05) — a cut-out; else ``"BLEND"``.
-    """
-    a = np.clip(np.asarray(alpha, dtype=np.float32).ravel(), 0.0, 1.0)
-    if a.size == 0:
-        return "OPAQUE"
-    see_through = a < opaque_above
-    if see_through.mean() < min_fraction:
-        return "OPAQUE"
-    partial = (a[see_through] >= 0.05).mean()
-    return "MASK" if partial < 0.1 else "BLEND"
-
-
 class Trellis2Field:
     """One generated object in the canonical frame: dense surface + sparse PBR voxels (module docstring).
 
@@ -93,7 +71,7 @@ class Trellis2Field:
     Attributes:
         bbox_min, bbox_max: ``∓0.5`` (canonical).
         iso_level: 0.5 (for the occupancy fallback :meth:`density`).
-        alpha_mode: see :func:`alpha_mode_of`.
+        alpha_mode: see :func:`~.voxel_field.alpha_mode_of`.
         voxels: the :class:`~.voxel_field.SparseVoxelField` (voxels in TRELLIS.2's frame, asked in the canonical
             frame through its ``transform``).
     """
@@ -117,10 +95,14 @@ class Trellis2Field:
         )
         self.bbox_min = np.full(3, -0.5, dtype=np.float32)
         self.bbox_max = np.full(3, 0.5, dtype=np.float32)
-        self.alpha_mode = alpha_mode_of(self.attrs[:, 5])
+        self.alpha_mode = self.voxels.alpha_mode
         r = self.resolution
         keys = (self.coords[:, 0] * r + self.coords[:, 1]) * r + self.coords[:, 2]
         self._keys = np.unique(keys)
+
+    def portable_field(self) -> Any:
+        """The form of this field that needs no backend: its :class:`~.voxel_field.SparseVoxelField`."""
+        return self.voxels
 
     def dense_surface(self) -> Mesh:
         """The decoded mesh in the canonical frame (meshforge's raw dense surface)."""

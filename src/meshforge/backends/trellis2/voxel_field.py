@@ -52,6 +52,28 @@ FALLBACKS = ("nearest", "zero")
 _CORNERS = np.array([[i & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dtype=np.int64)
 
 
+def alpha_mode_of(alpha: np.ndarray, *, opaque_above: float = 0.95, min_fraction: float = 0.01) -> str:
+    """The glTF ``alphaMode`` the voxels' opacity calls for.
+
+    Args:
+        alpha: ``[M]`` opacity of the voxels (clamped to [0, 1] here).
+        opaque_above: opacity counted as opaque.
+        min_fraction: the fraction of voxels below ``opaque_above`` that makes the alpha real.
+
+    Returns:
+        ``"OPAQUE"`` when fewer than ``min_fraction`` of the voxels are see-through; ``"MASK"`` when the
+        see-through ones are nearly all clear (< 0.05) — a cut-out; else ``"BLEND"``.
+    """
+    a = np.clip(np.asarray(alpha, dtype=np.float32).ravel(), 0.0, 1.0)
+    if a.size == 0:
+        return "OPAQUE"
+    see_through = a < opaque_above
+    if see_through.mean() < min_fraction:
+        return "OPAQUE"
+    partial = (a[see_through] >= 0.05).mean()
+    return "MASK" if partial < 0.1 else "BLEND"
+
+
 class SparseVoxelField:
     """Attributes on sparse voxels, trilinearly interpolated over the stored voxels (see the module docstring).
 
@@ -284,6 +306,13 @@ class SparseVoxelField:
         """``[N, 3]`` canonical points → (metallic ``[N]``, roughness ``[N]``), float32 in [0, 1]."""
         v = self._canonical_query(points)
         return np.ascontiguousarray(v[:, 3]), np.ascontiguousarray(v[:, 4])
+
+    @property
+    def alpha_mode(self) -> str:
+        """The glTF ``alphaMode`` the stored voxels' opacity calls for (:func:`alpha_mode_of`)."""
+        if self.attrs.shape[1] < 6:
+            return "OPAQUE"
+        return alpha_mode_of(np.clip(np.asarray(self.attrs[:, 5], dtype=np.float32), 0.0, 1.0))
 
     def alpha(self, points: np.ndarray) -> np.ndarray:
         """``[N, 3]`` canonical points → ``[N]`` float32 opacity in [0, 1] (TRELLIS.2's alpha channel)."""
