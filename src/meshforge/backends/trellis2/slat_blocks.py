@@ -194,7 +194,7 @@ class _UpsampleResBlock(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, x: SparseTensor, subdiv: SparseTensor | None = None
+        self, x: SparseTensor, subdiv: SparseTensor | None = None, force: SparseTensor | None = None
     ) -> SparseTensor | tuple[SparseTensor, Subdivision]:
         """Upsample ``x`` by 2.
 
@@ -202,13 +202,20 @@ class _UpsampleResBlock(nn.Module):
             x: feats ``[N, C]``.
             subdiv: guide subdivision (``[N, 8]`` logits, ``> 0`` = keep) for blocks built with
                 ``pred_subdiv=False``; ignored when the block predicts its own.
+            force: a predicting block's *teacher forcing*: resample with this subdivision
+                (``[N, 8]`` logits or booleans, row-aligned with ``x``) instead of the predicted one,
+                which is still returned — to compare a decoder stage by stage with a reference whose
+                near-zero logits came out with the other sign.
 
         Returns:
             the upsampled tensor (children in parent order, then sub-index), plus the predicted
             logits ``SparseTensor [N, 8]`` on ``x``'s coordinates when ``pred_subdiv``.
         """
+        predicted = None
         if self.pred_subdiv:
-            subdiv = self.to_subdiv(x)
+            predicted = subdiv = self.to_subdiv(x)
+            if force is not None:
+                subdiv = force
         h = _norm_act(self.norm1, x)
         if self.conv_before_resample:
             h = self.conv1(h)
@@ -219,9 +226,8 @@ class _UpsampleResBlock(nn.Module):
             h = self.conv1(h)
         h = self.conv2(_norm_act(self.norm2, h))
         h = h + self._skip(x)
-        if self.pred_subdiv:
-            assert subdiv is not None
-            return h, subdiv
+        if predicted is not None:
+            return h, predicted
         return h
 
 

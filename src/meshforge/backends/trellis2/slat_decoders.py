@@ -133,7 +133,11 @@ class SparseUnetVaeDecoder(nn.Module):
         return stage < len(self.blocks) - 1 and index == len(self.blocks[stage]) - 1  # type: ignore[arg-type]
 
     def _trunk(
-        self, x: SparseTensor, guide_subs: list[SparseTensor] | None, stop_stage: int | None = None
+        self,
+        x: SparseTensor,
+        guide_subs: list[SparseTensor] | None,
+        stop_stage: int | None = None,
+        force_subs: list[SparseTensor] | None = None,
     ) -> tuple[SparseTensor, list[SparseTensor]]:
         h = self.from_latent(x).type(self.dtype)
         subs: list[SparseTensor] = []
@@ -146,14 +150,18 @@ class SparseUnetVaeDecoder(nn.Module):
                 if not self._is_up_block(stage, index):
                     h = block(h)
                 elif self.pred_subdiv:
-                    h, predicted = block(h)
+                    h, predicted = block(h, force=force_subs[stage] if force_subs is not None else None)
                     subs.append(predicted)
                 else:
                     h = block(h, subdiv=guide_subs[stage] if guide_subs is not None else None)
         return h, subs
 
     def forward(
-        self, x: SparseTensor, guide_subs: list[SparseTensor] | None = None, return_subs: bool = False
+        self,
+        x: SparseTensor,
+        guide_subs: list[SparseTensor] | None = None,
+        return_subs: bool = False,
+        force_subs: list[SparseTensor] | None = None,
     ) -> SparseTensor | tuple[SparseTensor, list[SparseTensor]]:
         """Decode a structured latent.
 
@@ -164,6 +172,9 @@ class SparseUnetVaeDecoder(nn.Module):
                 voxels — the ``subs`` returned by the shape decoder on the same coordinates).
             return_subs: for ``pred_subdiv=True`` only: also return the predicted subdivision
                 logits (``SparseTensor [N_s, 8]`` per upsampling, in the blocks' dtype).
+            force_subs: for ``pred_subdiv=True`` only: teacher forcing — upsample with these
+                subdivisions (one per upsampling, row-aligned like ``guide_subs``) instead of the
+                predicted ones (which are still returned); for stage-by-stage parity tests.
 
         Returns:
             feats ``[M, out_channels]`` in ``x``'s dtype at resolution ``R·2^(stages-1)``, or
@@ -175,9 +186,9 @@ class SparseUnetVaeDecoder(nn.Module):
         """
         if guide_subs is not None and self.pred_subdiv:
             raise ValueError("guide_subs is only for decoders built with pred_subdiv=False")
-        if return_subs and not self.pred_subdiv:
-            raise ValueError("return_subs is only for decoders built with pred_subdiv=True")
-        h, subs = self._trunk(x, guide_subs)
+        if (return_subs or force_subs is not None) and not self.pred_subdiv:
+            raise ValueError("return_subs and force_subs are only for decoders built with pred_subdiv=True")
+        h, subs = self._trunk(x, guide_subs, force_subs=force_subs)
         h = h.type(x.dtype)
         h = h.replace(F.layer_norm(h.feats, h.feats.shape[-1:]))
         h = self.output_layer(h)
@@ -264,14 +275,15 @@ class FlexiDualGridVaeDecoder(SparseUnetVaeDecoder):
         self.resolution = resolution
 
     def decode_fields(
-        self, x: SparseTensor, return_subs: bool = False
+        self, x: SparseTensor, return_subs: bool = False, force_subs: list[SparseTensor] | None = None
     ) -> DualGridFields | tuple[DualGridFields, list[SparseTensor]]:
         """The decoder's per-voxel dual-grid fields (see :class:`DualGridFields`).
 
         ``vertices = (1 + 2·margin)·sigmoid(h[:, 0:3]) − margin``, ``intersected = h[:, 3:6] > 0``,
-        ``quad_lerp = softplus(h[:, 6:7])`` with ``h`` the head output.
+        ``quad_lerp = softplus(h[:, 6:7])`` with ``h`` the head output. ``force_subs``: see
+        :meth:`SparseUnetVaeDecoder.forward`.
         """
-        decoded = super().forward(x, return_subs=return_subs)
+        decoded = super().forward(x, return_subs=return_subs, force_subs=force_subs)
         h, subs = decoded if isinstance(decoded, tuple) else (decoded, [])
         margin = self.voxel_margin
         fields = DualGridFields(
