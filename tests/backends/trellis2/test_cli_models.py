@@ -1,4 +1,4 @@
-"""``meshforge models list|pull|random`` for trellis2, and the random checkpoint writer (with stand-in networks)."""
+"""``meshforge models list|pull|random`` for trellis2, and the random checkpoint writer (real networks)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from scipy import ndimage
 
@@ -16,6 +15,7 @@ pytest.importorskip("transformers")
 
 from meshforge.backends.trellis2 import loading
 from meshforge.backends.trellis2.conditioning import DINOV3_ID, DinoV3Conditioner
+from meshforge.backends.trellis2.flows import SLatFlowModel, SparseStructureFlowModel
 from meshforge.backends.trellis2.loading import SS_DECODER_REF, locate_weights
 from meshforge.backends.trellis2.random_weights import (
     TINY_MODELS,
@@ -23,90 +23,8 @@ from meshforge.backends.trellis2.random_weights import (
     model_specs,
     shape_sparse_structure_decoder,
 )
+from meshforge.backends.trellis2.ss_decoder import SparseStructureDecoder
 from meshforge.cli import main
-
-
-# -- stand-ins with the reference's structure (the real networks live in flows.py / decoders.py) -------------
-class _Flow(torch.nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, model_channels: int, resolution: int, **_: Any) -> None:
-        super().__init__()
-        self.resolution, self.in_channels = resolution, in_channels
-        self.input_layer = torch.nn.Linear(in_channels, model_channels)
-        self.adaLN_modulation = torch.nn.Sequential(
-            torch.nn.SiLU(), torch.nn.Linear(model_channels, 6 * model_channels)
-        )
-        self.out_layer = torch.nn.Linear(model_channels, out_channels)
-        for p in (*self.adaLN_modulation.parameters(), *self.out_layer.parameters()):
-            torch.nn.init.zeros_(p)  # as the reference initialises them
-
-
-class _ChannelNorm(torch.nn.LayerNorm):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
-
-
-class _Res(torch.nn.Module):
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.norm1, self.norm2 = _ChannelNorm(ch), _ChannelNorm(ch)
-        self.conv1 = torch.nn.Conv3d(ch, ch, 3, padding=1)
-        self.conv2 = torch.nn.Conv3d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
-
-
-class _Up(torch.nn.Module):
-    def __init__(self, ch: int, out: int) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv3d(ch, out * 8, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        b, c, h, w, d = x.shape
-        x = x.reshape(b, c // 8, 2, 2, 2, h, w, d).permute(0, 1, 5, 2, 6, 3, 7, 4)
-        return x.reshape(b, c // 8, 2 * h, 2 * w, 2 * d)
-
-
-class _SSDecoder(torch.nn.Module):
-    """The v1 sparse-structure decoder's structure (dense convolutions, pixel-shuffle up-sampling)."""
-
-    def __init__(self, out_channels: int, latent_channels: int, num_res_blocks: int, channels: list[int], **kw: Any):
-        super().__init__()
-        self.input_layer = torch.nn.Conv3d(latent_channels, channels[0], 3, padding=1)
-        self.middle_block = torch.nn.Sequential(*[_Res(channels[0]) for _ in range(kw.get("num_res_blocks_middle", 2))])
-        blocks: list[torch.nn.Module] = []
-        for i, ch in enumerate(channels):
-            blocks += [_Res(ch) for _ in range(num_res_blocks)]
-            if i < len(channels) - 1:
-                blocks.append(_Up(ch, channels[i + 1]))
-        self.blocks = torch.nn.ModuleList(blocks)
-        self.out_layer = torch.nn.Sequential(
-            _ChannelNorm(channels[-1]), torch.nn.SiLU(), torch.nn.Conv3d(channels[-1], out_channels, 3, padding=1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.middle_block(self.input_layer(x))
-        for block in self.blocks:
-            h = block(h)
-        return self.out_layer(h)
-
-
-class _SparseDecoder(torch.nn.Module):
-    def __init__(self, latent_channels: int, out_channels: int = 7, **_: Any) -> None:
-        super().__init__()
-        self.input_layer = torch.nn.Linear(latent_channels, 16)
-        self.to_subdiv = torch.nn.Linear(16, 8)
-        self.output_layer = torch.nn.Linear(16, out_channels)
-
-
-@pytest.fixture
-def stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SparseStructureFlowModel", "SLatFlowModel", "ElasticSLatFlowModel"):
-        monkeypatch.setitem(loading._EXTRA_CLASSES, name, _Flow)
-    monkeypatch.setitem(loading._EXTRA_CLASSES, "SparseStructureDecoder", _SSDecoder)
-    monkeypatch.setitem(loading._EXTRA_CLASSES, "FlexiDualGridVaeDecoder", _SparseDecoder)
-    monkeypatch.setitem(loading._EXTRA_CLASSES, "SparseUnetVaeDecoder", _SparseDecoder)
 
 
 @pytest.fixture(autouse=True)
@@ -115,9 +33,7 @@ def _isolated_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MESHFORGE_DINOV3", raising=False)
 
 
-def test_models_random_tiny_writes_the_official_layout(
-    stand_ins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_models_random_tiny_writes_the_official_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "w"
     assert main(["models", "random", "trellis2", "--size", "tiny", "-o", str(out), "--seed", "3"]) == 0
     assert capsys.readouterr().out.strip() == str(out)
@@ -132,7 +48,7 @@ def test_models_random_tiny_writes_the_official_layout(
         assert json.loads((out / f"{spec_ref}.json").read_text()) == spec
     for name, mf in files.models.items():
         model = loading.load_model(mf)  # strict keys
-        if isinstance(model, _Flow):
+        if isinstance(model, SLatFlowModel | SparseStructureFlowModel):
             state = load_file(str(mf.weights))
             zero = [k for k, v in state.items() if v.ndim >= 2 and not v.abs().max() > 0]
             assert zero == [], f"{name}: zero-initialised weights left: {zero}"
@@ -142,10 +58,10 @@ def test_models_random_tiny_writes_the_official_layout(
     assert dino(torch.rand(1, 3, 32, 32)).shape == (1, 1 + 4 + 4, 64)
 
 
-def test_sparse_structure_decoder_shaping_gives_lumps(stand_ins: None) -> None:
+def test_sparse_structure_decoder_shaping_gives_lumps() -> None:
     args = TINY_MODELS[SS_DECODER_REF]["args"]
     torch.manual_seed(0)
-    model = _SSDecoder(**args)
+    model = SparseStructureDecoder(**args).eval()
     shape_sparse_structure_decoder(model, torch.Generator().manual_seed(0), occupancy=0.03)
     for seed in range(3):
         z = torch.randn(1, 8, 16, 16, 16, generator=torch.Generator().manual_seed(10 + seed))
@@ -178,16 +94,6 @@ def test_full_specs_are_the_official_args() -> None:
         model_specs("huge")
 
 
-def test_models_random_without_networks_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("meshforge.backends.trellis2.flows") is not None:
-        pytest.skip("the networks are present")
-    assert main(["models", "random", "trellis2", "-o", str(tmp_path / "w")]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "\n" not in err
-
-
 def test_models_list_shows_trellis2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "list", "--json"]) == 0
     rows = {r["backend"]: r for r in json.loads(capsys.readouterr().out)}
@@ -196,9 +102,7 @@ def test_models_list_shows_trellis2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "meshforge models pull trellis2" in row["note"]
 
 
-def test_models_list_with_a_folder_names_a_missing_dinov3(
-    stand_ins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_models_list_with_a_folder_names_a_missing_dinov3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "w"
     assert main(["models", "random", "trellis2", "-o", str(out), "--no-dinov3"]) == 0
     capsys.readouterr()
