@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _profiling
 from ._version import __version__
-from .backends import Backend, load_backend, resolve_name
+from .backends import Backend, Seeded, load_backend, resolve_name
 from .config import BakeConfig, CleanConfig, DecimateConfig, PipelineConfig, UnwrapConfig
 from .eval.metrics import orientation
 from .fields.base import DenseSurface, Field, Opacity, SurfaceAttributes
@@ -181,6 +181,8 @@ def reconstruct(
         if quality and quality["verdict"] != "ok":
             report.warn(cutout_warning(quality["reasons"]))
     step(1)
+    if isinstance(backend, Seeded):
+        backend.seed = int(cfg.seed)
     with _profiling.stage(report, "reconstruct"):
         field = backend(prepared)
     info = backend.info()  # after the run: a backend may add what it chose (pipeline type, resolution)

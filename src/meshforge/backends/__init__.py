@@ -63,6 +63,14 @@ class WeightsProbe(Protocol):
         ...
 
 
+@runtime_checkable
+class Seeded(Protocol):
+    """Optional hook of a generative backend (TRELLIS.2's flows sample from noise): the seed of that noise,
+    set from the pipeline configuration's ``seed`` before each call."""
+
+    seed: int
+
+
 def backend_class(name: str) -> type:
     """Import and return the class registered under ``name``.
 

@@ -126,6 +126,17 @@ def transformer_layers(model: Any) -> Any:
     raise BackendError("this transformers version's DINOv3ViTModel has neither .model.layer nor .layer")
 
 
+def quiet_transformers() -> None:
+    """Turn off transformers' per-file progress bars ("Loading weights", "Writing model shards"): our CLI
+    prints one line per stage, and servers log JSON."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is the extra's dependency
+        pass
+
+
 class DinoV3Conditioner:
     """DINOv3 features as TRELLIS.2 uses them (see the module docstring).
 
@@ -174,6 +185,7 @@ class DinoV3Conditioner:
             ) from None
         folder = find_dinov3(location, weights_folder=weights_folder, model_id=model_id)
         try:
+            quiet_transformers()
             loaded: Any = DINOv3ViTModel.from_pretrained(
                 str(folder),
                 dtype=dtype or torch.float32,

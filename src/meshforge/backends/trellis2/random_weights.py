@@ -314,6 +314,9 @@ def write_random_dinov3(folder: str | os.PathLike[str], size: str = "tiny", seed
     model = DINOv3ViTModel(config).eval()
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
+    from .conditioning import quiet_transformers
+
+    quiet_transformers()
     model.save_pretrained(out, safe_serialization=True)
     return out
 
