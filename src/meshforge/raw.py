@@ -40,7 +40,7 @@ colour from the 256³ volume differs from baking the live field by 1.0/255 on av
     ``[S, S, 4]`` uint8 the prepared RGBA picture the backend saw (straight alpha = the object mask).
 
 **Sparse PBR voxels** (TRELLIS.2): instead of ``voxel_coords.npy``/``voxel_values.npy``, a raw whose attribute
-source is a :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField` (the decoder's voxels, read back
+source is a :class:`~meshforge.fields.sparse_voxels.SparseVoxelField` (the decoder's voxels, read back
 by trilinear interpolation over the stored voxels) has ``"attributes": {"kind": "sparse_voxels", "origin": [3],
 "voxel_size": s, "transform": [4][4] (canonical → voxel frame), "fallback": "nearest" | "zero", "channels":
 ["red", "green", "blue", "metallic", "roughness", "alpha"]}`` and the members ``sparse_voxel_coords.npy``
@@ -68,10 +68,10 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .backends.trellis2.voxel_field import RAW_KIND as SPARSE_KIND
-from .backends.trellis2.voxel_field import SparseVoxelField
 from .errors import InputError, StageError
 from .fields.base import Field, PortableField, SurfaceAttributes
+from .fields.sparse_voxels import RAW_KIND as SPARSE_KIND
+from .fields.sparse_voxels import SparseVoxelField
 from .types import Image, Material, Mesh
 
 #: the ``format`` value of an ``.mfraw`` manifest
@@ -97,7 +97,7 @@ class Raw:
             counter-clockwise seen from outside), e.g. the extracted isosurface or the flattened source mesh.
         attributes: the attribute source the bake samples: a point :class:`~meshforge.fields.base.Field`
             (a backend's live field, or its portable :class:`VoxelField`, or TRELLIS.2's
-            :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField`), or a dense-surface field with
+            :class:`~meshforge.fields.sparse_voxels.SparseVoxelField`), or a dense-surface field with
             ``bake_attributes`` (:class:`~meshforge.fields.surface.SurfaceField`, what ``optimize`` uses).
         prepared: the prepared ``[S, S, 4]`` picture the backend saw (None for ``optimize``).
         provenance: JSON-able facts: ``job``, ``version``, ``backend`` (its ``info()``), ``input_name``,
@@ -279,7 +279,7 @@ def portable(raw: Raw, resolution: int | None = None) -> Raw:
 
     Returns:
         The raw itself when it is already portable (a :class:`VoxelField` or a
-        :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField`), else a copy with a :class:`VoxelField`.
+        :class:`~meshforge.fields.sparse_voxels.SparseVoxelField`), else a copy with a :class:`VoxelField`.
 
     Raises:
         InputError: the attribute source is a dense-surface field (``optimize``'s), which has no voxel form.
@@ -353,7 +353,7 @@ def dumps_raw(raw: Raw) -> bytes:
 
 def loads_raw(data: bytes, label: str = "raw file") -> Raw:
     """Decode ``.mfraw`` bytes into a :class:`Raw` whose attributes are a :class:`VoxelField` (or the
-    :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField` it was saved with).
+    :class:`~meshforge.fields.sparse_voxels.SparseVoxelField` it was saved with).
 
     Args:
         data: the file's bytes.

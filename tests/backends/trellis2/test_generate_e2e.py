@@ -84,9 +84,9 @@ def test_real_opacity_sets_alpha_mode_and_bakes_alpha(tmp_path: Path, validate) 
     follows the voxels; a fully opaque copy stays OPAQUE with alpha 255."""
     import meshforge
     from meshforge.backends.trellis2.dual_grid import flexible_dual_grid_to_mesh
-    from meshforge.backends.trellis2.voxel_field import GLTF_TO_TRELLIS, SparseVoxelField
     from meshforge.config import PipelineConfig
     from meshforge.export import export
+    from meshforge.fields.sparse_voxels import GLTF_TO_TRELLIS, SparseVoxelField
     from meshforge.raw import Raw
     from meshforge.types import Material, Mesh
 

@@ -1,4 +1,4 @@
-"""TRELLIS.2's PBR voxel field (:mod:`meshforge.backends.trellis2.voxel_field`) and its ``.mfraw`` form.
+"""TRELLIS.2's PBR voxel field (:mod:`meshforge.fields.sparse_voxels`) and its ``.mfraw`` form.
 
 On a full grid, sampling the sparse voxels is ordinary trilinear interpolation with clamped borders, so
 ``torch.nn.functional.grid_sample`` (an independent implementation) is the reference there; with missing
@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from meshforge.backends.trellis2.dual_grid import flexible_dual_grid_to_mesh
-from meshforge.backends.trellis2.voxel_field import GLTF_TO_TRELLIS, PBR_CHANNELS, SparseVoxelField
 from meshforge.errors import InputError, StageError
 from meshforge.fields.base import Field
+from meshforge.fields.sparse_voxels import GLTF_TO_TRELLIS, PBR_CHANNELS, SparseVoxelField
 from meshforge.raw import Raw, dumps_raw, loads_raw, portable
 from meshforge.types import Mesh
 

@@ -7,11 +7,12 @@ RMBG-2.0, which is non-commercial) and returns a :class:`Trellis2Field`:
 * its **dense surface** (:meth:`Trellis2Field.dense_surface`) is the shape decoder's mesh — meshforge's raw
   surface, to be cleaned, decimated, unwrapped and baked;
 * its **attributes** (``color``/``material``/``alpha``) are the texture decoder's sparse PBR voxels:
-  :attr:`Trellis2Field.voxels`, a :class:`~meshforge.backends.trellis2.voxel_field.SparseVoxelField`
+  :attr:`Trellis2Field.voxels`, a :class:`~meshforge.fields.sparse_voxels.SparseVoxelField`
   (trilinear over existing voxels only) whose ``transform`` maps the canonical frame into TRELLIS.2's — a
   portable attribute source for the raw file;
-* its ``alpha_mode`` says whether the voxels' opacity is real (:func:`~.voxel_field.alpha_mode_of`: ``OPAQUE`` unless it
-  is; then ``MASK`` when it is nearly binary, else ``BLEND``), and ``alpha(points)`` samples it;
+* its ``alpha_mode`` says whether the voxels' opacity is real
+  (:func:`~meshforge.fields.sparse_voxels.alpha_mode_of`: ``OPAQUE`` unless it is; then ``MASK`` when it
+  is nearly binary, else ``BLEND``), and ``alpha(points)`` samples it;
 * ``density`` (occupancy of the voxels, iso-level 0.5) is only a fallback for a pipeline that extracts an
   isosurface instead of taking :meth:`Trellis2Field.dense_surface`.
 
@@ -71,9 +72,9 @@ class Trellis2Field:
     Attributes:
         bbox_min, bbox_max: ``∓0.5`` (canonical).
         iso_level: 0.5 (for the occupancy fallback :meth:`density`).
-        alpha_mode: see :func:`~.voxel_field.alpha_mode_of`.
-        voxels: the :class:`~.voxel_field.SparseVoxelField` (voxels in TRELLIS.2's frame, asked in the canonical
-            frame through its ``transform``).
+        alpha_mode: see :func:`~meshforge.fields.sparse_voxels.alpha_mode_of`.
+        voxels: the :class:`~meshforge.fields.sparse_voxels.SparseVoxelField` (voxels in TRELLIS.2's frame,
+            asked in the canonical frame through its ``transform``).
     """
 
     iso_level = 0.5
@@ -81,7 +82,7 @@ class Trellis2Field:
     def __init__(
         self, vertices: np.ndarray, faces: np.ndarray, coords: np.ndarray, attrs: np.ndarray, resolution: int
     ) -> None:
-        from .voxel_field import SparseVoxelField
+        from ...fields.sparse_voxels import SparseVoxelField
 
         self.vertices = np.asarray(vertices, dtype=np.float32)
         self.faces = np.asarray(faces, dtype=np.int64)
@@ -101,7 +102,8 @@ class Trellis2Field:
         self._keys = np.unique(keys)
 
     def portable_field(self) -> Any:
-        """The form of this field that needs no backend: its :class:`~.voxel_field.SparseVoxelField`."""
+        """The form of this field that needs no backend: its
+        :class:`~meshforge.fields.sparse_voxels.SparseVoxelField`."""
         return self.voxels
 
     def dense_surface(self) -> Mesh:

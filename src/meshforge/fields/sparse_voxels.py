@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...errors import InputError, StageError
+from ..errors import InputError, StageError
 
 if TYPE_CHECKING:
     import torch
