@@ -20,7 +20,7 @@ import numpy as np
 from meshforge._version import __version__
 from meshforge.errors import InputError
 from meshforge.export._common import check_asset, unit_normals
-from meshforge.export._png import encode_png
+from meshforge.export._png import encode_pngs
 from meshforge.geometry.color import srgb_to_linear
 from meshforge.geometry.normals import vertex_normals
 from meshforge.geometry.tangents import compute_tangents
@@ -156,20 +156,24 @@ def build_gltf(asset: Asset, *, png_compress_level: int = 3) -> tuple[dict[str, 
     images: list[dict[str, Any]] = []
     gltf_textures: list[dict[str, Any]] = []
 
-    def add_texture(pixels: np.ndarray, name: str, *, drop_opaque_alpha: bool = False) -> int:
-        png = encode_png(pixels, compress_level=png_compress_level, drop_opaque_alpha=drop_opaque_alpha)
-        view = builder.add_view(png)  # image views have no target (§3.6.1.2)
-        images.append({"name": name, "bufferView": view, "mimeType": "image/png"})
-        gltf_textures.append({"name": name, "sampler": 0, "source": len(images) - 1})
-        return len(gltf_textures) - 1
-
     if textures is not None:
-        pbr["baseColorTexture"] = {"index": add_texture(textures.base_color, "baseColor", drop_opaque_alpha=True)}
-        pbr["metallicRoughnessTexture"] = {"index": add_texture(textures.metallic_roughness, "metallicRoughness")}
+        # (name, pixels, drop opaque alpha, where the material refers to it); encoded concurrently
+        maps: list[tuple[str, np.ndarray, bool, dict[str, Any], str]] = [
+            ("baseColor", textures.base_color, True, pbr, "baseColorTexture"),
+            ("metallicRoughness", textures.metallic_roughness, False, pbr, "metallicRoughnessTexture"),
+        ]
         if textures.normal is not None:
-            gltf_material["normalTexture"] = {"index": add_texture(textures.normal, "normal")}
+            maps.append(("normal", textures.normal, False, gltf_material, "normalTexture"))
         if textures.occlusion is not None:
-            gltf_material["occlusionTexture"] = {"index": add_texture(textures.occlusion, "occlusion")}
+            maps.append(("occlusion", textures.occlusion, False, gltf_material, "occlusionTexture"))
+        pngs = encode_pngs(
+            [m[1] for m in maps], compress_level=png_compress_level, drop_opaque_alpha=[m[2] for m in maps]
+        )
+        for (name, _, _, owner, key), png in zip(maps, pngs, strict=True):
+            view = builder.add_view(png)  # image views have no target (§3.6.1.2)
+            images.append({"name": name, "bufferView": view, "mimeType": "image/png"})
+            gltf_textures.append({"name": name, "sampler": 0, "source": len(images) - 1})
+            owner[key] = {"index": len(gltf_textures) - 1}
     if material.alpha_mode != "OPAQUE":
         gltf_material["alphaMode"] = material.alpha_mode
         if material.alpha_mode == "MASK":
