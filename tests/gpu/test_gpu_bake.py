@@ -69,7 +69,7 @@ def test_closest_point_on_triangles_matches_numpy():
 
 @pytest.fixture(scope="module")
 def dense_sphere():
-    mesh = extract(Sphere(0.3), ExtractConfig(resolution=40))
+    mesh = extract(Sphere(0.3), ExtractConfig(resolution=32))
     return torch.as_tensor(mesh.vertices, dtype=torch.float64), torch.as_tensor(mesh.faces, dtype=torch.int64)
 
 
@@ -258,3 +258,43 @@ def test_cuda_bake_equals_cpu_tensor_bake(spot):
     for name in ("base_color", "metallic_roughness", "normal"):
         x, y = getattr(a, name).astype(int), getattr(b, name).astype(int)
         assert np.abs(x - y).max() <= 1, name
+
+
+@pytest.mark.parametrize("asset", ["spot.glb", "Fox.glb", "kenney_cakeBirthday.glb", "CesiumMilkTruck.glb"])
+def test_torch_attributes_equal_the_numpy_attributes(asset):
+    from ..conftest import shared_dir
+
+    scene = load_mesh(str(shared_dir() / "data" / "assets" / asset))
+    field = SurfaceField(scene.parts)
+    dense = tbake.DenseSurface.from_field(field, "cpu")
+    rng = np.random.default_rng(6)
+    face = rng.integers(0, len(field.faces), 5000)
+    bary = rng.dirichlet((1.0, 1.0, 1.0), 5000)
+    ref = field.attributes(face, bary)
+    got = dense.attributes(torch.as_tensor(face), torch.as_tensor(bary))
+    assert set(got) >= {"base_color", "metallic", "roughness", "normal", "occlusion"}
+    for key in ("base_color", "metallic", "roughness", "normal", "occlusion"):
+        assert np.abs(got[key].numpy() - ref[key]).max() < 1e-5, key
+
+
+class TensorSphere(Sphere):
+    """The analytic sphere with its colour also on tensors (as TripoSR's ``color_tensor``)."""
+
+    def color_tensor(self, p: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(p + 0.5, 0, 1).to(torch.float32)
+
+
+def test_field_surface_part_samples_on_tensors():
+    from meshforge.fields.surface import FieldSurfacePart
+
+    mesh = extract(Sphere(0.3), ExtractConfig(resolution=32))
+    field = SurfaceField([FieldSurfacePart(mesh, TensorSphere(0.3))])
+    dense = tbake.DenseSurface.from_field(field, "cpu")
+    assert type(dense.samplers[0]).__name__ == "TorchFieldPart"
+    rng = np.random.default_rng(7)
+    face = rng.integers(0, mesh.n_faces, 3000)
+    bary = rng.dirichlet((1.0, 1.0, 1.0), 3000)
+    ref = field.attributes(face, bary)
+    got = dense.attributes(torch.as_tensor(face), torch.as_tensor(bary))
+    for key in ("base_color", "metallic", "roughness", "normal"):
+        assert np.abs(got[key].numpy() - ref[key]).max() < 1e-6, key

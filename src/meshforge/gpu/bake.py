@@ -14,9 +14,12 @@ the computation (``device``), so the same code runs on CPU tensors (tests, refer
    algorithm for ray tracing", Eurographics 1987) testing triangles with Möller & Trumbore ("Fast,
    minimum storage ray/triangle intersection", JGT 1997); closest points search growing shells of cells
    with the exact point–triangle distance (Ericson, *Real-Time Collision Detection*, 2005, §5.1.5).
-3. **Field query**: the source's attributes at the dense points. ``SurfaceField.attributes`` and the
-   :class:`~meshforge.fields.base.Field` methods take numpy arrays, so each chunk of texels is copied to
-   the host once for that call and its results copied back (the one host round trip of the bake).
+3. **Field query**: the source's attributes at the dense points, on the device for the parts
+   :mod:`meshforge.gpu.sample` mirrors (a loaded :class:`~meshforge.io.scene.SourcePart`: textures, factors,
+   vertex colours, normal maps; a :class:`~meshforge.fields.surface.FieldSurfacePart` whose field has
+   ``color_tensor``, TripoSR's). Other parts, other ``bake_attributes`` fields and plain
+   :class:`~meshforge.fields.base.Field` methods take numpy arrays: each chunk of texels is copied to the
+   host once for that call and its results copied back.
 4. **Tangent-space normal map** from the dense shading normals in the low-poly tangent frame (the tangents
    the GLB writer stores, :func:`meshforge.geometry.tangents.compute_tangents`, glTF 2.0 §3.7.2.1).
 5. **Seam dilation** by the jump flooding algorithm (Rong & Tan, "Jump flooding in GPU with applications to
@@ -40,6 +43,7 @@ from ..fields.surface import SurfaceField
 from ..geometry.tangents import compute_tangents
 from ..types import Mesh, Textures
 from .raster import TorchRaster, rasterize_atlas, texel_points
+from .sample import sample_parts, torch_part
 
 #: candidate (query, triangle) pairs tested per batch: bounds memory (~300 bytes each in float64)
 PAIR_BUDGET = 1 << 22
@@ -470,17 +474,31 @@ class DenseSurface:
         self.agree = agree
         self.diagonal = float(diagonal) if diagonal is not None else float(torch.linalg.norm(v.amax(0) - v.amin(0)))
 
+        self.samplers: list[Any] = []
+        self.face_offset: list[int] = [0]
+
     @classmethod
     def from_field(cls, field: SurfaceField, device: torch.device | str) -> DenseSurface:
-        """The tensors of a :class:`SurfaceField` on ``device`` (its vertices, faces, parts, cage)."""
-        return cls(
-            torch.as_tensor(field.vertices, device=device),
-            torch.as_tensor(field.faces, device=device),
+        """The tensors of a :class:`SurfaceField` on ``device`` (its vertices, faces, parts, cage) and its
+        parts' samplers (:func:`meshforge.gpu.sample.torch_part`)."""
+        dev = torch.device(device)
+        out = cls(
+            torch.as_tensor(field.vertices, device=dev),
+            torch.as_tensor(field.faces, device=dev),
             cage=field.cage,
-            part_of_face=torch.as_tensor(field.part_of_face, device=device),
+            part_of_face=torch.as_tensor(field.part_of_face, device=dev),
             agree=field.agree,
             diagonal=field.diagonal,
         )
+        out.samplers = [torch_part(p, dev) for p in field.parts]
+        out.face_offset = list(field.face_offset)
+        return out
+
+    def attributes(self, face: torch.Tensor, bary: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`SurfaceField.attributes` on the device (:func:`meshforge.gpu.sample.sample_parts`)."""
+        if not self.samplers or self.part_of_face is None:
+            raise StageError("this dense surface has no attribute source (build it with DenseSurface.from_field)")
+        return sample_parts(self.samplers, self.part_of_face, self.face_offset, face, bary)
 
     def nearest_hit(
         self, p: torch.Tensor, n: torch.Tensor, ray_part: torch.Tensor | None = None
@@ -681,10 +699,11 @@ def bake(
     """Bake PBR maps from a field onto a UV-unwrapped mesh, on ``device``; the twin of
     :func:`meshforge.mesh.bake.bake` (same arguments, same maps, same counts).
 
-    A :class:`SurfaceField` is projected onto on the device (:class:`DenseSurface`, built once per field and
-    device); another field with ``bake_attributes`` is called with numpy arrays per chunk (its own CPU
-    projection); a plain :class:`Field` is sampled at the texels' low-poly points. The field's attribute
-    methods take numpy arrays: one host round trip per chunk.
+    A :class:`SurfaceField` is projected onto and sampled on the device (:class:`DenseSurface`, built once
+    per field and device; parts :mod:`meshforge.gpu.sample` does not mirror are sampled by their numpy
+    method, one host round trip per chunk); another field with ``bake_attributes`` is called with numpy
+    arrays per chunk (its own CPU projection); a plain :class:`Field` is sampled at the texels' low-poly
+    points with numpy arrays, one host round trip per chunk.
 
     Args:
         mesh: mesh with ``uv`` (glTF convention, v down) and ``normals`` (numpy, small).
@@ -740,7 +759,9 @@ def bake(
         raise StageError("baking from a dense surface needs vertex normals on the low-poly mesh")
     dense = dense_surface(field, dev) if isinstance(field, SurfaceField) else None
 
-    def to_dev(val: np.ndarray) -> torch.Tensor:
+    def to_dev(val: Any) -> torch.Tensor:
+        if isinstance(val, torch.Tensor):
+            return val.to(dev, torch.float32)
         return torch.as_tensor(np.asarray(val, dtype=np.float32), device=dev)
 
     for s in range(0, n_tex, chunk):
@@ -751,7 +772,7 @@ def bake(
                 assert isinstance(field, SurfaceField)
                 dface, dbary = dense.project(points[sl], nrm[sl], face[sl])
                 lap("project")
-                attrs = field.attributes(_host(dface, np.int64), _host(dbary))
+                attrs: dict[str, Any] = dense.attributes(dface, dbary)
             else:
                 assert isinstance(field, SurfaceAttributes)
                 attrs = field.bake_attributes(_host(points[sl], np.float32), _host(nrm[sl]), _host(face[sl], np.int64))
