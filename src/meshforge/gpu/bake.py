@@ -47,6 +47,9 @@ from .sample import sample_parts, torch_part
 
 #: candidate (query, triangle) pairs tested per batch: bounds memory (~300 bytes each in float64)
 PAIR_BUDGET = 1 << 22
+#: default cell edge of :class:`TriangleGrid`, in median triangle bounding-box sizes (a tuning knob: smaller
+#: cells mean fewer triangles per cell but more cells per ray)
+CELL_SCALE = 2.0
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -176,7 +179,7 @@ class TriangleGrid:
 
     Each triangle is listed in every cell its bounding box overlaps; the (cell key, triangle) list is sorted
     by key (``torch.sort``) and cells are found with ``torch.searchsorted`` over the distinct keys, so only
-    occupied cells take memory. The cell edge is twice the median triangle bounding-box size, grown until
+    occupied cells take memory. The cell edge is :data:`CELL_SCALE` median triangle bounding-box sizes, grown until
     the list has at most ``max(16·F, 2²⁰)`` entries and the grid at most 2048 cells per axis.
 
     Args:
@@ -208,7 +211,7 @@ class TriangleGrid:
         lo, hi = tri.amin(1), tri.amax(1)
         self.origin = lo.amin(0)
         extent = torch.clamp(hi.amax(0) - self.origin, min=1e-12)
-        h = float(cell) if cell else 2.0 * float((hi - lo).amax(1).median())
+        h = float(cell) if cell else CELL_SCALE * float((hi - lo).amax(1).median())
         h = max(h, float(extent.max()) / 2048.0, 1e-12)
         budget = max(16 * n_faces, 1 << 20)
         while True:
@@ -572,6 +575,10 @@ def dense_surface(field: SurfaceField, device: torch.device | str) -> DenseSurfa
 def jump_flood(covered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest covered texel of every texel by jump flooding (Rong & Tan 2006, JFA+2: steps N/2 … 1, then 2, 1).
 
+    Each pass compares a texel's seed with the seeds of its 8 neighbours at the step's distance (shifted
+    views of the seed coordinates, padded with a far-away sentinel); distances are squared Euclidean
+    distances in texels.
+
     Args:
         covered: ``[H, W]`` bool tensor (at least one texel true).
 
@@ -582,40 +589,35 @@ def jump_flood(covered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     h, w = covered.shape
     dev = covered.device
-    ys = torch.arange(h, device=dev).view(h, 1).expand(h, w)
-    xs = torch.arange(w, device=dev).view(1, w).expand(h, w)
-    seed = torch.where(covered, ys * w + xs, torch.full((h, w), -1, device=dev, dtype=torch.int64))
-    big = float(h * h + w * w) * 4.0 + 1.0
-
-    def dist2(s: torch.Tensor) -> torch.Tensor:
-        sy = torch.div(s, w, rounding_mode="floor")
-        sx = s - sy * w
-        d2 = ((sy - ys) ** 2 + (sx - xs) ** 2).to(torch.float64)
-        return torch.where(s >= 0, d2, torch.full_like(d2, big))
-
+    # float32 holds the squared distances exactly up to 2048² atlases; beyond, float64
+    dt = torch.float32 if max(h, w) <= 2048 else torch.float64
+    far = float(4 * (h + w) + 16)  # sentinel coordinate: farther than any real seed
+    ys = torch.arange(h, device=dev, dtype=dt).view(h, 1).expand(h, w)
+    xs = torch.arange(w, device=dev, dtype=dt).view(1, w).expand(h, w)
+    sy = torch.where(covered, ys, torch.full((h, w), far, device=dev, dtype=dt))
+    sx = torch.where(covered, xs, torch.full((h, w), far, device=dev, dtype=dt))
+    best = (sy - ys) ** 2 + (sx - xs) ** 2
     steps = []
     k = 1 << max(0, (max(h, w) - 1).bit_length() - 1)
     while k >= 1:
         steps.append(k)
         k //= 2
     steps += [2, 1]
-    best = dist2(seed)
-    pad_seed = -1
     for k in steps:
+        py = torch.nn.functional.pad(sy, (k, k, k, k), value=far)
+        px = torch.nn.functional.pad(sx, (k, k, k, k), value=far)
         for dy in (-k, 0, k):
             for dx in (-k, 0, k):
                 if dy == 0 and dx == 0:
                     continue
-                shifted = torch.full_like(seed, pad_seed)
-                ys0, ys1 = max(0, -dy), min(h, h - dy)
-                xs0, xs1 = max(0, -dx), min(w, w - dx)
-                if ys0 >= ys1 or xs0 >= xs1:
-                    continue
-                shifted[ys0:ys1, xs0:xs1] = seed[ys0 + dy : ys1 + dy, xs0 + dx : xs1 + dx]
-                d2 = dist2(shifted)
+                cy = py[k + dy : k + dy + h, k + dx : k + dx + w]
+                cx = px[k + dy : k + dy + h, k + dx : k + dx + w]
+                d2 = (cy - ys) ** 2 + (cx - xs) ** 2
                 closer = d2 < best
-                seed = torch.where(closer, shifted, seed)
+                sy = torch.where(closer, cy, sy)
+                sx = torch.where(closer, cx, sx)
                 best = torch.where(closer, d2, best)
+    seed = sy.long() * w + sx.long()
     return seed, torch.sqrt(best).to(torch.float32)
 
 
@@ -712,8 +714,9 @@ def bake(
         device: where the per-texel work runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``…).
         chunk: texels per projection / field-query batch (the CPU path's default, so part agreement votes
             over the same texels).
-        timings: if given, filled with seconds per stage (``raster``, ``project``, ``query``, ``normals``,
-            ``dilate``) — with CUDA synchronised at each boundary.
+        timings: if given, filled with seconds per stage (``raster``, ``index`` (the dense surface's grid, 0
+            when cached), ``project``, ``query``, ``normals``, ``dilate`` (with the copy to the host)), CUDA
+            synchronised at each boundary.
 
     Returns:
         ``(textures, counts)`` as :func:`meshforge.mesh.bake.bake`: ``base_color`` ``[S, S, 4]``,
@@ -758,6 +761,7 @@ def bake(
     if is_surface and nrm is None:
         raise StageError("baking from a dense surface needs vertex normals on the low-poly mesh")
     dense = dense_surface(field, dev) if isinstance(field, SurfaceField) else None
+    lap("index")
 
     def to_dev(val: Any) -> torch.Tensor:
         if isinstance(val, torch.Tensor):
