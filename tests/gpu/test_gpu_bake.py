@@ -303,3 +303,25 @@ def test_field_surface_part_samples_on_tensors():
     got = dense.attributes(torch.as_tensor(face), torch.as_tensor(bary))
     for key in ("base_color", "metallic", "roughness", "normal"):
         assert np.abs(got[key].numpy() - ref[key]).max() < 1e-6, key
+
+
+class OwnProjection:
+    """A field with its own ``bake_attributes`` (not a SurfaceField): the torch bake calls it with numpy."""
+
+    def __init__(self, field: SurfaceField) -> None:
+        self.inner = field
+        self.bbox_min, self.bbox_max, self.iso_level = field.bbox_min, field.bbox_max, 0.0
+
+    def bake_attributes(self, points, normals, low_face=None):
+        assert isinstance(points, np.ndarray) and isinstance(normals, np.ndarray)
+        return self.inner.bake_attributes(points, normals, low_face)
+
+
+def test_a_field_with_its_own_projection_is_called_with_numpy(spot):
+    mesh, field = spot
+    cfg = BakeConfig(texture_size=128)
+    ref, _ = cbake.bake(mesh, OwnProjection(field), cfg)
+    got, _ = tbake.bake(mesh, OwnProjection(field), cfg)
+    covered = cbake.rasterize_atlas(mesh, 128).covered
+    for name in ("base_color", "metallic_roughness", "normal"):
+        assert diff_stats(getattr(ref, name), getattr(got, name), covered)[2] < 0.002, name
