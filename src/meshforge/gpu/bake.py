@@ -49,7 +49,7 @@ from .sample import sample_parts, torch_part
 PAIR_BUDGET = 1 << 22
 #: default cell edge of :class:`TriangleGrid`, in median triangle bounding-box sizes (a tuning knob: smaller
 #: cells mean fewer triangles per cell but more cells per ray)
-CELL_SCALE = 2.0
+CELL_SCALE = 1.0
 
 
 # --------------------------------------------------------------------------------------------------------
