@@ -59,3 +59,10 @@ def test_glb_images_are_the_maps_in_order(full_textured_asset):
     want = [encode_png(t.base_color, drop_opaque_alpha=True), encode_png(t.metallic_roughness)]
     want += [encode_png(x) for x in (t.normal, t.occlusion) if x is not None]
     assert _glb_images(glb) == want
+
+
+def test_one_flag_per_map_or_one_for_all():
+    images = maps()[:2]
+    with pytest.raises(InputError, match="2 pictures but 3 drop_opaque_alpha flags"):
+        encode_pngs(images, drop_opaque_alpha=[True, False, False])
+    assert encode_pngs(images, drop_opaque_alpha=True) == [encode_png(x, drop_opaque_alpha=True) for x in images]

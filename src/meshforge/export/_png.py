@@ -10,7 +10,7 @@ import io
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image as PILImage
@@ -76,6 +76,29 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+def submit_pngs(
+    images: Sequence[np.ndarray], *, compress_level: int = 3, drop_opaque_alpha: bool | Sequence[bool] = False
+) -> list[Future[bytes]]:
+    """Start encoding pictures as PNG on the pool and return at once: one future per picture, in order,
+    whose ``result()`` is :func:`encode_png`'s bytes (or raises its :class:`InputError`). Lets a writer
+    build the rest of a file while the maps compress.
+
+    Args:
+        images, compress_level, drop_opaque_alpha: as :func:`encode_pngs`.
+
+    Raises:
+        InputError: the number of flags does not match the number of pictures.
+    """
+    flags = [drop_opaque_alpha] * len(images) if isinstance(drop_opaque_alpha, bool) else list(drop_opaque_alpha)
+    if len(flags) != len(images):
+        raise InputError(f"encode_pngs: {len(images)} pictures but {len(flags)} drop_opaque_alpha flags")
+    pool = _executor()
+    return [
+        pool.submit(encode_png, x, compress_level=compress_level, drop_opaque_alpha=f)
+        for x, f in zip(images, flags, strict=True)
+    ]
+
+
 def encode_pngs(
     images: Sequence[np.ndarray], *, compress_level: int = 3, drop_opaque_alpha: bool | Sequence[bool] = False
 ) -> list[bytes]:
@@ -91,15 +114,7 @@ def encode_pngs(
         One PNG file (bytes) per picture.
 
     Raises:
-        InputError: as :func:`encode_png`, for the first bad picture in the input order.
+        InputError: as :func:`encode_png`, for the first bad picture in the input order; or a number of
+            flags that does not match the number of pictures.
     """
-    flags = [drop_opaque_alpha] * len(images) if isinstance(drop_opaque_alpha, bool) else list(drop_opaque_alpha)
-    if len(flags) != len(images):
-        raise InputError(f"encode_pngs: {len(images)} pictures but {len(flags)} drop_opaque_alpha flags")
-    if len(images) <= 1 or POOL_THREADS == 1:
-        return [encode_png(x, compress_level=compress_level, drop_opaque_alpha=f) for x, f in zip(images, flags)]
-    pool = _executor()
-    futures = [
-        pool.submit(encode_png, x, compress_level=compress_level, drop_opaque_alpha=f) for x, f in zip(images, flags)
-    ]
-    return [f.result() for f in futures]
+    return [f.result() for f in submit_pngs(images, compress_level=compress_level, drop_opaque_alpha=drop_opaque_alpha)]
