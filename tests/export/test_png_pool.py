@@ -66,3 +66,14 @@ def test_one_flag_per_map_or_one_for_all():
     with pytest.raises(InputError, match="2 pictures but 3 drop_opaque_alpha flags"):
         encode_pngs(images, drop_opaque_alpha=[True, False, False])
     assert encode_pngs(images, drop_opaque_alpha=True) == [encode_png(x, drop_opaque_alpha=True) for x in images]
+
+
+def test_a_forked_child_encodes_on_its_own_pool():
+    import multiprocessing
+
+    images = maps()
+    want = encode_pngs(images)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply(encode_pngs, (images,))
+    assert got == want

@@ -61,19 +61,25 @@ def encode_png(pixels: np.ndarray, *, compress_level: int = 3, drop_opaque_alpha
 #: threads of the encoding pool (one result has at most four maps)
 POOL_THREADS = max(1, min(4, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
-_pool_pid = -1
 _pool_lock = threading.Lock()
 
 
 def _executor() -> ThreadPoolExecutor:
-    """The process's encoding pool, created on first use (and again in a forked child, whose copy of the
-    parent's pool has no threads)."""
-    global _pool, _pool_pid
+    """The process's encoding pool, created on first use."""
+    global _pool
     with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
+        if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="meshforge-png")
-            _pool_pid = os.getpid()
         return _pool
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child has the parent's pool object but none of its threads (and maybe a held lock)."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def submit_pngs(
