@@ -325,3 +325,38 @@ def test_a_field_with_its_own_projection_is_called_with_numpy(spot):
     covered = cbake.rasterize_atlas(mesh, 128).covered
     for name in ("base_color", "metallic_roughness", "normal"):
         assert diff_stats(getattr(ref, name), getattr(got, name), covered)[2] < 0.002, name
+
+
+def test_a_dense_isosurface_on_tensors_bakes_as_the_pipeline_does():
+    from meshforge.fields.surface import FieldSurfacePart
+    from meshforge.gpu.sample import vertex_normals as torch_vertex_normals
+
+    dense = extract(Sphere(0.3), ExtractConfig(resolution=32))
+    v, f = torch.as_tensor(dense.vertices), torch.as_tensor(dense.faces, dtype=torch.int64)
+    assert np.abs(torch_vertex_normals(v, f).numpy() - vertex_normals(dense.vertices, dense.faces)).max() < 1e-12
+    low = decimate(dense, DecimateConfig(faces=600))[0]
+    low, _ = unwrap(low.replace(normals=vertex_normals(low.vertices, low.faces)), UnwrapConfig(), 128)
+    cfg = BakeConfig(texture_size=128)
+    diag = float(np.linalg.norm(dense.vertices.max(0) - dense.vertices.min(0)))
+    ref, _ = cbake.bake(low, SurfaceField([FieldSurfacePart(dense, TensorSphere(0.3))], cage=0.03 * diag), cfg)
+    surface = tbake.DenseSurface.from_isosurface(v, f, TensorSphere(0.3))
+    got, _ = tbake.bake(low, TensorSphere(0.3), cfg, surface=surface)
+    covered = cbake.rasterize_atlas(low, 128).covered
+    for name in ("base_color", "metallic_roughness", "normal"):
+        assert diff_stats(getattr(ref, name), getattr(got, name), covered)[2] < 0.002, name
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_isosurface_bake_equals_cpu_tensors():
+    dense = extract(Sphere(0.3), ExtractConfig(resolution=32))
+    low = decimate(dense, DecimateConfig(faces=600))[0]
+    low, _ = unwrap(low.replace(normals=vertex_normals(low.vertices, low.faces)), UnwrapConfig(), 128)
+    v, f = torch.as_tensor(dense.vertices), torch.as_tensor(dense.faces, dtype=torch.int64)
+    cfg = BakeConfig(texture_size=128)
+    a, _ = tbake.bake(low, TensorSphere(0.3), cfg, surface=tbake.DenseSurface.from_isosurface(v, f, TensorSphere(0.3)))
+    gpu_surface = tbake.DenseSurface.from_isosurface(v.cuda(), f.cuda(), TensorSphere(0.3))
+    b, _ = tbake.bake(low, TensorSphere(0.3), cfg, device="cuda", surface=gpu_surface)
+    covered = cbake.rasterize_atlas(low, 128).covered
+    for name in ("base_color", "normal"):
+        assert diff_stats(getattr(a, name), getattr(b, name), covered)[2] < 0.002, name

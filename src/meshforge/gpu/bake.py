@@ -43,7 +43,7 @@ from ..fields.surface import SurfaceField
 from ..geometry.tangents import compute_tangents
 from ..types import Mesh, Textures
 from .raster import TorchRaster, rasterize_atlas, texel_points
-from .sample import sample_parts, torch_part
+from .sample import TorchFieldPart, sample_parts, torch_part
 
 #: candidate (query, triangle) pairs tested per batch: bounds memory (~300 bytes each in float64)
 PAIR_BUDGET = 1 << 22
@@ -497,6 +497,26 @@ class DenseSurface:
         out.face_offset = list(field.face_offset)
         return out
 
+    @classmethod
+    def from_isosurface(
+        cls, vertices: torch.Tensor, faces: torch.Tensor, field: Any, *, cage_fraction: float = 0.03
+    ) -> DenseSurface:
+        """A dense isosurface left on its device, sampled through the field it was extracted from (the tensor
+        form of ``SurfaceField([FieldSurfacePart(mesh, field)], cage=cage_fraction × diagonal)``, what
+        :func:`meshforge.pipeline.finish` bakes through): nothing of the dense surface goes to the host.
+
+        Args:
+            vertices: ``[V, 3]`` float tensor; faces: ``[F, 3]`` int tensor, on the bake's device.
+            field: the backend's field (``color_tensor`` or ``color``, ``material``).
+            cage_fraction: ray length both ways, as a fraction of the bounding-box diagonal.
+        """
+        v = vertices.to(torch.float64)
+        diagonal = float(torch.linalg.norm(v.amax(0) - v.amin(0)))
+        part = torch.zeros(int(faces.shape[0]), dtype=torch.int64, device=faces.device)
+        out = cls(vertices, faces, cage=cage_fraction * diagonal, part_of_face=part, diagonal=diagonal)
+        out.samplers = [TorchFieldPart(vertices, faces, field)]
+        return out
+
     def attributes(self, face: torch.Tensor, bary: torch.Tensor) -> dict[str, torch.Tensor]:
         """:meth:`SurfaceField.attributes` on the device (:func:`meshforge.gpu.sample.sample_parts`)."""
         if not self.samplers or self.part_of_face is None:
@@ -697,6 +717,7 @@ def bake(
     device: torch.device | str = "cpu",
     chunk: int = 1 << 20,
     timings: dict[str, float] | None = None,
+    surface: DenseSurface | None = None,
 ) -> tuple[Textures, dict[str, Any]]:
     """Bake PBR maps from a field onto a UV-unwrapped mesh, on ``device``; the twin of
     :func:`meshforge.mesh.bake.bake` (same arguments, same maps, same counts).
@@ -714,6 +735,9 @@ def bake(
         device: where the per-texel work runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``…).
         chunk: texels per projection / field-query batch (the CPU path's default, so part agreement votes
             over the same texels).
+        surface: a :class:`DenseSurface` already on ``device`` to project onto and sample (for example
+            :meth:`DenseSurface.from_isosurface`: the dense surface never leaves the device); ``field`` is
+            then not queried.
         timings: if given, filled with seconds per stage (``raster``, ``index`` (the dense surface's grid, 0
             when cached), ``project``, ``query``, ``normals``, ``dilate`` (with the copy to the host)), CUDA
             synchronised at each boundary.
@@ -757,10 +781,10 @@ def bake(
     roughness = torch.empty(n_tex, dtype=torch.float32, device=dev)
     world_normal: torch.Tensor | None = None
     occlusion: torch.Tensor | None = None
-    is_surface = isinstance(field, SurfaceAttributes)
+    is_surface = surface is not None or isinstance(field, SurfaceAttributes)
     if is_surface and nrm is None:
         raise StageError("baking from a dense surface needs vertex normals on the low-poly mesh")
-    dense = dense_surface(field, dev) if isinstance(field, SurfaceField) else None
+    dense = surface if surface is not None else dense_surface(field, dev) if isinstance(field, SurfaceField) else None
     lap("index")
 
     def to_dev(val: Any) -> torch.Tensor:
@@ -773,7 +797,6 @@ def bake(
         if is_surface:
             assert nrm is not None
             if dense is not None:
-                assert isinstance(field, SurfaceField)
                 dface, dbary = dense.project(points[sl], nrm[sl], face[sl])
                 lap("project")
                 attrs: dict[str, Any] = dense.attributes(dface, dbary)

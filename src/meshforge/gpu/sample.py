@@ -9,8 +9,9 @@ colour (glTF 2.0 §3.9.2), metallic/roughness from the B/G channels, occlusion w
 Textures are sampled bilinearly with the glTF sampler wrap modes (§3.8.4), as
 :func:`meshforge.geometry.texture.sample_texture`.
 
-A part of another type, or a :class:`FieldSurfacePart` whose field has no ``color_tensor``, is sampled
-by its own numpy method: the (face, barycentric) rows are copied to the host once per call.
+A part of another type is sampled by its own numpy method: the (face, barycentric) rows are copied to
+the host once per call. A field's numpy methods (``material``; ``color`` without ``color_tensor``) get
+the points copied to the host.
 """
 
 from __future__ import annotations
@@ -172,32 +173,75 @@ class TorchSourcePart:
         return out
 
 
-class TorchFieldPart:
-    """A :class:`FieldSurfacePart` on a device: points and normals interpolated on the dense isosurface, the
-    colour from the field's ``color_tensor`` (on the field's device) and the material from its numpy
-    ``material`` (the points copied to the host for it)."""
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals; :func:`meshforge.geometry.normals.vertex_normals` on tensors
+    (``+Z`` for vertices on no face).
 
-    def __init__(self, part: FieldSurfacePart, device: torch.device) -> None:
-        self.part = part
-        self.vertices = torch.as_tensor(np.asarray(part.mesh.vertices), device=device).to(torch.float64)
-        self.faces = torch.as_tensor(np.asarray(part.mesh.faces, dtype=np.int64), device=device)
-        self.normals = torch.as_tensor(part._normals, device=device)
+    Args:
+        vertices: ``[V, 3]`` float tensor; faces: ``[F, 3]`` int tensor, counter-clockwise.
+
+    Returns:
+        ``[V, 3]`` float64 unit normals on the inputs' device.
+    """
+    v = vertices.to(torch.float64)
+    f = faces.long()
+    cross = torch.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=1)  # length = 2·area
+    n = torch.zeros_like(v)
+    n.index_add_(0, f.reshape(-1), cross.repeat_interleave(3, dim=0))
+    length = torch.linalg.norm(n, dim=1, keepdim=True)
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, device=v.device).expand_as(n)
+    return torch.where(length > 0, n / length.clamp(min=1e-300), up)
+
+
+class TorchFieldPart:
+    """A dense isosurface sampled through the field it was extracted from, on a device: the tensor twin of
+    :class:`FieldSurfacePart`. Points and normals (area-weighted vertex normals) are interpolated on the
+    dense surface; the colour comes from the field's ``color_tensor`` when it has one (TripoSR's, on the
+    field's device), else from its numpy ``color``; the material from its numpy ``material``. The numpy
+    methods get the points copied to the host (``[N, 3]`` float32 per call).
+
+    Args:
+        vertices: ``[V, 3]`` float tensor; faces: ``[F, 3]`` int tensor (the device of the bake).
+        field: the backend's field.
+        normals: ``[V, 3]`` vertex normals (default: :func:`vertex_normals`).
+    """
+
+    def __init__(self, vertices: torch.Tensor, faces: torch.Tensor, field: Any, normals: torch.Tensor | None = None):
+        self.vertices = vertices.to(torch.float64)
+        self.faces = faces.long()
+        self.field = field
+        self.normals = (normals if normals is not None else vertex_normals(vertices, faces)).to(torch.float64)
+
+    @classmethod
+    def from_part(cls, part: FieldSurfacePart, device: torch.device) -> TorchFieldPart:
+        """The tensors of a :class:`FieldSurfacePart` (its vertices, faces and normals) on ``device``."""
+        return cls(
+            torch.as_tensor(np.asarray(part.mesh.vertices), device=device),
+            torch.as_tensor(np.asarray(part.mesh.faces, dtype=np.int64), device=device),
+            part.field,
+            torch.as_tensor(part._normals, device=device),
+        )
 
     def sample(self, face: torch.Tensor, bary: torch.Tensor) -> Tensors:
         """Attributes at (face, barycentric) rows; see :meth:`FieldSurfacePart.sample`."""
         bary = bary.to(torch.float64)
         idx = self.faces[face]
+        dev = bary.device
         pts = torch.einsum("nk,nkd->nd", bary, self.vertices[idx]).to(torch.float32)
-        field = self.part.field
-        color = field.color_tensor(pts).to(pts.device, torch.float32)
-        metallic, roughness = field.material(pts.cpu().numpy())
+        host: np.ndarray | None = None
+        if callable(getattr(self.field, "color_tensor", None)):
+            color = self.field.color_tensor(pts).to(dev, torch.float32)
+        else:
+            host = pts.cpu().numpy()
+            color = torch.as_tensor(np.asarray(self.field.color(host), dtype=np.float32), device=dev)
+        metallic, roughness = self.field.material(host if host is not None else pts.cpu().numpy())
         normal = torch.einsum("nk,nkd->nd", bary, self.normals[idx])
         normal = normal / torch.linalg.norm(normal, dim=1, keepdim=True).clamp(min=1e-20)
-        ones = torch.ones((len(pts), 1), dtype=torch.float32, device=pts.device)
+        ones = torch.ones((len(pts), 1), dtype=torch.float32, device=dev)
         return {
             "base_color": torch.cat([color, ones], 1),
-            "metallic": torch.as_tensor(np.asarray(metallic, dtype=np.float32), device=pts.device),
-            "roughness": torch.as_tensor(np.asarray(roughness, dtype=np.float32), device=pts.device),
+            "metallic": torch.as_tensor(np.asarray(metallic, dtype=np.float32), device=dev),
+            "roughness": torch.as_tensor(np.asarray(roughness, dtype=np.float32), device=dev),
             "normal": normal.to(torch.float32),
         }
 
@@ -218,8 +262,8 @@ def torch_part(part: Any, device: torch.device) -> TorchSourcePart | TorchFieldP
     """The tensor sampler of a dense surface part (see the module docstring for which parts stay on the host)."""
     if isinstance(part, SourcePart):
         return TorchSourcePart(part, device)
-    if isinstance(part, FieldSurfacePart) and callable(getattr(part.field, "color_tensor", None)):
-        return TorchFieldPart(part, device)
+    if isinstance(part, FieldSurfacePart):
+        return TorchFieldPart.from_part(part, device)
     return HostPart(part, device)
 
 
