@@ -85,10 +85,10 @@ def test_grid_closest_points_equal_brute_force(dense_sphere):
     v, f = dense_sphere
     grid = tbake.TriangleGrid(v, f)
     g = torch.Generator().manual_seed(2)
-    on = v[torch.randint(len(v), (300,), generator=g)]
-    near = on + torch.randn(300, 3, generator=g, dtype=torch.float64) * 0.03  # a few cells off the surface
-    inside = torch.randn(60, 3, generator=g, dtype=torch.float64) * 0.05  # deep inside the sphere
-    far = torch.randn(40, 3, generator=g, dtype=torch.float64) * 2.0  # far outside the grid
+    on = v[torch.randint(len(v), (200,), generator=g)]
+    near = on + torch.randn(200, 3, generator=g, dtype=torch.float64) * 0.03  # a few cells off the surface
+    inside = torch.randn(40, 3, generator=g, dtype=torch.float64) * 0.05  # deep inside the sphere
+    far = torch.randn(20, 3, generator=g, dtype=torch.float64) * 2.0  # far outside the grid
     p = torch.cat([near, inside, far])
     face, bary, dist = grid.closest(p)
     ref = brute_closest(v, f, p)
