@@ -1,8 +1,16 @@
-"""PNG encoding shared by every exporter (one place, so all formats write identical texture bytes)."""
+"""PNG encoding shared by every exporter (one place, so all formats write identical texture bytes).
+
+The texture maps of one result are encoded concurrently by :func:`encode_pngs` on a small thread pool:
+Pillow releases the GIL while zlib compresses, so the maps' encodings overlap on separate cores.
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image as PILImage
@@ -48,3 +56,71 @@ def encode_png(pixels: np.ndarray, *, compress_level: int = 3, drop_opaque_alpha
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=int(compress_level))
     return buf.getvalue()
+
+
+#: threads of the encoding pool (one result has at most four maps)
+POOL_THREADS = max(1, min(4, os.cpu_count() or 1))
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The process's encoding pool, created on first use."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="meshforge-png")
+        return _pool
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child has the parent's pool object but none of its threads (and maybe a held lock)."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def submit_pngs(
+    images: Sequence[np.ndarray], *, compress_level: int = 3, drop_opaque_alpha: bool | Sequence[bool] = False
+) -> list[Future[bytes]]:
+    """Start encoding pictures as PNG on the pool and return at once: one future per picture, in order,
+    whose ``result()`` is :func:`encode_png`'s bytes (or raises its :class:`InputError`). Lets a writer
+    build the rest of a file while the maps compress.
+
+    Args:
+        images, compress_level, drop_opaque_alpha: as :func:`encode_pngs`.
+
+    Raises:
+        InputError: the number of flags does not match the number of pictures.
+    """
+    flags = [drop_opaque_alpha] * len(images) if isinstance(drop_opaque_alpha, bool) else list(drop_opaque_alpha)
+    if len(flags) != len(images):
+        raise InputError(f"encode_pngs: {len(images)} pictures but {len(flags)} drop_opaque_alpha flags")
+    pool = _executor()
+    return [
+        pool.submit(encode_png, x, compress_level=compress_level, drop_opaque_alpha=f)
+        for x, f in zip(images, flags, strict=True)
+    ]
+
+
+def encode_pngs(
+    images: Sequence[np.ndarray], *, compress_level: int = 3, drop_opaque_alpha: bool | Sequence[bool] = False
+) -> list[bytes]:
+    """Encode several pictures as PNG concurrently: :func:`encode_png` of each, on a thread pool of
+    :data:`POOL_THREADS` threads; the bytes are exactly the sequential ones, in the input order.
+
+    Args:
+        images: uint8 pictures, each as :func:`encode_png` takes it.
+        compress_level: zlib level 0–9 for all of them.
+        drop_opaque_alpha: one flag for all, or one per picture.
+
+    Returns:
+        One PNG file (bytes) per picture.
+
+    Raises:
+        InputError: as :func:`encode_png`, for the first bad picture in the input order; or a number of
+            flags that does not match the number of pictures.
+    """
+    return [f.result() for f in submit_pngs(images, compress_level=compress_level, drop_opaque_alpha=drop_opaque_alpha)]

@@ -20,7 +20,7 @@ import numpy as np
 from meshforge._version import __version__
 from meshforge.errors import InputError
 from meshforge.export._common import check_asset, unit_normals
-from meshforge.export._png import encode_png
+from meshforge.export._png import submit_pngs
 from meshforge.geometry.color import srgb_to_linear
 from meshforge.geometry.normals import vertex_normals
 from meshforge.geometry.tangents import compute_tangents
@@ -118,6 +118,23 @@ def build_gltf(asset: Asset, *, png_compress_level: int = 3) -> tuple[dict[str, 
     check_asset(asset)
     mesh, material, textures = asset.mesh, asset.material, asset.textures
     builder = _BinBuilder()
+    pbr: dict[str, Any] = {
+        "baseColorFactor": [float(x) for x in material.base_color_factor],
+        "metallicFactor": float(material.metallic_factor),
+        "roughnessFactor": float(material.roughness_factor),
+    }
+    gltf_material: dict[str, Any] = {"name": material.name, "pbrMetallicRoughness": pbr}
+    # The maps start compressing on the PNG pool now, concurrently with each other and with the geometry
+    # below: (name, pixels, drop opaque alpha, the dict that refers to it, its key there).
+    maps: list[tuple[str, np.ndarray, bool, dict[str, Any], str]] = []
+    if textures is not None:
+        maps.append(("baseColor", textures.base_color, True, pbr, "baseColorTexture"))
+        maps.append(("metallicRoughness", textures.metallic_roughness, False, pbr, "metallicRoughnessTexture"))
+        if textures.normal is not None:
+            maps.append(("normal", textures.normal, False, gltf_material, "normalTexture"))
+        if textures.occlusion is not None:
+            maps.append(("occlusion", textures.occlusion, False, gltf_material, "occlusionTexture"))
+    pngs = submit_pngs([m[1] for m in maps], compress_level=png_compress_level, drop_opaque_alpha=[m[2] for m in maps])
 
     attributes: dict[str, int] = {
         "POSITION": builder.add_accessor(mesh.vertices, FLOAT, ARRAY_BUFFER, with_min_max=True)
@@ -147,29 +164,14 @@ def build_gltf(asset: Asset, *, png_compress_level: int = 3) -> tuple[dict[str, 
     index_type = UNSIGNED_SHORT if mesh.n_vertices < 65536 else UNSIGNED_INT
     indices = builder.add_accessor(mesh.faces.reshape(-1), index_type, ELEMENT_ARRAY_BUFFER, scalar=True)
 
-    pbr: dict[str, Any] = {
-        "baseColorFactor": [float(x) for x in material.base_color_factor],
-        "metallicFactor": float(material.metallic_factor),
-        "roughnessFactor": float(material.roughness_factor),
-    }
-    gltf_material: dict[str, Any] = {"name": material.name, "pbrMetallicRoughness": pbr}
     images: list[dict[str, Any]] = []
     gltf_textures: list[dict[str, Any]] = []
 
-    def add_texture(pixels: np.ndarray, name: str, *, drop_opaque_alpha: bool = False) -> int:
-        png = encode_png(pixels, compress_level=png_compress_level, drop_opaque_alpha=drop_opaque_alpha)
-        view = builder.add_view(png)  # image views have no target (§3.6.1.2)
+    for (name, _, _, owner, key), png in zip(maps, pngs, strict=True):
+        view = builder.add_view(png.result())  # image views have no target (§3.6.1.2)
         images.append({"name": name, "bufferView": view, "mimeType": "image/png"})
         gltf_textures.append({"name": name, "sampler": 0, "source": len(images) - 1})
-        return len(gltf_textures) - 1
-
-    if textures is not None:
-        pbr["baseColorTexture"] = {"index": add_texture(textures.base_color, "baseColor", drop_opaque_alpha=True)}
-        pbr["metallicRoughnessTexture"] = {"index": add_texture(textures.metallic_roughness, "metallicRoughness")}
-        if textures.normal is not None:
-            gltf_material["normalTexture"] = {"index": add_texture(textures.normal, "normal")}
-        if textures.occlusion is not None:
-            gltf_material["occlusionTexture"] = {"index": add_texture(textures.occlusion, "occlusion")}
+        owner[key] = {"index": len(gltf_textures) - 1}
     if material.alpha_mode != "OPAQUE":
         gltf_material["alphaMode"] = material.alpha_mode
         if material.alpha_mode == "MASK":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from meshforge.export._common import check_asset, safe_stem, unit_normals
-from meshforge.export._png import encode_png
+from meshforge.export._png import encode_pngs
 from meshforge.types import Asset
 
 
@@ -113,13 +113,13 @@ def write_obj_files(asset: Asset, stem: str | None = None, *, png_compress_level
         mtl.append(f"map_Kd {names['base_color']}")
         mtl.append(f"map_Pr -imfchan g {names['metallic_roughness']}")
         mtl.append(f"map_Pm -imfchan b {names['metallic_roughness']}")
-        pngs[names["base_color"]] = encode_png(
-            textures.base_color, compress_level=png_compress_level, drop_opaque_alpha=True
-        )
-        pngs[names["metallic_roughness"]] = encode_png(textures.metallic_roughness, compress_level=png_compress_level)
+        maps = {names["base_color"]: textures.base_color, names["metallic_roughness"]: textures.metallic_roughness}
         if textures.normal is not None:
             mtl.append(f"norm {names['normal']}")
-            pngs[names["normal"]] = encode_png(textures.normal, compress_level=png_compress_level)
+            maps[names["normal"]] = textures.normal
+        flags = [name == names["base_color"] for name in maps]
+        encoded = encode_pngs(list(maps.values()), compress_level=png_compress_level, drop_opaque_alpha=flags)
+        pngs = dict(zip(maps, encoded, strict=True))
     files[f"{stem}.obj"] = obj_text.encode("utf-8")
     files[f"{stem}.mtl"] = ("\n".join(mtl) + "\n").encode("utf-8")
     files.update(pngs)
