@@ -25,7 +25,7 @@ from typing import Any
 from .. import _profiling
 from ..backends import Backend, load_backend, resolve_name
 from ..config import PipelineConfig
-from ..errors import BackendError, InputError, MeshforgeError, MissingDependency, StageError
+from ..errors import BackendError, InputError, MeshforgeError, MissingDependency, StageError, is_out_of_memory
 from ..export import export
 from ..export._png import encode_png
 from ..io.files import write_atomic
@@ -174,24 +174,6 @@ class JobInterrupted(_Stop):
 
 class JobAbandoned(_Stop):
     """The job is no longer this attempt's (failed by the watchdog, or re-queued)."""
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether an exception (or one it was raised from) means out of memory.
-
-    Recognised: :class:`MemoryError`, ``torch.cuda.OutOfMemoryError`` (``torch.OutOfMemoryError``), and
-    errors whose message says "out of memory" (a backend's wrapped CUDA OOM, cuBLAS/cuDNN allocation errors).
-    """
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-            return True
-        if "out of memory" in str(e).lower():
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def _free_memory() -> None:
