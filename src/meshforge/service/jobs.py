@@ -58,6 +58,10 @@ RAW_FILE = "raw.mfraw"
 PREVIEW_PNG = "preview.png"
 CUTOUT_PNG = "cutout.png"
 INPUT_DIR = "input"
+#: a prompt job's generated picture, in its input folder (kept when the job fails: it is the 3D stage's input)
+PICTURE_PNG = f"{INPUT_DIR}/picture.png"
+#: the share of a prompt job's progress the text-to-image stage takes (percent)
+T2I_PERCENT = 30.0
 
 #: the error message of a job failed with ``insufficient_storage``
 STORAGE_FULL_MESSAGE = (
@@ -534,7 +538,7 @@ class _Execution:
             finally:
                 self.call_s = time.perf_counter() - t0
             return oresult.asset, oresult.report, oresult.raw
-        from ..pipeline import generate
+        from ..pipeline import generate, run
 
         backend_name = options.get("backend") or self.job.backend
         if not backend_name:
@@ -543,13 +547,18 @@ class _Execution:
         self.backend_load_s += load_s
         t0 = time.perf_counter()
         try:
-            result = generate(
-                path,
-                backend,
-                cfg,
-                on_progress=self.on_progress,
-                decode_guard=decode_slots(self.settings.max_concurrent_decodes),
-            )
+            if options.get("prompt"):
+                report = Report()
+                picture = self._text_to_image(path.read_text(encoding="utf-8"), options.get("t2i") or {}, report)
+                result = run(picture, backend, cfg, on_progress=self._after_t2i, report=report)
+            else:
+                result = generate(
+                    path,
+                    backend,
+                    cfg,
+                    on_progress=self.on_progress,
+                    decode_guard=decode_slots(self.settings.max_concurrent_decodes),
+                )
         finally:
             self.call_s = time.perf_counter() - t0
         self.cutout = result.prepared
@@ -559,6 +568,33 @@ class _Execution:
         if note:
             result.report.warn(note)
         return result.asset, result.report, result.raw
+
+    def _text_to_image(self, prompt: str, t2i: dict[str, Any], report: Report) -> Image:
+        """A prompt job's first stage: the server's text-to-image model (loaded once per process and device,
+        :func:`meshforge.t2i.load_text_to_image`) makes the picture, with progress per sampling step (0 to
+        :data:`T2I_PERCENT` %); the picture is kept as :data:`PICTURE_PNG`."""
+        from ..t2i import T2IConfig, load_text_to_image, text_to_image_stage
+
+        cfg = T2IConfig(
+            model=self.settings.t2i_model,
+            seed=int(t2i.get("seed") or 0),
+            allow_non_commercial=self.settings.t2i_allow_non_commercial,
+        )
+        self.checkpoint("text_to_image", 0.0)
+        started = time.perf_counter()
+        model = load_text_to_image(cfg, self.pool.device)
+        self.backend_load_s += max(0.0, min(model.load_seconds, time.perf_counter() - started))
+
+        def step(i: int, n: int) -> None:
+            self.checkpoint("text_to_image", round(T2I_PERCENT * i / max(n, 1), 1))
+
+        picture = text_to_image_stage(model, prompt, cfg, report, on_step=step)
+        write_atomic(self.store.job_dir(self.job.id) / PICTURE_PNG, encode_png(picture.rgba))
+        return picture
+
+    def _after_t2i(self, stage: str, index: int, total: int) -> None:
+        """The picture → asset stages of a prompt job: :data:`T2I_PERCENT` to 95 %."""
+        self.checkpoint(stage, round(T2I_PERCENT + (95.0 - T2I_PERCENT) * index / max(total, 1), 1))
 
     def _export(self, cfg: PipelineConfig) -> tuple[Asset, Report, Raw]:
         """An export job: the parent's raw (loaded by :meth:`_config`) finished with the job's configuration;
