@@ -382,7 +382,8 @@ class TextToImage:
 
         Raises:
             InputError: empty or over-long prompt, or a setting out of range.
-            StageError: out of memory (the message says what to lower), or the pipeline failed.
+            StageError: out of memory (the message says what to lower); other errors of the pipeline (and
+                whatever ``on_step`` raises) pass unchanged.
         """
         import torch
 
@@ -425,16 +426,14 @@ class TextToImage:
         try:
             with self.lock, torch.inference_mode():
                 out = self.pipe(**kwargs)
-        except MeshforgeError:
-            raise
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                _free_memory()
-                raise StageError(
-                    f"out of memory generating a {s['size']}×{s['size']} picture with {self.card['model']} on "
-                    f"{self.device}: try a smaller --t2i-size" + ("" if self.offload else " or a GPU with more memory")
-                ) from None
-            raise StageError(f"text to image failed: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        except Exception as exc:  # others (a caller's stop raised from on_step/should_stop) pass unchanged
+            if not is_out_of_memory(exc):
+                raise
+            _free_memory()
+            raise StageError(
+                f"out of memory generating a {s['size']}×{s['size']} picture with {self.card['model']} on "
+                f"{self.device}: try a smaller --t2i-size" + ("" if self.offload else " or a GPU with more memory")
+            ) from None
         pixels = np.asarray(out.images[0], dtype=np.float32)
         rgb = np.clip(np.rint(np.nan_to_num(pixels) * 255.0), 0, 255).astype(np.uint8)
         rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
