@@ -96,3 +96,20 @@ def test_picture_of_a_file_job_is_not_there(client_factory, chair, tiny_t2i):
     job = client.post("/v1/jobs", files={"file": ("chair.png", chair, "image/png"), **form(**TINY)}).json()
     assert job["links"]["picture"] is None
     assert client.get(f"/v1/jobs/{job['id']}/picture").status_code == 404
+
+
+def test_cancel_during_text_to_image_stops_at_the_next_step(client_factory, tiny_t2i):
+    client = client_factory(test_stage_delay_s=0.5, t2i_model=str(tiny_t2i))
+    job = client.post("/v1/jobs", files=form(prompt="a kettle", **TINY)).json()
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        j = client.get(f"/v1/jobs/{job['id']}").json()
+        if j["progress"]["stage"] == "text_to_image" and j["progress"]["percent"] > 0:
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the job never reached a sampling step")
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202  # running: at its next step
+    done = wait(client, job["id"])
+    assert done["state"] == "canceled" and "text_to_image" in done["error"]["message"], done
+    assert client.get(f"/v1/jobs/{job['id']}/picture").status_code == 404  # stopped before the picture was made
