@@ -178,3 +178,9 @@ def test_prompt_and_pictures_together_and_models_list_shows_licences(capsys, tmp
     t2i = [e for e in entries if e.get("kind") == "text-to-image"]
     assert {e["model"] for e in t2i} >= {"black-forest-labs/FLUX.1-schnell", "Tongyi-MAI/Z-Image-Turbo"}
     assert any(e["non_commercial"] for e in t2i)
+
+
+def test_generate_without_pictures_or_prompts_is_a_usage_error(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "-o", str(tmp_path))
+    assert code == 2
+    assert_one_error_line(err, "--prompt")

@@ -74,3 +74,13 @@ def test_prompt_stems_are_safe():
     assert prompt_stem("../../etc/passwd") == "etc-passwd"
     assert prompt_stem("日本") == "prompt"
     assert len(prompt_stem("word " * 100)) <= 60
+
+
+def test_a_failed_cpu_allocation_counts_as_out_of_memory():
+    torch = pytest.importorskip("torch")
+    from meshforge.errors import is_out_of_memory
+
+    with pytest.raises(RuntimeError) as info:
+        torch.empty(2**52, dtype=torch.uint8)  # 4 PiB: torch's CPU allocator refuses it
+    assert is_out_of_memory(info.value), str(info.value)
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
