@@ -105,13 +105,20 @@ def _add_t2i_options(g: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="TEXT",
-        help=f"make the picture from this prompt (at most {MAX_PROMPT_CHARS} characters; repeatable)",
+        help=f"make the picture from this prompt (at most {MAX_PROMPT_CHARS} characters; repeatable) (default: none)",
     )
     t.add_argument(
-        "--prompts", default=None, metavar="FILE", help="a text file of prompts, one per line ('#': comment)"
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="a text file of prompts, one per line ('#': comment) (default: none)",
     )
     t.add_argument(
-        "-n", "--num-images", type=_positive_int, default=1, help="pictures per prompt, seeds seed..seed+n-1"
+        "-n",
+        "--num-images",
+        type=_positive_int,
+        default=1,
+        help="pictures per prompt, seeds seed..seed+n-1 (default: 1)",
     )
     t.add_argument(
         "--t2i-model",
@@ -128,7 +135,9 @@ def _add_t2i_options(g: argparse.ArgumentParser) -> None:
         default=None,
         help="square picture size, a multiple of 16 (default: the model's)",
     )
-    t.add_argument("--negative-prompt", default=None, metavar="TEXT", help="what to avoid (models that take one)")
+    t.add_argument(
+        "--negative-prompt", default=None, metavar="TEXT", help="what to avoid (models that take one) (default: none)"
+    )
     t.add_argument(
         "--prompt-template",
         default=None,
