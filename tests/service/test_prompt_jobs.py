@@ -113,3 +113,15 @@ def test_cancel_during_text_to_image_stops_at_the_next_step(client_factory, tiny
     done = wait(client, job["id"])
     assert done["state"] == "canceled" and "text_to_image" in done["error"]["message"], done
     assert client.get(f"/v1/jobs/{job['id']}/picture").status_code == 404  # stopped before the picture was made
+
+
+def test_a_server_whose_model_cannot_load_fails_the_job_in_one_line(client_factory, tmp_path):
+    folder = tmp_path / "secret-models" / "not-a-pipeline"
+    folder.mkdir(parents=True)
+    client = client_factory(t2i_model=str(folder))
+    job = client.post("/v1/jobs", files=form(prompt="a chair", **TINY)).json()
+    done = wait(client, job["id"])
+    assert done["state"] == "failed" and done["error"]["code"] == "backend_error", done
+    message = done["error"]["message"]
+    assert "not a diffusers pipeline folder" in message and "secret-models" not in message and "\n" not in message
+    assert client.get(f"/v1/jobs/{job['id']}/picture").status_code == 404

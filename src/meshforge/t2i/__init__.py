@@ -765,7 +765,7 @@ def format_t2i(statuses: list[dict[str, Any]]) -> str:
         state = "cached" if s["present"] else "-"
         notes = [s["license"]]
         if s["non_commercial"]:
-            notes.append("non-commercial: needs --allow-non-commercial")
+            notes.append("non-commercial or restricted commercial use: needs --allow-non-commercial")
         if s["gated"]:
             notes.append("gated: accept its licence on Hugging Face")
         if s["default"]:
