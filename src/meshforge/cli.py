@@ -95,6 +95,69 @@ def _add_finish_options(
     p.add_argument("--preview", action="store_true", help="also write <stem>.preview.png (rendered views)")
 
 
+def _add_t2i_options(g: argparse.ArgumentParser) -> None:
+    """``generate``'s text-to-image options (:mod:`meshforge.t2i`)."""
+    from .t2i import DEFAULT_MODEL, MAX_PROMPT_CHARS
+
+    t = g.add_argument_group("text to image (needs the t2i extra: pip install 'meshforge[t2i]')")
+    t.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help=f"make the picture from this prompt (at most {MAX_PROMPT_CHARS} characters; repeatable) (default: none)",
+    )
+    t.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="a text file of prompts, one per line ('#': comment) (default: none)",
+    )
+    t.add_argument(
+        "-n",
+        "--num-images",
+        type=_positive_int,
+        default=1,
+        help="pictures per prompt, seeds seed..seed+n-1 (default: 1)",
+    )
+    t.add_argument(
+        "--t2i-model",
+        default=DEFAULT_MODEL,
+        metavar="MODEL",
+        help=f"diffusers text-to-image model: Hugging Face id or local folder (default: {DEFAULT_MODEL}, Apache-2.0; "
+        "'meshforge models list' shows the known ones with their licences)",
+    )
+    t.add_argument("--t2i-steps", type=_positive_int, default=None, help="sampling steps (default: the model's)")
+    t.add_argument("--t2i-guidance", type=_number(float), default=None, help="guidance scale (default: the model's)")
+    t.add_argument(
+        "--t2i-size",
+        type=_positive_int,
+        default=None,
+        help="square picture size, a multiple of 16 (default: the model's)",
+    )
+    t.add_argument(
+        "--negative-prompt", default=None, metavar="TEXT", help="what to avoid (models that take one) (default: none)"
+    )
+    t.add_argument(
+        "--prompt-template",
+        default=None,
+        metavar="TEMPLATE",
+        help="where the prompt goes, {prompt} marks it (default: one whole object, centred, plain background; "
+        "'{prompt}' alone: the prompt as given)",
+    )
+    t.add_argument(
+        "--allow-non-commercial",
+        action="store_true",
+        help="use a model whose licence forbids or restricts commercial use",
+    )
+    t.add_argument(
+        "--t2i-offload",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="model CPU offload on the GPU (auto: when the weights do not fit) (default: auto)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshforge", description="Single image → game-ready 3D asset.")
     parser.add_argument("--version", action="version", version=f"meshforge {__version__}")
@@ -108,9 +171,12 @@ def _build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser(
         "generate",
         help="turn pictures into GLB assets",
-        description="For each input picture write <stem>.glb (and other formats) plus <stem>.report.json.",
+        description="For each input picture write <stem>.glb (and other formats) plus <stem>.report.json. "
+        "With --prompt/--prompts, a text-to-image model (diffusers) first makes the picture: for each prompt "
+        "<stem>.picture.png (the generated picture), <stem>.cutout.png and the asset, the stem made from the prompt.",
     )
-    g.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    g.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders of images")
+    _add_t2i_options(g)
     g.add_argument("-o", "--output", default=".", metavar="OUTDIR", help="output folder (default: .)")
     g.add_argument(
         "--backend",
@@ -175,11 +241,11 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Random weights with the official file layout and key names: 'tiny' runs the whole CPU "
         "pipeline in seconds; 'full' has the official sizes (about 4 B parameters for trellis2).",
     )
-    mr.add_argument("name", choices=("trellis2",))
+    mr.add_argument("name", choices=("trellis2", "t2i"))
     mr.add_argument("--size", choices=("tiny", "full"), default="tiny", help="model sizes (default: tiny)")
     mr.add_argument("-o", "--output", required=True, metavar="DIR", help="the folder to write (then --weights DIR)")
     mr.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    mr.add_argument("--no-dinov3", action="store_true", help="do not write the random DINOv3 image encoder")
+    mr.add_argument("--no-dinov3", action="store_true", help="trellis2: do not write the random DINOv3 image encoder")
     mr.set_defaults(func=_cmd_models_random)
 
     i = sub.add_parser(
@@ -304,8 +370,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .export import FORMATS, safe_stem
     from .export._png import encode_png
     from .pipeline import STAGES, generate
+    from .pipeline import run as run_picture
     from .preprocess.background import CutoutRefused
     from .raw import RAW_SUFFIX, dumps_raw
+    from .t2i import prompt_stem, text_to_image_stage
 
     formats = [f.strip().lower() for f in (args.format or "glb").split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
@@ -341,10 +409,46 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, preprocess=pre)
         cfg.validate()
 
+    from .t2i import T2IConfig, check_prompt
+
     paths, problems = _expand_inputs(args.inputs)
+    prompts: list[str] = list(args.prompt)
+    if args.prompts:
+        try:
+            lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{args.prompts}: cannot read the prompts file ({getattr(exc, 'strerror', None) or exc})")
+            lines = []
+        prompts += [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not lines and not problems:
+            problems.append(f"{args.prompts}: the prompts file holds no prompt")
+    if not paths and not prompts and not problems:
+        print("error: give pictures (INPUT...) or --prompt/--prompts", file=sys.stderr)
+        return 2
+    good_prompts: list[str] = []
+    for text in prompts:
+        try:
+            good_prompts.append(check_prompt(text))
+        except MeshforgeError as exc:
+            problems.append(str(exc))
+    t2i_cfg = T2IConfig(
+        model=args.t2i_model,
+        steps=args.t2i_steps,
+        guidance=args.t2i_guidance,
+        seed=cfg.seed,
+        size=args.t2i_size,
+        negative_prompt=args.negative_prompt,
+        allow_non_commercial=args.allow_non_commercial,
+        offload=args.t2i_offload,
+        **({"template": args.prompt_template} if args.prompt_template is not None else {}),
+    )
+    if good_prompts:
+        t2i_cfg.validate()  # a bad value: one line, exit 2 (main)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    if not paths:
+    items: list[Path | tuple[str, int]] = list(paths)
+    items += [(prompt, i) for prompt in good_prompts for i in range(args.num_images)]
+    if not items:
         return 1
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -356,24 +460,46 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if note and not args.quiet:
         print(f"note: {note}", file=sys.stderr)
     # one rule for every entry point: an explicit CUDA device that is not there is an error, not the CPU
-    backend = load_backend(name, weights=args.weights, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    t2i = None
+    if good_prompts:  # the text-to-image model: loaded once, before the backend (its errors come first)
+        from .t2i import load_text_to_image
 
-    failed, done, total = len(problems), 0, len(paths)
+        try:
+            t2i = load_text_to_image(t2i_cfg, device)
+        except MeshforgeError as exc:
+            print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 1
+        for warning in t2i.warnings:
+            if not args.quiet:
+                print(f"warning: {warning}", file=sys.stderr)
+    backend = load_backend(name, weights=args.weights, device=device)
+
+    failed, done, total = len(problems), 0, len(items)
     started = time.monotonic()
     used_stems: set[str] = set()
     show_bar = not args.quiet and sys.stderr.isatty()  # no progress-bar debris in logs and pipes
-    outer = tqdm(paths, desc="images", unit="img", disable=not show_bar or len(paths) < 2, file=sys.stderr)
-    for index, path in enumerate(outer, start=1):
+    outer = tqdm(items, desc="images", unit="img", disable=not show_bar or len(items) < 2, file=sys.stderr)
+    for index, item in enumerate(outer, start=1):
         item_started = time.monotonic()
         tag = f"[{index}/{total}] " if total > 1 else ""  # a batch says where it is
-        base = safe_stem(path.stem)  # the name every output file of this input shares
+        prompt: str | None = None
+        k = 0
+        if isinstance(item, tuple):  # a prompt: named from the prompt (and its number when -n > 1)
+            prompt, k = item
+            base = prompt_stem(prompt) + (f"-{k + 1}" if args.num_images > 1 else "")
+            path = Path(base)
+        else:
+            path = item
+            base = safe_stem(path.stem)  # the name every output file of this input shares
         stem = base
         n = 2
         while stem in used_stems:
             stem, n = f"{base}-{n}", n + 1
         used_stems.add(stem)
+        stages = (("text_to_image",) if prompt is not None else ()) + STAGES
         inner = tqdm(
-            total=len(STAGES),
+            total=len(stages),
             desc=path.name,
             unit="stage",
             leave=False,
@@ -381,24 +507,45 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             disable=not show_bar or len(paths) > 1,
         )
 
-        def progress(stage: str, index: int, total: int, _bar: tqdm = inner) -> None:
+        def progress(stage: str, index: int, total: int, _bar: tqdm = inner, _shift: int = len(stages) - 7) -> None:
             _bar.set_postfix_str(stage)
-            _bar.n = index
+            _bar.n = index + _shift
             _bar.refresh()
 
+        report = None
         try:
-            result = generate(path, backend, cfg, on_progress=progress)
-            extra = {f"{stem}.cutout.png": encode_png(result.prepared.rgba)} if cfg.save_intermediates else {}
+            if prompt is not None:
+                assert t2i is not None
+                report = Report()
+                progress("text_to_image", -1, len(stages))
+                picture = text_to_image_stage(t2i, prompt, t2i_cfg, report, seed=t2i_cfg.seed + k)
+                write_atomic(out_dir / f"{stem}.picture.png", encode_png(picture.rgba))
+                result = run_picture(picture, backend, cfg, on_progress=progress, report=report)
+            else:
+                result = generate(path, backend, cfg, on_progress=progress)
+            keep_cutout = cfg.save_intermediates or prompt is not None
+            extra = {f"{stem}.cutout.png": encode_png(result.prepared.rgba)} if keep_cutout else {}
             if args.save_raw:
                 extra[f"{stem}{RAW_SUFFIX}"] = dumps_raw(result.raw)
             _write_outputs(result.asset, result.report, formats, out_dir, stem, preview=args.preview, extra=extra)
         except MeshforgeError as exc:
             failed += 1
-            message = tag + _name_input(path, exc)
-            if isinstance(exc, CutoutRefused) and cfg.save_intermediates:  # let the user see what was refused
-                try:
+            message = tag + (_name_prompt(prompt, exc) if prompt is not None else _name_input(path, exc))
+            if isinstance(exc, CutoutRefused) and (cfg.save_intermediates or prompt is not None):
+                try:  # let the user see what was refused
                     write_atomic(out_dir / f"{stem}.cutout.png", encode_png(exc.cutout.rgba))
                     message += f" (the refused cut-out is {out_dir / (stem + '.cutout.png')})"
+                except OSError:
+                    pass
+            if prompt is not None and report is not None and report.stages and report.stages[0].name == "text_to_image":
+                # the picture was made: say where it is, and keep the report of what ran (timings included)
+                message += f" (the picture is {out_dir / (stem + '.picture.png')})"
+                partial = report.to_dict()
+                partial["outcome"] = f"refused: {' '.join(str(exc).split())}"
+                try:
+                    write_atomic(
+                        out_dir / f"{stem}.report.json", (json.dumps(partial, indent=2, default=str) + "\n").encode()
+                    )
                 except OSError:
                     pass
             _say_error(outer, message)
@@ -463,9 +610,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_models_list(args: argparse.Namespace) -> int:
     from .backends.weights import format_models, list_models
+    from .t2i import format_t2i, t2i_statuses
 
     statuses = list_models(args.weights)
-    print(json.dumps([s.to_dict() for s in statuses], indent=2) if args.json else format_models(statuses))
+    t2i = t2i_statuses()
+    if args.json:
+        entries = [{"kind": "backend", **s.to_dict()} for s in statuses]
+        entries += [{"kind": "text-to-image", "backend": None, **t} for t in t2i]
+        print(json.dumps(entries, indent=2))
+    else:
+        print(format_models(statuses) + "\n\ntext-to-image models (--t2i-model):\n" + format_t2i(t2i))
     return 0
 
 
@@ -490,15 +644,20 @@ def _cmd_models_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_models_random(args: argparse.Namespace) -> int:
-    from .backends.trellis2.random_weights import write_random_checkpoint
-
     def said(ref: str, n_parameters: int) -> None:
         print(f"wrote {ref} ({n_parameters:,} parameters)", file=sys.stderr)
 
     try:
-        folder = write_random_checkpoint(
-            args.output, args.size, args.seed, with_dinov3=not args.no_dinov3, on_model=said
-        )
+        if args.name == "t2i":
+            from .t2i.random_pipeline import write_random_t2i
+
+            folder = write_random_t2i(args.output, args.size, args.seed, on_model=said)
+        else:
+            from .backends.trellis2.random_weights import write_random_checkpoint
+
+            folder = write_random_checkpoint(
+                args.output, args.size, args.seed, with_dinov3=not args.no_dinov3, on_model=said
+            )
     except (MeshforgeError, ImportError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
@@ -656,6 +815,17 @@ def _faces(n_faces: int, budget: int) -> str:
     """``"168 faces (budget 100 not reachable)"``: the count reached, and whether it met the budget (the
     report's warnings say why not)."""
     return f"{n_faces} faces" + (f" (budget {budget} not reachable)" if n_faces > budget else "")
+
+
+def _name_prompt(prompt: str, exc: BaseException) -> str:
+    """The error message led by the prompt, quoted (cut to 60 characters); stages name the picture by its
+    stem (:func:`meshforge.t2i.prompt_stem`), which is dropped."""
+    from .t2i import prompt_stem
+
+    text = " ".join(str(exc).split())
+    text = text.removeprefix(f"{prompt_stem(prompt)}:").lstrip()
+    shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    return f"{json.dumps(shown, ensure_ascii=False)}: {text}"
 
 
 def _name_input(path: Path, exc: BaseException) -> str:

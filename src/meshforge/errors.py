@@ -34,6 +34,26 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) means out of memory.
+
+    Recognised: :class:`MemoryError`, ``torch.cuda.OutOfMemoryError`` (``torch.OutOfMemoryError``), and
+    errors whose message says "out of memory" (a backend's wrapped CUDA OOM, cuBLAS/cuDNN allocation errors)
+    or "can't allocate memory" (torch's CPU allocator).
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+            return True
+        text = str(e).lower()
+        if "out of memory" in text or "can't allocate memory" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def require(module: str, feature: str, extra: str | None = None) -> object:
     """Import an optional module, or raise :class:`MissingDependency` naming what to install.
 

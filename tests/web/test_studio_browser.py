@@ -408,3 +408,49 @@ def test_studio_reexport_twice_nests_both_and_shows_the_second(server, browser, 
     assert 0 < counts[1] <= 250 < counts[0] <= 800, counts
     assert not errors, errors
     page.close()
+
+
+# -- prompt jobs: the studio's prompt box, a server with a tiny random text-to-image model ----------------
+@pytest.fixture(scope="module")
+def prompt_server(tmp_path_factory):
+    """A server whose text-to-image model is a tiny random FLUX pipeline (``models random t2i``)."""
+    pytest.importorskip("diffusers")
+    from meshforge.t2i.random_pipeline import write_random_t2i
+
+    root = tmp_path_factory.mktemp("prompt")
+    model = write_random_t2i(root / "tiny-t2i")
+    yield from start_service(root / "data", "--backend", "inflate", env={"MESHFORGE_SERVICE_T2I_MODEL": str(model)})
+
+
+@pytest.mark.slow  # a third server, the text-to-image model loaded, one job in a software-rendered browser
+def test_studio_prompt_box_makes_a_picture_and_shows_the_outcome(prompt_server, browser):
+    page, errors = open_studio(browser, prompt_server)
+    page.fill("input[name=resolution]", "32")
+    page.fill("input[name=faces]", "500")
+    page.fill("#prompt", "a wooden chair")
+    page.click("#prompt-form button[type=submit]")
+    page.wait_for_selector(".job .name:text('a wooden chair')", timeout=20_000)
+    page.locator(".job").first.click()
+    page.wait_for_function(
+        "['succeeded', 'failed'].includes(document.querySelector('.job.selected .state')?.textContent)",
+        timeout=90_000,
+    )
+    state = page.locator(".job.selected .state").inner_text().lower()
+    page.wait_for_function(
+        "(() => { const i = document.getElementById('input-image'); return i.complete && i.naturalWidth > 0; })()",
+        timeout=20_000,
+    )
+    size = page.locator("#input-image").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size == [64, 64]  # the tiny model's picture, shown beside the viewer
+    assert page.locator("#input-caption").inner_text() == "generated picture"
+    page.screenshot(path=str(ARTIFACTS / "studio_prompt.png"))
+    if state == "failed":  # random weights make noise: refused like any picture with no object, in one line
+        error = page.locator(".job.selected .error").inner_text()
+        assert "no object" in error and "\n" not in error
+        assert "no object" in page.locator("#viewer-note").inner_text()
+    else:
+        page.wait_for_timeout(500)
+        assert object_fraction(canvas_pixels(page)) > 0.01
+    assert page.locator("#prompt").input_value() == ""  # ready for the next prompt
+    assert not errors, errors
+    page.close()

@@ -25,7 +25,7 @@ from typing import Any
 from .. import _profiling
 from ..backends import Backend, load_backend, resolve_name
 from ..config import PipelineConfig
-from ..errors import BackendError, InputError, MeshforgeError, MissingDependency, StageError
+from ..errors import BackendError, InputError, MeshforgeError, MissingDependency, StageError, is_out_of_memory
 from ..export import export
 from ..export._png import encode_png
 from ..io.files import write_atomic
@@ -58,6 +58,10 @@ RAW_FILE = "raw.mfraw"
 PREVIEW_PNG = "preview.png"
 CUTOUT_PNG = "cutout.png"
 INPUT_DIR = "input"
+#: a prompt job's generated picture, in its input folder (kept when the job fails: it is the 3D stage's input)
+PICTURE_PNG = f"{INPUT_DIR}/picture.png"
+#: the share of a prompt job's progress the text-to-image stage takes (percent)
+T2I_PERCENT = 30.0
 
 #: the error message of a job failed with ``insufficient_storage``
 STORAGE_FULL_MESSAGE = (
@@ -174,24 +178,6 @@ class JobInterrupted(_Stop):
 
 class JobAbandoned(_Stop):
     """The job is no longer this attempt's (failed by the watchdog, or re-queued)."""
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether an exception (or one it was raised from) means out of memory.
-
-    Recognised: :class:`MemoryError`, ``torch.cuda.OutOfMemoryError`` (``torch.OutOfMemoryError``), and
-    errors whose message says "out of memory" (a backend's wrapped CUDA OOM, cuBLAS/cuDNN allocation errors).
-    """
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-            return True
-        if "out of memory" in str(e).lower():
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def _free_memory() -> None:
@@ -552,7 +538,7 @@ class _Execution:
             finally:
                 self.call_s = time.perf_counter() - t0
             return oresult.asset, oresult.report, oresult.raw
-        from ..pipeline import generate
+        from ..pipeline import generate, run
 
         backend_name = options.get("backend") or self.job.backend
         if not backend_name:
@@ -561,13 +547,18 @@ class _Execution:
         self.backend_load_s += load_s
         t0 = time.perf_counter()
         try:
-            result = generate(
-                path,
-                backend,
-                cfg,
-                on_progress=self.on_progress,
-                decode_guard=decode_slots(self.settings.max_concurrent_decodes),
-            )
+            if options.get("prompt"):
+                report = Report()
+                picture = self._text_to_image(path.read_text(encoding="utf-8"), options.get("t2i") or {}, report)
+                result = run(picture, backend, cfg, on_progress=self._after_t2i, report=report)
+            else:
+                result = generate(
+                    path,
+                    backend,
+                    cfg,
+                    on_progress=self.on_progress,
+                    decode_guard=decode_slots(self.settings.max_concurrent_decodes),
+                )
         finally:
             self.call_s = time.perf_counter() - t0
         self.cutout = result.prepared
@@ -577,6 +568,33 @@ class _Execution:
         if note:
             result.report.warn(note)
         return result.asset, result.report, result.raw
+
+    def _text_to_image(self, prompt: str, t2i: dict[str, Any], report: Report) -> Image:
+        """A prompt job's first stage: the server's text-to-image model (loaded once per process and device,
+        :func:`meshforge.t2i.load_text_to_image`) makes the picture, with progress per sampling step (0 to
+        :data:`T2I_PERCENT` %); the picture is kept as :data:`PICTURE_PNG`."""
+        from ..t2i import T2IConfig, load_text_to_image, text_to_image_stage
+
+        cfg = T2IConfig(
+            model=self.settings.t2i_model,
+            seed=int(t2i.get("seed") or 0),
+            allow_non_commercial=self.settings.t2i_allow_non_commercial,
+        )
+        self.checkpoint("text_to_image", 0.0)
+        started = time.perf_counter()
+        model = load_text_to_image(cfg, self.pool.device)
+        self.backend_load_s += max(0.0, min(model.load_seconds, time.perf_counter() - started))
+
+        def step(i: int, n: int) -> None:
+            self.checkpoint("text_to_image", round(T2I_PERCENT * i / max(n, 1), 1))
+
+        picture = text_to_image_stage(model, prompt, cfg, report, on_step=step)
+        write_atomic(self.store.job_dir(self.job.id) / PICTURE_PNG, encode_png(picture.rgba))
+        return picture
+
+    def _after_t2i(self, stage: str, index: int, total: int) -> None:
+        """The picture → asset stages of a prompt job: :data:`T2I_PERCENT` to 95 %."""
+        self.checkpoint(stage, round(T2I_PERCENT + (95.0 - T2I_PERCENT) * index / max(total, 1), 1))
 
     def _export(self, cfg: PipelineConfig) -> tuple[Asset, Report, Raw]:
         """An export job: the parent's raw (loaded by :meth:`_config`) finished with the job's configuration;

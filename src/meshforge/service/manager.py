@@ -25,6 +25,7 @@ from .events import ChangeHub
 from .jobs import (
     CUTOUT_PNG,
     INPUT_DIR,
+    PICTURE_PNG,
     PREVIEW_PNG,
     RAW_FILE,
     RESULT_FILES,
@@ -131,6 +132,7 @@ def _links(job: JobRow) -> JobLinks:
         preview=f"{base}/preview.png" if done else None,
         cutout=f"{base}/cutout" if done and job.kind == "generate" else None,
         exports=f"{base}/exports" if done and job.kind == "generate" else None,
+        picture=f"{base}/picture" if job.options.get("prompt") else None,
     )
 
 
@@ -280,14 +282,7 @@ class JobManager:
                 which the app answers with 507 too; nothing of the upload is left behind either way).
         """
         s = self.settings
-        if self.stopping:
-            retry = max(1, math.ceil(s.shutdown_grace_s))
-            raise ProblemError(
-                503,
-                "shutting_down",
-                f"this server is shutting down and takes no new jobs; retry in {retry} s",
-                headers={"Retry-After": str(retry)},
-            )
+        self._check_running()
         stem = safe_stem(Path(upload.filename or "").stem, default="image" if kind == "generate" else "mesh")[:100]
         limit = s.max_image_bytes if kind == "generate" else s.max_mesh_bytes
         if len(upload.data) > limit:
@@ -300,22 +295,54 @@ class JobManager:
             raise ProblemError(
                 422, "invalid_image" if kind == "generate" else "invalid_options", f"{stem}: empty upload"
             )
-        try:
-            if kind == "generate":
-                norm = normalize_generate_options(s, **options)
-            else:
-                norm = normalize_optimize_options(s, **options)
-        except InputError as exc:
-            self.metrics.submitted.labels(kind, "rejected").inc()
-            code = "backend_unavailable" if isinstance(exc, BackendUnavailable) else "invalid_options"
-            raise ProblemError(422, code, str(exc)) from None
+        norm = self._normalize(kind, options)
         if kind == "generate":
             ext, media_type, sha = self._check_image(upload.data, stem, kind)
         else:
             ext = detect_mesh_format(upload.data, upload.filename or "")
             self._check_mesh(upload.data, ext, f"{stem}.{ext}", kind)
             media_type, sha = MESH_TYPES[ext], hashlib.sha256(upload.data).hexdigest()
-        if self.store.free_bytes() - len(upload.data) < s.min_free_bytes:
+        return self._queue(kind, upload.data, stem, ext, media_type, sha, norm, owner, idempotency_key)
+
+    def _check_running(self) -> None:
+        """503 ``shutting_down`` (with ``Retry-After``) while the server drains."""
+        if self.stopping:
+            retry = max(1, math.ceil(self.settings.shutdown_grace_s))
+            raise ProblemError(
+                503,
+                "shutting_down",
+                f"this server is shutting down and takes no new jobs; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
+
+    def _normalize(self, kind: str, options: dict[str, Any]) -> dict[str, Any]:
+        """The stored options of a new generate or optimize job, or 422 ``invalid_options`` /
+        ``backend_unavailable``."""
+        try:
+            if kind == "generate":
+                return normalize_generate_options(self.settings, **options)
+            return normalize_optimize_options(self.settings, **options)
+        except InputError as exc:
+            self.metrics.submitted.labels(kind, "rejected").inc()
+            code = "backend_unavailable" if isinstance(exc, BackendUnavailable) else "invalid_options"
+            raise ProblemError(422, code, str(exc)) from None
+
+    def _queue(
+        self,
+        kind: str,
+        data: bytes,
+        stem: str,
+        ext: str,
+        media_type: str,
+        sha: str,
+        norm: dict[str, Any],
+        owner: str,
+        idempotency_key: str | None,
+    ) -> tuple[Job, str]:
+        """Store the input as ``input/<stem>.<ext>`` and create the job (or answer with an equivalent one);
+        nothing is left behind when it is refused."""
+        s = self.settings
+        if self.store.free_bytes() - len(data) < s.min_free_bytes:
             self.metrics.submitted.labels(kind, "rejected").inc()
             raise ProblemError(507, "insufficient_storage", STORAGE_FULL)
         job_id = new_job_id()
@@ -323,7 +350,7 @@ class JobManager:
         (folder / INPUT_DIR).mkdir(parents=True)
         input_file = f"{INPUT_DIR}/{stem}.{ext}"
         try:
-            (folder / input_file).write_bytes(upload.data)
+            (folder / input_file).write_bytes(data)
             new = NewJob(
                 id=job_id,
                 kind=kind,
@@ -334,7 +361,7 @@ class JobManager:
                 input_name=f"{stem}.{ext}",
                 input_file=input_file,
                 input_sha256=sha,
-                input_bytes=len(upload.data),
+                input_bytes=len(data),
                 input_media_type=media_type,
                 options=norm,
                 backend=norm.get("backend"),
@@ -348,10 +375,51 @@ class JobManager:
         self._refuse(outcome, kind, idempotency_key)
         assert outcome.job is not None
         self.metrics.submitted.labels(kind, outcome.how).inc()
-        job_event("job.submitted", outcome.job.id, kind=kind, how=outcome.how, input_bytes=len(upload.data))
+        job_event("job.submitted", outcome.job.id, kind=kind, how=outcome.how, input_bytes=len(data))
         if outcome.how == "created":
             self.pool.wake()
         return self.view(outcome.job, cached=outcome.how == "cached"), outcome.how
+
+    def submit_prompt(
+        self, prompt: str, seed: int | None, options: dict[str, Any], *, owner: str, idempotency_key: str | None
+    ) -> tuple[Job, str]:
+        """Check and queue a prompt job: a generate job whose input is the prompt (stored as
+        ``input/<stem>.txt``, UTF-8; the stem made from the prompt) and whose worker first makes the picture
+        with the server's text-to-image model (``settings.t2i_model``).
+
+        Args:
+            prompt: the user's prompt (:func:`meshforge.t2i.check_prompt`).
+            seed: the text-to-image seed (None: 0).
+            options, owner, idempotency_key: see :meth:`submit` (generate options).
+
+        Returns:
+            ``(job, how)`` as :meth:`submit`; the same prompt, seed, options and model is answered from the
+            cache.
+
+        Raises:
+            ProblemError: 422 ``invalid_prompt`` (empty, over-long), ``invalid_options``,
+                ``backend_unavailable``; 429, 503, 507 as :meth:`submit`.
+        """
+        from ..t2i import T2IConfig, check_prompt, prompt_stem
+
+        self._check_running()
+        try:
+            text = check_prompt(prompt)
+        except InputError as exc:
+            self.metrics.submitted.labels("generate", "rejected").inc()
+            raise ProblemError(422, "invalid_prompt", str(exc)) from None
+        try:
+            T2IConfig(model=self.settings.t2i_model, seed=seed or 0).validate()
+        except InputError as exc:
+            self.metrics.submitted.labels("generate", "rejected").inc()
+            raise ProblemError(422, "invalid_options", str(exc).replace("--seed", "seed")) from None
+        norm = self._normalize("generate", options)
+        norm.update(prompt=True, t2i={"model": self.settings.t2i_model, "seed": seed or 0})
+        data = text.encode("utf-8")
+        sha = hashlib.sha256(data).hexdigest()
+        return self._queue(
+            "generate", data, prompt_stem(text), "txt", "text/plain; charset=utf-8", sha, norm, owner, idempotency_key
+        )
 
     def submit_export(
         self, parent_id: str, options: dict[str, Any], *, owner: str, idempotency_key: str | None
@@ -684,6 +752,19 @@ class JobManager:
             why = "optimize jobs have no cut-out picture" if job.kind == "optimize" else "its cut-out picture is gone"
             raise ProblemError(404, "artifact_missing", f"job {job.id}: {why}")
         return FileAnswer(path, f"{safe_stem(Path(job.input_name).stem)}.cutout.png", "image/png")
+
+    def picture(self, job_id: str, owner: str) -> FileAnswer:
+        """A prompt job's generated picture (PNG), in any state once its text-to-image stage made it.
+
+        Raises:
+            ProblemError: 404 ``not_found``, or ``artifact_missing`` (not a prompt job, or not made yet).
+        """
+        job = self.get_row(job_id, owner)
+        path = self.store.job_dir(job.id) / PICTURE_PNG
+        if not path.is_file():
+            why = "it is not a prompt job" if not job.options.get("prompt") else "its picture is not made yet"
+            raise ProblemError(404, "artifact_missing", f"job {job.id}: {why}")
+        return FileAnswer(path, f"{safe_stem(Path(job.input_name).stem)}.picture.png", "image/png")
 
     def input(self, job_id: str, owner: str) -> FileAnswer:
         """The uploaded file, as stored."""

@@ -44,14 +44,18 @@ C = TypeVar("C", "PipelineConfig", "OptimizeConfig")
 #: the version of the stored options' shape (format 1, the flat dict of earlier versions, has no key)
 FORMAT = 2
 #: what the stored options hold besides the configuration
-SERVICE_FIELDS: tuple[str, ...] = ("backend", "backend_requested", "backend_note", "preset")
+SERVICE_FIELDS: tuple[str, ...] = ("backend", "backend_requested", "backend_note", "preset", "prompt", "t2i")
+#: the service fields of prompt jobs only (shown when present): ``prompt`` True and ``t2i`` (the text-to-image
+#: model and seed, part of the cache key)
+PROMPT_FIELDS: tuple[str, ...] = ("prompt", "t2i")
+
 #: the server's caps on user-facing options: option name → :class:`Settings` field
 LIMITS: dict[str, str] = {"resolution": "max_resolution", "faces": "max_faces", "texture_size": "max_texture_size"}
 #: per job kind, the user-facing options (:data:`~meshforge.config.OPTIONS`) and service fields the API shows
 SHOWN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "generate": (
         ("resolution", "faces", "texture_size", "textures", "foreground_ratio", "background"),
-        ("backend", "backend_requested"),
+        ("backend", "backend_requested", "prompt", "t2i"),
     ),
     "optimize": (("faces", "texture_size"), ("preset",)),
     "export": (("faces", "texture_size", "textures"), ("preset",)),
@@ -180,7 +184,7 @@ def public_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         out[name] = value
     if "texture_size" in out and not config["bake"]["textures"]:
         out["texture_size"] = None
-    out.update({k: options.get(k) for k in service})
+    out.update({k: options.get(k) for k in service if k in options or k not in PROMPT_FIELDS})
     return out
 
 

@@ -133,7 +133,17 @@ def submit_job(
     response: Response,
     owner: Owner,
     manager: Manager,
-    file: Annotated[UploadFile, File(description="the picture (generate) or the dense mesh (optimize)")],
+    file: Annotated[
+        UploadFile | None, File(description="the picture (generate) or the dense mesh (optimize); or a prompt")
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        Form(
+            description="generate: a prompt instead of a file: a text-to-image model (the server's "
+            "t2i_model) makes the picture first (GET /v1/jobs/{id}/picture)"
+        ),
+    ] = None,
+    seed: Annotated[int | None, option_form("seed", "prompt jobs: the text-to-image noise")] = None,
     kind: Annotated[JobKind, Form(description="generate: picture → asset; optimize: dense mesh → asset")] = "generate",
     resolution: Annotated[int | None, option_form("resolution", "generate")] = None,
     faces: Annotated[int | None, option_form("faces")] = None,
@@ -153,6 +163,14 @@ def submit_job(
     before (same request) or an identical request (same input bytes, options, backend and weights) has a
     job already (``cached: true``). ``Location`` points at the job either way.
     """
+    if (file is None or not file.filename) and prompt is None:
+        raise ProblemError(422, "invalid_options", "send a file or a prompt (form field 'file' or 'prompt')")
+    if file is not None and file.filename and prompt is not None:
+        raise ProblemError(422, "invalid_options", "send a file or a prompt, not both")
+    if prompt is not None and kind != "generate":
+        raise ProblemError(422, "invalid_options", "a prompt makes a picture: it applies to generate jobs only")
+    if seed is not None and prompt is None:
+        raise ProblemError(422, "invalid_options", "seed applies to prompt jobs only")
     if kind == "generate":
         if preset is not None:
             raise ProblemError(422, "invalid_options", "preset applies to optimize jobs only")
@@ -180,8 +198,12 @@ def submit_job(
         if extra:
             raise ProblemError(422, "invalid_options", f"{', '.join(extra)} apply to generate jobs only")
         options = {"faces": faces, "texture_size": texture_size, "preset": preset}
-    upload = Upload(data=file.file.read(), filename=file.filename or "")
-    job, how = manager.submit(kind, upload, options, owner=owner, idempotency_key=idempotency_key)
+    if prompt is not None:
+        job, how = manager.submit_prompt(prompt, seed, options, owner=owner, idempotency_key=idempotency_key)
+    else:
+        assert file is not None
+        upload = Upload(data=file.file.read(), filename=file.filename or "")
+        job, how = manager.submit(kind, upload, options, owner=owner, idempotency_key=idempotency_key)
     response.status_code = 202 if how == "created" else 200
     response.headers["Location"] = job.links.job
     return job
@@ -397,6 +419,20 @@ def job_cutout(job_id: str, owner: Owner, manager: Manager) -> FileResponse:
     """The picture the backend saw (generate jobs): the object cut out of its background (alpha), centred
     in a square at the job's ``foreground_ratio``."""
     return _file(manager.cutout(job_id, owner), inline=True)
+
+
+@api.get(
+    "/jobs/{job_id}/picture",
+    response_class=FileResponse,
+    responses={
+        **_FILE_ERRORS,
+        200: {"content": {"image/png": {}}, "description": "the picture the text-to-image model made"},
+    },
+)
+def job_picture(job_id: str, owner: Owner, manager: Manager) -> FileResponse:
+    """The generated picture of a prompt job (opaque RGB PNG), once the text-to-image stage made it; kept when
+    the job fails later (a picture with no object is refused like an upload)."""
+    return _file(manager.picture(job_id, owner), inline=True)
 
 
 @api.get(

@@ -76,7 +76,8 @@ class Timings(BaseModel):
 class JobLinks(BaseModel):
     """Where to go next (paths relative to the server); ``result``/``preview`` only when succeeded,
     ``cutout`` (the prepared picture the backend saw) and ``exports`` (``POST`` there to re-export) only
-    when a generate job succeeded."""
+    when a generate job succeeded; ``picture`` (the generated picture) for every prompt job (404 until its
+    text-to-image stage made it)."""
 
     job: str
     events: str
@@ -86,6 +87,7 @@ class JobLinks(BaseModel):
     preview: str | None = None
     cutout: str | None = None
     exports: str | None = None
+    picture: str | None = None
 
 
 class ExportSummary(BaseModel):

@@ -80,6 +80,9 @@ class Settings(BaseModel):
             still running then are put back in the queue (not lost, and the attempt does not count).
         web_dir: folder of static files served at ``/``; the bundled ``meshforge/web`` by default.
         log_level: uvicorn and service log level.
+        t2i_model: the text-to-image model of prompt jobs (a Hugging Face model id or a local diffusers
+            pipeline folder; :mod:`meshforge.t2i`), loaded by each worker at its first prompt job.
+        t2i_allow_non_commercial: allow a text-to-image model whose licence forbids or restricts commercial use.
         log_format: ``text`` (one human-readable line per event) or ``json`` (one JSON object per line:
             ``ts``, ``level``, ``logger``, ``message`` and the event's fields) for the service's job events,
             its access log and uvicorn's own lines.
@@ -117,6 +120,8 @@ class Settings(BaseModel):
     web_dir: Path = DEFAULT_WEB_DIR
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
+    t2i_model: str = "black-forest-labs/FLUX.1-schnell"
+    t2i_allow_non_commercial: bool = False
 
     @field_validator("backends", "devices", "api_keys", mode="before")
     @classmethod

@@ -182,6 +182,23 @@ async function submit(file) {
   if (!selected) select(job.id);
 }
 
+async function submitPrompt(prompt) {
+  // a prompt job: the server's text-to-image model makes the picture, then the same stages as an upload
+  const body = new FormData();
+  body.append("prompt", prompt);
+  for (const [k, v] of Object.entries(optionsForm())) body.append(k, v);
+  const response = await api(API, { method: "POST", body });
+  if (!response.ok) {
+    if (response.status !== 401) showMessage(withName(prompt, await problemText(response)));
+    return;
+  }
+  const job = await response.json();
+  job._name = prompt;
+  upsert(job);
+  follow(job.id);
+  if (!selected) select(job.id);
+}
+
 function errorText(error) {
   if (typeof error === "string") return error;
   return error.message || error.detail || JSON.stringify(error);
@@ -341,6 +358,10 @@ function onEvent(id, ev) {
   try { job = JSON.parse(ev.data); } catch { return false; }
   if (!job.id) job.id = id;
   upsert(job);
+  const stage = job.progress && job.progress.stage;
+  if (id === selected && job.links && job.links.picture && stage && stage !== "text_to_image" && !pictures["input-image"]) {
+    showPicture("input-image", job.links.picture, id); // the generated picture, as soon as it is made
+  }
   if (!TERMINAL.has(job.state)) return false;
   refresh(id).then(() => { if (id === selected) show(id); });
   return true;
@@ -532,7 +553,11 @@ async function show(id) {
   // an export shows its parent's pictures
   const source = job.parent ? jobs.get(job.parent) || { id: job.parent } : job;
   const isImage = job.parent || (job.input && String(job.input.media_type || "").startsWith("image/"));
-  showPicture("input-image", isImage ? `${API}/${source.id}/input` : null, id);
+  // a prompt job shows the picture its text-to-image stage made (there once that stage is done)
+  const generated = source.links && source.links.picture;
+  $("input-caption").textContent = generated ? "generated picture" : "input";
+  const pictureReady = generated && (TERMINAL.has(source.state) || (source.progress && source.progress.stage && source.progress.stage !== "text_to_image"));
+  showPicture("input-image", generated ? (pictureReady ? generated : null) : isImage ? `${API}/${source.id}/input` : null, id);
   showPicture("cutout-image", job.parent ? `${API}/${job.parent}/cutout` : job.links && job.links.cutout, id);
   $("reexport").hidden = !(job.kind === "generate" && job.state === "succeeded");
   if (!$("reexport").hidden) fillReexport(job);
@@ -627,6 +652,13 @@ $("file").addEventListener("change", () => {
 });
 for (const name of ["dragenter", "dragover"]) drop.addEventListener(name, (ev) => { ev.preventDefault(); drop.classList.add("over"); });
 for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
+$("prompt-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  showMessage("");
+  const prompt = $("prompt").value;
+  submitPrompt(prompt);
+  $("prompt").value = "";
+});
 drop.addEventListener("drop", (ev) => {
   ev.preventDefault();
   showMessage("");
