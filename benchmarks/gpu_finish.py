@@ -1,0 +1,154 @@
+"""Benchmark: the PyTorch finishing engine (weld/clean, QEM decimation) on a ~300k-face isosurface → 20k faces.
+
+The surface is the marching-cubes isosurface (meshforge's torch engine, :mod:`meshforge.fields.mc_torch`) of a
+smooth procedural density — an ellipsoid body with four lobes and a small-amplitude three-axis sine relief,
+plus a few small floating specks for the cleanup to drop — evaluated on the device at ``--resolution``³
+(256³ gives ~300k faces). Everything up to the decimated mesh stays on ``--device``; the per-stage wall
+times (device-synchronised) are printed as a table. With ``--cpu-reference`` the CPU path (numpy clean,
+fast-simplification) runs on the same surface, and the two results are compared by Chamfer distance.
+
+    python benchmarks/gpu_finish.py --device cuda [--resolution 256] [--faces 20000] [--repeat 3] [--cpu-reference]
+    python benchmarks/gpu_finish.py --device cpu --resolution 160   # a sanity run without a GPU
+
+Prints a Markdown table; ``--json PATH`` also writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from meshforge.config import CleanConfig, DecimateConfig
+from meshforge.fields.mc_torch import extract_closed
+from meshforge.mesh.torch_clean import clean_torch
+from meshforge.mesh.torch_decimate import decimate_torch
+from meshforge.types import Mesh
+
+
+def clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def density(resolution: int, device: torch.device) -> torch.Tensor:
+    """``[R, R, R]`` float32 density over [-1, 1]³ (inside > 0)."""
+    axis = torch.linspace(-1.0, 1.0, resolution, device=device)
+    x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
+    body = 1.0 - torch.sqrt((x / 0.75) ** 2 + (y / 0.5) ** 2 + (z / 0.45) ** 2)
+    lobes = [
+        0.3 - torch.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / 0.6
+        for cx, cy, cz in ((0.55, 0.35, 0.2), (-0.55, 0.35, -0.2), (0.2, -0.45, 0.3), (-0.3, -0.4, -0.3))
+    ]
+    d = torch.stack([body, *lobes]).amax(0)
+    d = d + 0.03 * torch.sin(9.0 * x) * torch.sin(11.0 * y) * torch.sin(13.0 * z)
+    for cx, cy, cz in ((0.9, 0.9, 0.9), (-0.9, 0.85, -0.9), (0.88, -0.9, -0.85)):  # specks
+        d = torch.maximum(d, 0.03 - torch.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2))
+    return d.float()
+
+
+def run_once(resolution: int, faces: int, device: torch.device) -> tuple[dict[str, float], dict[str, object], Mesh]:
+    times: dict[str, float] = {}
+    t = clock(device)
+    grid = density(resolution, device)
+    times["field"] = clock(device) - t
+    t = clock(device)
+    out = extract_closed(grid, np.full(3, -1.0), np.full(3, 1.0), 0.0)
+    assert out is not None
+    v, f = out
+    times["marching_cubes"] = clock(device) - t
+    t = clock(device)
+    cv, cf, clean_counts = clean_torch(v, f, CleanConfig())
+    times["clean"] = clock(device) - t
+    inner: dict[str, float] = {}
+    t = clock(device)
+    low, counts = decimate_torch(cv, cf, DecimateConfig(faces=faces), timings=inner)
+    times["decimate"] = clock(device) - t
+    for k, s in inner.items():
+        times[f"decimate.{k}"] = s
+    facts = {
+        "dense_faces": int(f.shape[0]),
+        "cleaned_faces": int(cf.shape[0]),
+        "components_dropped": clean_counts["components_dropped"],
+        "faces_flipped": clean_counts["faces_flipped"],
+        "low_faces": low.n_faces,
+        "rounds": counts["rounds"],
+        "rejected": counts["rejected"],
+        "watertight": counts["watertight"],
+        "slivers_over_100": counts["slivers_over_100"],
+    }
+    return times, facts, low
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--faces", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cpu-reference", action="store_true", help="also run the CPU path and compare")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    run_once(min(args.resolution, 64), 2_000, device)  # warm-up: kernels, allocator
+    runs = [run_once(args.resolution, args.faces, device) for _ in range(max(1, args.repeat))]
+    stages = list(runs[0][0])
+    median = {k: statistics.median(r[0][k] for r in runs) for k in stages}
+    facts = runs[0][1]
+    low = runs[0][2]
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+        f"torch {torch.__version__}, {args.resolution}³ grid, {facts['dense_faces']:,} faces → budget {args.faces:,}"
+    )
+    print("\n| stage | median s |\n|---|---:|")
+    for k in stages:
+        print(f"| {k} | {median[k]:.3f} |")
+    total = sum(v for k, v in median.items() if "." not in k)
+    print(f"| **field → decimated mesh** | **{total:.3f}** |\n")
+    print(json.dumps(facts))
+    result: dict[str, object] = {"device": str(device), "resolution": args.resolution, "median_s": median, **facts}
+    if device.type == "cuda":
+        result["peak_vram_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+        print(f"peak VRAM {result['peak_vram_gb']:.2f} GiB")
+    if args.cpu_reference:
+        from meshforge.eval.metrics import chamfer_distance
+        from meshforge.mesh.clean import clean
+        from meshforge.mesh.decimate import decimate
+
+        grid = density(args.resolution, torch.device("cpu"))
+        v, f = extract_closed(grid, np.full(3, -1.0), np.full(3, 1.0), 0.0)  # type: ignore[misc]
+        dense = Mesh(v.numpy(), f.numpy())
+        t = time.perf_counter()
+        cleaned, _ = clean(dense, CleanConfig())
+        t_clean = time.perf_counter() - t
+        t = time.perf_counter()
+        ref, _ = decimate(cleaned, DecimateConfig(faces=args.faces))
+        t_dec = time.perf_counter() - t
+        ours_rel = chamfer_distance(low, cleaned, n_samples=50_000)
+        ref_rel = chamfer_distance(ref, cleaned, n_samples=50_000)
+        between = chamfer_distance(low, ref, n_samples=50_000)
+        print(f"CPU path: clean {t_clean:.3f} s, decimate {t_dec:.3f} s → {ref.n_faces:,} faces")
+        print(
+            f"Chamfer to the dense surface (rel. diagonal): torch {ours_rel:.2e}, CPU {ref_rel:.2e}; "
+            f"torch vs CPU {between:.2e}"
+        )
+        result["cpu_reference"] = {
+            "clean_s": t_clean,
+            "decimate_s": t_dec,
+            "faces": ref.n_faces,
+            "chamfer_torch": ours_rel,
+            "chamfer_cpu": ref_rel,
+            "chamfer_between": between,
+        }
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
