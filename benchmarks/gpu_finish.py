@@ -40,16 +40,17 @@ def clock(device: torch.device) -> float:
 def density(resolution: int, device: torch.device) -> torch.Tensor:
     """``[R, R, R]`` float32 density over [-1, 1]³ (inside > 0)."""
     axis = torch.linspace(-1.0, 1.0, resolution, device=device)
-    x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
+    gx, gy, gz = torch.meshgrid(axis, axis, axis, indexing="ij")
+    x, y, z = gx / 1.15, gy / 1.15, gz / 1.15
     body = 1.0 - torch.sqrt((x / 0.75) ** 2 + (y / 0.5) ** 2 + (z / 0.45) ** 2)
     lobes = [
         0.3 - torch.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / 0.6
         for cx, cy, cz in ((0.55, 0.35, 0.2), (-0.55, 0.35, -0.2), (0.2, -0.45, 0.3), (-0.3, -0.4, -0.3))
     ]
     d = torch.stack([body, *lobes]).amax(0)
-    d = d + 0.03 * torch.sin(9.0 * x) * torch.sin(11.0 * y) * torch.sin(13.0 * z)
+    d = d + 0.04 * torch.sin(15.0 * x) * torch.sin(17.0 * y) * torch.sin(19.0 * z)
     for cx, cy, cz in ((0.9, 0.9, 0.9), (-0.9, 0.85, -0.9), (0.88, -0.9, -0.85)):  # specks
-        d = torch.maximum(d, 0.03 - torch.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2))
+        d = torch.maximum(d, 0.02 - torch.sqrt((gx - cx) ** 2 + (gy - cy) ** 2 + (gz - cz) ** 2))
     return d.float()
 
 
