@@ -114,7 +114,11 @@ def _optimal_point(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _face_geometry(pos: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per face: cross product (length 2·area), area, and aspect ratio (longest edge² / (2·area))."""
-    t = pos[faces]
+    return _triangle_geometry(pos[faces])
+
+
+def _triangle_geometry(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_face_geometry` of triangles given by their corners ``[M, 3, 3]``."""
     e0, e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 1], t[:, 0] - t[:, 2]
     cross = torch.linalg.cross(e0, -e2)
     twice = torch.linalg.vector_norm(cross, dim=1)
@@ -211,18 +215,29 @@ def _select(prio: torch.Tensor, a: torch.Tensor, b: torch.Tensor, faces: torch.T
     return torch.nonzero((prio < _BIG) & (prio == rmin[a]) & (prio == rmin[b])).squeeze(1)
 
 
-def _link_ok(
-    ca: torch.Tensor, cb: torch.Tensor, expected: torch.Tensor, e: dict[str, torch.Tensor], deg: torch.Tensor, nv: int
-) -> torch.Tensor:
-    """Link condition (Dey et al. 1999) for edges ``(ca, cb)``: their endpoints have exactly ``expected`` common
-    neighbours (the vertices opposite the edge: 2 inside, 1 on the border). Each neighbour ``x`` of ``ca`` is
-    looked up as the edge key ``(cb, x)`` in the sorted edge keys."""
-    device = ca.device
-    n = ca.numel()
+def _adjacency(e: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vertex adjacency in CSR order: ``(src, dst)`` ``[2E]``, both directions of every edge, sorted by src."""
     src = torch.cat([e["a"], e["b"]])
     dst = torch.cat([e["b"], e["a"]])
     by_src = torch.argsort(src)
-    src_sorted, dst_sorted = src[by_src], dst[by_src]
+    return src[by_src], dst[by_src]
+
+
+def _link_ok(
+    ca: torch.Tensor,
+    cb: torch.Tensor,
+    expected: torch.Tensor,
+    adjacency: tuple[torch.Tensor, torch.Tensor],
+    edge_keys: torch.Tensor,
+    deg: torch.Tensor,
+    nv: int,
+) -> torch.Tensor:
+    """Link condition (Dey et al. 1999) for edges ``(ca, cb)``: their endpoints have exactly ``expected`` common
+    neighbours (the vertices opposite the edge: 2 inside, 1 on the border). Each neighbour ``x`` of ``ca`` (from
+    :func:`_adjacency`) is looked up as the edge key ``(cb, x)`` in the sorted ``edge_keys``."""
+    device = ca.device
+    n = ca.numel()
+    src_sorted, dst_sorted = adjacency
     first = torch.searchsorted(src_sorted, ca)
     reps = deg[ca]
     owner = torch.repeat_interleave(torch.arange(n, device=device), reps)
@@ -230,21 +245,22 @@ def _link_ok(
     x = dst_sorted[first[owner] + offset]
     cbo = cb[owner]
     pair = torch.minimum(cbo, x) * nv + torch.maximum(cbo, x)
-    common = torch.bincount(owner[(x != cbo) & _member(pair, e["key"])], minlength=n)
+    common = torch.bincount(owner[(x != cbo) & _member(pair, edge_keys)], minlength=n)
     return common == expected
 
 
 def _geometry_ok(
-    pos: torch.Tensor, faces: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor, target: torch.Tensor, min_area: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """For independent collapses ``(ca, cb) → target``: no face around them flips (normal dot below
-    :data:`MIN_NORMAL_DOT`), shrinks to (nearly) zero area, or becomes a sliver worse than the worst it replaces.
+    pos: torch.Tensor, faces: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor, targets: torch.Tensor, min_area: float
+) -> torch.Tensor:
+    """For independent collapses ``(ca, cb)``, each tried at ``T`` positions ``targets`` ``[N, T, 3]``: does no face
+    around it flip (normal dot below :data:`MIN_NORMAL_DOT`), shrink to (nearly) zero area, or become a sliver
+    worse than the worst it replaces?
 
     Returns:
-        ``(ok [N] bool, touched [F] bool)``: which collapses pass, and the faces around any of them.
+        ``[N, T]`` bool.
     """
     device = pos.device
-    n = ca.numel()
+    n, n_targets = targets.shape[0], targets.shape[1]
     nv = pos.shape[0]
     cid = torch.full((nv,), -1, dtype=torch.long, device=device)
     cid[ca] = torch.arange(n, device=device)
@@ -253,21 +269,24 @@ def _geometry_ok(
     touched = face_c >= 0
     f_t = faces[touched]
     c_t = face_c[touched]
-    removed = ((f_t == ca[c_t, None]) | (f_t == cb[c_t, None])).sum(1) >= 2  # the faces on the collapsed edge
-    moved = pos.clone()
-    moved[ca] = target
-    moved[cb] = target
+    on_edge = (f_t == ca[c_t, None]) | (f_t == cb[c_t, None])  # [M, 3]: corners that move
+    kept = on_edge.sum(1) < 2  # faces with both endpoints are the ones the collapse removes
+    f_t, c_t, on_edge = f_t[kept], c_t[kept], on_edge[kept]
     old_cross, old_area, old_aspect = _face_geometry(pos, f_t)
-    new_cross, new_area, new_aspect = _face_geometry(moved, f_t)
-    dot = (old_cross * new_cross).sum(1)
-    norms = torch.linalg.vector_norm(old_cross, dim=1) * torch.linalg.vector_norm(new_cross, dim=1)
-    flips = dot < MIN_NORMAL_DOT * norms
     worst_old = torch.zeros(n, dtype=pos.dtype, device=device)
-    worst_old.scatter_reduce_(0, c_t[~removed], old_aspect[~removed], "amax")
-    tiny = (new_area <= min_area) & (new_area < old_area)
-    sliver = tiny | ((new_aspect > MAX_NEW_ASPECT) & (new_aspect > worst_old[c_t]))
-    bad = ~removed & (flips | sliver)
-    return torch.bincount(c_t[bad], minlength=n) == 0, touched
+    worst_old.scatter_reduce_(0, c_t, old_aspect, "amax")
+    corners = pos[f_t]  # [M, 3, 3]
+    ok = torch.ones((n, n_targets), dtype=torch.bool, device=device)
+    for i in range(n_targets):
+        moved = torch.where(on_edge[:, :, None], targets[c_t, i][:, None, :], corners)
+        new_cross, new_area, new_aspect = _triangle_geometry(moved)
+        dot = (old_cross * new_cross).sum(1)
+        norms = torch.linalg.vector_norm(old_cross, dim=1) * torch.linalg.vector_norm(new_cross, dim=1)
+        flips = dot < MIN_NORMAL_DOT * norms
+        tiny = (new_area <= min_area) & (new_area < old_area)
+        sliver = tiny | ((new_aspect > MAX_NEW_ASPECT) & (new_aspect > worst_old[c_t]))
+        ok[:, i] = torch.bincount(c_t[flips | sliver], minlength=n) == 0
+    return ok
 
 
 def _round(
@@ -340,6 +359,7 @@ def _round(
     prio = torch.full((n_edges,), _BIG, dtype=torch.long, device=device)
     prio[order[torch.argsort((bucket << 40) | mixed)]] = torch.arange(k, device=device)
 
+    adjacency = _adjacency(e)
     free = torch.ones(nv, dtype=torch.bool, device=device)  # vertices on no face around an accepted collapse
     accepted: list[torch.Tensor] = []
     rejected = 0
@@ -348,14 +368,11 @@ def _round(
         if chosen.numel() == 0:
             break
         prio[chosen] = _BIG  # decided: accepted or refused
-        good = _link_ok(a[chosen], b[chosen], count[chosen], e, deg, nv)
+        good = _link_ok(a[chosen], b[chosen], count[chosen], adjacency, e["key"], deg, nv)
         # the cheapest of the candidate positions that passes the geometric guards (where the quadric is flat,
         # e.g. a planar region, the positions cost the same and only some keep every face the right way up)
-        c_costs = costs[chosen].clone()
-        for i in range(cands.shape[1]):
-            geo, _ = _geometry_ok(pos, faces, a[chosen], b[chosen], cands[chosen, i], min_area)
-            c_costs[~geo, i] = torch.inf
-        best_cost, best = c_costs.min(1)
+        geo = _geometry_ok(pos, faces, a[chosen], b[chosen], cands[chosen], min_area)
+        best_cost, best = torch.where(geo, costs[chosen], torch.inf).min(1)
         good &= torch.isfinite(best_cost)
         cost[chosen] = best_cost
         target[chosen] = cands[chosen, best]
