@@ -168,3 +168,20 @@ def test_cuda_decimates_like_cpu_tensors_and_the_cpu_path(spot, sphere):
         assert chamfer_distance(on_gpu, on_cpu, n_samples=30_000) <= 5e-4
         assert chamfer_distance(on_gpu, ref, n_samples=30_000) <= 5e-4
         assert chamfer_distance(on_gpu, mesh, n_samples=30_000) <= 1.5 * chamfer_distance(ref, mesh, n_samples=30_000)
+
+
+def test_a_stall_above_the_budget_is_reported_not_forced(shared_assets):
+    """The birthday cake's parts meet at non-manifold edges: below ~470 faces every remaining collapse would
+    break the link condition or a part. The engine stops there, with every part and no new defect, and
+    budget_shortfall says why the budget was missed (the CPU engine reaches it by deleting parts)."""
+    from meshforge.mesh.decimate import budget_shortfall
+
+    cake = clean(flatten(load_mesh(shared_assets / "kenney_cakeBirthday.glb")), OPTIMIZE)[0]
+    before = topology(cake.vertices, cake.faces)
+    low, counts = run(cake, 250)
+    after = topology(low.vertices, low.faces)
+    assert low.n_faces > 250 and counts["faces"] == low.n_faces
+    assert after.components == before.components and after.nonmanifold_edges <= before.nonmanifold_edges
+    assert after.boundary_edges == 0
+    note = budget_shortfall(250, low)
+    assert note is not None and f"{low.n_faces} faces" in note

@@ -55,6 +55,10 @@ BOUNDARY_WEIGHT = 1000.0
 MIN_NORMAL_DOT = 0.5
 #: a collapse may not make a face with a larger aspect ratio than this, unless it improves on the worst it replaces
 MAX_NEW_ASPECT = 100.0
+#: the geometric guards (normal dot, aspect ratio), strict first; when every valid edge is refused under one
+#: level the decimation goes on under the next: Forstmann's ``dot ≥ 0.2`` and no aspect limit (repair() then
+#: removes the slivers over 20)
+GUARDS: tuple[tuple[float, float], ...] = ((MIN_NORMAL_DOT, MAX_NEW_ASPECT), (0.2, float("inf")))
 #: more rounds than this stop the decimation (a safety net; real meshes need tens)
 MAX_ROUNDS = 1000
 #: selection passes per round (each adds independent collapses away from those already accepted)
@@ -250,11 +254,17 @@ def _link_ok(
 
 
 def _geometry_ok(
-    pos: torch.Tensor, faces: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor, targets: torch.Tensor, min_area: float
+    pos: torch.Tensor,
+    faces: torch.Tensor,
+    ca: torch.Tensor,
+    cb: torch.Tensor,
+    targets: torch.Tensor,
+    min_area: float,
+    guards: tuple[float, float],
 ) -> torch.Tensor:
     """For independent collapses ``(ca, cb)``, each tried at ``T`` positions ``targets`` ``[N, T, 3]``: does no face
-    around it flip (normal dot below :data:`MIN_NORMAL_DOT`), shrink to (nearly) zero area, or become a sliver
-    worse than the worst it replaces?
+    around it flip (normal dot below ``guards[0]``), shrink to (nearly) zero area, or become a sliver (aspect ratio
+    over ``guards[1]``) worse than the worst it replaces?
 
     Returns:
         ``[N, T]`` bool.
@@ -282,15 +292,21 @@ def _geometry_ok(
         new_cross, new_area, new_aspect = _triangle_geometry(moved)
         dot = (old_cross * new_cross).sum(1)
         norms = torch.linalg.vector_norm(old_cross, dim=1) * torch.linalg.vector_norm(new_cross, dim=1)
-        flips = dot < MIN_NORMAL_DOT * norms
+        flips = dot < guards[0] * norms
         tiny = (new_area <= min_area) & (new_area < old_area)
-        sliver = tiny | ((new_aspect > MAX_NEW_ASPECT) & (new_aspect > worst_old[c_t]))
+        sliver = tiny | ((new_aspect > guards[1]) & (new_aspect > worst_old[c_t]))
         ok[:, i] = torch.bincount(c_t[flips | sliver], minlength=n) == 0
     return ok
 
 
 def _round(
-    pos: torch.Tensor, faces: torch.Tensor, q: torch.Tensor, goal: int, min_area: float, fraction: float
+    pos: torch.Tensor,
+    faces: torch.Tensor,
+    q: torch.Tensor,
+    goal: int,
+    min_area: float,
+    fraction: float,
+    guards: tuple[float, float],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
     """One round: cost every edge, collapse a maximal-ish independent set of the cheapest valid ones.
 
@@ -371,7 +387,7 @@ def _round(
         good = _link_ok(a[chosen], b[chosen], count[chosen], adjacency, e["key"], deg, nv)
         # the cheapest of the candidate positions that passes the geometric guards (where the quadric is flat,
         # e.g. a planar region, the positions cost the same and only some keep every face the right way up)
-        geo = _geometry_ok(pos, faces, a[chosen], b[chosen], cands[chosen], min_area)
+        geo = _geometry_ok(pos, faces, a[chosen], b[chosen], cands[chosen], min_area, guards)
         best_cost, best = torch.where(geo, costs[chosen], torch.inf).min(1)
         good &= torch.isfinite(best_cost)
         cost[chosen] = best_cost
@@ -458,14 +474,19 @@ def decimate_torch(
     t1 = _clock(device)
     rounds = rejected = 0
     fraction = CANDIDATE_FRACTION
+    level = 0
     while f.shape[0] > goal and rounds < MAX_ROUNDS:
-        pos, f, q, collapsed, refused = _round(pos, f, q, goal, min_area, fraction)
+        pos, f, q, collapsed, refused = _round(pos, f, q, goal, min_area, fraction, GUARDS[level])
         rounds += 1
         rejected += refused
         if collapsed == 0:
-            if fraction >= 1.0:
-                break  # every valid edge was a candidate and the guards refused them all
-            fraction = min(1.0, 2.0 * fraction)  # the cheapest edges were all refused: look further
+            if fraction < 1.0:
+                fraction = min(1.0, 2.0 * fraction)  # the cheapest edges were all refused: look further
+            elif level + 1 < len(GUARDS):
+                level += 1  # every valid edge was refused: the CPU engine's looser guards from here on
+                fraction = CANDIDATE_FRACTION
+            else:
+                break
         else:
             fraction = CANDIDATE_FRACTION
     t2 = _clock(device)
