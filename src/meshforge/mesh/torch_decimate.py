@@ -7,18 +7,22 @@ by area) plus, on the border, penalty planes through each boundary edge perpendi
 ``xᵀ(Q_a + Q_b)x`` (a 3×3 solve; the best of the endpoints and the midpoint when that system is singular or
 its solution worse), and the merged vertex keeps ``Q_a + Q_b``.
 
-Instead of one priority queue, collapses run in parallel rounds (the scheme of parallel QEM on GPUs, e.g.
-DeCoro & Tatarchuk 2007, Papageorgiou & Platis 2015): each round computes every edge's cost, keeps the edges
-that pass the guards below, and collapses at once every edge whose cost is the smallest among all edges with
-an endpoint on a face around either of its endpoints (``scatter_reduce`` amin over vertices, then faces, then
-vertices). Two chosen edges then never share a face or a face's vertex, so their collapses are independent
-and their checks can run together. The rounds repeat until the face budget is met.
+Instead of one priority queue, collapses run in parallel rounds of independent sets (as in Papageorgiou &
+Platis, "Triangular mesh simplification on the GPU", The Visual Computer 2015): each round computes every
+edge's cost, keeps the cheapest edges that pass the topological guards below as candidates, gives them
+priorities — cost bucket (:data:`BUCKETS` quantiles) first, then a hash of the edge, Luby's random priorities
+("A simple parallel algorithm for the maximal independent set problem", SIAM J. Comput. 1986), since a smooth
+cost field has few strict local minima — and collapses at once every candidate whose priority is the smallest
+among all candidates with an endpoint on a face around either of its endpoints (``scatter_reduce`` amin over
+vertices, then faces, then vertices). Two chosen edges then never share a face or a face's vertex, so their
+collapses are independent and their checks can run together. The rounds repeat until the face budget is met.
 
 Guards, as the CPU path's (:mod:`meshforge.mesh.decimate`) results must satisfy them:
 
 * **no non-manifold result**: the link condition of Dey et al. (1999) — the endpoints' common neighbours are
   exactly the vertices opposite the edge — checked by hashing each neighbour pair against the sorted edge
-  keys; no collapse leaves a vertex of degree below 3, no edge on or next to a non-manifold edge collapses;
+  keys; no collapse leaves a vertex of degree below 3; a non-manifold edge never collapses, nor an edge joining
+  two vertices of non-manifold edges;
 * **no face flips**: every face around the edge must keep its normal within 60° (``dot ≥ 0.5``; Forstmann's
   fast quadric simplification, the CPU engine, allows ``0.2``);
 * **boundary preservation**: an interior edge joining two border vertices never collapses (it would pinch
@@ -28,13 +32,18 @@ Guards, as the CPU path's (:mod:`meshforge.mesh.decimate`) results must satisfy 
   twice the area) over 100 that is worse than the worst face it replaces. The small result is then handed to
   the CPU path's :func:`~meshforge.mesh.decimate.repair` (flips and collapses of the remaining slivers).
 
-A round selects in up to :data:`PASSES` passes: a collapse refused by the guards drops out of the round
-without blocking its neighbours, which the next pass may pick. Vertices keep their numbers until the end (a
-collapse merges one into the other); the decimation stops at the budget or when a round collapses nothing.
+A chosen edge takes the cheapest of its candidate positions (optimum, endpoints, midpoint) that passes the
+geometric guards. A round selects in up to :data:`PASSES` passes: a collapse refused by the guards drops out
+of the round without blocking its neighbours, which the next pass may pick. A round that collapses nothing
+widens the candidates (:data:`CANDIDATE_FRACTION`), then loosens the geometric guards (:data:`GUARDS`); the
+decimation stops at the budget or when even that collapses nothing (then
+:func:`~meshforge.mesh.decimate.budget_shortfall` says so). Vertices keep their numbers until the end (a
+collapse merges one into the other).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -43,7 +52,7 @@ import torch
 from ..config import DecimateConfig
 from ..geometry.topology import topology
 from ..types import Mesh
-from .decimate import DEGENERATE_AREA, _aspect, repair
+from .decimate import DEGENERATE_AREA, _aspect, decimate, repair
 from .torch_clean import union_find
 
 __all__ = ["BOUNDARY_WEIGHT", "MAX_NEW_ASPECT", "MIN_NORMAL_DOT", "decimate_torch", "fewest_faces_torch"]
@@ -454,11 +463,9 @@ def decimate_torch(
         the topology check of the result and ``slivers_over_20``/``slivers_over_100`` — the CPU path's keys.
         :func:`~meshforge.mesh.decimate.budget_shortfall` says why a result stayed above the budget.
     """
-    from .decimate import decimate
-
     if faces.shape[0] <= cfg.faces:
         host = Mesh(vertices.detach().to(torch.float32).cpu().numpy(), faces.detach().to(torch.int32).cpu().numpy())
-        return decimate(host, cfg)
+        return decimate(host, dataclasses.replace(cfg, engine="fast-simplification"))  # repairs only: no engine
     device = vertices.device
     t0 = _clock(device)
     f = faces.detach().long()
