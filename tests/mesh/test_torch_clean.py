@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from meshforge.config import CleanConfig
+from meshforge.config import CleanConfig, DecimateConfig
 from meshforge.fields.isosurface import extract_grid
 from meshforge.geometry.topology import directed_edges, topology
 from meshforge.io.meshes import load_mesh
@@ -132,3 +132,24 @@ def test_cuda_cleans_like_cpu_tensors_and_the_cpu_path(shared_assets):
         assert gpu_counts == cpu_counts == ref_counts
         assert np.array_equal(on_gpu.vertices, on_cpu.vertices) and np.array_equal(on_gpu.faces, on_cpu.faces)
         assert same_triangles(on_gpu, ref)
+
+
+@pytest.mark.parametrize(
+    ("vertices", "faces", "message"),
+    [
+        (torch.zeros(4, 2), torch.zeros(1, 3, dtype=torch.long), r"vertices must be \[V, 3\]"),
+        (torch.zeros(4, 3), torch.zeros(3, dtype=torch.long), r"faces must be \[F, 3\]"),
+        (torch.zeros(4, 3), torch.zeros(1, 3), "faces must hold integer indices"),
+        (torch.zeros(4, 3), torch.tensor([[0, 1, 4]]), "face index 4 out of range for 4 vertices"),
+        (torch.zeros(4, 3), torch.tensor([[0, -1, 2]]), "face index -1 out of range for 4 vertices"),
+    ],
+)
+def test_bad_surfaces_are_one_line_input_errors(vertices, faces, message):
+    from meshforge.errors import InputError
+    from meshforge.mesh.torch_decimate import decimate_torch
+
+    with pytest.raises(InputError, match=message) as info:
+        clean_torch(vertices, faces, GENERATE)
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match=message):
+        decimate_torch(vertices, faces, DecimateConfig(faces=0))

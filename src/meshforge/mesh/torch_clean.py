@@ -29,8 +29,10 @@ from __future__ import annotations
 import torch
 
 from ..config import CleanConfig
+from ..errors import InputError
 
 __all__ = [
+    "check_surface",
     "clean_torch",
     "merge_vertices_torch",
     "orient_faces_torch",
@@ -38,6 +40,28 @@ __all__ = [
     "remove_small_components_torch",
     "union_find",
 ]
+
+
+def check_surface(vertices: torch.Tensor, faces: torch.Tensor) -> None:
+    """Check a surface held in tensors before the torch engine works on it.
+
+    Raises:
+        InputError: vertices not ``[V, 3]`` floats, faces not ``[F, 3]`` integers, the two on different devices,
+            or a face index outside ``[0, V)`` (one line naming what was wrong).
+    """
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or not vertices.is_floating_point():
+        raise InputError(f"vertices must be [V, 3] floats, got {list(vertices.shape)} {vertices.dtype}")
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise InputError(f"faces must be [F, 3] vertex indices, got {list(faces.shape)}")
+    if faces.is_floating_point() or faces.is_complex() or faces.dtype == torch.bool:
+        raise InputError(f"faces must hold integer indices, got {faces.dtype}")
+    if faces.device != vertices.device:
+        raise InputError(f"vertices are on {vertices.device} but faces on {faces.device}: move both to one device")
+    if faces.numel():
+        lo, hi = (int(x) for x in torch.stack([faces.min(), faces.max()]).tolist())
+        n = int(vertices.shape[0])
+        if lo < 0 or hi >= n:
+            raise InputError(f"face index {lo if lo < 0 else hi} out of range for {n} vertices")
 
 
 def _lexsort_unique(keys: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,7 +310,11 @@ def clean_torch(
     Returns:
         ``(vertices [V', 3] float32, faces [F', 3] int64, counts)`` on the input's device; counts holds
         ``components_dropped`` and ``faces_flipped`` as the CPU path's.
+
+    Raises:
+        InputError: a malformed surface (:func:`check_surface`).
     """
+    check_surface(vertices, faces)
     v, f = merge_vertices_torch(vertices, faces)
     v, f = remove_degenerate_faces_torch(v, f)
     v, f, dropped = remove_small_components_torch(v, f, cfg.min_component_fraction)

@@ -53,7 +53,7 @@ from ..config import DecimateConfig
 from ..geometry.topology import topology
 from ..types import Mesh
 from .decimate import DEGENERATE_AREA, _aspect, decimate, repair
-from .torch_clean import union_find
+from .torch_clean import check_surface, union_find
 
 __all__ = ["BOUNDARY_WEIGHT", "MAX_NEW_ASPECT", "MIN_NORMAL_DOT", "decimate_torch", "fewest_faces_torch"]
 
@@ -462,7 +462,11 @@ def decimate_torch(
         only) and counts holding ``attempts`` (1), ``rounds``, ``rejected`` (collapses refused by the guards),
         the topology check of the result and ``slivers_over_20``/``slivers_over_100`` — the CPU path's keys.
         :func:`~meshforge.mesh.decimate.budget_shortfall` says why a result stayed above the budget.
+
+    Raises:
+        InputError: a malformed surface (:func:`~.torch_clean.check_surface`).
     """
+    check_surface(vertices, faces)
     if faces.shape[0] <= cfg.faces:
         host = Mesh(vertices.detach().to(torch.float32).cpu().numpy(), faces.detach().to(torch.int32).cpu().numpy())
         return decimate(host, dataclasses.replace(cfg, engine="fast-simplification"))  # repairs only: no engine
