@@ -1,0 +1,216 @@
+"""Benchmark: the PyTorch finishing engine (weld/clean, QEM decimation) on a ~300k-face isosurface → 20k faces.
+
+The surface is the marching-cubes isosurface (meshforge's torch engine, :mod:`meshforge.fields.mc_torch`) of a
+smooth procedural density — an ellipsoid body with four lobes and a small-amplitude three-axis sine relief,
+plus a few small floating specks for the cleanup to drop — evaluated on the device at ``--resolution``³
+(256³ gives ~300k faces). Everything up to the decimated mesh stays on ``--device``; the per-stage wall
+times (device-synchronised) are printed as a table, and on CUDA the peak VRAM of the finishing stages (from the
+extracted surface on; the density grid is freed first). With ``--cpu-reference`` the CPU path (numpy clean,
+fast-simplification) runs on the same surface, and the two results are compared by Chamfer distance; with
+``--assets DIR`` every ``.glb`` there is decimated by both engines to each of ``--asset-budgets`` and compared
+(the issue's bar: torch vs CPU within 0.05 % of the diagonal).
+
+    python benchmarks/gpu_finish.py --device cuda [--resolution 256] [--faces 20000] [--repeat 3] [--cpu-reference]
+    python benchmarks/gpu_finish.py --device cpu --resolution 160   # a sanity run without a GPU
+    python benchmarks/gpu_finish.py --device cuda --assets ../shared/data/assets   # + torch vs CPU per asset
+
+Prints a Markdown table; ``--json PATH`` also writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from meshforge.config import CleanConfig, DecimateConfig
+from meshforge.fields.mc_torch import extract_closed
+from meshforge.mesh.torch_clean import clean_torch
+from meshforge.mesh.torch_decimate import decimate_torch
+from meshforge.types import Mesh
+
+
+def clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def density(resolution: int, device: torch.device) -> torch.Tensor:
+    """``[R, R, R]`` float32 density over [-1, 1]³ (inside > 0)."""
+    axis = torch.linspace(-1.0, 1.0, resolution, device=device)
+    gx, gy, gz = torch.meshgrid(axis, axis, axis, indexing="ij")
+    x, y, z = gx / 1.15, gy / 1.15, gz / 1.15
+    body = 1.0 - torch.sqrt((x / 0.75) ** 2 + (y / 0.5) ** 2 + (z / 0.45) ** 2)
+    lobes = [
+        0.3 - torch.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / 0.6
+        for cx, cy, cz in ((0.55, 0.35, 0.2), (-0.55, 0.35, -0.2), (0.2, -0.45, 0.3), (-0.3, -0.4, -0.3))
+    ]
+    d = torch.stack([body, *lobes]).amax(0)
+    d = d + 0.04 * torch.sin(15.0 * x) * torch.sin(17.0 * y) * torch.sin(19.0 * z)
+    for cx, cy, cz in ((0.9, 0.9, 0.9), (-0.9, 0.85, -0.9), (0.88, -0.9, -0.85)):  # specks
+        d = torch.maximum(d, 0.02 - torch.sqrt((gx - cx) ** 2 + (gy - cy) ** 2 + (gz - cz) ** 2))
+    return d.float()
+
+
+def run_once(resolution: int, faces: int, device: torch.device) -> tuple[dict[str, float], dict[str, object], Mesh]:
+    times: dict[str, float] = {}
+    t = clock(device)
+    grid = density(resolution, device)
+    times["field"] = clock(device) - t
+    t = clock(device)
+    out = extract_closed(grid, np.full(3, -1.0), np.full(3, 1.0), 0.0)
+    assert out is not None
+    v, f = out
+    times["marching_cubes"] = clock(device) - t
+    del grid
+    if device.type == "cuda":  # the finishing stages' own peak, from the surface on
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    t = clock(device)
+    cv, cf, clean_counts = clean_torch(v, f, CleanConfig())
+    times["clean"] = clock(device) - t
+    inner: dict[str, float] = {}
+    t = clock(device)
+    low, counts = decimate_torch(cv, cf, DecimateConfig(faces=faces), timings=inner)
+    times["decimate"] = clock(device) - t
+    for k, s in inner.items():
+        times[f"decimate.{k}"] = s
+    facts = {
+        "dense_faces": int(f.shape[0]),
+        "cleaned_faces": int(cf.shape[0]),
+        "components_dropped": clean_counts["components_dropped"],
+        "faces_flipped": clean_counts["faces_flipped"],
+        "low_faces": low.n_faces,
+        "rounds": counts["rounds"],
+        "rejected": counts["rejected"],
+        "watertight": counts["watertight"],
+        "slivers_over_100": counts["slivers_over_100"],
+    }
+    if device.type == "cuda":
+        facts["finish_peak_vram_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return times, facts, low
+
+
+def compare_assets(folder: Path, budgets: list[int], device: torch.device) -> list[dict[str, object]]:
+    """Each shared asset (flattened, cleaned as ``optimize`` does) decimated by the torch engine on ``device`` and by
+    the CPU path, per budget: faces, seconds, Chamfer of each to the source and between the two (rel. diagonal)."""
+    from meshforge.eval.metrics import chamfer_distance
+    from meshforge.io.meshes import load_mesh
+    from meshforge.mesh.clean import clean
+    from meshforge.mesh.decimate import decimate
+    from meshforge.optimize import OptimizeConfig, flatten
+
+    rows: list[dict[str, object]] = []
+    print("\n| asset | faces | budget | torch faces | CPU faces | torch s | CPU s | torch→src | CPU→src | torch↔CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for path in sorted(folder.glob("*.glb")):
+        source, _ = clean(flatten(load_mesh(path)), OptimizeConfig().clean)
+        v = torch.from_numpy(source.vertices).to(device)
+        f = torch.from_numpy(source.faces).to(device)
+        for budget in budgets:
+            if budget >= source.n_faces:
+                continue
+            t = clock(device)
+            ours, counts = decimate_torch(v, f, DecimateConfig(faces=budget))
+            t_ours = clock(device) - t
+            t = time.perf_counter()
+            ref, _ = decimate(source, DecimateConfig(faces=budget))
+            t_ref = time.perf_counter() - t
+            row = {
+                "asset": path.name,
+                "faces": source.n_faces,
+                "budget": budget,
+                "torch_faces": ours.n_faces,
+                "cpu_faces": ref.n_faces,
+                "torch_s": t_ours,
+                "cpu_s": t_ref,
+                "chamfer_torch": chamfer_distance(ours, source, n_samples=50_000),
+                "chamfer_cpu": chamfer_distance(ref, source, n_samples=50_000),
+                "chamfer_between": chamfer_distance(ours, ref, n_samples=50_000),
+                "torch_watertight": counts["watertight"],
+            }
+            rows.append(row)
+            chamfers = " | ".join(f"{row[k]:.2e}" for k in ("chamfer_torch", "chamfer_cpu", "chamfer_between"))
+            print(
+                f"| {path.name} | {source.n_faces:,} | {budget:,} | {ours.n_faces:,} | {ref.n_faces:,} "
+                f"| {t_ours:.3f} | {t_ref:.3f} | {chamfers} |"
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--faces", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cpu-reference", action="store_true", help="also run the CPU path and compare")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--assets", type=Path, default=None, help="also compare with the CPU path on these .glb files")
+    parser.add_argument("--asset-budgets", default="20000,2000")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    run_once(min(args.resolution, 64), 2_000, device)  # warm-up: kernels, allocator
+    runs = [run_once(args.resolution, args.faces, device) for _ in range(max(1, args.repeat))]
+    stages = list(runs[0][0])
+    median = {k: statistics.median(r[0][k] for r in runs) for k in stages}
+    facts = runs[0][1]
+    low = runs[0][2]
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+        f"torch {torch.__version__}, {args.resolution}³ grid, {facts['dense_faces']:,} faces → budget {args.faces:,}"
+    )
+    print("\n| stage | median s |\n|---|---:|")
+    for k in stages:
+        print(f"| {k} | {median[k]:.3f} |")
+    total = sum(v for k, v in median.items() if "." not in k)
+    print(f"| **field → decimated mesh** | **{total:.3f}** |\n")
+    print(json.dumps(facts))
+    result: dict[str, object] = {"device": str(device), "resolution": args.resolution, "median_s": median, **facts}
+    if device.type == "cuda":
+        print(f"peak VRAM of clean + decimate (surface included): {facts['finish_peak_vram_gb']:.2f} GiB")
+    if args.cpu_reference:
+        from meshforge.eval.metrics import chamfer_distance
+        from meshforge.mesh.clean import clean
+        from meshforge.mesh.decimate import decimate
+
+        grid = density(args.resolution, torch.device("cpu"))
+        v, f = extract_closed(grid, np.full(3, -1.0), np.full(3, 1.0), 0.0)  # type: ignore[misc]
+        dense = Mesh(v.numpy(), f.numpy())
+        t = time.perf_counter()
+        cleaned, _ = clean(dense, CleanConfig())
+        t_clean = time.perf_counter() - t
+        t = time.perf_counter()
+        ref, _ = decimate(cleaned, DecimateConfig(faces=args.faces))
+        t_dec = time.perf_counter() - t
+        ours_rel = chamfer_distance(low, cleaned, n_samples=50_000)
+        ref_rel = chamfer_distance(ref, cleaned, n_samples=50_000)
+        between = chamfer_distance(low, ref, n_samples=50_000)
+        print(f"CPU path: clean {t_clean:.3f} s, decimate {t_dec:.3f} s → {ref.n_faces:,} faces")
+        print(
+            f"Chamfer to the dense surface (rel. diagonal): torch {ours_rel:.2e}, CPU {ref_rel:.2e}; "
+            f"torch vs CPU {between:.2e}"
+        )
+        result["cpu_reference"] = {
+            "clean_s": t_clean,
+            "decimate_s": t_dec,
+            "faces": ref.n_faces,
+            "chamfer_torch": ours_rel,
+            "chamfer_cpu": ref_rel,
+            "chamfer_between": between,
+        }
+    if args.assets:
+        budgets = [int(b) for b in args.asset_budgets.split(",")]
+        result["assets"] = compare_assets(args.assets, budgets, device)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,518 @@
+"""QEM decimation in PyTorch by parallel rounds of independent edge collapses, on the surface's device.
+
+The quadric error metric of Garland & Heckbert ("Surface Simplification Using Quadric Error Metrics",
+SIGGRAPH 1997): every vertex carries the sum of the squared-distance quadrics of its faces' planes (weighted
+by area) plus, on the border, penalty planes through each boundary edge perpendicular to its face (their §6
+"preserving boundaries"); collapsing an edge ``(a, b)`` puts the merged vertex at the position minimising
+``xᵀ(Q_a + Q_b)x`` (a 3×3 solve; the best of the endpoints and the midpoint when that system is singular or
+its solution worse), and the merged vertex keeps ``Q_a + Q_b``.
+
+Instead of one priority queue, collapses run in parallel rounds of independent sets (as in Papageorgiou &
+Platis, "Triangular mesh simplification on the GPU", The Visual Computer 2015): each round computes every
+edge's cost, keeps the cheapest edges that pass the topological guards below as candidates, gives them
+priorities — cost bucket (:data:`BUCKETS` quantiles) first, then a hash of the edge, Luby's random priorities
+("A simple parallel algorithm for the maximal independent set problem", SIAM J. Comput. 1986), since a smooth
+cost field has few strict local minima — and collapses at once every candidate whose priority is the smallest
+among all candidates with an endpoint on a face around either of its endpoints (``scatter_reduce`` amin over
+vertices, then faces, then vertices). Two chosen edges then never share a face or a face's vertex, so their
+collapses are independent and their checks can run together. The rounds repeat until the face budget is met.
+
+Guards, as the CPU path's (:mod:`meshforge.mesh.decimate`) results must satisfy them:
+
+* **no non-manifold result**: the link condition of Dey et al. (1999) — the endpoints' common neighbours are
+  exactly the vertices opposite the edge — checked by hashing each neighbour pair against the sorted edge
+  keys; no collapse leaves a vertex of degree below 3; a non-manifold edge never collapses, nor an edge joining
+  two vertices of non-manifold edges;
+* **no face flips**: every face around the edge must keep its normal within 60° (``dot ≥ 0.5``; Forstmann's
+  fast quadric simplification, the CPU engine, allows ``0.2``);
+* **boundary preservation**: an interior edge joining two border vertices never collapses (it would pinch
+  the border); an edge from the border inwards moves the inner vertex onto the border vertex; boundary edges
+  collapse along the border, held by the penalty planes;
+* **slivers**: no collapse makes a face of (nearly) zero area, or a face with aspect ratio (longest edge² /
+  twice the area) over 100 that is worse than the worst face it replaces. The small result is then handed to
+  the CPU path's :func:`~meshforge.mesh.decimate.repair` (flips and collapses of the remaining slivers).
+
+A chosen edge takes the cheapest of its candidate positions (optimum, endpoints, midpoint) that passes the
+geometric guards. A round selects in up to :data:`PASSES` passes: a collapse refused by the guards drops out
+of the round without blocking its neighbours, which the next pass may pick. A round that collapses nothing
+widens the candidates (:data:`CANDIDATE_FRACTION`), then loosens the geometric guards (:data:`GUARDS`); the
+decimation stops at the budget or when even that collapses nothing (then
+:func:`~meshforge.mesh.decimate.budget_shortfall` says so). Vertices keep their numbers until the end (a
+collapse merges one into the other).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+
+from ..config import DecimateConfig
+from ..geometry.topology import topology
+from ..types import Mesh
+from .decimate import DEGENERATE_AREA, _aspect, decimate, repair
+from .torch_clean import check_surface, union_find
+
+__all__ = ["BOUNDARY_WEIGHT", "MAX_NEW_ASPECT", "MIN_NORMAL_DOT", "decimate_torch", "fewest_faces_torch"]
+
+#: weight of a boundary edge's penalty plane, times the edge's squared length (the faces' planes weigh by area)
+BOUNDARY_WEIGHT = 1000.0
+#: a collapse may not turn a face's unit normal further than this dot product (60°; Forstmann's engine allows
+#: 0.2, ≈ 78°, which over many parallel rounds let a face of spot.glb end up facing away from the source)
+MIN_NORMAL_DOT = 0.5
+#: a collapse may not make a face with a larger aspect ratio than this, unless it improves on the worst it replaces
+MAX_NEW_ASPECT = 100.0
+#: the geometric guards (normal dot, aspect ratio), strict first; when every valid edge is refused under one
+#: level the decimation goes on under the next: Forstmann's ``dot ≥ 0.2`` and no aspect limit (repair() then
+#: removes the slivers over 20)
+GUARDS: tuple[tuple[float, float], ...] = ((MIN_NORMAL_DOT, MAX_NEW_ASPECT), (0.2, float("inf")))
+#: more rounds than this stop the decimation (a safety net; real meshes need tens)
+MAX_ROUNDS = 1000
+#: selection passes per round (each adds independent collapses away from those already accepted)
+PASSES = 4
+#: cost buckets of the candidates: collapses in a bucket go before those of the next, in hashed order within it
+BUCKETS = 8
+#: each round collapses only edges among the cheapest max(needed, this fraction of the valid edges); a round that
+#: collapses nothing doubles the fraction for the next, up to all valid edges
+CANDIDATE_FRACTION = 0.25
+
+_BIG = torch.iinfo(torch.int64).max
+
+
+def _packed_quadric(n: torch.Tensor, d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``[N, 10]`` packed symmetric quadrics ``w·ppᵀ`` of the planes ``p = (n, d)`` (``n·x + d = 0``):
+    ``(aa, ab, ac, ad, bb, bc, bd, cc, cd, dd)``."""
+    a, b, c = n.unbind(1)
+    return w[:, None] * torch.stack([a * a, a * b, a * c, a * d, b * b, b * c, b * d, c * c, c * d, d * d], 1)
+
+
+def _quadric_error(q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``[N]`` ``xᵀQx`` for packed quadrics ``[N, 10]`` at points ``[N, 3]`` (homogeneous ``(x, 1)``)."""
+    px, py, pz = x.unbind(1)
+    aa, ab, ac, ad, bb, bc, bd, cc, cd, dd = q.unbind(1)
+    return (
+        aa * px * px
+        + bb * py * py
+        + cc * pz * pz
+        + 2.0 * (ab * px * py + ac * px * pz + bc * py * pz)
+        + 2.0 * (ad * px + bd * py + cd * pz)
+        + dd
+    ).clamp_min(0.0)
+
+
+def _optimal_point(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimiser of ``xᵀQx``: solve ``A x = −b`` (``A`` the upper-left 3×3 block) by the adjugate.
+
+    Returns:
+        ``(x [N, 3], ok [N] bool)``; ``ok`` is False where ``A`` is (nearly) singular.
+    """
+    aa, ab, ac, ad, bb, bc, bd, cc, cd, _ = q.unbind(1)
+    c00 = bb * cc - bc * bc
+    c01 = ac * bc - ab * cc
+    c02 = ab * bc - ac * bb
+    c11 = aa * cc - ac * ac
+    c12 = ab * ac - aa * bc
+    c22 = aa * bb - ab * ab
+    det = aa * c00 + ab * c01 + ac * c02
+    scale = (aa + bb + cc) / 3.0
+    ok = det.abs() > 1e-9 * scale.pow(3).clamp_min(1e-300)
+    inv = 1.0 / torch.where(ok, det, torch.ones_like(det))
+    x = -(c00 * ad + c01 * bd + c02 * cd) * inv
+    y = -(c01 * ad + c11 * bd + c12 * cd) * inv
+    z = -(c02 * ad + c12 * bd + c22 * cd) * inv
+    return torch.stack([x, y, z], 1), ok
+
+
+def _face_geometry(pos: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per face: cross product (length 2·area), area, and aspect ratio (longest edge² / (2·area))."""
+    return _triangle_geometry(pos[faces])
+
+
+def _triangle_geometry(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_face_geometry` of triangles given by their corners ``[M, 3, 3]``."""
+    e0, e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 1], t[:, 0] - t[:, 2]
+    cross = torch.linalg.cross(e0, -e2)
+    twice = torch.linalg.vector_norm(cross, dim=1)
+    longest = torch.stack([(e0 * e0).sum(1), (e1 * e1).sum(1), (e2 * e2).sum(1)], 1).amax(1)
+    return cross, 0.5 * twice, longest / twice.clamp_min(1e-300)
+
+
+def _edges(faces: torch.Tensor, nv: int) -> dict[str, torch.Tensor]:
+    """Undirected edges of a face list and, per edge, its face count and the vertices opposite it.
+
+    Returns a dict of ``key`` ``[E]`` (sorted ``lo·nv + hi``), ``a``/``b`` ``[E]`` (lo, hi), ``count`` ``[E]``,
+    ``opp0``/``opp1`` ``[E]`` (the vertex opposite the edge in its first and second face; ``opp1`` is −1 on a
+    boundary edge).
+    """
+    e0 = faces.reshape(-1)
+    e1 = faces[:, [1, 2, 0]].reshape(-1)
+    opp = faces[:, [2, 0, 1]].reshape(-1)
+    key = torch.minimum(e0, e1) * nv + torch.maximum(e0, e1)
+    ks, order = torch.sort(key)
+    uniq, count = torch.unique_consecutive(ks, return_counts=True)
+    start = torch.cumsum(count, 0) - count
+    opp0 = opp[order[start]]
+    second = torch.where(count > 1, start + 1, start)
+    opp1 = torch.where(count > 1, opp[order[second]], torch.full_like(opp0, -1))
+    return {"key": uniq, "a": uniq // nv, "b": uniq % nv, "count": count, "opp0": opp0, "opp1": opp1}
+
+
+def _member(keys: torch.Tensor, sorted_keys: torch.Tensor) -> torch.Tensor:
+    """``[N]`` bool: which keys occur in the sorted ``sorted_keys``."""
+    if sorted_keys.numel() == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    i = torch.searchsorted(sorted_keys, keys).clamp_max(sorted_keys.numel() - 1)
+    return sorted_keys[i] == keys
+
+
+def fewest_faces_torch(faces: torch.Tensor, nv: int) -> int:
+    """:func:`meshforge.mesh.decimate.fewest_faces` on the faces' device: 4 faces per closed part, 1 per open one."""
+    f = faces.long()
+    if f.numel() == 0:
+        return 0
+    root, _ = union_find(nv, f.reshape(-1), f[:, [1, 2, 0]].reshape(-1))
+    e = _edges(f, nv)
+    parts = torch.zeros(nv, dtype=torch.bool, device=f.device)
+    parts[root[f[:, 0]]] = True
+    open_parts = torch.zeros_like(parts)
+    open_parts[root[e["a"][e["count"] == 1]]] = True
+    n_parts, n_open = int(parts.sum().item()), int(open_parts.sum().item())
+    return 4 * (n_parts - n_open) + n_open
+
+
+def _quadrics(pos: torch.Tensor, faces: torch.Tensor, e: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[V, 10]`` per-vertex quadrics: area-weighted face planes plus boundary penalty planes."""
+    nv = pos.shape[0]
+    cross, area, _ = _face_geometry(pos, faces)
+    n = cross / (2.0 * area).clamp_min(1e-300)[:, None]
+    d = -(n * pos[faces[:, 0]]).sum(1)
+    kq = _packed_quadric(n, d, area)
+    q = torch.zeros((nv, 10), dtype=pos.dtype, device=pos.device)
+    for k in range(3):
+        q.index_add_(0, faces[:, k], kq)
+    border = e["count"] == 1
+    if bool(border.any()):
+        a, b, c = e["a"][border], e["b"][border], e["opp0"][border]
+        edge = pos[b] - pos[a]
+        face_n = torch.linalg.cross(edge, pos[c] - pos[a])
+        m = torch.linalg.cross(edge, face_n)
+        m = m / torch.linalg.vector_norm(m, dim=1, keepdim=True).clamp_min(1e-300)
+        kb = _packed_quadric(m, -(m * pos[a]).sum(1), BOUNDARY_WEIGHT * (edge * edge).sum(1))
+        q.index_add_(0, a, kb)
+        q.index_add_(0, b, kb)
+    return q
+
+
+def _hash(x: torch.Tensor) -> torch.Tensor:
+    """A deterministic int64 mix of int64 keys (splitmix64's finaliser, wrapping arithmetic; the same on every
+    device), non-negative."""
+    x = x * -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
+    x = x ^ ((x >> 31) & ((1 << 33) - 1))
+    x = x * -4658895280553007687  # 0xBF58476D1CE4E5B9
+    x = x ^ ((x >> 29) & ((1 << 35) - 1))
+    return x & ((1 << 62) - 1)
+
+
+def _select(prio: torch.Tensor, a: torch.Tensor, b: torch.Tensor, faces: torch.Tensor, nv: int) -> torch.Tensor:
+    """Edges (indices) whose priority is the smallest of every edge with an endpoint on a face around either of
+    their endpoints (``prio`` = :data:`_BIG` for edges that take no part): no face holds endpoints of two of them."""
+    device = prio.device
+    vmin = torch.full((nv,), _BIG, dtype=torch.long, device=device)
+    vmin.scatter_reduce_(0, a, prio, "amin")
+    vmin.scatter_reduce_(0, b, prio, "amin")
+    fmin = vmin[faces].amin(1)
+    rmin = torch.full((nv,), _BIG, dtype=torch.long, device=device)
+    rmin.scatter_reduce_(0, faces.reshape(-1), fmin.repeat_interleave(3), "amin")
+    return torch.nonzero((prio < _BIG) & (prio == rmin[a]) & (prio == rmin[b])).squeeze(1)
+
+
+def _adjacency(e: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vertex adjacency in CSR order: ``(src, dst)`` ``[2E]``, both directions of every edge, sorted by src."""
+    src = torch.cat([e["a"], e["b"]])
+    dst = torch.cat([e["b"], e["a"]])
+    by_src = torch.argsort(src)
+    return src[by_src], dst[by_src]
+
+
+def _link_ok(
+    ca: torch.Tensor,
+    cb: torch.Tensor,
+    expected: torch.Tensor,
+    adjacency: tuple[torch.Tensor, torch.Tensor],
+    edge_keys: torch.Tensor,
+    deg: torch.Tensor,
+    nv: int,
+) -> torch.Tensor:
+    """Link condition (Dey et al. 1999) for edges ``(ca, cb)``: their endpoints have exactly ``expected`` common
+    neighbours (the vertices opposite the edge: 2 inside, 1 on the border). Each neighbour ``x`` of ``ca`` (from
+    :func:`_adjacency`) is looked up as the edge key ``(cb, x)`` in the sorted ``edge_keys``."""
+    device = ca.device
+    n = ca.numel()
+    src_sorted, dst_sorted = adjacency
+    first = torch.searchsorted(src_sorted, ca)
+    reps = deg[ca]
+    owner = torch.repeat_interleave(torch.arange(n, device=device), reps)
+    offset = torch.arange(owner.numel(), device=device) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+    x = dst_sorted[first[owner] + offset]
+    cbo = cb[owner]
+    pair = torch.minimum(cbo, x) * nv + torch.maximum(cbo, x)
+    common = torch.bincount(owner[(x != cbo) & _member(pair, edge_keys)], minlength=n)
+    return common == expected
+
+
+def _geometry_ok(
+    pos: torch.Tensor,
+    faces: torch.Tensor,
+    ca: torch.Tensor,
+    cb: torch.Tensor,
+    targets: torch.Tensor,
+    min_area: float,
+    guards: tuple[float, float],
+) -> torch.Tensor:
+    """For independent collapses ``(ca, cb)``, each tried at ``T`` positions ``targets`` ``[N, T, 3]``: does no face
+    around it flip (normal dot below ``guards[0]``), shrink to (nearly) zero area, or become a sliver (aspect ratio
+    over ``guards[1]``) worse than the worst it replaces?
+
+    Returns:
+        ``[N, T]`` bool.
+    """
+    device = pos.device
+    n, n_targets = targets.shape[0], targets.shape[1]
+    nv = pos.shape[0]
+    cid = torch.full((nv,), -1, dtype=torch.long, device=device)
+    cid[ca] = torch.arange(n, device=device)
+    cid[cb] = torch.arange(n, device=device)
+    face_c = cid[faces].amax(1)
+    touched = face_c >= 0
+    f_t = faces[touched]
+    c_t = face_c[touched]
+    on_edge = (f_t == ca[c_t, None]) | (f_t == cb[c_t, None])  # [M, 3]: corners that move
+    kept = on_edge.sum(1) < 2  # faces with both endpoints are the ones the collapse removes
+    f_t, c_t, on_edge = f_t[kept], c_t[kept], on_edge[kept]
+    old_cross, old_area, old_aspect = _face_geometry(pos, f_t)
+    worst_old = torch.zeros(n, dtype=pos.dtype, device=device)
+    worst_old.scatter_reduce_(0, c_t, old_aspect, "amax")
+    corners = pos[f_t]  # [M, 3, 3]
+    ok = torch.ones((n, n_targets), dtype=torch.bool, device=device)
+    for i in range(n_targets):
+        moved = torch.where(on_edge[:, :, None], targets[c_t, i][:, None, :], corners)
+        new_cross, new_area, new_aspect = _triangle_geometry(moved)
+        dot = (old_cross * new_cross).sum(1)
+        norms = torch.linalg.vector_norm(old_cross, dim=1) * torch.linalg.vector_norm(new_cross, dim=1)
+        flips = dot < guards[0] * norms
+        tiny = (new_area <= min_area) & (new_area < old_area)
+        sliver = tiny | ((new_aspect > guards[1]) & (new_aspect > worst_old[c_t]))
+        ok[:, i] = torch.bincount(c_t[flips | sliver], minlength=n) == 0
+    return ok
+
+
+def _round(
+    pos: torch.Tensor,
+    faces: torch.Tensor,
+    q: torch.Tensor,
+    goal: int,
+    min_area: float,
+    fraction: float,
+    guards: tuple[float, float],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    """One round: cost every edge, collapse a maximal-ish independent set of the cheapest valid ones.
+
+    Up to :data:`PASSES` selection passes (Luby-style): each picks the local minima among the remaining candidate
+    edges away from the collapses accepted so far, checks them (link condition, geometry) and accepts those that
+    pass; refused ones leave the candidates without blocking their neighbours. Then all accepted collapses are
+    applied at once (cheapest first, stopping at the budget).
+
+    Returns:
+        ``(pos, faces, q, collapsed, rejected)``.
+    """
+    device = pos.device
+    nv = pos.shape[0]
+    nf = faces.shape[0]
+    e = _edges(faces, nv)
+    a, b, count, opp0, opp1 = e["a"], e["b"], e["count"], e["opp0"], e["opp1"]
+    n_edges = a.shape[0]
+    deg = torch.bincount(torch.cat([a, b]), minlength=nv)
+    on_border = torch.zeros(nv, dtype=torch.bool, device=device)
+    on_border[a[count == 1]] = True
+    on_border[b[count == 1]] = True
+    near_nm = torch.zeros(nv, dtype=torch.bool, device=device)
+    near_nm[a[count > 2]] = True
+    near_nm[b[count > 2]] = True
+
+    interior = count == 2
+    border_edge = count == 1
+    # a manifold edge may touch one vertex of a non-manifold edge (the link condition guards it), not join two
+    ok = (interior | border_edge) & ~(near_nm[a] & near_nm[b])
+    ok &= ~(interior & on_border[a] & on_border[b])  # would pinch the border
+    ok &= torch.where(interior, deg[a] + deg[b] - 4 >= 3, deg[a] + deg[b] - 3 >= 2)
+    ok &= torch.where(interior, (deg[opp0] > 3) & (deg[opp1.clamp_min(0)] > 3), deg[opp0] > 2)
+
+    # position and cost: optimal point, else the best of the endpoints and the midpoint; an edge from the border
+    # inwards keeps the border vertex where it is
+    qe = q[a] + q[b]
+    pa, pb = pos[a], pos[b]
+    opt, solvable = _optimal_point(qe)
+    # an optimum far from the edge (nearly flat quadrics) is no better than the candidates below
+    length = torch.linalg.vector_norm(pb - pa, dim=1)
+    solvable &= torch.linalg.vector_norm(opt - 0.5 * (pa + pb), dim=1) <= 2.0 * length
+    cands = torch.stack([pa, pb, 0.5 * (pa + pb), torch.where(solvable[:, None], opt, pa)], 1)
+    costs = torch.stack([_quadric_error(qe, cands[:, i]) for i in range(4)], 1)
+    fixed_a = interior & on_border[a] & ~on_border[b]
+    fixed_b = interior & on_border[b] & ~on_border[a]
+    costs[fixed_a, 1:] = torch.inf
+    costs[fixed_b, 0] = torch.inf
+    costs[fixed_b, 2:] = torch.inf
+    cost, which = costs.min(1)
+    target = cands[torch.arange(n_edges, device=device), which]
+    keep = torch.where(fixed_b, b, a)
+    drop = torch.where(fixed_b, a, b)
+
+    # candidates: the cheapest valid edges, enough for the faces still to go
+    valid = ok & torch.isfinite(cost)
+    n_valid = int(valid.sum().item())
+    if n_valid == 0:
+        return pos, faces, q, 0, 0
+    needed = (nf - goal + 1) // 2
+    k = min(n_valid, max(needed, int(fraction * n_valid)))
+    order = torch.argsort(torch.where(valid, cost, torch.inf))[:k]
+    # priority: cost bucket first, then a hash of the edge (Luby's random priorities): a smooth cost field has few
+    # local minima, random priorities within a bucket have many
+    bucket = torch.arange(k, device=device) * BUCKETS // k
+    mixed = _hash(e["key"][order]) & ((1 << 40) - 1)
+    prio = torch.full((n_edges,), _BIG, dtype=torch.long, device=device)
+    prio[order[torch.argsort((bucket << 40) | mixed)]] = torch.arange(k, device=device)
+
+    adjacency = _adjacency(e)
+    free = torch.ones(nv, dtype=torch.bool, device=device)  # vertices on no face around an accepted collapse
+    accepted: list[torch.Tensor] = []
+    rejected = 0
+    for _ in range(PASSES):
+        chosen = _select(torch.where(free[a] & free[b], prio, _BIG), a, b, faces, nv)
+        if chosen.numel() == 0:
+            break
+        prio[chosen] = _BIG  # decided: accepted or refused
+        good = _link_ok(a[chosen], b[chosen], count[chosen], adjacency, e["key"], deg, nv)
+        # the cheapest of the candidate positions that passes the geometric guards (where the quadric is flat,
+        # e.g. a planar region, the positions cost the same and only some keep every face the right way up)
+        geo = _geometry_ok(pos, faces, a[chosen], b[chosen], cands[chosen], min_area, guards)
+        best_cost, best = torch.where(geo, costs[chosen], torch.inf).min(1)
+        good &= torch.isfinite(best_cost)
+        cost[chosen] = best_cost
+        target[chosen] = cands[chosen, best]
+        rejected += int((~good).sum().item())
+        win = chosen[good]
+        if win.numel() == 0:
+            continue
+        accepted.append(win)
+        ring = torch.zeros(nv, dtype=torch.bool, device=device)
+        ring[a[win]] = True
+        ring[b[win]] = True
+        around = ring[faces].any(1)
+        free[faces[around].reshape(-1)] = False
+    if not accepted:
+        return pos, faces, q, 0, rejected
+    win = torch.cat(accepted)
+    # do not overshoot the budget by more than one face: cheapest first
+    win = win[torch.argsort(cost[win])]
+    removes = count[win]
+    win = win[torch.cumsum(removes, 0) - removes < nf - goal]
+    kk, dd = keep[win], drop[win]
+    pos = pos.clone()
+    pos[kk] = target[win]
+    q = q.clone()
+    q[kk] += q[dd]
+    remap = torch.arange(nv, device=device)
+    remap[dd] = kk
+    faces = remap[faces]
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
+    return pos, faces, q, int(win.numel()), rejected
+
+
+def _clock(device: torch.device) -> float:
+    """Wall time after the device's queued work is done (CUDA kernels run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def decimate_torch(
+    vertices: torch.Tensor, faces: torch.Tensor, cfg: DecimateConfig, *, timings: dict[str, float] | None = None
+) -> tuple[Mesh, dict[str, Any]]:
+    """Reduce a mesh held in tensors to at most ``cfg.faces`` faces on its device; return the small result on
+    the host.
+
+    The torch counterpart of :func:`meshforge.mesh.decimate.decimate` (same budget semantics, same report
+    keys): works at unit scale (centred, divided by the bounding-box diagonal) in float64, runs parallel
+    rounds of independent collapses (module docstring) down to ``max(cfg.faces, fewest_faces)`` (collapses
+    never remove a part; a closed part keeps at least a tetrahedron), copies the result to the host and gives
+    it to the CPU path's :func:`~meshforge.mesh.decimate.repair`. A mesh already within budget goes straight
+    to the CPU path (it is small). Every face keeps the winding of the faces it stands for.
+
+    Args:
+        vertices: ``[V, 3]`` float positions (metres) of a cleaned mesh (:func:`~.torch_clean.clean_torch`), on
+            any device.
+        faces: ``[F, 3]`` integer indices on the same device.
+        cfg: ``faces`` (the budget); ``engine`` and ``aggressiveness`` belong to the CPU engine and are ignored.
+        timings: if given, receives seconds per stage: ``quadrics``, ``rounds``, ``to_host``, ``repair``.
+
+    Returns:
+        ``(mesh, counts)``: a host :class:`~meshforge.types.Mesh` (float32 vertices, int32 faces, positions
+        only) and counts holding ``attempts`` (1), ``rounds``, ``rejected`` (collapses refused by the guards),
+        the topology check of the result and ``slivers_over_20``/``slivers_over_100`` — the CPU path's keys.
+        :func:`~meshforge.mesh.decimate.budget_shortfall` says why a result stayed above the budget.
+
+    Raises:
+        InputError: a malformed surface (:func:`~.torch_clean.check_surface`).
+    """
+    check_surface(vertices, faces)
+    if faces.shape[0] <= cfg.faces:
+        host = Mesh(vertices.detach().to(torch.float32).cpu().numpy(), faces.detach().to(torch.int32).cpu().numpy())
+        return decimate(host, dataclasses.replace(cfg, engine="fast-simplification"))  # repairs only: no engine
+    device = vertices.device
+    t0 = _clock(device)
+    f = faces.detach().long()
+    v = vertices.detach().to(torch.float64)
+    lo, hi = v.amin(0), v.amax(0)
+    centre = 0.5 * (lo + hi)
+    scale = float(torch.linalg.vector_norm(hi - lo).item()) or 1.0
+    pos = (v - centre) / scale
+    nv = pos.shape[0]
+    goal = max(cfg.faces, fewest_faces_torch(f, nv))
+    min_area = DEGENERATE_AREA  # relative to the squared diagonal, which is 1 here
+    q = _quadrics(pos, f, _edges(f, nv))
+    t1 = _clock(device)
+    rounds = rejected = 0
+    fraction = CANDIDATE_FRACTION
+    level = 0
+    while f.shape[0] > goal and rounds < MAX_ROUNDS:
+        pos, f, q, collapsed, refused = _round(pos, f, q, goal, min_area, fraction, GUARDS[level])
+        rounds += 1
+        rejected += refused
+        if collapsed == 0:
+            if fraction < 1.0:
+                fraction = min(1.0, 2.0 * fraction)  # the cheapest edges were all refused: look further
+            elif level + 1 < len(GUARDS):
+                level += 1  # every valid edge was refused: the CPU engine's looser guards from here on
+                fraction = CANDIDATE_FRACTION
+            else:
+                break
+        else:
+            fraction = CANDIDATE_FRACTION
+    t2 = _clock(device)
+    used = torch.zeros(nv, dtype=torch.bool, device=device)
+    used[f.reshape(-1)] = True
+    remap = torch.cumsum(used.long(), 0) - 1
+    out_v = (pos[used] * scale + centre).to(torch.float32)
+    out_f = remap[f].to(torch.int32)
+    small = Mesh(out_v.cpu().numpy(), out_f.cpu().numpy())
+    t3 = time.perf_counter()
+    result = repair(small)
+    if timings is not None:
+        timings.update(quadrics=t1 - t0, rounds=t2 - t1, to_host=t3 - t2, repair=time.perf_counter() - t3)
+    diag2 = scale**2
+    topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * diag2)
+    aspect, _, _ = _aspect(result.vertices, result.faces)
+    slivers = {"slivers_over_20": int((aspect > 20).sum()), "slivers_over_100": int((aspect > 100).sum())}
+    return result, {"attempts": 1, "rounds": rounds, "rejected": rejected, **topo.to_dict(), **slivers}

@@ -1,0 +1,187 @@
+"""The PyTorch QEM decimation (mesh/torch_decimate.py) and the engine choice (mesh/finish_engine.py).
+
+CPU tensors here; the ``gpu`` tests (skipped without CUDA) run the same on a CUDA device and compare the result
+with the CPU tensors' and with the CPU path's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from meshforge.config import CleanConfig, DecimateConfig, ExtractConfig
+from meshforge.eval.metrics import chamfer_distance, orientation
+from meshforge.fields.isosurface import extract
+from meshforge.geometry.normals import face_normals
+from meshforge.geometry.topology import topology
+from meshforge.io.meshes import load_mesh
+from meshforge.mesh.clean import clean
+from meshforge.mesh.decimate import decimate
+from meshforge.mesh.finish_engine import clean_and_decimate, finish_engine
+from meshforge.mesh.torch_decimate import decimate_torch
+from meshforge.optimize import flatten
+from meshforge.types import Mesh
+
+from ..fields.test_isosurface import Sphere, signed_volume
+from .test_clean_decimate import _disc
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+OPTIMIZE = CleanConfig(min_component_fraction=0.0, orient=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine torch's thread pool spends more time waiting than working
+    on these small tensors (results do not depend on it)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def run(mesh: Mesh, budget: int, device: str = "cpu") -> tuple[Mesh, dict]:
+    v = torch.from_numpy(mesh.vertices).to(device)
+    f = torch.from_numpy(mesh.faces).to(device)
+    return decimate_torch(v, f, DecimateConfig(faces=budget))
+
+
+@pytest.fixture(scope="module")
+def spot(shared_assets) -> Mesh:
+    return clean(flatten(load_mesh(shared_assets / "spot.glb")), OPTIMIZE)[0]
+
+
+@pytest.fixture(scope="module")
+def sphere() -> Mesh:
+    return extract(Sphere(0.3), ExtractConfig(resolution=96))  # scikit-image marching cubes, 54k faces
+
+
+def test_spot_to_2000_faces_is_closed_faithful_and_keeps_its_winding(spot):
+    low, counts = run(spot, 2_000)
+    assert 1_900 <= low.n_faces <= 2_000
+    topo = topology(low.vertices, low.faces)
+    assert topo.watertight and topo.nonmanifold_edges == 0 and topo.inconsistent_edges == 0
+    assert counts["watertight"] and counts["degenerate_faces"] == 0 and counts["slivers_over_100"] == 0
+    winding = orientation(low, spot, n_samples=30_000)
+    assert winding["facing_away_faces"] == 0, winding
+    ours = chamfer_distance(low, spot, n_samples=30_000)
+    ref, _ = decimate(spot, DecimateConfig(faces=2_000))
+    cpu = chamfer_distance(ref, spot, n_samples=30_000)
+    assert ours <= 0.01 and ours <= 1.5 * cpu, (ours, cpu)
+
+
+def test_isosurface_decimates_closed_with_its_volume(sphere):
+    low, counts = run(sphere, 2_000)
+    assert 1_800 < low.n_faces <= 2_000
+    topo = topology(low.vertices, low.faces, area_eps=1e-14)
+    assert topo.watertight and topo.degenerate_faces == 0 and topo.inconsistent_edges == 0
+    assert counts["slivers_over_100"] == 0 and counts["rounds"] > 1
+    assert signed_volume(low.vertices, low.faces) == pytest.approx(4 / 3 * np.pi * 0.3**3, rel=0.03)
+    # no face turned over: every face normal points away from the centre, as on the dense sphere
+    _, n = face_normals(low.vertices, low.faces)
+    centroids = low.vertices[low.faces].mean(1)
+    assert ((n * centroids).sum(1) > 0).all()
+
+
+def test_open_disc_keeps_its_border_and_winding():
+    disc = _disc(rings=16, around=64)
+    rim = np.isclose(np.hypot(disc.vertices[:, 0], disc.vertices[:, 1]), 0.9, atol=1e-6)
+    low, counts = run(disc, 300)
+    assert low.n_faces <= 300 and counts["inconsistent_edges"] == 0 and counts["nonmanifold_edges"] == 0
+    assert (face_normals(low.vertices, low.faces)[1][:, 2] > 0.99).all()
+    # the border stays on the rim: every border vertex is one of the rim's, the border still one loop around it
+    topo = topology(low.vertices, low.faces)
+    assert topo.boundary_edges >= 8 and topo.components == 1
+    r = np.hypot(low.vertices[:, 0], low.vertices[:, 1])
+    on_border = np.unique(_border_vertices(low))
+    assert np.allclose(r[on_border], 0.9, atol=1e-5) and rim.sum() >= len(on_border)
+    area = (
+        0.5
+        * np.linalg.norm(
+            np.cross(*(low.vertices[low.faces][:, 1:] - low.vertices[low.faces][:, :1]).transpose(1, 0, 2)), axis=1
+        ).sum()
+    )
+    assert area == pytest.approx(0.5 * 64 * 0.9**2 * np.sin(2 * np.pi / 64), rel=0.1)
+
+
+def _border_vertices(mesh: Mesh) -> np.ndarray:
+    f = mesh.faces.astype(np.int64)
+    e = np.sort(np.stack([f, np.roll(f, -1, axis=1)], 2).reshape(-1, 2), axis=1)
+    uniq, counts = np.unique(e, axis=0, return_counts=True)
+    return uniq[counts == 1].ravel()
+
+
+def test_non_manifold_source_gets_no_new_non_manifold_edges(shared_assets):
+    cake = clean(flatten(load_mesh(shared_assets / "kenney_cakeBirthday.glb")), OPTIMIZE)[0]
+    before = topology(cake.vertices, cake.faces)
+    low, _ = run(cake, 500)
+    after = topology(low.vertices, low.faces)
+    assert low.n_faces <= 500
+    assert after.nonmanifold_edges <= before.nonmanifold_edges and after.boundary_edges <= before.boundary_edges
+    assert after.components == before.components
+
+
+def test_a_budget_below_the_parts_floor_keeps_every_part():
+    """42 closed parts, budget 100: collapses stop at a tetrahedron per part (168 faces), none flattened."""
+    import trimesh
+
+    parts = []
+    for i in range(42):
+        s = trimesh.creation.icosphere(subdivisions=2, radius=0.1)
+        s.apply_translation([1.0 * (i % 7), 1.0 * (i // 7), 0.0])
+        parts.append(s)
+    m = trimesh.util.concatenate(parts)
+    low, _ = run(Mesh(m.vertices.astype(np.float32), m.faces.astype(np.int32)), 100)
+    topo = topology(low.vertices, low.faces)
+    assert topo.watertight and topo.components == 42 and low.n_faces == 168
+
+
+def test_within_budget_is_the_cpu_path(sphere):
+    low, counts = run(sphere, sphere.n_faces)
+    ref, ref_counts = decimate(sphere, DecimateConfig(faces=sphere.n_faces))
+    assert counts == ref_counts and np.array_equal(low.faces, ref.faces)
+
+
+def test_engine_choice_and_the_shared_entry_point(spot):
+    assert finish_engine(spot) == "cpu"
+    assert finish_engine((torch.from_numpy(spot.vertices), torch.from_numpy(spot.faces))) == "cpu"
+    pair = (torch.from_numpy(spot.vertices), torch.from_numpy(spot.faces))
+    cleaned, low, clean_counts, counts = clean_and_decimate(pair, OPTIMIZE, DecimateConfig(faces=1_000), engine="torch")
+    assert isinstance(cleaned[0], torch.Tensor) and cleaned[1].shape[0] == spot.n_faces
+    assert isinstance(low, Mesh) and low.n_faces <= 1_000 and counts["watertight"]
+    cpu_cleaned, cpu_low, cpu_clean_counts, _ = clean_and_decimate(spot, OPTIMIZE, DecimateConfig(faces=1_000))
+    assert isinstance(cpu_cleaned, Mesh) and cpu_low.n_faces <= 1_000 and cpu_clean_counts == clean_counts
+    with pytest.raises(ValueError, match="unknown finishing engine"):
+        clean_and_decimate(spot, OPTIMIZE, DecimateConfig(faces=1_000), engine="cuda")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_decimates_like_cpu_tensors_and_the_cpu_path(spot, sphere):
+    assert finish_engine(torch.from_numpy(spot.vertices).cuda()) == "torch"
+    for mesh, budget in [(spot, 2_000), (sphere, 2_000)]:
+        on_gpu, gpu_counts = run(mesh, budget, "cuda")
+        on_cpu, _ = run(mesh, budget, "cpu")
+        ref, _ = decimate(mesh, DecimateConfig(faces=budget))
+        assert on_gpu.n_faces <= budget and gpu_counts["watertight"] and gpu_counts["slivers_over_100"] == 0
+        assert orientation(on_gpu, mesh, n_samples=30_000)["facing_away_faces"] == 0
+        # the issue's bar: within 0.05 % of the diagonal of the CPU result
+        assert chamfer_distance(on_gpu, on_cpu, n_samples=30_000) <= 5e-4
+        assert chamfer_distance(on_gpu, ref, n_samples=30_000) <= 5e-4
+        assert chamfer_distance(on_gpu, mesh, n_samples=30_000) <= 1.5 * chamfer_distance(ref, mesh, n_samples=30_000)
+
+
+def test_a_stall_above_the_budget_is_reported_not_forced(shared_assets):
+    """The birthday cake's parts meet at non-manifold edges: below ~470 faces every remaining collapse would
+    break the link condition or a part. The engine stops there, with every part and no new defect, and
+    budget_shortfall says why the budget was missed (the CPU engine reaches it by deleting parts)."""
+    from meshforge.mesh.decimate import budget_shortfall
+
+    cake = clean(flatten(load_mesh(shared_assets / "kenney_cakeBirthday.glb")), OPTIMIZE)[0]
+    before = topology(cake.vertices, cake.faces)
+    low, counts = run(cake, 250)
+    after = topology(low.vertices, low.faces)
+    assert low.n_faces > 250 and counts["faces"] == low.n_faces
+    assert after.components == before.components and after.nonmanifold_edges <= before.nonmanifold_edges
+    assert after.boundary_edges == 0
+    note = budget_shortfall(250, low)
+    assert note is not None and f"{low.n_faces} faces" in note
