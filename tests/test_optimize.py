@@ -156,6 +156,8 @@ def test_report_and_inspect_agree_on_winding_and_utilisation(shared_assets, tmp_
     assert stages["decimate"]["inconsistent_edges"] == 0
     (atlas,) = inspected["diagnostics"]["uv"]
     assert stages["unwrap"]["utilisation"] == pytest.approx(atlas["utilisation"], abs=1e-4)
+    assert stages["unwrap"]["stretch"] == pytest.approx(atlas["stretch"], abs=1e-3)
+    assert 1.0 <= atlas["stretch"] < 1.2
 
 
 def open_bottle_glb(around: int = 72, rings: int = 32) -> bytes:

@@ -31,7 +31,15 @@ import numpy as np
 from ..config import UnwrapConfig
 from ..errors import InputError, MissingDependency, one_line
 from ..geometry.normals import vertex_normals
-from ..geometry.raster import uv_utilisation
+from ..geometry.raster import (
+    DILATION_TEXELS,
+    MAX_UV_RASTER,
+    never_written,
+    rasterize,
+    uv_stretch,
+    uv_triangle_areas,
+    uv_utilisation,
+)
 from ..geometry.topology import face_areas
 from ..types import Mesh
 from . import _unwrap_worker
@@ -230,8 +238,9 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
 
     Returns:
         ``(mesh with uv and normals, counts)``; counts hold ``engine`` (the one that produced the atlas),
-        ``charts``, ``utilisation`` (:func:`~meshforge.geometry.raster.uv_utilisation`) and a ``fallback``
-        reason when xatlas could not be used.
+        ``charts``, the figures of :func:`atlas_quality` (``utilisation``, ``stretch``,
+        ``texels_never_written``, ``uv_degenerate_faces``) and a ``fallback`` reason when xatlas could not
+        be used.
 
     Raises:
         InputError: unknown engine.
@@ -271,11 +280,37 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
             colors=None if mesh.colors is None else mesh.colors[flat],
         )
         counts.update(charts=out.n_faces)
-    t = out.uv[out.faces].astype(np.float64) if out.uv is not None else np.zeros((0, 3, 2))
-    uv_area = 0.5 * np.abs(
-        (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1])
-    )
-    if out.uv is not None:
-        counts["utilisation"] = round(uv_utilisation(out.uv, out.faces, texture_size, texture_size), 4)
-    counts["uv_degenerate_faces"] = int((uv_area * texture_size**2 < 1e-6).sum())
+    assert out.uv is not None
+    counts.update(atlas_quality(out, texture_size))
     return out, counts
+
+
+def atlas_quality(mesh: Mesh, texture_size: int) -> dict[str, Any]:
+    """The figures the unwrap stage reports for an atlas (``meshforge inspect`` gives the same ones).
+
+    Args:
+        mesh: a mesh with ``uv`` (glTF convention).
+        texture_size: side of the maps, in texels.
+
+    Returns:
+        ``utilisation`` (:func:`~meshforge.geometry.raster.uv_utilisation`: UV triangle area over the unit
+        square), ``stretch`` (:func:`~meshforge.geometry.raster.uv_stretch`: normalised L2 stretch, Sander et
+        al. 2001; 1 is isometric; None when undefined), ``texels_never_written`` (the fraction of texels
+        farther than :data:`~meshforge.geometry.raster.DILATION_TEXELS` from every covered one, on a raster of
+        the texture size, at most :data:`~meshforge.geometry.raster.MAX_UV_RASTER` per side) and
+        ``uv_degenerate_faces`` (faces whose UV triangle has less than 10⁻⁶ texel² of area).
+
+    Raises:
+        ValueError: the mesh has no UVs.
+    """
+    if mesh.uv is None:
+        raise ValueError("atlas_quality needs a mesh with UVs")
+    side = max(1, min(int(texture_size), MAX_UV_RASTER))
+    covered = rasterize(mesh.uv[mesh.faces].astype(np.float64) * side, side, side).covered
+    stretch = uv_stretch(mesh.vertices, mesh.uv, mesh.faces)
+    return {
+        "utilisation": round(uv_utilisation(mesh.uv, mesh.faces), 4),
+        "stretch": round(stretch, 4) if math.isfinite(stretch) else None,
+        "texels_never_written": round(float(never_written(covered, DILATION_TEXELS).mean()), 4),
+        "uv_degenerate_faces": int((uv_triangle_areas(mesh.uv, mesh.faces) * texture_size**2 < 1e-6).sum()),
+    }
