@@ -52,15 +52,32 @@ TEST_DELAY_S = 0.0
 _START_TIMEOUT_S = 60.0
 
 
+#: xatlas packs by brute force (every 4×4-texel position) for meshes of at most this many faces, where
+#: it costs well under a second (benchmarks/atlas_quality.py); larger ones get its random-sample search
+BRUTE_FORCE_FACES = 8000
+
+
+def xatlas_padding(padding: int) -> int:
+    """xatlas ``PackOptions.padding`` that keeps charts at least ``padding`` texels apart in the final atlas.
+
+    xatlas rasterises each chart conservatively and dilates it by its padding, so charts land about
+    ``padding + 1.5`` of its texels apart; it may overshoot the requested resolution by up to ~30 %, and the
+    atlas is scaled down to fit. Measured on the shared assets: xatlas padding 1 → at least 2.25 final
+    texels, 2 → 3.75, 3 → 5.75 (``tests/mesh/test_uv_bake.py`` checks the gap).
+    """
+    if padding <= 0:
+        return 0
+    return max(1, math.ceil(padding * 1.3 - 1.6))
+
+
 def _xatlas_options(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, resolution: int) -> dict[str, Any]:
     """The keyword arguments of :func:`~meshforge.mesh._unwrap_worker.xatlas_atlas` for ``cfg``."""
     area = float(face_areas(vertices, faces).sum())
     return {
         "resolution": int(resolution),
-        # xatlas may overshoot the resolution by ~25%; the atlas is scaled down to fit afterwards, so ask
-        # for proportionally more padding to keep at least cfg.padding texels between charts.
-        "padding": int(math.ceil(cfg.padding * 1.3)),
+        "padding": xatlas_padding(cfg.padding),
         "max_chart_area": area * cfg.max_chart_fraction if cfg.max_chart_fraction > 0 else None,
+        "brute_force": len(faces) <= BRUTE_FORCE_FACES,
     }
 
 
