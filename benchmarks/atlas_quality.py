@@ -12,7 +12,7 @@ written atlas with today's one set of definitions (:func:`meshforge.eval.diagnos
 with the faces, charts and unwrap seconds from the run's report. ``--before REV`` runs the same on the source
 tree of git revision ``REV`` (extracted with ``git archive`` into a temporary folder, run in a subprocess)
 and puts both side by side; the CPU time of ``meshforge generate triposr__chair.png`` (median of
-``--repeat`` runs of the command, wall clock) is measured for each tree.
+``--repeat`` runs of the command, wall clock, the trees taking turns) is measured for each tree.
 
     python benchmarks/atlas_quality.py [--before 2bcfd75] [--repeat 3] [--out benchmarks/results]
 
@@ -86,24 +86,26 @@ def measure(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def chair_seconds(src: Path, repeat: int) -> list[float]:
-    """Wall seconds of ``meshforge generate triposr__chair.png`` (CPU, defaults) run from ``src``, ``repeat`` times."""
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    times = []
+def chair_seconds(trees: dict[str, Path], repeat: int) -> dict[str, list[float]]:
+    """Wall seconds of ``meshforge generate triposr__chair.png`` (CPU, defaults) from each source tree,
+    ``repeat`` times, the trees taking turns (so a change in the machine's load hits all of them alike)."""
+    times: dict[str, list[float]] = {label: [] for label in trees}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            cmd = [sys.executable, "-m", "meshforge.cli", "generate", str(SHARED / "images" / CHAIR), "-o", tmp, "-q"]
-            subprocess.run(cmd + ["--device", "cpu"], env=env, check=True, stdout=subprocess.DEVNULL)
-            times.append(round(time.perf_counter() - t0, 3))
+            for label, src in trees.items():
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                cmd = [sys.executable, "-m", "meshforge.cli", "generate", str(SHARED / "images" / CHAIR), "-o", tmp]
+                t0 = time.perf_counter()
+                subprocess.run([*cmd, "-q", "--device", "cpu"], env=env, check=True, stdout=subprocess.DEVNULL)
+                times[label].append(round(time.perf_counter() - t0, 3))
     return times
 
 
-def run_tree(src: Path, work: Path, repeat: int) -> dict[str, Any]:
-    """Collect in a subprocess with ``src`` on the path, measure here, and time the chair."""
+def run_tree(src: Path, work: Path) -> dict[str, Any]:
+    """Collect in a subprocess with ``src`` on the path, and measure here."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     subprocess.run([sys.executable, __file__, "--collect", str(work)], env=env, check=True)
-    return {"rows": measure(work), "chair_s": chair_seconds(src, repeat) if repeat > 0 else []}
+    return {"rows": measure(work), "chair_s": []}
 
 
 def _fmt(x: Any, spec: str) -> str:
@@ -172,14 +174,20 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         before = None
+        trees = {"after": REPO / "src"}
         if args.before:
             old = Path(tmp) / "before"
             old.mkdir()
             git = ["git", "-C", str(REPO), "archive", args.before, "src"]
             archive = subprocess.run(git, check=True, capture_output=True)
             subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
-            before = run_tree(old / "src", Path(tmp) / "before_out", args.repeat)
-        after = run_tree(REPO / "src", Path(tmp) / "after_out", args.repeat)
+            trees = {"before": old / "src", **trees}
+            before = run_tree(trees["before"], Path(tmp) / "before_out")
+        after = run_tree(trees["after"], Path(tmp) / "after_out")
+        timing = chair_seconds(trees, args.repeat)
+        after["chair_s"] = timing["after"]
+        if before is not None:
+            before["chair_s"] = timing["before"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "atlas_quality.json").write_text(
         json.dumps({"before_rev": args.before, "before": before, "after": after}, indent=2) + "\n"
