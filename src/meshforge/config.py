@@ -133,7 +133,12 @@ class UnwrapConfig:
     whole run), which :func:`~meshforge.mesh.uv.unwrap` takes as an argument.
 
     Attributes:
-        padding: empty texels between charts.
+        padding: empty texels between charts, matched to the mip levels a baked map is read at. The bake
+            fills every gutter with the nearest chart's colour, so two charts' colours meet halfway across
+            the gap: 2 texels keep mip levels 0 and 1 (with bilinear filtering) free of a neighbour's
+            colour, and at a coarser level k the bleed stays within one level-k texel of a seam — about
+            one screen pixel, since a renderer picks level k where a texel maps to about a pixel. Every
+            padding texel around each of hundreds of charts is atlas area no triangle uses.
         max_chart_fraction: largest chart area as a fraction of the mesh area (xatlas
             ``max_chart_area``); smaller is faster with more seams.
         time_limit: seconds allowed for xatlas before falling back to the per-face atlas; 0 runs
@@ -141,7 +146,7 @@ class UnwrapConfig:
         engine: ``"xatlas"`` or ``"faces"`` (per-face-pair grid atlas, always works).
     """
 
-    padding: int = 4
+    padding: int = 2
     max_chart_fraction: float = 1.0 / 48.0
     time_limit: float = 60.0
     engine: str = "xatlas"

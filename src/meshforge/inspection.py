@@ -64,7 +64,9 @@ def format_inspection(report: dict[str, Any]) -> str:
         names = ", ".join(g["parts"][:4]) + (f" (+{len(g['parts']) - 4})" if len(g["parts"]) > 4 else "")
         w, h = g["texture"]
         lines.append(
-            f"  UV atlas {w}×{h} [{names}]: utilisation {_pct(g['utilisation'])}, overlap {_pct(g['overlap'])}, "
+            f"  UV atlas {w}×{h} [{names}]: utilisation {_pct(g['utilisation'])}, stretch "
+            + ("n/a" if g.get("stretch") is None else f"{g['stretch']:.3f}")
+            + f", overlap {_pct(g['overlap'])}, "
             f"texels never written {_pct(g['never_written_fraction'])}"
             + (f", {g['faces_outside_unit_square']:,} faces outside [0, 1]" if g["faces_outside_unit_square"] else "")
         )

@@ -76,3 +76,37 @@ def test_baked_texture_reproduces_field_color_on_the_surface(unwrapped):
     err = np.abs(got - want).max(axis=1)
     assert np.median(err) < 0.01
     assert np.percentile(err, 99) < 0.05  # seam vertices included: gutters carry chart colours
+
+
+def chart_gap(mesh, size: int, sub: int = 4) -> float:
+    """The smallest distance, in texels of a ``size``² map (Chebyshev, in steps of 1/``sub``), between points
+    of two different charts (charts: faces connected through shared UV vertices)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    f = mesh.faces.astype(np.int64)
+    inc = coo_matrix((np.ones(f.size), (np.repeat(np.arange(len(f)), 3), f.ravel())), shape=(len(f), len(mesh.uv)))
+    _, chart = connected_components((inc @ inc.T).tocsr(), directed=False)
+    res = size * sub
+    face = rasterize(mesh.uv[f].astype(np.float64) * res, res, res).face
+    lab = np.where(face >= 0, chart[np.maximum(face, 0)], -1)
+    for r in range(1, 8 * sub):
+        for dx in range(-r, r + 1):
+            for dy in range(-r, r + 1):
+                if max(abs(dx), abs(dy)) != r:
+                    continue
+                a = lab[max(0, dy) : res + min(0, dy), max(0, dx) : res + min(0, dx)]
+                b = lab[max(0, -dy) : res + min(0, -dy), max(0, -dx) : res + min(0, -dx)]
+                if np.any((a >= 0) & (b >= 0) & (a != b)):
+                    return r / sub
+    return float("inf")
+
+
+@pytest.mark.parametrize("faces", [3000, 9000])  # xatlas's brute-force packing, and its random search
+def test_charts_are_padding_texels_apart_and_not_much_more(faces):
+    """The padding is the gap between charts in the final atlas: at least ``padding`` texels (so bilinear
+    and mip filtering stay clean), and not a wide margin of area no triangle uses."""
+    mesh = decimate(extract(Sphere(0.3), ExtractConfig(resolution=64)), DecimateConfig(faces=faces))[0]
+    out, counts = unwrap(mesh, UnwrapConfig(padding=2), 256)
+    assert counts["engine"] == "xatlas"
+    assert 2.0 <= chart_gap(out, 256) <= 4.0

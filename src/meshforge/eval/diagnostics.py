@@ -17,11 +17,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import InputError
 from ..geometry.color import linear_to_srgb, srgb_to_linear
-from ..geometry.raster import MAX_UV_RASTER, rasterize, uv_coverage, uv_utilisation
+from ..geometry.raster import (
+    DILATION_TEXELS,
+    MAX_UV_RASTER,
+    never_written,
+    rasterize,
+    uv_coverage,
+    uv_stretch,
+    uv_utilisation,
+)
 from ..geometry.topology import topology, weld
 from ..gltf import jsonable
 from ..io.meshes import DEFAULT_MAX_BYTES, load_mesh
@@ -43,6 +50,7 @@ __all__ = [
     "inspect_file",
     "preview_sheet",
     "uv_coverage",
+    "uv_stretch",
     "uv_utilisation",
 ]
 
@@ -51,9 +59,6 @@ __all__ = [
 DEGENERATE_REL_AREA = 1e-12
 #: sliver thresholds on the aspect ratio (longest edge / height on it)
 SLIVER_ASPECTS = (20.0, 100.0)
-#: a texel farther than this (Euclidean, in texels) from every texel covered by a UV triangle is "never
-#: written": no bake with the usual gutter padding reaches it, and bilinear/mip filtering never reads it
-DILATION_TEXELS = 2.0
 
 
 def aspect_ratios(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -96,7 +101,7 @@ def _uv_groups(
         th, tw = int(texture.shape[0]), int(texture.shape[1])
         scale = min(1.0, max_raster / max(th, tw))
         rw, rh = max(1, round(tw * scale)), max(1, round(th * scale))
-        uvs, faces, offset, outside = [], [], 0, 0
+        uvs, faces, positions, offset, outside = [], [], [], 0, 0
         seen: set[bytes] = set()
         for i in members:
             m = scene.parts[i].mesh
@@ -107,18 +112,21 @@ def _uv_groups(
                 continue
             seen.add(digest)
             uvs.append(m.uv.astype(np.float64))
+            positions.append(m.vertices.astype(np.float64))
             faces.append(m.faces.astype(np.int64) + offset)
             offset += m.n_vertices
             fu = m.uv[m.faces]
             outside += int(np.any((fu < -1e-6) | (fu > 1.0 + 1e-6), axis=(1, 2)).sum())
-        covered, overlapped = uv_coverage(np.concatenate(uvs), np.concatenate(faces), rw, rh)
+        uv_all, f_all = np.concatenate(uvs), np.concatenate(faces)
+        covered, overlapped = uv_coverage(uv_all, f_all, rw, rh)
         n_cov = int(covered.sum())
         entry: dict[str, Any] = {
             "parts": [scene.parts[i].name for i in members],
             "texture": [tw, th],
             "raster": [rw, rh],
             "faces_outside_unit_square": outside,
-            "utilisation": uv_utilisation(np.concatenate(uvs), np.concatenate(faces), rw, rh),
+            "utilisation": uv_utilisation(uv_all, f_all),
+            "stretch": _finite(uv_stretch(np.concatenate(positions), uv_all, f_all)),
             "overlap": (int(overlapped.sum()) / n_cov) if n_cov else 0.0,
             "overlapped_texels": int(overlapped.sum()),
         }
@@ -127,15 +135,16 @@ def _uv_groups(
             entry["never_written_source"] = "bake coverage"
         else:
             # Texels within `dilation` texels (Euclidean, centre to centre) of a covered texel count as written.
-            if n_cov:
-                written = ndimage.distance_transform_edt(~covered) <= dilation
-            else:
-                written = covered
+            written = ~never_written(covered, dilation)
             entry["never_written_source"] = f"uv raster dilated by {dilation:g} texels"
         entry["texels_never_written"] = int((~written).sum())
         entry["never_written_fraction"] = float((~written).mean())
         out.append(entry)
     return out
+
+
+def _finite(x: float) -> float | None:
+    return None if not np.isfinite(x) else x
 
 
 def diagnostics(
@@ -164,7 +173,9 @@ def diagnostics(
       one primitive count once), rasterised at the texture's resolution (at most ``max_raster`` per side,
       default :data:`MAX_UV_RASTER`; ``raster`` gives the size used, texel counts are of that raster):
       ``utilisation`` (:func:`~meshforge.geometry.raster.uv_utilisation`, as the unwrap stage reports it) =
-      covered texels / all texels; ``overlap`` = texels covered by two or more UV
+      total UV triangle area / the unit square's; ``stretch``: the normalised area-weighted L2 stretch
+      (:func:`~meshforge.geometry.raster.uv_stretch`, Sander et al. 2001; 1 is isometric, None without
+      a face of nonzero 3D and UV area); ``overlap`` = texels covered by two or more UV
       triangles / covered texels (mirrored or stacked UV islands); ``texels_never_written`` and
       ``never_written_fraction``: texels farther than ``dilation`` texels from every covered texel — or,
       with ``bake_coverage`` (the baker's ``[H, W]`` bool mask of texels it wrote, one atlas only), the

@@ -119,6 +119,9 @@ def rasterize(
 
 #: UV rasterisation is done at the texture's resolution, at most this many texels per side
 MAX_UV_RASTER = 1024
+#: a texel farther than this (Euclidean, in texels) from every texel covered by a UV triangle is "never
+#: written": no bake with the usual gutter padding reaches it, and bilinear/mip filtering never reads it
+DILATION_TEXELS = 2.0
 # Sub-texel offset of the UV raster: keeps texel centres off UV edges that lie on exact texel-centre lines
 # (e.g. grid-aligned atlases), where both neighbouring triangles would claim the texel (a false overlap).
 _UV_JITTER = (0.00127, 0.00071)
@@ -147,17 +150,89 @@ def uv_coverage(uv: np.ndarray, faces: np.ndarray, width: int, height: int) -> t
     return covered, covered & (low != high)
 
 
-def uv_utilisation(uv: np.ndarray, faces: np.ndarray, width: int, height: int) -> float:
-    """Atlas utilisation: the fraction of texels covered by UV triangles (:func:`uv_coverage`), in [0, 1].
-
-    The one definition of utilisation: the unwrap stage reports it for its atlas and ``meshforge inspect``
-    for each texture atlas of a file. The raster is ``width × height`` scaled down to at most
-    :data:`MAX_UV_RASTER` texels per side.
+def uv_triangle_areas(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unsigned area of each face's UV triangle, in units of the UV square.
 
     Args:
-        uv: ``[V, 2]`` float UVs (glTF convention). faces: ``[F, 3]`` int. width, height: texture size.
+        uv: ``[V, 2]`` float UVs. faces: ``[F, 3]`` int vertex indices.
+
+    Returns:
+        ``[F]`` float64.
     """
-    scale = min(1.0, MAX_UV_RASTER / max(width, height, 1))
-    w, h = max(1, round(width * scale)), max(1, round(height * scale))
-    covered, _ = uv_coverage(uv, faces, w, h)
-    return float(covered.mean())
+    t = np.asarray(uv, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]
+    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    return np.asarray(0.5 * np.abs(e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]), dtype=np.float64)
+
+
+def uv_utilisation(uv: np.ndarray, faces: np.ndarray) -> float:
+    """Atlas utilisation: the total area of the UV triangles over the atlas area (the unit UV square).
+
+    The one definition of utilisation: the unwrap stage reports it for its atlas and ``meshforge inspect``
+    for each texture atlas of a file. It is exact (no raster), independent of the texture size, and counts
+    each triangle as given: triangles stacked on one another (see ``overlap``) or outside the unit square
+    (see ``faces_outside_unit_square``) add their area again, so it can exceed 1 only for such atlases.
+    A 1024² map at utilisation *u* holds the detail of a √u·1024-texel square.
+
+    Args:
+        uv: ``[V, 2]`` float UVs (glTF convention). faces: ``[F, 3]`` int vertex indices.
+
+    Returns:
+        Utilisation, a float ≥ 0 (0 for no faces).
+    """
+    return float(uv_triangle_areas(uv, faces).sum())
+
+
+def uv_stretch(vertices: np.ndarray, uv: np.ndarray, faces: np.ndarray) -> float:
+    """Area-weighted L2 stretch of a parametrisation, normalised so that 1 is the best possible value.
+
+    Sander, Snyder, Gortler & Hoppe 2001, "Texture mapping progressive meshes" (SIGGRAPH), §3: for a
+    triangle, with ``S_s``, ``S_t`` the partial derivatives of the map from UV (s, t) to the surface,
+    ``L2(T) = sqrt((|S_s|² + |S_t|²) / 2)`` (the root mean square of the Jacobian's singular values Γ, γ);
+    over the mesh ``L2(M) = sqrt(Σ L2(T)² A(T) / Σ A(T))`` with ``A`` the 3D area, and, since the atlas
+    scale is arbitrary, multiplied by ``sqrt(Σ A'(T) / Σ A(T))`` (``A'``: UV area), which makes it scale
+    invariant and ≥ 1, with 1 exactly when every triangle is mapped isometrically up to one global scale.
+    A uniform 2:1 anisotropic scale gives √(5/4) ≈ 1.118. Faces whose UV triangle has zero area (their
+    stretch is infinite) are left out; the unwrap stage counts them as ``uv_degenerate_faces``.
+
+    Args:
+        vertices: ``[V, 3]`` float positions. uv: ``[V, 2]`` float UVs. faces: ``[F, 3]`` int indices.
+
+    Returns:
+        The normalised L2 stretch (≥ 1), or NaN when no face has both a 3D and a UV area.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    q = np.asarray(vertices, dtype=np.float64)[f]
+    t = np.asarray(uv, dtype=np.float64)[f]
+    s1, s2, s3 = t[:, 0, 0], t[:, 1, 0], t[:, 2, 0]
+    t1, t2, t3 = t[:, 0, 1], t[:, 1, 1], t[:, 2, 1]
+    uv_area2 = (s2 - s1) * (t3 - t1) - (s3 - s1) * (t2 - t1)  # twice the signed UV area
+    area = 0.5 * np.linalg.norm(np.cross(q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]), axis=1)
+    ok = (np.abs(uv_area2) > 1e-14) & (area > 0.0)
+    if not ok.any():
+        return float("nan")
+    q, a2, area = q[ok], uv_area2[ok][:, None], area[ok]
+    s1, s2, s3, t1, t2, t3 = (x[ok][:, None] for x in (s1, s2, s3, t1, t2, t3))
+    ss = (q[:, 0] * (t2 - t3) + q[:, 1] * (t3 - t1) + q[:, 2] * (t1 - t2)) / a2
+    st = (q[:, 0] * (s3 - s2) + q[:, 1] * (s1 - s3) + q[:, 2] * (s2 - s1)) / a2
+    l2_sq = 0.5 * ((ss * ss).sum(1) + (st * st).sum(1))
+    total = float(area.sum())
+    return float(np.sqrt((l2_sq * area).sum() / total) * np.sqrt(0.5 * np.abs(a2).sum() / total))
+
+
+def never_written(covered: np.ndarray, dilation: float) -> np.ndarray:
+    """Texels no bake reaches: farther than ``dilation`` texels (Euclidean, centre to centre) from every
+    covered texel (all of them when none is covered).
+
+    Args:
+        covered: ``[H, W]`` bool, texels covered by a UV triangle (:func:`uv_coverage`, :func:`rasterize`).
+        dilation: the gutter width in texels that bakes and bilinear/mip filtering fill or read.
+
+    Returns:
+        ``[H, W]`` bool.
+    """
+    from scipy import ndimage
+
+    covered = np.asarray(covered, dtype=bool)
+    if not covered.any():
+        return np.ones_like(covered)
+    return np.asarray(ndimage.distance_transform_edt(~covered) > dilation)

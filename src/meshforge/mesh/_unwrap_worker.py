@@ -84,7 +84,13 @@ def read_frame(fd: int, deadline: float | None = None) -> Any:
 
 
 def xatlas_atlas(
-    vertices: Any, faces: Any, *, resolution: int, padding: int, max_chart_area: float | None
+    vertices: Any,
+    faces: Any,
+    *,
+    resolution: int,
+    padding: int,
+    max_chart_area: float | None,
+    brute_force: bool = False,
 ) -> dict[str, Any]:
     """Segment, parameterise (LSCM) and pack a mesh with xatlas (Jonathan Young, MIT; ``xatlas`` binding).
 
@@ -92,8 +98,12 @@ def xatlas_atlas(
         vertices: ``[V, 3]`` float positions.
         faces: ``[F, 3]`` integer vertex indices.
         resolution: the atlas size in texels that charts are packed for.
-        padding: texels between charts.
+        padding: xatlas ``PackOptions.padding``: texels each chart's (conservative) raster is dilated by
+            before it is placed; charts end up about ``padding + 1.5`` texels apart (no bilinear ring:
+            the bake fills every gutter, so the padding alone keeps bilinear and mip filtering clean).
         max_chart_area: the largest chart area (mesh units²), or None for no limit.
+        brute_force: try every position (on 4×4-texel blocks, which keeps it affordable) instead of a
+            random sample of them: a denser packing, at several times the packing time.
 
     Returns:
         ``vmapping`` ``[V']`` int64 (source vertex of each atlas vertex), ``faces`` ``[F, 3]`` int64,
@@ -111,9 +121,10 @@ def xatlas_atlas(
     pack = xatlas.PackOptions()
     pack.resolution = int(resolution)
     pack.padding = int(padding)
-    pack.bilinear = True
-    pack.blockAlign = True
-    pack.bruteForce = False
+    pack.bilinear = False  # its extra texel ring around each chart comes on top of the padding
+    pack.blockAlign = bool(brute_force)
+    pack.bruteForce = bool(brute_force)
+    pack.create_image = False
     atlas = xatlas.Atlas()
     atlas.add_mesh(vertices, faces)
     atlas.generate(chart, pack)

@@ -31,7 +31,15 @@ import numpy as np
 from ..config import UnwrapConfig
 from ..errors import InputError, MissingDependency, one_line
 from ..geometry.normals import vertex_normals
-from ..geometry.raster import uv_utilisation
+from ..geometry.raster import (
+    DILATION_TEXELS,
+    MAX_UV_RASTER,
+    never_written,
+    rasterize,
+    uv_stretch,
+    uv_triangle_areas,
+    uv_utilisation,
+)
 from ..geometry.topology import face_areas
 from ..types import Mesh
 from . import _unwrap_worker
@@ -44,15 +52,32 @@ TEST_DELAY_S = 0.0
 _START_TIMEOUT_S = 60.0
 
 
+#: xatlas packs by brute force (every 4×4-texel position) for meshes of at most this many faces, where
+#: it costs well under a second (benchmarks/atlas_quality.py); larger ones get its random-sample search
+BRUTE_FORCE_FACES = 8000
+
+
+def xatlas_padding(padding: int) -> int:
+    """xatlas ``PackOptions.padding`` that keeps charts at least ``padding`` texels apart in the final atlas.
+
+    xatlas rasterises each chart conservatively and dilates it by its padding, so charts land about
+    ``padding + 1.5`` of its texels apart; it may overshoot the requested resolution by up to ~30 %, and the
+    atlas is scaled down to fit. Measured on the shared assets: xatlas padding 1 → at least 2.25 final
+    texels, 2 → 3.75, 3 → 5.75 (``tests/mesh/test_uv_bake.py`` checks the gap).
+    """
+    if padding <= 0:
+        return 0
+    return max(1, math.ceil(padding * 1.3 - 1.6))
+
+
 def _xatlas_options(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, resolution: int) -> dict[str, Any]:
     """The keyword arguments of :func:`~meshforge.mesh._unwrap_worker.xatlas_atlas` for ``cfg``."""
     area = float(face_areas(vertices, faces).sum())
     return {
         "resolution": int(resolution),
-        # xatlas may overshoot the resolution by ~25%; the atlas is scaled down to fit afterwards, so ask
-        # for proportionally more padding to keep at least cfg.padding texels between charts.
-        "padding": int(math.ceil(cfg.padding * 1.3)),
+        "padding": xatlas_padding(cfg.padding),
         "max_chart_area": area * cfg.max_chart_fraction if cfg.max_chart_fraction > 0 else None,
+        "brute_force": len(faces) <= BRUTE_FORCE_FACES,
     }
 
 
@@ -230,8 +255,9 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
 
     Returns:
         ``(mesh with uv and normals, counts)``; counts hold ``engine`` (the one that produced the atlas),
-        ``charts``, ``utilisation`` (:func:`~meshforge.geometry.raster.uv_utilisation`) and a ``fallback``
-        reason when xatlas could not be used.
+        ``charts``, the figures of :func:`atlas_quality` (``utilisation``, ``stretch``,
+        ``texels_never_written``, ``uv_degenerate_faces``) and a ``fallback`` reason when xatlas could not
+        be used.
 
     Raises:
         InputError: unknown engine.
@@ -271,11 +297,37 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
             colors=None if mesh.colors is None else mesh.colors[flat],
         )
         counts.update(charts=out.n_faces)
-    t = out.uv[out.faces].astype(np.float64) if out.uv is not None else np.zeros((0, 3, 2))
-    uv_area = 0.5 * np.abs(
-        (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1])
-    )
-    if out.uv is not None:
-        counts["utilisation"] = round(uv_utilisation(out.uv, out.faces, texture_size, texture_size), 4)
-    counts["uv_degenerate_faces"] = int((uv_area * texture_size**2 < 1e-6).sum())
+    assert out.uv is not None
+    counts.update(atlas_quality(out, texture_size))
     return out, counts
+
+
+def atlas_quality(mesh: Mesh, texture_size: int) -> dict[str, Any]:
+    """The figures the unwrap stage reports for an atlas (``meshforge inspect`` gives the same ones).
+
+    Args:
+        mesh: a mesh with ``uv`` (glTF convention).
+        texture_size: side of the maps, in texels.
+
+    Returns:
+        ``utilisation`` (:func:`~meshforge.geometry.raster.uv_utilisation`: UV triangle area over the unit
+        square), ``stretch`` (:func:`~meshforge.geometry.raster.uv_stretch`: normalised L2 stretch, Sander et
+        al. 2001; 1 is isometric; None when undefined), ``texels_never_written`` (the fraction of texels
+        farther than :data:`~meshforge.geometry.raster.DILATION_TEXELS` from every covered one, on a raster of
+        the texture size, at most :data:`~meshforge.geometry.raster.MAX_UV_RASTER` per side) and
+        ``uv_degenerate_faces`` (faces whose UV triangle has less than 10⁻⁶ texel² of area).
+
+    Raises:
+        ValueError: the mesh has no UVs.
+    """
+    if mesh.uv is None:
+        raise ValueError("atlas_quality needs a mesh with UVs")
+    side = max(1, min(int(texture_size), MAX_UV_RASTER))
+    covered = rasterize(mesh.uv[mesh.faces].astype(np.float64) * side, side, side).covered
+    stretch = uv_stretch(mesh.vertices, mesh.uv, mesh.faces)
+    return {
+        "utilisation": round(uv_utilisation(mesh.uv, mesh.faces), 4),
+        "stretch": round(stretch, 4) if math.isfinite(stretch) else None,
+        "texels_never_written": round(float(never_written(covered, DILATION_TEXELS).mean()), 4),
+        "uv_degenerate_faces": int((uv_triangle_areas(mesh.uv, mesh.faces) * texture_size**2 < 1e-6).sum()),
+    }
