@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 import shutil
-import sqlite3
 import sys
 import threading
 import time
@@ -33,6 +32,7 @@ from ..raw import Raw, dumps_raw
 from ..types import Asset, Image, Report
 from .logs import job_event
 from .options import degrade, job_config, optimize_base, pipeline_base, with_config
+from .pg import ledger_errors
 from .problems import hide_paths, one_line
 from .settings import Settings
 from .storage import TERMINAL, JobRow, JobStore, is_storage_full, new_lease_owner
@@ -246,7 +246,7 @@ def execute_job(
         A :class:`JobOutcome`. Never raises for a job's own failure.
     """
     own = store is None
-    st = store if store is not None else JobStore(settings.data_dir)
+    st = store if store is not None else JobStore(settings.data_dir, database_url=settings.database_url)
     worker = worker or new_lease_owner("local")
     try:
         job = st.get(job_id)
@@ -312,7 +312,7 @@ class _Heartbeat:
             while not self._done.wait(self.lease_s / 3):
                 try:
                     held = self.store.heartbeat(job.id, job.attempts, str(job.worker), self.lease_s)
-                except sqlite3.Error as exc:  # a busy ledger: try again at the next beat, within the lease
+                except ledger_errors() as exc:  # a busy ledger: try again at the next beat, within the lease
                     log.warning("job %s: lease renewal failed: %s", job.id, exc)
                     continue
                 if not held:

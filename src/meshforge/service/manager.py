@@ -179,7 +179,7 @@ class JobManager:
     def __init__(self, settings: Settings, hub: ChangeHub) -> None:
         self.settings = settings
         self.hub = hub
-        self.store = JobStore(settings.data_dir, notify=hub.notify)
+        self.store = JobStore(settings.data_dir, notify=hub.notify, database_url=settings.database_url)
         self.pool = WorkerPool(settings, self.store, on_outcome=self._on_outcome)
         self.metrics = ServiceMetrics(self.store, self.pool.status)
         self._mean_run_s = 5.0

@@ -80,6 +80,16 @@ class Settings(BaseModel):
             still running then are put back in the queue (not lost, and the attempt does not count).
         web_dir: folder of static files served at ``/``; the bundled ``meshforge/web`` by default.
         log_level: uvicorn and service log level.
+        database_url: the job ledger: empty (the default) for SQLite in ``data_dir``; a ``postgresql://``
+            URL (``user:password@host:port/database``) for a PostgreSQL ledger shared by every API server and
+            worker (schema created and upgraded with Alembic at startup; needs the ``scale`` extra).
+        storage_url: where job files (uploads, results, raw reconstructions) live: empty (the default) for
+            ``data_dir/jobs``; ``s3://bucket/prefix`` for S3-compatible object storage (boto3; the endpoint
+            from ``AWS_ENDPOINT_URL`` for MinIO and others, credentials from the usual ``AWS_*`` variables),
+            with ``data_dir`` as a local working copy.
+        broker_url: empty (the default): jobs run in this process's worker threads; an ``amqp://`` (RabbitMQ)
+            or ``redis://`` URL: jobs are sent as Celery tasks to ``meshforge worker`` processes (needs a
+            shared ``database_url`` and ``storage_url``).
         log_format: ``text`` (one human-readable line per event) or ``json`` (one JSON object per line:
             ``ts``, ``level``, ``logger``, ``message`` and the event's fields) for the service's job events,
             its access log and uvicorn's own lines.
@@ -117,6 +127,9 @@ class Settings(BaseModel):
     web_dir: Path = DEFAULT_WEB_DIR
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
+    database_url: str = Field("", repr=False)
+    storage_url: str = ""
+    broker_url: str = Field("", repr=False)
 
     @field_validator("backends", "devices", "api_keys", mode="before")
     @classmethod
@@ -156,6 +169,29 @@ class Settings(BaseModel):
         for key in value:
             if len(key) < 8:
                 raise ValueError("every API key must have at least 8 characters")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        from .pg import is_postgres_url
+
+        if value and not is_postgres_url(value):
+            raise ValueError("must be a postgresql:// URL, or empty for the SQLite ledger in the data dir")
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if value and not (value.startswith("s3://") and len(value) > len("s3://") and value[5] != "/"):
+            raise ValueError("must be an s3://bucket/prefix URL, or empty for the data dir")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        if value and not value.startswith(("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://")):
+            raise ValueError("must be an amqp:// (RabbitMQ) or redis:// URL, or empty for in-process workers")
         return value
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""The job ledger (SQLite in WAL mode) and the artifact folders, both under the service's data dir.
+"""The job ledger (SQLite in WAL mode under the service's data dir, or PostgreSQL when
+``database_url`` is a ``postgresql://`` URL, see :mod:`~meshforge.service.pg`) and the artifact folders.
 
 ::
 
@@ -286,17 +287,34 @@ class JobStore:
         notify: change listener (optional).
     """
 
-    def __init__(self, data_dir: Path, notify: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, notify: Callable[[str], None] | None = None, *, database_url: str | None = None
+    ) -> None:
+        from .pg import is_postgres_url, migrate
+
         self.data_dir = Path(data_dir)
         self.jobs_dir = self.data_dir / "jobs"
         self.db_path = self.data_dir / "jobs.sqlite3"
+        self.database_url = database_url if is_postgres_url(database_url) else None
         self.notify: Callable[[str], None] = notify or (lambda _id: None)
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: list[Any] = []
         self._conns_lock = threading.Lock()
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self._conn().executescript(_SCHEMA)
-        self._migrate()
+        if self.database_url is not None:
+            migrate(self.database_url)
+        else:
+            self._conn().executescript(_SCHEMA)
+            self._migrate()
+
+    @property
+    def engine(self) -> str:
+        """``"postgresql"`` or ``"sqlite"``."""
+        return "postgresql" if self.database_url is not None else "sqlite"
+
+    def ping(self) -> None:
+        """Run ``SELECT 1`` on the ledger (raises the driver's error when it cannot be reached)."""
+        self._conn().execute("SELECT 1").fetchone()
 
     def _migrate(self) -> None:
         """Add the columns a ledger made by an older version lacks (one transaction, safe to race)."""
@@ -308,9 +326,16 @@ class JobStore:
             c.execute("CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_id) WHERE parent_id IS NOT NULL")
 
     # -- connections --------------------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+    def _conn(self) -> Any:
+        conn: Any = getattr(self._local, "conn", None)
+        if conn is None and self.database_url is not None:
+            from .pg import PgConnection
+
+            conn = PgConnection(self.database_url)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        elif conn is None:
             conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
@@ -322,7 +347,7 @@ class JobStore:
         return conn
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Any]:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -339,13 +364,13 @@ class JobStore:
         for conn in conns:
             try:
                 conn.close()
-            except sqlite3.Error:  # pragma: no cover
+            except Exception:  # pragma: no cover - sqlite3.Error, psycopg.Error
                 pass
         self._local = threading.local()
 
     def close_thread(self) -> None:
         """Close the calling thread's connection (a short-lived thread, such as a heartbeat, ends)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        conn: Any = getattr(self._local, "conn", None)
         if conn is None:
             return
         self._local.conn = None
