@@ -30,6 +30,7 @@ from ..export._png import encode_png
 from ..io.files import write_atomic
 from ..raw import Raw, dumps_raw
 from ..types import Asset, Image, Report
+from .artifacts import publish
 from .logs import job_event
 from .options import degrade, job_config, optimize_base, pipeline_base, with_config
 from .pg import ledger_errors
@@ -246,7 +247,11 @@ def execute_job(
         A :class:`JobOutcome`. Never raises for a job's own failure.
     """
     own = store is None
-    st = store if store is not None else JobStore(settings.data_dir, database_url=settings.database_url)
+    st = (
+        store
+        if store is not None
+        else JobStore(settings.data_dir, database_url=settings.database_url, storage_url=settings.storage_url)
+    )
     worker = worker or new_lease_owner("local")
     try:
         job = st.get(job_id)
@@ -259,6 +264,8 @@ def execute_job(
             job = claimed
         elif job.state != "running" or job.worker != worker:
             return JobOutcome(job_id, "skipped", job.kind)
+        if st.artifacts is not None:  # the input is in the object store; this process may not have it yet
+            st.local_file(job.parent_id or job.id, job.input_file)
         pool = backends if backends is not None else default_pool(settings)
         queued_s = round((job.started_at or job.created_at) - job.created_at, 4)
         job_event("job.started", job.id, kind=job.kind, attempt=job.attempts, worker=job.worker, queued_s=queued_s)
@@ -397,6 +404,11 @@ class _Execution:
                     write_atomic(folder / name, files[fmt])
             glb = files["glb"]
             write_atomic(folder / RESULT_GLB, glb)
+            if self.store.artifacts is not None:  # the bucket holds the job's files; the GLB last, as here
+                if self.lease.lost:
+                    raise JobAbandoned("upload")
+                names = [RAW_FILE, CUTOUT_PNG, *(n for f, n in RESULT_FILES.items() if f != "glb"), RESULT_GLB]
+                publish(self.store.artifacts, job.id, folder, names)
             export_s = time.perf_counter() - t0
             finished = time.time()
             run_s = finished - (job.started_at or finished)

@@ -90,6 +90,17 @@ class Settings(BaseModel):
         broker_url: empty (the default): jobs run in this process's worker threads; an ``amqp://`` (RabbitMQ)
             or ``redis://`` URL: jobs are sent as Celery tasks to ``meshforge worker`` processes (needs a
             shared ``database_url`` and ``storage_url``).
+        workers: in-process worker threads of ``meshforge serve``: unset for one per device (none when
+            ``broker_url`` is set), ``0`` for an API-only server (jobs run in ``meshforge worker``
+            processes, or in other servers sharing the ledger).
+        queue: the broker queue jobs are sent to and ``meshforge worker`` takes them from; with
+            ``weights_version`` set the queue is ``<queue>.<weights_version>``, so workers of two model
+            versions run side by side and an API server routes to one of them (roll back by changing it).
+        min_free_vram_bytes: a ``meshforge worker`` on a CUDA device takes a new job only while its
+            device has at least this much free memory (0: always); it reports the figure in its heartbeat.
+        worker_heartbeat_s: how often a ``meshforge worker`` writes its heartbeat row (free VRAM, backends,
+            job counts) and looks for jobs whose lease expired; a worker unseen for three times this long is
+            not counted as live in ``/readyz``.
         log_format: ``text`` (one human-readable line per event) or ``json`` (one JSON object per line:
             ``ts``, ``level``, ``logger``, ``message`` and the event's fields) for the service's job events,
             its access log and uvicorn's own lines.
@@ -127,6 +138,10 @@ class Settings(BaseModel):
     web_dir: Path = DEFAULT_WEB_DIR
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
+    workers: int | None = Field(None, ge=0)
+    queue: str = Field("meshforge", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    min_free_vram_bytes: int = Field(0, ge=0)
+    worker_heartbeat_s: float = Field(2.0, gt=0)
     database_url: str = Field("", repr=False)
     storage_url: str = ""
     broker_url: str = Field("", repr=False)
@@ -249,6 +264,14 @@ class Settings(BaseModel):
         PyTorch is imported only when it is installed and ``auto`` was asked for.
         """
         return resolve_devices(self.devices)
+
+    def broker_queue(self) -> str:
+        """The broker queue of this model version: ``queue``, or ``queue.weights_version`` when set."""
+        return f"{self.queue}.{self.weights_version}" if self.weights_version else self.queue
+
+    def in_process_workers(self) -> bool:
+        """Whether ``meshforge serve`` runs jobs in its own worker threads (not with ``workers=0`` or a broker)."""
+        return self.workers != 0 if self.workers is not None else not self.broker_url
 
     def auth_enabled(self) -> bool:
         """Whether ``/v1`` requires ``Authorization: Bearer <key>``."""

@@ -188,7 +188,7 @@ class WorkerPool:
     def __init__(
         self, settings: Settings, store: JobStore, on_outcome: Callable[[JobOutcome], None] | None = None
     ) -> None:
-        devices = settings.resolved_devices()
+        devices = settings.resolved_devices() if settings.in_process_workers() else ()
         self.workers = [
             Worker(f"{device}#{i}", device, settings, store, on_outcome) for i, device in enumerate(devices)
         ]
