@@ -187,7 +187,8 @@ class JobManager:
             storage_url=settings.storage_url,
         )
         self.pool = WorkerPool(settings, self.store, on_outcome=self._on_outcome)
-        self.metrics = ServiceMetrics(self.store, self.pool.status, self.remote_workers)
+        scaled = bool(settings.broker_url) or not settings.in_process_workers()
+        self.metrics = ServiceMetrics(self.store, self.pool.status, self.remote_workers if scaled else None)
         self._mean_run_s = 5.0
         self.stopping = False
         #: the job-message sender when jobs run in ``meshforge worker`` processes (``broker_url``)
@@ -825,7 +826,7 @@ class JobManager:
                     "the broker cannot be reached" if what == "broker" else "the object store cannot be reached"
                 )
         remote: list[RemoteWorkerInfo] = []
-        if checks.get("ledger"):
+        if checks.get("ledger") and (self.broker is not None or not self.settings.in_process_workers()):
             remote = [RemoteWorkerInfo(**vars(w)) for w in self.remote_workers()]
         if self.broker is not None and not any(w.accepting for w in remote):
             reasons.append("no live meshforge worker is taking jobs (none started, or all short of free VRAM)")

@@ -810,9 +810,8 @@ class JobStore:
         self._conn().execute("DELETE FROM workers WHERE name=?", (name,))
 
     def workers(self, *, seen_after: float = 0.0) -> list[WorkerRow]:
-        """Worker rows last seen after ``seen_after`` (POSIX seconds), by name; rows older than a day are
-        deleted on the way."""
-        self._conn().execute("DELETE FROM workers WHERE last_seen<?", (time.time() - 86400,))
+        """Worker rows last seen after ``seen_after`` (POSIX seconds), by name (rows of workers unseen for
+        a day are deleted by :meth:`expire`)."""
         rows = self._conn().execute("SELECT * FROM workers WHERE last_seen>? ORDER BY name", (seen_after,))
         return [WorkerRow.from_sql(r) for r in rows.fetchall()]
 
@@ -908,6 +907,8 @@ class JobStore:
         """
         now = time.time() if now is None else now
         conn = self._conn()
+        if conn.execute("SELECT EXISTS(SELECT 1 FROM workers WHERE last_seen<?)", (now - 86400,)).fetchone()[0]:
+            conn.execute("DELETE FROM workers WHERE last_seen<?", (now - 86400,))  # workers unseen for a day
         ids = [
             r[0]
             for r in conn.execute(
