@@ -22,7 +22,10 @@ def test_oom_is_retried_degraded_and_failures_go_to_the_dead_letter_list(
             job = wait_http(http, submit(http, image_bytes(), OPTS).json()["id"], ("succeeded", "failed"), 120)
             assert job["state"] == "succeeded" and job["degraded"] is True, job
             assert job["effective_options"]["resolution"] == 32 and job["options"]["resolution"] == 64
-            assert any("ran out of memory" in w for w in job["warnings"])
+            assert "ran out of memory; retried once with reduced settings: resolution 64 → 32" in job["warnings"][0]
+            # it went back to the queue (the attempt not counted) and ran again from its message
+            assert job["attempts"] == 1
+            assert "re-queued with reduced settings (resolution 64 → 32" in oom.log.read_text()
             assert_problem(http.post(f"/v1/jobs/{job['id']}/retry"), 409, "not_retryable")
             oom.stop()
             c.worker(fail=True)  # now every run fails

@@ -177,6 +177,11 @@ class JobAbandoned(_Stop):
     """The job is no longer this attempt's (failed by the watchdog, or re-queued)."""
 
 
+class JobRequeuedDegraded(Exception):
+    """The job ran out of memory on a broker worker: it goes back to the queue with the step-down applied
+    (any worker may run it, this one after freeing its memory); the message says what was reduced."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether an exception (or one it was raised from) means out of memory.
 
@@ -282,7 +287,8 @@ def execute_job(
                 degraded=out.degraded,
             )
         elif out.state == "queued":
-            job_event("job.requeued", job.id, kind=job.kind, reason="shutdown", attempt=job.attempts)
+            reason = "out_of_memory" if out.oom_retried else "shutdown"
+            job_event("job.requeued", job.id, kind=job.kind, reason=reason, attempt=job.attempts)
         else:
             job_event("job.abandoned", job.id, kind=job.kind, attempt=job.attempts, worker=job.worker)
             if st.get(job_id) is None:
@@ -446,6 +452,11 @@ class _Execution:
             out.state = "abandoned"
         except JobInterrupted:
             out.state = "queued" if self.store.requeue(job.id, self.attempt, job.worker) else "abandoned"
+        except JobRequeuedDegraded as exc:
+            self._remove_outputs()
+            out.degraded = out.oom_retried = True
+            out.state = "queued" if self.store.requeue(job.id, self.attempt, job.worker) else "abandoned"
+            log.warning("job %s ran out of memory; re-queued with reduced settings (%s)", job.id, exc)
         except MissingDependency as exc:
             self._fail(out, timings, "failed", "missing_dependency", str(exc))
         except InputError as exc:
@@ -520,16 +531,27 @@ class _Execution:
         options = self.job.effective_options or self.job.options
         cfg = self._config(options)
         try:
-            return self._run_once(cfg, options)
+            asset, report, raw = self._run_once(cfg, options)
         except _Stop:
             raise
         except Exception as exc:
             if not is_out_of_memory(exc) or self.job.degraded:
                 raise
             log.warning("job %s ran out of memory (%s); retrying with reduced settings", self.job.id, one_line(exc))
+        else:
+            if self.job.degraded:  # re-queued after running out of memory (broker workers): say so here too
+                out.degraded = True
+                _, changes = degrade(self.job.kind, self._config(self.job.options))  # what the step-down was
+                report.warn(
+                    "ran out of memory; retried once with reduced settings: " + (", ".join(changes) or "unchanged")
+                )
+                report.info["degraded"] = True
+            return asset, report, raw
         _free_memory()
         reduced, changes = degrade(self.job.kind, cfg)
         self.store.set_degraded(self.job.id, self.attempt, with_config(options, reduced))
+        if self.settings.broker_url:  # back to the queue: the worker with the most room takes it
+            raise JobRequeuedDegraded(", ".join(changes) or "unchanged")
         out.degraded = out.oom_retried = True
         asset, report, raw = self._run_once(reduced, options)
         report.warn("ran out of memory; retried once with reduced settings: " + (", ".join(changes) or "unchanged"))

@@ -15,7 +15,10 @@ queue of that model version (:meth:`~.settings.Settings.broker_queue`). A worker
   back in the queue, with a new message, every running job whose lease expired (its worker died), so such
   a job runs again once — as the API servers do too;
 - takes no new job while its CUDA device has less than ``min_free_vram_bytes`` free (the message goes back
-  to the broker for a worker with room).
+  to the broker for a worker with room);
+- puts a job that ran out of memory back in the queue with the step-down applied
+  (:func:`~.options.degrade`, flagged ``degraded``) and sends its message again; a degraded job that runs
+  out of memory again fails with ``out_of_memory`` (the dead-letter list).
 
 Redis works as the broker too (``redis://``); there a message a dead worker held comes back after the
 broker's visibility timeout, and the ledger's lease recovery re-sends the job meanwhile.
@@ -244,6 +247,8 @@ class WorkerContext:
             )
         finally:
             self.current = None
+        if outcome.state == "queued" and outcome.oom_retried:  # re-queued degraded: its message, once more
+            self.send(job_id)
         if outcome.state == "succeeded":
             self.jobs_done += 1
         elif outcome.state in ("failed", "canceled"):
