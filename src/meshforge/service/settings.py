@@ -255,7 +255,8 @@ class Settings(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-            source = f"{ENV_PREFIX}{loc.upper()}" if loc in values and loc not in overrides else loc
+            from_env = loc in values and overrides.get(loc) is None  # an option left unset does not count
+            source = f"{ENV_PREFIX}{loc.upper()}" if from_env else loc
             raise SettingsError(f"{source}: {err.get('msg', 'invalid value')}") from None
 
     def resolved_devices(self) -> tuple[str, ...]:
