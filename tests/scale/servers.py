@@ -112,10 +112,11 @@ def postgres_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def rabbitmq_server() -> Iterator[str]:
-    """A RabbitMQ node with its own name, ports, database and logs; yields ``amqp://guest:guest@…//``."""
+def rabbitmq_server(port: int | None = None) -> Iterator[str]:
+    """A RabbitMQ node with its own name, ports, database and logs (AMQP on ``port``, a free one when None);
+    yields ``amqp://guest:guest@…//``."""
     root = Path(tempfile.mkdtemp(prefix="meshforge-rmq-"))
-    port, dist, epmd = free_port(), free_port(), free_port()
+    port, dist, epmd = port or free_port(), free_port(), free_port()
     node = f"meshforge{os.getpid()}x{port}@localhost"
     env = {
         **os.environ,

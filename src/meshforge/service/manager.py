@@ -853,6 +853,7 @@ class JobManager:
         (``timeout``; their worker drops them at its next stage). Returns the ids of the failed jobs."""
         if not self.stopping:
             self.recover()
+            self.resend_queued()  # after a failed send: once the broker is back
         out = []
         for job in self.store.overdue(now):
             ok = self.store.finish(

@@ -251,7 +251,9 @@ class RemoteWorkerInfo(BaseModel):
 
 class Readiness(BaseModel):
     """``/readyz``: ready when every worker is alive and has built its default backend, and the data
-    dir's disk has at least ``min_free_bytes`` free; ``reasons`` says why not (empty when ready)."""
+    dir's disk has at least ``min_free_bytes`` free; with a broker, when the ledger, broker and object store
+    answer (``checks``) and a live ``meshforge worker`` takes jobs (``remote_workers``); ``reasons`` says
+    why not (empty when ready)."""
 
     ready: bool
     reasons: list[str] = Field(default_factory=list)
