@@ -54,3 +54,21 @@ def test_a_worker_short_of_vram_takes_no_job_and_readyz_says_so(
             ctx.run(job_id, tasks.SCHEMA_VERSION, "v9")
         assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "queued"
     ctx.store.close()
+
+
+def test_a_ledger_failure_sends_the_message_back_instead_of_losing_it(
+    tmp_path: Path, pg_url: str, postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    settings = make_settings(tmp_path, database_url=pg_url, broker_url="amqp://127.0.0.1:9//", queue="ledgerdown")
+    monkeypatch.setattr(tasks.time, "sleep", lambda s: None)
+    task = tasks.register_task(tasks.celery_app(settings))
+    monkeypatch.setattr(tasks, "CONTEXT", tasks.WorkerContext(settings, "cpu", send=lambda job_id: None))
+    assert task.run("0" * 32, tasks.SCHEMA_VERSION, "") == "missing"  # the ledger answers
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:  # the ledger goes away
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with pytest.raises(Reject) as exc:
+        task.run("0" * 32, tasks.SCHEMA_VERSION, "")
+    assert exc.value.requeue is True

@@ -270,10 +270,21 @@ CONTEXT: WorkerContext | None = None
 def register_task(app: Any) -> Any:
     """Register the job task on ``app``; returns it."""
 
+    from celery.exceptions import Reject
+
     @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def run_job(job_id: str, schema: int = 0, model_version: str = "") -> str:
         assert CONTEXT is not None, "the job task runs only in meshforge worker"
-        return CONTEXT.run(job_id, schema, model_version)
+        try:
+            return CONTEXT.run(job_id, schema, model_version)
+        except Reject:
+            raise
+        except Exception as exc:
+            # the ledger or the object store failed (a job's own failure is recorded by execute_job): the
+            # message goes back to the broker rather than being lost; the ledger decides what runs next
+            log.warning("worker %s: job %s: %s; message sent back", CONTEXT.name, job_id, one_line(exc))
+            time.sleep(1.0)
+            raise Reject(one_line(exc), requeue=True) from None
 
     return run_job
 
