@@ -280,11 +280,11 @@ def main() -> int:
         ]
         with psycopg.connect(pg) as conn:
             rows = conn.execute("SELECT id, state, attempts FROM jobs").fetchall()
-    shutil.rmtree(root, ignore_errors=True)
     states = {s: sum(1 for r in rows if r[1] == s) for s in {r[1] for r in rows}}
     results = [k for k in keys if k.endswith("/result.glb")]
     per_job = {r[0]: sum(1 for k in results if k.split("/")[2] == r[0]) for r in rows}
     attempts_seen, overlapping = attempts_overlap(worker_logs, kills)
+    shutil.rmtree(root, ignore_errors=True)
     redelivered = sorted(r[0] for r in rows if r[2] > 1)
     dropped = sum(w["redeliveries_dropped"] for w in remote)
     if len(rows) != args.jobs:
