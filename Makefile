@@ -6,7 +6,7 @@ VALIDATOR := tools/gltf-validator
 
 WEB := src/meshforge/web
 
-.PHONY: demo install dev validator web browser lint typecheck test bench bench-service serve clean
+.PHONY: demo install dev validator web browser services lint typecheck test bench bench-service serve clean
 
 demo: install  ## create .venv, install meshforge, and turn the bundled chair picture into out/chair.glb
 	$(BIN)/meshforge generate examples/images/chair.png -o out --preview
@@ -40,6 +40,10 @@ $(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 browser:  ## Debian's Chromium for the studio's browser test (root installs it when missing)
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
+services:  ## Debian's PostgreSQL, RabbitMQ and Redis for the scale-out tests (root installs them when missing)
+	@{ ls /usr/lib/postgresql/*/bin/initdb && command -v rabbitmq-server && command -v redis-server; } >/dev/null 2>&1 \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends postgresql rabbitmq-server redis-server; }
+
 lint: dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -47,7 +51,7 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-test: dev validator web browser lint typecheck  ## install dev extras, validator, studio deps, Chromium; lint, type-check, run the tests
+test: dev validator web browser services lint typecheck  ## install dev extras, validator, studio deps, Chromium, PostgreSQL/RabbitMQ/Redis; lint, type-check, run the tests
 	$(BIN)/python -m pytest
 
 bench: install

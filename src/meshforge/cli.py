@@ -275,6 +275,17 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_serve_arguments(sv)
     sv.set_defaults(func=_cmd_serve)
 
+    wk = sub.add_parser(
+        "worker",
+        help="run service jobs from a broker, one process per device (needs the scale extra)",
+        description="Run the service's jobs from the broker (MESHFORGE_SERVICE_BROKER_URL) on one device per "
+        "process, with the shared ledger and object store; API servers run `meshforge serve --workers 0`.",
+    )
+    from .service.entry import add_worker_arguments as _add_worker_arguments
+
+    _add_worker_arguments(wk)
+    wk.set_defaults(func=_cmd_worker)
+
     o = sub.add_parser(
         "optimize",
         help="turn a dense mesh into a game-ready low-poly asset with baked maps",
@@ -594,6 +605,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .service.entry import run_from_args
 
     return run_from_args(args)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from .service.entry import worker_main
+
+    return worker_main(
+        args.devices, args.data_dir, backend=args.backend, weights=args.weights, log_level=args.log_level
+    )
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

@@ -188,6 +188,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, help="weights folder or hub id for backends that need them")
     parser.add_argument("--devices", default=None, help="auto, cpu, or e.g. cuda:0,cuda:1 (one worker each)")
     parser.add_argument("--log-level", default=None, choices=("critical", "error", "warning", "info", "debug"))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="0: API only, jobs run in `meshforge worker` processes (default: one worker thread per device, "
+        "none with a broker)",
+    )
     parser.epilog = (
         "Every setting can also come from MESHFORGE_SERVICE_<NAME> environment variables, e.g. "
         "MESHFORGE_SERVICE_API_KEYS (comma-separated bearer tokens), MESHFORGE_SERVICE_MAX_QUEUE, "
@@ -205,7 +213,115 @@ def run_from_args(args: argparse.Namespace) -> int:
         weights=args.weights,
         devices=args.devices,
         log_level=args.log_level,
+        workers=args.workers,
     )
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``meshforge worker`` options to a parser."""
+    parser.add_argument(
+        "--devices", default=None, help="cpu, cuda:0, or e.g. cuda:0,cuda:1 (one worker process each; default auto)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, metavar="DIR", help="local working copies of job files (default ./meshforge-data)"
+    )
+    parser.add_argument("--backend", default=None, help="default backend for generate jobs (default auto)")
+    parser.add_argument("--weights", default=None, help="weights folder or hub id for backends that need them")
+    parser.add_argument("--log-level", default=None, choices=("critical", "error", "warning", "info", "debug"))
+    parser.epilog = (
+        "Needs MESHFORGE_SERVICE_BROKER_URL (amqp:// or redis://), MESHFORGE_SERVICE_DATABASE_URL "
+        "(postgresql://) and MESHFORGE_SERVICE_STORAGE_URL (s3://bucket/prefix) shared with the API servers; "
+        "every other MESHFORGE_SERVICE_* setting applies too."
+    )
+
+
+def worker_main(
+    devices: str | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    backend: str | None = None,
+    weights: str | None = None,
+    log_level: str | None = None,
+) -> int:
+    """``meshforge worker``: run jobs from the broker, one process per device (see :mod:`.tasks`).
+
+    With one device the worker runs in this process; with several, one child process per device, and this
+    process waits for them (SIGTERM/SIGINT is passed on: each finishes its running job, then exits).
+
+    Returns:
+        The exit status: 0 after a clean shutdown, 2 for invalid settings (a missing broker URL among them),
+        1 when a dependency is missing or the ledger, broker or object store cannot be reached; each with one
+        ``error:`` line on stderr.
+    """
+    try:
+        require("celery", "meshforge worker", "scale")
+        from .settings import Settings
+
+        cfg = Settings.from_env(
+            data_dir=data_dir, backend=backend, weights=weights, devices=devices, log_level=log_level
+        )
+    except MeshforgeError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2 if not isinstance(exc, ImportError) else 1
+    if not cfg.broker_url:
+        print(
+            "error: meshforge worker needs MESHFORGE_SERVICE_BROKER_URL (amqp://… or redis://…); "
+            "without a broker, meshforge serve runs the jobs itself",
+            file=sys.stderr,
+        )
+        return 2
+    resolved = cfg.resolved_devices()
+    if len(resolved) > 1:
+        return _worker_children(resolved, sys.argv[1:] if sys.argv else [])
+    from .logs import configure
+    from .storage import DataDirError, check_data_dir
+
+    try:
+        check_data_dir(cfg.data_dir)
+    except DataDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    configure(cfg.log_format, cfg.log_level)
+    from .tasks import worker_main as run_worker
+
+    try:
+        return run_worker(cfg, resolved[0])
+    except Exception as exc:
+        from .problems import one_line
+
+        print(f"error: the worker cannot start: {one_line(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
+        return 1
+
+
+def _worker_children(devices: Sequence[str], argv: Sequence[str]) -> int:
+    """One ``meshforge worker --devices <d>`` child per device; waits for all, passing SIGTERM/SIGINT on."""
+    import signal
+    import subprocess
+
+    base = [sys.executable, "-m", "meshforge.cli", "worker"]
+    rest: list[str] = []
+    skip = False
+    for a in argv[argv.index("worker") + 1 :] if "worker" in argv else []:
+        if skip:
+            skip = False
+            continue
+        if a == "--devices":
+            skip = True
+            continue
+        if a.startswith("--devices="):
+            continue
+        rest.append(a)
+    children = [subprocess.Popen([*base, "--devices", d, *rest]) for d in devices]
+
+    def forward(sig: int, _frame: Any) -> None:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [c.wait() for c in children]
+    return max(codes, default=0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

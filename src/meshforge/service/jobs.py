@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 import shutil
-import sqlite3
 import sys
 import threading
 import time
@@ -31,8 +30,10 @@ from ..export._png import encode_png
 from ..io.files import write_atomic
 from ..raw import Raw, dumps_raw
 from ..types import Asset, Image, Report
+from .artifacts import publish
 from .logs import job_event
 from .options import degrade, job_config, optimize_base, pipeline_base, with_config
+from .pg import ledger_errors
 from .problems import hide_paths, one_line
 from .settings import Settings
 from .storage import TERMINAL, JobRow, JobStore, is_storage_full, new_lease_owner
@@ -180,6 +181,11 @@ class JobAbandoned(_Stop):
     """The job is no longer this attempt's (failed by the watchdog, or re-queued)."""
 
 
+class JobRequeuedDegraded(Exception):
+    """The job ran out of memory on a broker worker: it goes back to the queue with the step-down applied
+    (any worker may run it, this one after freeing its memory); the message says what was reduced."""
+
+
 def _free_memory() -> None:
     gc.collect()
     torch = sys.modules.get("torch")
@@ -232,7 +238,11 @@ def execute_job(
         A :class:`JobOutcome`. Never raises for a job's own failure.
     """
     own = store is None
-    st = store if store is not None else JobStore(settings.data_dir)
+    st = (
+        store
+        if store is not None
+        else JobStore(settings.data_dir, database_url=settings.database_url, storage_url=settings.storage_url)
+    )
     worker = worker or new_lease_owner("local")
     try:
         job = st.get(job_id)
@@ -245,6 +255,8 @@ def execute_job(
             job = claimed
         elif job.state != "running" or job.worker != worker:
             return JobOutcome(job_id, "skipped", job.kind)
+        if st.artifacts is not None:  # the input is in the object store; this process may not have it yet
+            st.local_file(job.parent_id or job.id, job.input_file)
         pool = backends if backends is not None else default_pool(settings)
         queued_s = round((job.started_at or job.created_at) - job.created_at, 4)
         job_event("job.started", job.id, kind=job.kind, attempt=job.attempts, worker=job.worker, queued_s=queued_s)
@@ -261,7 +273,8 @@ def execute_job(
                 degraded=out.degraded,
             )
         elif out.state == "queued":
-            job_event("job.requeued", job.id, kind=job.kind, reason="shutdown", attempt=job.attempts)
+            reason = "out_of_memory" if out.oom_retried else "shutdown"
+            job_event("job.requeued", job.id, kind=job.kind, reason=reason, attempt=job.attempts)
         else:
             job_event("job.abandoned", job.id, kind=job.kind, attempt=job.attempts, worker=job.worker)
             if st.get(job_id) is None:
@@ -298,7 +311,7 @@ class _Heartbeat:
             while not self._done.wait(self.lease_s / 3):
                 try:
                     held = self.store.heartbeat(job.id, job.attempts, str(job.worker), self.lease_s)
-                except sqlite3.Error as exc:  # a busy ledger: try again at the next beat, within the lease
+                except ledger_errors() as exc:  # a busy ledger: try again at the next beat, within the lease
                     log.warning("job %s: lease renewal failed: %s", job.id, exc)
                     continue
                 if not held:
@@ -383,6 +396,11 @@ class _Execution:
                     write_atomic(folder / name, files[fmt])
             glb = files["glb"]
             write_atomic(folder / RESULT_GLB, glb)
+            if self.store.artifacts is not None:  # the bucket holds the job's files; the GLB last, as here
+                if self.lease.lost:
+                    raise JobAbandoned("upload")
+                names = [RAW_FILE, CUTOUT_PNG, *(n for f, n in RESULT_FILES.items() if f != "glb"), RESULT_GLB]
+                publish(self.store.artifacts, job.id, folder, names)
             export_s = time.perf_counter() - t0
             finished = time.time()
             run_s = finished - (job.started_at or finished)
@@ -420,6 +438,11 @@ class _Execution:
             out.state = "abandoned"
         except JobInterrupted:
             out.state = "queued" if self.store.requeue(job.id, self.attempt, job.worker) else "abandoned"
+        except JobRequeuedDegraded as exc:
+            self._remove_outputs()
+            out.degraded = out.oom_retried = True
+            out.state = "queued" if self.store.requeue(job.id, self.attempt, job.worker) else "abandoned"
+            log.warning("job %s ran out of memory; re-queued with reduced settings (%s)", job.id, exc)
         except MissingDependency as exc:
             self._fail(out, timings, "failed", "missing_dependency", str(exc))
         except InputError as exc:
@@ -494,16 +517,27 @@ class _Execution:
         options = self.job.effective_options or self.job.options
         cfg = self._config(options)
         try:
-            return self._run_once(cfg, options)
+            asset, report, raw = self._run_once(cfg, options)
         except _Stop:
             raise
         except Exception as exc:
             if not is_out_of_memory(exc) or self.job.degraded:
                 raise
             log.warning("job %s ran out of memory (%s); retrying with reduced settings", self.job.id, one_line(exc))
+        else:
+            if self.job.degraded:  # re-queued after running out of memory (broker workers): say so here too
+                out.degraded = True
+                _, changes = degrade(self.job.kind, self._config(self.job.options))  # what the step-down was
+                report.warn(
+                    "ran out of memory; retried once with reduced settings: " + (", ".join(changes) or "unchanged")
+                )
+                report.info["degraded"] = True
+            return asset, report, raw
         _free_memory()
         reduced, changes = degrade(self.job.kind, cfg)
         self.store.set_degraded(self.job.id, self.attempt, with_config(options, reduced))
+        if self.settings.broker_url:  # back to the queue: the worker with the most room takes it
+            raise JobRequeuedDegraded(", ".join(changes) or "unchanged")
         out.degraded = out.oom_retried = True
         asset, report, raw = self._run_once(reduced, options)
         report.warn("ran out of memory; retried once with reduced settings: " + (", ".join(changes) or "unchanged"))

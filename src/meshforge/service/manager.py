@@ -56,6 +56,7 @@ from .schemas import (
     JobList,
     Progress,
     Readiness,
+    RemoteWorkerInfo,
     Timings,
     WorkerInfo,
 )
@@ -181,11 +182,24 @@ class JobManager:
     def __init__(self, settings: Settings, hub: ChangeHub) -> None:
         self.settings = settings
         self.hub = hub
-        self.store = JobStore(settings.data_dir, notify=hub.notify)
+        self.store = JobStore(
+            settings.data_dir,
+            notify=hub.notify,
+            database_url=settings.database_url,
+            storage_url=settings.storage_url,
+        )
         self.pool = WorkerPool(settings, self.store, on_outcome=self._on_outcome)
-        self.metrics = ServiceMetrics(self.store, self.pool.status)
+        scaled = bool(settings.broker_url) or not settings.in_process_workers()
+        self.metrics = ServiceMetrics(self.store, self.pool.status, self.remote_workers if scaled else None)
         self._mean_run_s = 5.0
         self.stopping = False
+        #: the job-message sender when jobs run in ``meshforge worker`` processes (``broker_url``)
+        self.broker: Any = None
+        self._resend = False  # a message could not be sent: send every queued job's again at the next tick
+        if settings.broker_url:
+            from .tasks import Broker
+
+            self.broker = Broker(settings)
 
     @classmethod
     def start(cls, settings: Settings, hub: ChangeHub) -> JobManager:
@@ -198,7 +212,46 @@ class JobManager:
         manager.recover()
         manager.store.remove_orphans()
         manager.pool.start()
+        if manager.broker is not None:
+            # a server killed between queueing a job and sending its message left it without one: send
+            # every queued job's (a worker drops a message whose job is no longer queued)
+            manager._resend = True
+            manager.resend_queued()
         return manager
+
+    def dispatch(self, job_id: str) -> None:
+        """Get a queued job run: send its message (``broker_url``), or wake the in-process workers."""
+        if self.broker is None:
+            self.pool.wake()
+            return
+        try:
+            self.broker.send(job_id)
+        except Exception as exc:  # the ledger has the job: it is sent again once the broker is back
+            log.warning("job %s: cannot send its message to the broker (%s); will retry", job_id, one_line(exc))
+            self._resend = True
+
+    def resend_queued(self) -> int:
+        """After a failed send (or at startup): send the message of every queued job again.
+
+        Returns:
+            The number of messages sent.
+        """
+        if self.broker is None or not self._resend:
+            return 0
+        self._resend = False
+        ids = self.store.queued_ids()
+        for n, job_id in enumerate(ids):
+            try:
+                self.broker.send(job_id)
+            except Exception as exc:
+                log.warning("cannot send queued jobs to the broker (%s); will retry", one_line(exc))
+                self._resend = True
+                return n
+        return len(ids)
+
+    def remote_workers(self) -> list[Any]:
+        """The ``meshforge worker`` processes seen in their last three heartbeat periods (ledger rows)."""
+        return self.store.workers(seen_after=time.time() - 3 * self.settings.worker_heartbeat_s)
 
     def recover(self) -> list[str]:
         """Re-queue running jobs whose lease expired (their process died); fail those started too often.
@@ -209,6 +262,8 @@ class JobManager:
         requeued, failed = self.store.recover(self.settings.max_attempts, self.settings.ttl_s)
         for job_id in requeued:
             job_event("job.requeued", job_id, reason="lease_expired")
+            if self.broker is not None:
+                self.dispatch(job_id)
         for job_id in failed:
             job_event("job.finished", job_id, state="failed", code="interrupted", run_s=None)
         if requeued or failed:
@@ -351,6 +406,8 @@ class JobManager:
         input_file = f"{INPUT_DIR}/{stem}.{ext}"
         try:
             (folder / input_file).write_bytes(data)
+            if self.store.artifacts is not None:  # workers on other machines read it from the object store
+                self.store.artifacts.put_file(job_id, input_file, folder / input_file)
             new = NewJob(
                 id=job_id,
                 kind=kind,
@@ -368,16 +425,16 @@ class JobManager:
             )
             outcome = self.store.create(new, max_queue=s.max_queue, ttl_s=s.ttl_s)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            self.store.remove_files(job_id)
             raise
         if outcome.how != "created":
-            shutil.rmtree(folder, ignore_errors=True)
+            self.store.remove_files(job_id)
         self._refuse(outcome, kind, idempotency_key)
         assert outcome.job is not None
         self.metrics.submitted.labels(kind, outcome.how).inc()
         job_event("job.submitted", outcome.job.id, kind=kind, how=outcome.how, input_bytes=len(data))
         if outcome.how == "created":
-            self.pool.wake()
+            self.dispatch(outcome.job.id)
         return self.view(outcome.job, cached=outcome.how == "cached"), outcome.how
 
     def submit_prompt(
@@ -469,7 +526,7 @@ class JobManager:
             self.metrics.submitted.labels(kind, "rejected").inc()
             raise ProblemError(422, "invalid_options", str(exc)) from None
         try:
-            data = raw_path.read_bytes()
+            data = (self.store.local_file(parent.id, RAW_FILE) or raw_path).read_bytes()
         except FileNotFoundError:
             raise ProblemError(
                 409,
@@ -510,7 +567,7 @@ class JobManager:
         self.metrics.submitted.labels(kind, outcome.how).inc()
         job_event("job.submitted", outcome.job.id, kind=kind, how=outcome.how, parent=parent.id)
         if outcome.how == "created":
-            self.pool.wake()
+            self.dispatch(outcome.job.id)
         return self.view(outcome.job, cached=outcome.how == "cached"), outcome.how
 
     def _check_image(self, data: bytes, stem: str, kind: str) -> tuple[str, str, str]:
@@ -639,6 +696,8 @@ class JobManager:
                 before = decode_cursor(cursor)
             except ValueError:
                 raise ProblemError(422, "invalid_cursor", "cursor: not a cursor this server issued") from None
+        if states and "dead" in states:  # the dead-letter list: jobs that failed (their last error kept)
+            states = sorted({"failed" if st == "dead" else st for st in states})
         rows, nxt = self.store.list_jobs(owner=self._owner(owner), states=states, limit=limit, before_seq=before)
         return JobList(
             items=[self.view(r, with_report=False) for r in rows],
@@ -659,6 +718,29 @@ class JobManager:
             raise ProblemError(404, "not_found", f"no job {job_id!r}")
         if job.state == "queued" and after.state == "canceled":  # a running one is logged by its worker
             job_event("job.finished", job_id, kind=job.kind, state="canceled", code="canceled", run_s=None)
+        return self.view(after)
+
+    def retry(self, job_id: str, owner: str) -> Job:
+        """Put a failed (dead-letter) or canceled job back in the queue, as new: its attempts, error and
+        degraded flag are cleared and it runs with the options it was submitted with.
+
+        Raises:
+            ProblemError: 404 ``not_found``; 409 ``not_retryable`` when it is queued, running or succeeded;
+                503 ``shutting_down``.
+        """
+        job = self.get_row(job_id, owner)
+        if self.stopping:
+            raise ProblemError(503, "shutting_down", "this server is shutting down; retry on another server")
+        if job.state not in ("failed", "canceled"):
+            raise ProblemError(
+                409, "not_retryable", f"job {job_id} is {job.state}: only failed or canceled jobs can be retried"
+            )
+        after = self.store.retry(job.id, self._owner(owner))
+        if after is None:  # pragma: no cover - deleted in between
+            raise ProblemError(404, "not_found", f"no job {job_id!r}")
+        if after.state == "queued":
+            job_event("job.retried", job.id, kind=job.kind, previous=job.error_code)
+            self.dispatch(job.id)
         return self.view(after)
 
     def delete(self, job_id: str, owner: str) -> None:
@@ -709,9 +791,9 @@ class JobManager:
         job = self._succeeded(job_id, owner)
         ext, media_type = RESULT_TYPES[fmt]
         stem = safe_stem(Path(job.input_name).stem)
-        path = self.store.job_dir(job.id) / RESULT_FILES[fmt]
-        if not path.is_file():
-            if fmt != "glb" and (self.store.job_dir(job.id) / RESULT_GLB).is_file():
+        path = self.store.local_file(job.id, RESULT_FILES[fmt])
+        if path is None:
+            if fmt != "glb" and self.store.local_file(job.id, RESULT_GLB) is not None:
                 raise ProblemError(
                     404,
                     "artifact_missing",
@@ -720,6 +802,23 @@ class JobManager:
                 )
             raise ProblemError(404, "artifact_missing", f"job {job.id}: its files are gone")
         return FileAnswer(path, f"{stem}.{ext}", media_type)
+
+    def result_url(self, job_id: str, owner: str, fmt: str, expires_s: int = 3600) -> str | None:
+        """A presigned URL of the asset file in ``fmt`` in the object store (valid ``expires_s`` seconds),
+        or None when the job files are kept only in the data dir (no ``storage_url``).
+
+        Raises:
+            ProblemError: 404 ``not_found`` / ``artifact_missing``; 409 ``job_not_finished``.
+        """
+        store = self.store.artifacts
+        if store is None:
+            return None
+        job = self._succeeded(job_id, owner)
+        ext, media_type = RESULT_TYPES[fmt]
+        if not store.exists(job.id, RESULT_FILES[fmt]):
+            raise ProblemError(404, "artifact_missing", f"job {job.id}: its {fmt.upper()} file is gone")
+        name = f"{safe_stem(Path(job.input_name).stem)}.{ext}"
+        return store.presign(job.id, RESULT_FILES[fmt], filename=name, media_type=media_type, expires_s=expires_s)
 
     def preview(self, job_id: str, owner: str) -> FileAnswer:
         """A PNG sheet of rendered views of the asset (unlit and lit), rendered from the job's GLB
@@ -747,8 +846,8 @@ class JobManager:
                 version that did not keep it); 409 ``job_not_finished``.
         """
         job = self._succeeded(job_id, owner)
-        path = self.store.job_dir(job.id) / CUTOUT_PNG
-        if not path.is_file():
+        path = self.store.local_file(job.id, CUTOUT_PNG)
+        if path is None:
             why = "optimize jobs have no cut-out picture" if job.kind == "optimize" else "its cut-out picture is gone"
             raise ProblemError(404, "artifact_missing", f"job {job.id}: {why}")
         return FileAnswer(path, f"{safe_stem(Path(job.input_name).stem)}.cutout.png", "image/png")
@@ -769,8 +868,8 @@ class JobManager:
     def input(self, job_id: str, owner: str) -> FileAnswer:
         """The uploaded file, as stored."""
         job = self.get_row(job_id, owner)
-        path = self.store.input_path(job)
-        if not path.is_file():
+        path = self.store.local_file(job.parent_id or job.id, job.input_file)
+        if path is None:
             raise ProblemError(404, "artifact_missing", f"job {job.id}: its input is gone")
         return FileAnswer(path, job.input_name, job.input_media_type)
 
@@ -780,12 +879,38 @@ class JobManager:
         backend built and the data dir's filesystem has at least ``min_free_bytes`` free (``reasons``
         says what is wrong otherwise)."""
         workers = [WorkerInfo(**vars(w)) for w in self.pool.status()]
-        counts = self.store.counts()
         reasons = []
+        checks: dict[str, bool] = {}
         if self.stopping:
             reasons.append("the service is shutting down")
-        if not workers or not all(w.alive and w.backend_loaded for w in workers):
+        if self.settings.in_process_workers() and (
+            not workers or not all(w.alive and w.backend_loaded for w in workers)
+        ):
             reasons.append("a worker is not running or has not built its backend")
+        try:
+            counts = self.store.counts()
+            checks["ledger"] = True
+        except Exception as exc:
+            log.warning("readiness: the job ledger cannot be reached: %s", one_line(exc))
+            counts, checks["ledger"] = dict.fromkeys(("queued", "running"), 0), False
+            reasons.append(f"the job ledger ({self.store.engine}) cannot be reached")
+        for what, ping in (("broker", self.broker), ("store", self.store.artifacts)):
+            if ping is None:
+                continue
+            try:
+                ping.ping()
+                checks[what] = True
+            except Exception as exc:
+                log.warning("readiness: the %s cannot be reached: %s", what, one_line(exc))
+                checks[what] = False
+                reasons.append(
+                    "the broker cannot be reached" if what == "broker" else "the object store cannot be reached"
+                )
+        remote: list[RemoteWorkerInfo] = []
+        if checks.get("ledger") and (self.broker is not None or not self.settings.in_process_workers()):
+            remote = [RemoteWorkerInfo(**vars(w)) for w in self.remote_workers()]
+        if self.broker is not None and not any(w.accepting for w in remote):
+            reasons.append("no live meshforge worker is taking jobs (none started, or all short of free VRAM)")
         free = self.store.free_bytes()
         if free < self.settings.min_free_bytes:
             reasons.append(
@@ -798,6 +923,8 @@ class JobManager:
             workers=workers,
             queue_depth=counts["queued"],
             running=counts["running"],
+            checks=checks,
+            remote_workers=remote,
             disk_free_bytes=free,
             gpus=[GpuMemory(**g) for g in gpu_memory()],
         )
@@ -807,6 +934,7 @@ class JobManager:
         (``timeout``; their worker drops them at its next stage). Returns the ids of the failed jobs."""
         if not self.stopping:
             self.recover()
+            self.resend_queued()  # after a failed send: once the broker is back
         out = []
         for job in self.store.overdue(now):
             ok = self.store.finish(

@@ -63,9 +63,12 @@ def gpu_memory() -> list[dict[str, Any]]:
 
 
 class _LiveCollector(Collector):
-    def __init__(self, store: JobStore, workers: Callable[[], list[Any]]) -> None:
+    def __init__(
+        self, store: JobStore, workers: Callable[[], list[Any]], remote: Callable[[], list[Any]] | None = None
+    ) -> None:
         self.store = store
         self.workers = workers
+        self.remote = remote
 
     def collect(self) -> Iterator[Metric]:
         """The gauges read at scrape time."""
@@ -81,6 +84,8 @@ class _LiveCollector(Collector):
         workers.add_metric(["busy"], sum(1 for w in ws if w.current_job))
         workers.add_metric(["backend_loaded"], sum(1 for w in ws if w.backend_loaded))
         yield workers
+        if self.remote is not None:
+            yield from _remote_metrics(self.remote())
         gpus = gpu_memory()
         if gpus:
             free = GaugeMetricFamily("meshforge_gpu_memory_free_bytes", "Free CUDA memory.", labels=["device"])
@@ -92,6 +97,37 @@ class _LiveCollector(Collector):
             yield total
 
 
+def _remote_metrics(rows: list[Any]) -> Iterator[Metric]:
+    """Per-worker gauges of the live ``meshforge worker`` processes (their heartbeat rows)."""
+    labels = ["worker", "device"]
+    live = GaugeMetricFamily("meshforge_remote_workers", "Live meshforge worker processes.", value=len(rows))
+    busy = GaugeMetricFamily("meshforge_worker_busy", "Jobs the worker is running now (0 or 1).", labels=labels)
+    jobs = GaugeMetricFamily("meshforge_worker_jobs", "Jobs the worker ended, by result.", labels=[*labels, "result"])
+    dropped = GaugeMetricFamily(
+        "meshforge_worker_redeliveries_dropped",
+        "Messages dropped because another worker held a live lease on their job.",
+        labels=labels,
+    )
+    accepting = GaugeMetricFamily(
+        "meshforge_worker_accepting",
+        "1 while the worker takes new jobs (free VRAM above the threshold).",
+        labels=labels,
+    )
+    vram = GaugeMetricFamily(
+        "meshforge_worker_vram_free_bytes", "Free memory of the worker's CUDA device.", labels=labels
+    )
+    for w in rows:
+        key = [w.name, w.device]
+        busy.add_metric(key, 1 if w.current_job else 0)
+        jobs.add_metric([*key, "succeeded"], w.jobs_done)
+        jobs.add_metric([*key, "failed"], w.jobs_failed)
+        dropped.add_metric(key, w.redeliveries_dropped)
+        accepting.add_metric(key, 1 if w.accepting else 0)
+        if w.free_vram_bytes is not None:
+            vram.add_metric(key, w.free_vram_bytes)
+    yield from (live, busy, jobs, dropped, accepting, vram)
+
+
 class ServiceMetrics:
     """The app's metrics.
 
@@ -100,7 +136,9 @@ class ServiceMetrics:
         workers: returns the workers' statuses (read at scrape time).
     """
 
-    def __init__(self, store: JobStore, workers: Callable[[], list[Any]]) -> None:
+    def __init__(
+        self, store: JobStore, workers: Callable[[], list[Any]], remote: Callable[[], list[Any]] | None = None
+    ) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.submitted = Counter(
             "meshforge_jobs_submitted", "Job submissions by outcome.", ["kind", "outcome"], registry=r
@@ -137,7 +175,7 @@ class ServiceMetrics:
             buckets=_OVERHEAD_BUCKETS,
             registry=r,
         )
-        r.register(_LiveCollector(store, workers))
+        r.register(_LiveCollector(store, workers, remote))
 
     def observe(self, outcome: JobOutcome) -> None:
         """Record a finished job (called by the workers)."""

@@ -197,4 +197,27 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(OSError, storage_error)
     app.add_exception_handler(sqlite3.Error, storage_error)
+
+    async def backing_service_down(request: Request, exc: Exception) -> JSONResponse:
+        # the object store or the PostgreSQL ledger cannot be reached: the server's state, retry later
+        what = "object store" if type(exc).__module__.startswith("botocore") else "job ledger"
+        log.warning("%s %s: the %s failed: %s", request.method, request.url.path, what, one_line(exc))
+        code = "storage_unavailable" if what == "object store" else "ledger_unavailable"
+        return problem_response(
+            request, 503, code, f"the service's {what} cannot be reached; retry later", headers={"Retry-After": "5"}
+        )
+
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        app.add_exception_handler(BotoCoreError, backing_service_down)
+        app.add_exception_handler(ClientError, backing_service_down)
+    except ImportError:  # no object storage support installed
+        pass
+    try:
+        import psycopg
+
+        app.add_exception_handler(psycopg.OperationalError, backing_service_down)
+    except ImportError:  # no PostgreSQL support installed
+        pass
     app.add_exception_handler(Exception, unexpected)

@@ -9,12 +9,12 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import FileResponse, StreamingResponse
+from starlette.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from ..config import OPTIONS, PRESETS
 from .manager import FileAnswer, JobManager, Upload
@@ -254,7 +254,10 @@ def submit_export(
 def list_jobs(
     owner: Owner,
     manager: Manager,
-    state: Annotated[list[JobState] | None, Query(description="only jobs in these states (repeatable)")] = None,
+    state: Annotated[
+        list[JobState | Literal["dead"]] | None,
+        Query(description="only jobs in these states (repeatable); `dead`: the dead-letter list, failed jobs"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64, description="next_cursor of the previous page")] = None,
 ) -> JobList:
@@ -282,6 +285,18 @@ def cancel_job(job_id: str, owner: Owner, manager: Manager, response: Response) 
     job = manager.cancel(job_id, owner)
     response.status_code = 202 if job.state == "running" else 200
     return job
+
+
+@api.post(
+    "/jobs/{job_id}/retry",
+    response_model=Job,
+    status_code=202,
+    responses={409: {"model": Problem, "description": "the job is not failed or canceled (`not_retryable`)"}},
+)
+def retry_job(job_id: str, owner: Owner, manager: Manager) -> Job:
+    """Put a failed (dead-letter, see ``GET /v1/jobs?state=dead``) or canceled job back in the queue, as
+    new: attempts, error and degraded flag cleared, the options it was submitted with."""
+    return manager.retry(job_id, owner)
 
 
 @api.delete("/jobs/{job_id}", status_code=204, response_class=Response, responses={204: {"description": "deleted"}})
@@ -391,9 +406,21 @@ _FILE_ERRORS: dict[int | str, dict[str, object]] = {
     },
 )
 def job_result(
-    job_id: str, owner: Owner, manager: Manager, format: Annotated[ResultFormat, Query()] = "glb"
-) -> FileResponse:
-    """Download the asset (``format``: glb, obj — a zip of OBJ, MTL and textures —, ply, stl)."""
+    job_id: str,
+    owner: Owner,
+    manager: Manager,
+    format: Annotated[ResultFormat, Query()] = "glb",
+    redirect: Annotated[
+        bool,
+        Query(description="with object storage (storage_url): answer 307 to a presigned URL of the file"),
+    ] = False,
+) -> Response:
+    """Download the asset (``format``: glb, obj — a zip of OBJ, MTL and textures —, ply, stl); with
+    ``redirect=true`` and object storage, a 307 to a presigned URL of the object (valid one hour)."""
+    if redirect:
+        url = manager.result_url(job_id, owner, format)
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
     return _file(manager.result(job_id, owner, format), inline=False)
 
 

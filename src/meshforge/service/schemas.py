@@ -232,15 +232,42 @@ class GpuMemory(BaseModel):
     total_bytes: int
 
 
+class RemoteWorkerInfo(BaseModel):
+    """One ``meshforge worker`` process, as its last heartbeat row in the ledger says."""
+
+    name: str
+    host: str
+    device: str
+    queue: str
+    backends: list[str]
+    free_vram_bytes: int | None = None
+    total_vram_bytes: int | None = None
+    accepting: bool
+    current_job: str | None = None
+    jobs_done: int
+    jobs_failed: int
+    redeliveries_dropped: int
+    started_at: float
+    last_seen: float
+
+
 class Readiness(BaseModel):
     """``/readyz``: ready when every worker is alive and has built its default backend, and the data
-    dir's disk has at least ``min_free_bytes`` free; ``reasons`` says why not (empty when ready)."""
+    dir's disk has at least ``min_free_bytes`` free; with a broker, when the ledger, broker and object store
+    answer (``checks``) and a live ``meshforge worker`` takes jobs (``remote_workers``); ``reasons`` says
+    why not (empty when ready)."""
 
     ready: bool
     reasons: list[str] = Field(default_factory=list)
     workers: list[WorkerInfo]
     queue_depth: int
     running: int
+    checks: dict[str, bool] = Field(
+        default_factory=dict, description="whether the ledger, and the broker and object store when used, answer"
+    )
+    remote_workers: list[RemoteWorkerInfo] = Field(
+        default_factory=list, description="live meshforge worker processes (heartbeat within 3 periods)"
+    )
     disk_free_bytes: int | None = None
     gpus: list[GpuMemory] = Field(default_factory=list)
 

@@ -83,6 +83,27 @@ class Settings(BaseModel):
         t2i_model: the text-to-image model of prompt jobs (a Hugging Face model id or a local diffusers
             pipeline folder; :mod:`meshforge.t2i`), loaded by each worker at its first prompt job.
         t2i_allow_non_commercial: allow a text-to-image model whose licence forbids or restricts commercial use.
+        database_url: the job ledger: empty (the default) for SQLite in ``data_dir``; a ``postgresql://``
+            URL (``user:password@host:port/database``) for a PostgreSQL ledger shared by every API server and
+            worker (schema created and upgraded with Alembic at startup; needs the ``scale`` extra).
+        storage_url: where job files (uploads, results, raw reconstructions) live: empty (the default) for
+            ``data_dir/jobs``; ``s3://bucket/prefix`` for S3-compatible object storage (boto3; the endpoint
+            from ``AWS_ENDPOINT_URL`` for MinIO and others, credentials from the usual ``AWS_*`` variables),
+            with ``data_dir`` as a local working copy.
+        broker_url: empty (the default): jobs run in this process's worker threads; an ``amqp://`` (RabbitMQ)
+            or ``redis://`` URL: jobs are sent as Celery tasks to ``meshforge worker`` processes (needs a
+            shared ``database_url`` and ``storage_url``).
+        workers: in-process worker threads of ``meshforge serve``: unset for one per device (none when
+            ``broker_url`` is set), ``0`` for an API-only server (jobs run in ``meshforge worker``
+            processes, or in other servers sharing the ledger).
+        queue: the broker queue jobs are sent to and ``meshforge worker`` takes them from; with
+            ``weights_version`` set the queue is ``<queue>.<weights_version>``, so workers of two model
+            versions run side by side and an API server routes to one of them (roll back by changing it).
+        min_free_vram_bytes: a ``meshforge worker`` on a CUDA device takes a new job only while its
+            device has at least this much free memory (0: always); it reports the figure in its heartbeat.
+        worker_heartbeat_s: how often a ``meshforge worker`` writes its heartbeat row (free VRAM, backends,
+            job counts) and looks for jobs whose lease expired; a worker unseen for three times this long is
+            not counted as live in ``/readyz``.
         log_format: ``text`` (one human-readable line per event) or ``json`` (one JSON object per line:
             ``ts``, ``level``, ``logger``, ``message`` and the event's fields) for the service's job events,
             its access log and uvicorn's own lines.
@@ -122,6 +143,13 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = "text"
     t2i_model: str = "black-forest-labs/FLUX.1-schnell"
     t2i_allow_non_commercial: bool = False
+    workers: int | None = Field(None, ge=0)
+    queue: str = Field("meshforge", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    min_free_vram_bytes: int = Field(0, ge=0)
+    worker_heartbeat_s: float = Field(2.0, gt=0)
+    database_url: str = Field("", repr=False)
+    storage_url: str = ""
+    broker_url: str = Field("", repr=False)
 
     @field_validator("backends", "devices", "api_keys", mode="before")
     @classmethod
@@ -161,6 +189,29 @@ class Settings(BaseModel):
         for key in value:
             if len(key) < 8:
                 raise ValueError("every API key must have at least 8 characters")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        from .pg import is_postgres_url
+
+        if value and not is_postgres_url(value):
+            raise ValueError("must be a postgresql:// URL, or empty for the SQLite ledger in the data dir")
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if value and not (value.startswith("s3://") and len(value) > len("s3://") and value[5] != "/"):
+            raise ValueError("must be an s3://bucket/prefix URL, or empty for the data dir")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        if value and not value.startswith(("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://")):
+            raise ValueError("must be an amqp:// (RabbitMQ) or redis:// URL, or empty for in-process workers")
         return value
 
     @model_validator(mode="after")
@@ -209,7 +260,8 @@ class Settings(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-            source = f"{ENV_PREFIX}{loc.upper()}" if loc in values and loc not in overrides else loc
+            from_env = loc in values and overrides.get(loc) is None  # an option left unset does not count
+            source = f"{ENV_PREFIX}{loc.upper()}" if from_env else loc
             raise SettingsError(f"{source}: {err.get('msg', 'invalid value')}") from None
 
     def resolved_devices(self) -> tuple[str, ...]:
@@ -218,6 +270,14 @@ class Settings(BaseModel):
         PyTorch is imported only when it is installed and ``auto`` was asked for.
         """
         return resolve_devices(self.devices)
+
+    def broker_queue(self) -> str:
+        """The broker queue of this model version: ``queue``, or ``queue.weights_version`` when set."""
+        return f"{self.queue}.{self.weights_version}" if self.weights_version else self.queue
+
+    def in_process_workers(self) -> bool:
+        """Whether ``meshforge serve`` runs jobs in its own worker threads (not with ``workers=0`` or a broker)."""
+        return self.workers != 0 if self.workers is not None else not self.broker_url
 
     def auth_enabled(self) -> bool:
         """Whether ``/v1`` requires ``Authorization: Bearer <key>``."""

@@ -1,4 +1,5 @@
-"""The job ledger (SQLite in WAL mode) and the artifact folders, both under the service's data dir.
+"""The job ledger (SQLite in WAL mode under the service's data dir, or PostgreSQL when
+``database_url`` is a ``postgresql://`` URL, see :mod:`~meshforge.service.pg`) and the artifact folders.
 
 ::
 
@@ -96,7 +97,57 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(owner, idempotency_ke
 CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs(fingerprint, owner, state);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at);
+CREATE TABLE IF NOT EXISTS workers (
+    name TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    device TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    backends TEXT NOT NULL,
+    free_vram_bytes INTEGER,
+    total_vram_bytes INTEGER,
+    accepting INTEGER NOT NULL DEFAULT 1,
+    current_job TEXT,
+    jobs_done INTEGER NOT NULL DEFAULT 0,
+    jobs_failed INTEGER NOT NULL DEFAULT 0,
+    redeliveries_dropped INTEGER NOT NULL DEFAULT 0,
+    started_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
 """
+
+
+@dataclass
+class WorkerRow:
+    """One ``meshforge worker`` process as it last reported itself (its heartbeat row in the ledger).
+
+    ``free_vram_bytes``/``total_vram_bytes`` are None on a CPU worker; ``accepting`` is False while its
+    free VRAM is below ``min_free_vram_bytes`` (it takes no new job then); ``redeliveries_dropped`` counts
+    messages it dropped because the ledger showed another worker's live lease on their job.
+    """
+
+    name: str
+    host: str
+    device: str
+    queue: str
+    backends: list[str]
+    free_vram_bytes: int | None
+    total_vram_bytes: int | None
+    accepting: bool
+    current_job: str | None
+    jobs_done: int
+    jobs_failed: int
+    redeliveries_dropped: int
+    started_at: float
+    last_seen: float
+
+    @classmethod
+    def from_sql(cls, row: Any) -> WorkerRow:
+        """Decode a ``SELECT *`` row of ``workers``."""
+        d = dict(row)
+        d["backends"] = json.loads(d["backends"] or "[]")
+        d["accepting"] = bool(d["accepting"])
+        return cls(**d)
+
 
 #: columns added after the first release: ``(name, SQL type)``; added to older ledgers when opened
 _ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("lease_expires", "REAL"), ("parent_id", "TEXT"))
@@ -286,17 +337,43 @@ class JobStore:
         notify: change listener (optional).
     """
 
-    def __init__(self, data_dir: Path, notify: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        notify: Callable[[str], None] | None = None,
+        *,
+        database_url: str | None = None,
+        storage_url: str | None = None,
+    ) -> None:
+        from .artifacts import open_artifacts
+        from .pg import is_postgres_url, migrate
+
         self.data_dir = Path(data_dir)
         self.jobs_dir = self.data_dir / "jobs"
         self.db_path = self.data_dir / "jobs.sqlite3"
+        self.database_url = database_url if is_postgres_url(database_url) else None
         self.notify: Callable[[str], None] = notify or (lambda _id: None)
+        #: the object store holding the job files when ``storage_url`` is ``s3://…`` (the job folders are
+        #: then local working copies), else None
+        self.artifacts = open_artifacts(storage_url)
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: list[Any] = []
         self._conns_lock = threading.Lock()
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self._conn().executescript(_SCHEMA)
-        self._migrate()
+        if self.database_url is not None:
+            migrate(self.database_url)
+        else:
+            self._conn().executescript(_SCHEMA)
+            self._migrate()
+
+    @property
+    def engine(self) -> str:
+        """``"postgresql"`` or ``"sqlite"``."""
+        return "postgresql" if self.database_url is not None else "sqlite"
+
+    def ping(self) -> None:
+        """Run ``SELECT 1`` on the ledger (raises the driver's error when it cannot be reached)."""
+        self._conn().execute("SELECT 1").fetchone()
 
     def _migrate(self) -> None:
         """Add the columns a ledger made by an older version lacks (one transaction, safe to race)."""
@@ -308,9 +385,16 @@ class JobStore:
             c.execute("CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_id) WHERE parent_id IS NOT NULL")
 
     # -- connections --------------------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+    def _conn(self) -> Any:
+        conn: Any = getattr(self._local, "conn", None)
+        if conn is None and self.database_url is not None:
+            from .pg import PgConnection
+
+            conn = PgConnection(self.database_url)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        elif conn is None:
             conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
@@ -322,7 +406,7 @@ class JobStore:
         return conn
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Any]:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -339,13 +423,13 @@ class JobStore:
         for conn in conns:
             try:
                 conn.close()
-            except sqlite3.Error:  # pragma: no cover
+            except Exception:  # pragma: no cover - sqlite3.Error, psycopg.Error
                 pass
         self._local = threading.local()
 
     def close_thread(self) -> None:
         """Close the calling thread's connection (a short-lived thread, such as a heartbeat, ends)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        conn: Any = getattr(self._local, "conn", None)
         if conn is None:
             return
         self._local.conn = None
@@ -364,6 +448,16 @@ class JobStore:
     def input_path(self, job: JobRow) -> Path:
         """The stored upload of a job; an export's input is a file of its parent's folder (the raw)."""
         return self.job_dir(job.parent_id or job.id) / job.input_file
+
+    def local_file(self, job_id: str, name: str) -> Path | None:
+        """The job's file ``name`` in its local folder, fetched from the object store first when it is
+        missing there (:attr:`artifacts`); None when neither has it."""
+        path = self.job_dir(job_id) / name
+        if path.is_file():
+            return path
+        if self.artifacts is not None and self.artifacts.fetch(job_id, name, path):
+            return path
+        return None
 
     def free_bytes(self) -> int:
         """Free space on the data dir's filesystem, in bytes (for an unprivileged process, like ``df``)."""
@@ -386,6 +480,8 @@ class JobStore:
             else:
                 p.unlink(missing_ok=True)
             removed.append(p.name)
+        if self.artifacts is not None:
+            removed += [n for n in self.artifacts.delete(job_id, keep=keep) if n not in removed]
         return removed
 
     # -- submission ---------------------------------------------------------------------------------
@@ -693,9 +789,53 @@ class JobStore:
                 return False
             children = [r[0] for r in c.execute("DELETE FROM jobs WHERE parent_id=? RETURNING id", (job_id,))]
         for gone in [job_id, *children]:
-            shutil.rmtree(self.job_dir(gone), ignore_errors=True)
+            self.remove_files(gone)
             self.notify(gone)
         return True
+
+    # -- remote workers (``meshforge worker``) -------------------------------------------------------
+    def worker_beat(self, w: WorkerRow) -> None:
+        """Insert or replace a worker's heartbeat row."""
+        values = dict(vars(w), backends=json.dumps(w.backends), accepting=int(w.accepting))
+        cols = list(values)
+        with self._tx() as c:
+            c.execute("DELETE FROM workers WHERE name=?", (w.name,))
+            c.execute(
+                f"INSERT INTO workers ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                tuple(values[k] for k in cols),
+            )
+
+    def worker_gone(self, name: str) -> None:
+        """Remove a worker's row (it stopped cleanly)."""
+        self._conn().execute("DELETE FROM workers WHERE name=?", (name,))
+
+    def workers(self, *, seen_after: float = 0.0) -> list[WorkerRow]:
+        """Worker rows last seen after ``seen_after`` (POSIX seconds), by name (rows of workers unseen for
+        a day are deleted by :meth:`expire`)."""
+        rows = self._conn().execute("SELECT * FROM workers WHERE last_seen>? ORDER BY name", (seen_after,))
+        return [WorkerRow.from_sql(r) for r in rows.fetchall()]
+
+    def queued_ids(self) -> list[str]:
+        """Ids of the queued jobs, oldest first."""
+        return [r[0] for r in self._conn().execute("SELECT id FROM jobs WHERE state='queued' ORDER BY seq")]
+
+    def retry(self, job_id: str, owner: str | None) -> JobRow | None:
+        """Put a failed or canceled job back in the queue as new (attempts, error, result and degraded flag
+        cleared; its options as submitted).
+
+        Returns:
+            The job after the change, or None when there is no such job (of ``owner``, when given). A job
+            in another state is returned unchanged.
+        """
+        self._conn().execute(
+            "UPDATE jobs SET state='queued', attempts=0, stage=NULL, percent=0, started_at=NULL, finished_at=NULL, "
+            "deadline=NULL, worker=NULL, lease_expires=NULL, error_code=NULL, error_message=NULL, report=NULL, "
+            "timings=NULL, degraded=0, effective_options=NULL, cancel_requested=0, expires_at=NULL "
+            "WHERE id=? AND state IN ('failed','canceled')" + (" AND owner=?" if owner is not None else ""),
+            (job_id,) + ((owner,) if owner is not None else ()),
+        )
+        self.notify(job_id)
+        return self.get(job_id, owner)
 
     # -- recovery and housekeeping ------------------------------------------------------------------
     def recover(self, max_attempts: int, ttl_s: float, now: float | None = None) -> tuple[list[str], list[str]]:
@@ -767,6 +907,8 @@ class JobStore:
         """
         now = time.time() if now is None else now
         conn = self._conn()
+        if conn.execute("SELECT EXISTS(SELECT 1 FROM workers WHERE last_seen<?)", (now - 86400,)).fetchone()[0]:
+            conn.execute("DELETE FROM workers WHERE last_seen<?", (now - 86400,))  # workers unseen for a day
         ids = [
             r[0]
             for r in conn.execute(
@@ -789,9 +931,15 @@ class JobStore:
                     gone += [r[0] for r in c.execute("DELETE FROM jobs WHERE parent_id=? RETURNING id", (i,))]
         ids = gone
         for job_id in ids:
-            shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+            self.remove_files(job_id)
             self.notify(job_id)
         return ids
+
+    def remove_files(self, job_id: str) -> None:
+        """Delete a job's folder and, with an object store, its objects."""
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        if self.artifacts is not None:
+            self.artifacts.delete(job_id)
 
     def remove_orphans(self) -> int:
         """Delete artifact folders that belong to no job (a crash between storing an upload and committing)."""

@@ -13,13 +13,13 @@ Stopping has two steps: :meth:`WorkerPool.close` (take no new job; the running o
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .jobs import BackendPool, JobOutcome, execute_job
+from .pg import ledger_errors
 from .problems import one_line
 from .settings import Settings
 from .storage import JobRow, JobStore, new_lease_owner
@@ -136,7 +136,7 @@ class Worker:
             self._wake.clear()
             try:
                 job = self.store.claim(self.lease_owner, self.settings.job_timeout_s, lease_s=self.settings.lease_s)
-            except sqlite3.Error as exc:  # a locked or unavailable ledger: try again shortly
+            except ledger_errors() as exc:  # a locked or unavailable ledger: try again shortly
                 log.warning("worker %s: ledger error: %s", self.name, exc)
                 self._closing.wait(1.0)
                 continue
@@ -188,7 +188,7 @@ class WorkerPool:
     def __init__(
         self, settings: Settings, store: JobStore, on_outcome: Callable[[JobOutcome], None] | None = None
     ) -> None:
-        devices = settings.resolved_devices()
+        devices = settings.resolved_devices() if settings.in_process_workers() else ()
         self.workers = [
             Worker(f"{device}#{i}", device, settings, store, on_outcome) for i, device in enumerate(devices)
         ]

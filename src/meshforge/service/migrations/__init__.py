@@ -1,0 +1,1 @@
+"""Alembic migrations of the PostgreSQL job ledger (run by :func:`meshforge.service.pg.migrate`)."""
