@@ -13,8 +13,9 @@ It cannot outlive that process either:
   only the parent holds the other ends of its pipes.
 
 It is run as a script by path (``python -P .../_unwrap_worker.py <parent pid>``) and imports only the
-standard library, numpy and xatlas, so it starts in a fraction of a second (importing the ``meshforge``
-package would also import SciPy, scikit-image, OpenCV...).
+standard library, numpy, xatlas and its sibling ``pack.py`` (loaded by path, numpy only), so it starts
+in a fraction of a second (importing the ``meshforge`` package would also import SciPy, scikit-image,
+OpenCV...).
 
 Protocol: frames of an 8-byte little-endian length followed by a pickle. The worker first sends
 ``("ready", pid)``; then, for each request ``(vertices, faces, options, delay_s)``, it replies
@@ -91,8 +92,10 @@ def xatlas_atlas(
     padding: int,
     max_chart_area: float | None,
     brute_force: bool = False,
+    gap: int | None = None,
 ) -> dict[str, Any]:
-    """Segment, parameterise (LSCM) and pack a mesh with xatlas (Jonathan Young, MIT; ``xatlas`` binding).
+    """Segment, parameterise (LSCM) and pack a mesh with xatlas (Jonathan Young, MIT; ``xatlas`` binding),
+    then re-pack its charts with :func:`meshforge.mesh.pack.pack_charts` when that covers more of the atlas.
 
     Args:
         vertices: ``[V, 3]`` float positions.
@@ -104,10 +107,13 @@ def xatlas_atlas(
         max_chart_area: the largest chart area (mesh units²), or None for no limit.
         brute_force: try every position (on 4×4-texel blocks, which keeps it affordable) instead of a
             random sample of them: a denser packing, at several times the packing time.
+        gap: texels kept empty between charts by the re-packing (``UnwrapConfig.padding``); None keeps
+            xatlas's packing.
 
     Returns:
         ``vmapping`` ``[V']`` int64 (source vertex of each atlas vertex), ``faces`` ``[F, 3]`` int64,
-        ``uv`` ``[V', 2]`` float64 in [0, 1], ``width``/``height`` (texels), ``atlas_count``, ``charts``.
+        ``uv`` ``[V', 2]`` float64 in [0, 1], ``width``/``height`` (texels), ``atlas_count``, ``charts``,
+        ``packer`` (``"meshforge"`` when the re-packing was kept, else ``"xatlas"``).
 
     Raises:
         ImportError: xatlas is not installed.
@@ -129,15 +135,49 @@ def xatlas_atlas(
     atlas.add_mesh(vertices, faces)
     atlas.generate(chart, pack)
     vmapping, indices, uvs = atlas[0]
+    width, height = int(atlas.width), int(atlas.height)
+    faces_out = np.asarray(indices, dtype=np.int64)
+    uv = np.asarray(uvs, dtype=np.float64)
+    packer = "xatlas"
+    if gap is not None and atlas.atlas_count == 1 and len(faces_out):
+        square = uv * np.array([width, height]) / max(width, height)
+        e1 = square[faces_out[:, 1]] - square[faces_out[:, 0]]
+        e2 = square[faces_out[:, 2]] - square[faces_out[:, 0]]
+        before = float(0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum())
+        try:
+            packed, after = _pack_module().pack_charts(square, faces_out, int(resolution), int(gap), start=before * 1.1)
+        except (ValueError, RuntimeError):
+            after = 0.0
+        if after > before:
+            uv, width, height, packer = packed, int(resolution), int(resolution), "meshforge"
     return {
         "vmapping": np.asarray(vmapping, dtype=np.int64),
-        "faces": np.asarray(indices, dtype=np.int64),
-        "uv": np.asarray(uvs, dtype=np.float64),
-        "width": int(atlas.width),
-        "height": int(atlas.height),
+        "faces": faces_out,
+        "uv": uv,
+        "width": width,
+        "height": height,
         "atlas_count": int(atlas.atlas_count),
         "charts": int(atlas.chart_count),
+        "packer": packer,
     }
+
+
+def _pack_module() -> Any:
+    """:mod:`meshforge.mesh.pack`, loaded from this file's folder (the worker does not import the package)."""
+    if __package__:  # imported as meshforge.mesh._unwrap_worker (the in-process unwrap)
+        from . import pack
+
+        return pack
+    name = "_meshforge_pack"
+    if name not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), "pack.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
 def _die_with_parent() -> None:

@@ -78,6 +78,7 @@ def _xatlas_options(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, 
         "padding": xatlas_padding(cfg.padding),
         "max_chart_area": area * cfg.max_chart_fraction if cfg.max_chart_fraction > 0 else None,
         "brute_force": len(faces) <= BRUTE_FORCE_FACES,
+        "gap": int(cfg.padding),
     }
 
 
@@ -282,7 +283,7 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
             uv=uv.astype(np.float32),
             colors=None if mesh.colors is None else mesh.colors[vm],
         )
-        counts.update(charts=result["charts"])
+        counts.update(charts=result["charts"], packer=result.get("packer", "xatlas"))
     else:
         if isinstance(result, str):
             counts["fallback"] = result

@@ -1,0 +1,112 @@
+"""Chart re-packing (meshforge.mesh.pack): denser than xatlas's packing, no overlap, the padding kept, and
+each chart moved by a similarity (one common scale) so stretch does not change."""
+
+import numpy as np
+import pytest
+
+from meshforge.config import DecimateConfig, ExtractConfig, UnwrapConfig
+from meshforge.fields.isosurface import extract
+from meshforge.geometry.raster import rasterize, uv_stretch, uv_utilisation
+from meshforge.mesh import _unwrap_worker
+from meshforge.mesh.decimate import decimate
+from meshforge.mesh.pack import pack_charts, uv_charts
+from meshforge.mesh.uv import _xatlas_options, unwrap
+
+from ..fields.test_isosurface import Sphere
+from .test_uv_bake import chart_gap, uv_overlap_ratio
+
+
+class Lumpy(Sphere):
+    """A sphere with bumps: xatlas cuts it into irregular, curved charts (like a generated surface's)."""
+
+    def density(self, p):
+        bumps = 0.04 * np.sin(19 * p[:, 0]) * np.sin(17 * p[:, 1]) * np.sin(18 * p[:, 2])
+        return (self.r + bumps - np.linalg.norm(p - self.c, axis=1)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def lumpy():
+    mesh = extract(Lumpy(0.3), ExtractConfig(resolution=64))
+    return decimate(mesh, DecimateConfig(faces=9000))[0]
+
+
+@pytest.fixture(scope="module")
+def xatlas_only(lumpy):
+    """xatlas's own atlas (segmentation, LSCM and packing) with the unwrap's options, in the unit square."""
+    options = _xatlas_options(lumpy.vertices, lumpy.faces, UnwrapConfig(padding=2), 512)
+    options.pop("gap")  # no re-packing
+    r = _unwrap_worker.xatlas_atlas(lumpy.vertices, lumpy.faces, **options)
+    assert r["packer"] == "xatlas"
+    uv = r["uv"] * np.array([r["width"], r["height"]]) / max(r["width"], r["height"])
+    return lumpy.vertices[r["vmapping"]], r["faces"], uv
+
+
+def test_unwrap_repacks_denser_than_xatlas_with_the_same_charts(lumpy, xatlas_only):
+    vertices, faces, uv = xatlas_only
+    out, counts = unwrap(lumpy, UnwrapConfig(padding=2, time_limit=0), 512)
+    assert counts["engine"] == "xatlas" and counts["packer"] == "meshforge"
+    assert counts["utilisation"] > uv_utilisation(uv, faces)
+    assert counts["charts"] == len(np.unique(uv_charts(out.faces, len(out.uv))))
+    assert uv_overlap_ratio(out) < 1.002  # no texel of the 2048² raster is covered twice
+    assert 2.0 <= chart_gap(out, 512) <= 4.0  # the padding, in texels of the map, and not much more
+    assert out.uv.min() >= 0 and out.uv.max() <= 1
+    assert counts["stretch"] == pytest.approx(uv_stretch(vertices, uv, faces), abs=1e-4)
+
+
+def test_packing_is_a_similarity_per_chart_with_one_scale(xatlas_only):
+    vertices, faces, uv = xatlas_only
+    packed, utilisation = pack_charts(uv, faces, 512, 2)
+    assert utilisation == pytest.approx(uv_utilisation(packed, faces), rel=1e-6)
+
+    def signed(u):
+        t = u[faces]
+        e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+        return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+
+    a0, a1 = signed(uv), signed(packed)
+    big = np.abs(a0) > 1e-4 * np.abs(a0).max()
+    ratio = a1[big] / a0[big]
+    assert np.all(ratio > 0)  # no chart mirrored (the winding of every UV triangle is kept)
+    assert ratio.std() < 1e-6 * ratio.mean()  # one scale for every triangle of every chart
+    # edge lengths scale alike: angles and shapes are kept (a rotation, not a shear)
+    e0 = np.linalg.norm(uv[faces[:, 1]] - uv[faces[:, 0]], axis=1)
+    e1 = np.linalg.norm(packed[faces[:, 1]] - packed[faces[:, 0]], axis=1)
+    keep = e0 > 1e-4
+    assert np.allclose(e1[keep] / e0[keep], np.sqrt(ratio.mean()), rtol=1e-6)
+    assert uv_stretch(vertices, packed, faces) == pytest.approx(uv_stretch(vertices, uv, faces), rel=1e-6)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 3])
+def test_charts_keep_the_padding_on_the_texel_grid(xatlas_only, padding):
+    """The conservative rasters (every texel a triangle touches) of two charts are ``padding`` texels apart."""
+    _, faces, uv = xatlas_only
+    size = 256
+    packed, _ = pack_charts(uv, faces, size, padding)
+    chart = uv_charts(faces, len(uv))
+    sub = 8  # texels a triangle touches ⊂ texels holding one of its points on an 8× finer raster, grown by 1
+    face = rasterize(packed[faces] * size * sub, size * sub, size * sub).face
+    lab = np.full((size, size), -1)
+    fine = np.where(face >= 0, chart[np.maximum(face, 0)], -1)
+    cells = fine.reshape(size, sub, size, sub).transpose(0, 2, 1, 3).reshape(size, size, -1)
+    many = np.array([len(set(c[c >= 0].tolist())) for c in cells.reshape(-1, sub * sub)]).reshape(size, size)
+    assert many.max() <= 1  # no texel is shared by two charts
+    lab = cells.max(axis=-1)
+    for dy in range(-padding, padding + 1):
+        for dx in range(-padding, padding + 1):
+            a = lab[max(0, dy) : size + min(0, dy), max(0, dx) : size + min(0, dx)]
+            b = lab[max(0, -dy) : size + min(0, -dy), max(0, -dx) : size + min(0, -dx)]
+            assert not np.any((a >= 0) & (b >= 0) & (a != b)), (dx, dy)
+
+
+def test_bad_input_is_refused_in_one_line(xatlas_only):
+    _, faces, uv = xatlas_only
+    with pytest.raises(ValueError, match="too small for padding"):
+        pack_charts(uv, faces, 4, 2)
+    with pytest.raises(ValueError, match="finite"):
+        pack_charts(np.full_like(uv, np.nan), faces, 256, 2)
+
+
+def test_the_worker_process_repacks_too(lumpy):
+    out, counts = unwrap(lumpy, UnwrapConfig(padding=2, time_limit=60), 512)
+    assert counts["engine"] == "xatlas" and counts["packer"] == "meshforge"
+    assert uv_overlap_ratio(out) < 1.002
