@@ -10,17 +10,19 @@ scale common to all charts, a rotation, a translation — so stretch does not ch
    *conservatively* (every texel a triangle touches, by the separating-axis test of Akenine-Möller 2001,
    "Fast 3D triangle-box overlap testing", in 2D) at the final texel size, and its raster dilated by the
    padding (a square of ``2·padding + 1`` texels);
-3. charts are placed largest first on a *skyline* (Jylänki 2010, "A Thousand Ways to Pack the Bin — A
-   Practical Approach to Two-Dimensional Rectangle Bin Packing", Skyline-MinWaste), generalised from
-   rectangles to rasters by per-column profiles ("Tetris" packing, as in Lévy et al. 2002, "Least Squares
-   Conformal Maps", §5): for every column offset and each of the four quarter-turns, the chart rests on
-   the skyline where its dilated bottom profile first touches it, and the placement that leaves the least
-   area between skyline and chart (then the lowest top) wins — evaluated for all offsets at once;
-4. the common scale is searched (a few packings, bisection on the scale) for the largest one whose
+3. charts are placed largest first (longest bounding-box perimeter) by *bottom-left fill* on an occupancy
+   bitmap (Chazelle 1983, "The Bottom-Left Bin-Packing Heuristic"; on rasters as in Jylänki 2010, "A
+   Thousand Ways to Pack the Bin", and xatlas's own packer): for each of the four quarter-turns, every
+   offset is tested at once on a grid of texel blocks (``resolution / 256`` texels a side; a block is taken
+   when any texel in it is) — small charts by AND-ing shifted copies of the free cells, larger ones by FFT
+   correlation of chart and occupancy — and the lowest, then leftmost, free offset is taken; of the four
+   turns, the one whose chart centre of area sits lowest wins; the chart then slides down and left texel
+   by texel on the exact bitmap while its dilated raster stays clear of every placed chart's raster;
+4. the common scale is searched (a few packings: steps of 5 %, then bisection) for the largest one whose
    layout fits the ``resolution``² square; the padding is in texels of that square.
 
-Because each placed chart's dilated raster lies above the skyline of the real (undilated) rasters placed
-before it, no two charts' conservative rasters come closer than ``padding`` empty texels.
+Because each chart's dilated raster is placed only where it overlaps no placed chart's (undilated)
+conservative raster, no two charts' rasters come closer than ``padding`` empty texels, and no two overlap.
 """
 
 from __future__ import annotations
@@ -209,7 +211,7 @@ def _layout(
     fine[resolution:] = True
     fine[:, resolution:] = True
     occ = _blocks(fine, b)
-    order = np.argsort(-(heights * widths), kind="stable")
+    order = np.argsort(-(heights + widths), kind="stable")  # longest bounding-box perimeter first
     for c in order:
         real0 = flat[offset[c] : offset[c] + size[c]].reshape(heights[c], widths[c])
         dil0 = _dilate(real0, padding)
