@@ -62,6 +62,7 @@ def collect(out: Path) -> None:
             "faces": int(result.asset.mesh.n_faces),
             "charts": unwrap.counts.get("charts"),
             "engine": unwrap.counts.get("engine"),
+            "packer": unwrap.counts.get("packer"),
             "unwrap_s": round(unwrap.seconds, 3),
         }
         (out / f"{name}.json").write_text(json.dumps(row))

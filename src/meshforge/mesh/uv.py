@@ -1,7 +1,9 @@
 """UV unwrapping: a texture atlas for a decimated mesh.
 
 The main engine is xatlas (Jonathan Young, MIT; python binding ``xatlas``), which segments the surface
-into charts, parameterises each chart (LSCM, Lévy et al. 2002), and packs the charts into the atlas.
+into charts, parameterises each chart (LSCM, Lévy et al. 2002), and packs the charts into the atlas; its
+charts are then packed again, more densely, by :func:`meshforge.mesh.pack.pack_charts` (the denser of the
+two layouts is kept).
 xatlas holds the GIL and cannot be interrupted, so with a time limit it runs in an unwrap worker process
 (:mod:`meshforge.mesh._unwrap_worker`) that is killed when the limit passes; the unwrap then falls back
 to the ``faces`` engine: every pair of faces gets its own square cell of a regular grid (always valid, no
@@ -256,8 +258,10 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
 
     Returns:
         ``(mesh with uv and normals, counts)``; counts hold ``engine`` (the one that produced the atlas),
-        ``charts``, the figures of :func:`atlas_quality` (``utilisation``, ``stretch``,
-        ``texels_never_written``, ``uv_degenerate_faces``) and a ``fallback`` reason when xatlas could not
+        ``charts``, ``packer`` (xatlas engine: ``"meshforge"`` when :func:`~meshforge.mesh.pack.pack_charts`
+        re-packed xatlas's charts, ``"xatlas"`` when xatlas's own packing covered more), the figures of
+        :func:`atlas_quality` (``utilisation``, ``stretch``, ``texels_never_written``,
+        ``uv_degenerate_faces``) and a ``fallback`` reason when xatlas could not
         be used.
 
     Raises:
