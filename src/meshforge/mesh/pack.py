@@ -265,7 +265,7 @@ def pack_charts(
     resolution: int,
     padding: int,
     *,
-    attempts: int = 6,
+    attempts: int = 4,
     start: float = 0.6,
 ) -> tuple[np.ndarray, float]:
     """Re-pack the charts of a UV atlas into the unit square (see the module docstring for the algorithm).
