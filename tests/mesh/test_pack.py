@@ -43,7 +43,7 @@ def xatlas_only(lumpy):
 
 def test_unwrap_repacks_denser_than_xatlas_with_the_same_charts(lumpy, xatlas_only):
     vertices, faces, uv = xatlas_only
-    out, counts = unwrap(lumpy, UnwrapConfig(padding=2, time_limit=0), 512)
+    out, counts = unwrap(lumpy, UnwrapConfig(padding=2, time_limit=0, repack=True), 512)
     assert counts["engine"] == "xatlas" and counts["packer"] == "meshforge"
     assert counts["utilisation"] > uv_utilisation(uv, faces)
     assert counts["charts"] == len(np.unique(uv_charts(out.faces, len(out.uv))))
@@ -107,6 +107,6 @@ def test_bad_input_is_refused_in_one_line(xatlas_only):
 
 
 def test_the_worker_process_repacks_too(lumpy):
-    out, counts = unwrap(lumpy, UnwrapConfig(padding=2, time_limit=60), 512)
+    out, counts = unwrap(lumpy, UnwrapConfig(padding=2, time_limit=60, repack=True), 512)
     assert counts["engine"] == "xatlas" and counts["packer"] == "meshforge"
     assert uv_overlap_ratio(out) < 1.002

@@ -80,7 +80,7 @@ def _xatlas_options(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, 
         "padding": xatlas_padding(cfg.padding),
         "max_chart_area": area * cfg.max_chart_fraction if cfg.max_chart_fraction > 0 else None,
         "brute_force": len(faces) <= BRUTE_FORCE_FACES,
-        "gap": int(cfg.padding),
+        "gap": int(cfg.padding) if cfg.repack else None,
     }
 
 
