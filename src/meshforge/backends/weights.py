@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,24 @@ def pull(
         folder = path.parent
     assert folder is not None
     return folder
+
+
+def state_dict_differences(
+    own: Mapping[str, Any], state: Mapping[str, Any], may_be_absent: Callable[[str], bool] | None = None
+) -> tuple[list[str], list[str], list[str]]:
+    """How a checkpoint's tensors differ from a model's ``state_dict`` (the strict-loading check every
+    backend makes before ``load_state_dict``; each words its own one-line error from the lists).
+
+    Args:
+        own: the model's ``state_dict()`` (name → tensor).
+        state: the checkpoint's tensors.
+        may_be_absent: names the checkpoint may leave out (e.g. buffers the model derives itself).
+
+    Returns:
+        ``(missing, unexpected, wrong_shape)``: model keys absent from the checkpoint (less those allowed),
+        checkpoint keys the model lacks, and keys present in both with different shapes; in key order.
+    """
+    missing = [k for k in own if k not in state and not (may_be_absent is not None and may_be_absent(k))]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    return missing, unexpected, wrong

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError, MissingDependency
+from ..weights import state_dict_differences
 
 if TYPE_CHECKING:
     import torch
@@ -394,9 +395,7 @@ def check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
     """
     own = model.state_dict()
     buffers = {name for name, _ in model.named_buffers()}
-    missing = [k for k in own if k not in state and not (k in buffers and _derived(k, own[k]))]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    missing, unexpected, wrong = state_dict_differences(own, state, lambda k: k in buffers and _derived(k, own[k]))
     if not (missing or unexpected or wrong):
         return
     parts = []

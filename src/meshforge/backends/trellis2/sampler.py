@@ -249,8 +249,9 @@ class FlowEulerCfgSampler(FlowEulerSampler):
 
 
 class FlowEulerGuidanceIntervalSampler(FlowEulerCfgSampler):
-    """:class:`FlowEulerCfgSampler` whose guidance applies only while ``lo ≤ t ≤ hi`` (``guidance_interval``);
-    outside it the step uses the conditional velocity alone (strength 1)."""
+    """:class:`FlowEulerCfgSampler` whose guidance applies only while ``lo ≤ t ≤ hi`` (``guidance_interval``,
+    a keyword of :meth:`sample` passed on to :meth:`velocity`); outside it the step uses the conditional
+    velocity alone (strength 1)."""
 
     def velocity(
         self,
@@ -266,31 +267,6 @@ class FlowEulerGuidanceIntervalSampler(FlowEulerCfgSampler):
         lo, hi = guidance_interval
         strength = guidance_strength if lo <= t <= hi else 1
         return super().velocity(model, x_t, t, cond, guidance_strength=strength, **kwargs)
-
-    def sample(  # type: ignore[override]
-        self,
-        model: Callable[..., Latent],
-        noise: Latent,
-        cond: Any,
-        neg_cond: Any,
-        steps: int = 50,
-        rescale_t: float = 1.0,
-        guidance_strength: float = 3.0,
-        guidance_interval: Sequence[float] = (0.0, 1.0),
-        **kwargs: Any,
-    ) -> SampleResult:
-        """:meth:`FlowEulerCfgSampler.sample` with ``guidance_interval`` ``(lo, hi)``."""
-        return super().sample(
-            model,
-            noise,
-            cond,
-            neg_cond,
-            steps,
-            rescale_t,
-            guidance_strength=guidance_strength,
-            guidance_interval=tuple(guidance_interval),
-            **kwargs,
-        )
 
 
 #: the sampler classes by the names ``pipeline.json`` uses

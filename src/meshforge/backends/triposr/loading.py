@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError, MissingDependency
+from ..weights import state_dict_differences
 from .config import DINO_VITB16, TripoSRConfig, ViTConfig, load_config_file
 
 if TYPE_CHECKING:
@@ -253,9 +254,7 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
         BackendError: one line counting missing keys, unexpected keys and shape mismatches, with an example each.
     """
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    missing, unexpected, wrong = state_dict_differences(own, state)
     if not (missing or unexpected or wrong):
         return
     parts = []
