@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from meshforge.cli import main  # noqa: E402
+from meshforge.export.glb import read_glb_json  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +27,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _gltf_json(path: Path) -> dict:
-    data = path.read_bytes()
-    length = int.from_bytes(data[12:16], "little")
-    return json.loads(data[20 : 20 + length])
+    return read_glb_json(path.read_bytes())
 
 
 def test_generate_with_random_tiny_weights_writes_a_valid_pbr_glb(

@@ -183,8 +183,7 @@ def test_frames_and_alpha_mode() -> None:
     assert alpha_mode_of(np.r_[np.full(1000, 1.4)]) == "OPAQUE"  # clamped
 
 
-def test_field_from_output_frames_and_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
-
+def test_field_from_output_frames_and_attributes() -> None:
     from meshforge.backends.trellis2.backend import field_from_output
     from meshforge.backends.trellis2.pipeline import Trellis2Output
 
