@@ -99,6 +99,12 @@ class Opacity(Protocol):
         ...
 
 
+def has_real_alpha(field: Any) -> bool:
+    """Whether a field's opacity is real (an :class:`Opacity` field whose ``alpha_mode`` is not
+    ``"OPAQUE"``): only then is it baked into the base colour's alpha."""
+    return isinstance(field, Opacity) and field.alpha_mode != "OPAQUE"
+
+
 @runtime_checkable
 class PortableField(Protocol):
     """Optional hook of a backend's live :class:`Field`: its own form that needs no backend (for example

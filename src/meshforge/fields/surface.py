@@ -29,6 +29,7 @@ from scipy.spatial import cKDTree
 from ..errors import MissingDependency
 from ..geometry.closest import closest_point_on_triangles
 from ..geometry.normals import face_normals, vertex_normals
+from .base import has_real_alpha
 
 
 class SurfacePart(Protocol):
@@ -318,7 +319,7 @@ class FieldSurfacePart:
         metallic, roughness = self.field.material(pts)
         normal = np.einsum("nk,nkd->nd", bary, self._normals[idx])
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-20)
-        if getattr(self.field, "alpha_mode", "OPAQUE") != "OPAQUE" and hasattr(self.field, "alpha"):
+        if has_real_alpha(self.field):
             alpha = np.asarray(self.field.alpha(pts), dtype=np.float32)
         else:
             alpha = np.ones(len(pts), dtype=np.float32)

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from ..config import BakeConfig
 from ..errors import StageError
-from ..fields.base import Field, Opacity, SurfaceAttributes
+from ..fields.base import Field, SurfaceAttributes, has_real_alpha
 from ..geometry.raster import Raster, rasterize
 from ..types import Mesh, Textures
 
@@ -112,7 +112,7 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
 
     Two kinds of field are accepted. A plain :class:`Field` is sampled at each texel's point on the
     low-poly surface (``color``, ``material``, and ``alpha`` when the field's opacity is real:
-    :func:`has_real_alpha`). A field with ``bake_attributes(points, normals, faces)``
+    :func:`~meshforge.fields.base.has_real_alpha`). A field with ``bake_attributes(points, normals, faces)``
     (:class:`meshforge.fields.surface.SurfaceField`: a dense surface) first projects the texel onto the
     dense surface along the low-poly normal and returns that surface's attributes, including its shading
     normal — which is then written as a tangent-space normal map (``cfg.normal_map``) — and occlusion
@@ -190,12 +190,6 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
         occlusion=np.ascontiguousarray(image[..., -1]) if occlusion is not None else None,
     )
     return textures, {"texels_baked": int(n_tex), "coverage": round(n_tex / size**2, 4)}
-
-
-def has_real_alpha(field: Any) -> bool:
-    """Whether a field's opacity is real (an :class:`~meshforge.fields.base.Opacity` field whose
-    ``alpha_mode`` is not ``"OPAQUE"``): only then is it baked into the base colour's alpha."""
-    return isinstance(field, Opacity) and field.alpha_mode != "OPAQUE"
 
 
 def bake_vertex_colors(mesh: Mesh, field: Field) -> tuple[Mesh, float]:
