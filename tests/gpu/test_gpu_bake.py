@@ -11,7 +11,7 @@ from scipy import ndimage
 from meshforge.config import BakeConfig, DecimateConfig, ExtractConfig, UnwrapConfig
 from meshforge.errors import StageError
 from meshforge.fields.isosurface import extract
-from meshforge.fields.surface import SurfaceField
+from meshforge.fields.surface import FieldSurfacePart, SurfaceField
 from meshforge.geometry.closest import closest_point_on_triangles as closest_numpy
 from meshforge.geometry.normals import vertex_normals
 from meshforge.geometry.raster import rasterize as rasterize_numpy
@@ -229,6 +229,35 @@ def test_plain_field_bake_equals_the_cpu_bake():
     assert np.array_equal(ref.metallic_roughness, got.metallic_roughness) and got.normal is None
     with pytest.raises(StageError, match="UV"):
         tbake.bake(mesh, Sphere(0.3), cfg)
+
+
+class _HalfClearSphere(Sphere):
+    """A sphere whose opacity is real: clear where x < 0, opaque elsewhere (a MASK material)."""
+
+    alpha_mode = "MASK"
+
+    def alpha(self, points: np.ndarray) -> np.ndarray:
+        return (np.asarray(points)[:, 0] >= 0).astype(np.float32)
+
+
+def test_real_alpha_bakes_alike_on_both_engines():
+    """Both bakes (plain field, and through the dense surface as generate bakes) write the field's
+    alpha into the base colour's alpha channel, and agree on it."""
+    field = _HalfClearSphere(0.3)
+    mesh = extract(field, ExtractConfig(resolution=40))
+    low = decimate(mesh, DecimateConfig(faces=800))[0]
+    low, _ = unwrap(low, UnwrapConfig(), 128)
+    low = low.replace(normals=vertex_normals(low.vertices, low.faces))
+    covered = cbake.rasterize_atlas(low, 128).covered
+    diag = float(np.linalg.norm(mesh.vertices.max(0) - mesh.vertices.min(0)))
+    surface = SurfaceField([FieldSurfacePart(mesh, field)], cage=0.05 * diag)
+    for source in (field, surface):
+        ref, _ = cbake.bake(low, source, BakeConfig(texture_size=128))
+        got, _ = tbake.bake(low, source, BakeConfig(texture_size=128), device="cpu")
+        alpha = ref.base_color[..., 3][covered]
+        assert (alpha == 0).mean() > 0.3 and (alpha == 255).mean() > 0.3
+        agree = got.base_color[..., 3][covered] == alpha
+        assert agree.mean() > 0.99  # texels exactly on x = 0 may round either way
 
 
 @pytest.mark.gpu

@@ -38,7 +38,7 @@ import torch
 
 from ..config import BakeConfig
 from ..errors import StageError
-from ..fields.base import Field, SurfaceAttributes
+from ..fields.base import Field, SurfaceAttributes, has_real_alpha
 from ..fields.surface import SurfaceField
 from ..geometry.tangents import compute_tangents
 from ..types import Mesh, Textures
@@ -817,6 +817,8 @@ def bake(
         else:
             p = _host(points[sl], np.float32)
             color[sl, :3] = to_dev(field.color(p))
+            if has_real_alpha(field):
+                color[sl, 3] = to_dev(field.alpha(p))  # type: ignore[attr-defined]
             met, rough = field.material(p)
             metallic[sl], roughness[sl] = to_dev(met), to_dev(rough)
         lap("query")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..fields.base import has_real_alpha
 from ..fields.surface import FieldSurfacePart
 from ..gltf import CLAMP_TO_EDGE, MIRRORED_REPEAT, REPEAT
 from ..io.scene import SourcePart
@@ -237,9 +238,13 @@ class TorchFieldPart:
         metallic, roughness = self.field.material(host if host is not None else pts.cpu().numpy())
         normal = torch.einsum("nk,nkd->nd", bary, self.normals[idx])
         normal = normal / torch.linalg.norm(normal, dim=1, keepdim=True).clamp(min=1e-20)
-        ones = torch.ones((len(pts), 1), dtype=torch.float32, device=dev)
+        if has_real_alpha(self.field):
+            alpha = np.asarray(self.field.alpha(host if host is not None else pts.cpu().numpy()), dtype=np.float32)
+            opacity = torch.as_tensor(alpha, device=dev)[:, None]
+        else:
+            opacity = torch.ones((len(pts), 1), dtype=torch.float32, device=dev)
         return {
-            "base_color": torch.cat([color, ones], 1),
+            "base_color": torch.cat([color, opacity], 1),
             "metallic": torch.as_tensor(np.asarray(metallic, dtype=np.float32), device=dev),
             "roughness": torch.as_tensor(np.asarray(roughness, dtype=np.float32), device=dev),
             "normal": normal.to(torch.float32),
