@@ -105,3 +105,22 @@ def test_rocket_photo_stays_closed_without_decimation(backend):
     topo = topology(result.asset.mesh.vertices, result.asset.mesh.faces, weld_positions=True, area_eps=1e-14)
     assert topo.watertight and topo.degenerate_faces == 0, topo
     assert "the decimated mesh is not watertight" not in result.report.warnings
+
+
+def test_a_backends_own_warnings_reach_the_report(shared_images):
+    """What a backend says about its run (TRELLIS.2: an out-of-memory step-down, the token cap lowering the
+    resolution) is in the report's warnings, which the CLI line and the studio show — not only deep in
+    ``info.backend``."""
+    from meshforge.backends.inflate import InflateBackend
+    from meshforge.config import PipelineConfig
+    from meshforge.io.images import load_image
+
+    class SteppedDown(InflateBackend):
+        def info(self):
+            return {**super().info(), "warnings": ["out of GPU memory at 1536_cascade; retried at 1024_cascade"]}
+
+    image = load_image(shared_images / "triposr__chair.png")
+    cfg = PipelineConfig().with_options(resolution=64, faces=500, textures=False)
+    result = meshforge.run(image, SteppedDown(), cfg)
+    assert any("retried at 1024_cascade" in w for w in result.report.warnings)
+    assert result.asset.mesh.n_faces > 0

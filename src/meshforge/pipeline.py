@@ -187,6 +187,8 @@ def reconstruct(
         field = backend(prepared)
     info = backend.info()  # after the run: a backend may add what it chose (pipeline type, resolution)
     report.info["backend"] = info
+    for warning in info.get("warnings") or ():  # e.g. TRELLIS.2's out-of-memory step-down or token cap
+        report.warn(f"{info.get('name', 'backend')}: {warning}")
     step(2)
     with _profiling.stage(report, "extract") as c:
         if isinstance(field, DenseSurface):
