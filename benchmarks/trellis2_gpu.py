@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -297,6 +299,34 @@ def main() -> None:
             ("reference (default: low_vram)", lambda: Reference(a.reference, weights, a.device, True)),
             ("reference (best: resident)", lambda: Reference(a.reference, weights, a.device, False)),
         ]
+
+    def save(e2e: dict[str, Any] | None) -> None:
+        meta = {
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "size": a.size,
+            "image": Path(a.image).name,
+            "repeats": a.repeats,
+            "note": "reference sparse attention: per-sequence SDPA shim (flash-attn not installed); "
+            "dense: its sdpa backend",
+        }
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "trellis2_gpu.json").write_text(json.dumps({"meta": meta, "results": results, "e2e": e2e}, indent=1))
+        md = [
+            "# TRELLIS.2 on one GPU: meshforge against the reference",
+            "",
+            "```",
+            json.dumps(meta, indent=1),
+            "```",
+            "",
+            table(results, a.pipelines),
+        ]
+        if e2e:
+            md += ["## meshforge generate → 50k faces, 2048² maps", "", "```", json.dumps(e2e, indent=1), "```"]
+        (out / "trellis2_gpu.md").write_text("\n".join(md) + "\n")
+
     for label, make in variants:
         impl = make()
         for kind in a.pipelines:
@@ -315,10 +345,12 @@ def main() -> None:
                 f"peak {r['peak_gib']:.1f} GiB",
                 flush=True,
             )
+            save(None)  # written as it goes: a run cut short keeps what it measured
         release(impl)
     e2e = None
     if a.e2e:
         out_dir = Path(tempfile.mkdtemp())
+        pythonpath = [str(REPO / "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         cmd = [
             sys.executable,
             "-m",
@@ -340,7 +372,7 @@ def main() -> None:
         ]
         t0 = time.perf_counter()
         done = subprocess.run(
-            cmd, capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")}
+            cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
         )
         wall = time.perf_counter() - t0
         report = next(out_dir.glob("*.report.json"), None)
@@ -348,33 +380,12 @@ def main() -> None:
         if report is not None:
             rep = json.loads(report.read_text())
             e2e["stages"] = {s["name"]: s["seconds"] for s in rep["stages"]}
+            shutil.copy(report, Path(a.out) / "trellis2_generate.report.json")
+            for glb in out_dir.glob("*.glb"):  # kept to look at (rendered to PNG beside the results)
+                shutil.copy(glb, Path(a.out) / "trellis2_generate.glb")
         print("e2e", json.dumps(e2e)[:800], flush=True)
-    meta = {
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "size": a.size,
-        "image": Path(a.image).name,
-        "repeats": a.repeats,
-        "note": "reference sparse attention: per-sequence SDPA shim (flash-attn not installed); "
-        "dense: its sdpa backend",
-    }
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trellis2_gpu.json").write_text(json.dumps({"meta": meta, "results": results, "e2e": e2e}, indent=1))
-    md = [
-        "# TRELLIS.2 on one GPU: meshforge against the reference",
-        "",
-        "```",
-        json.dumps(meta, indent=1),
-        "```",
-        "",
-        table(results, a.pipelines),
-    ]
-    if e2e:
-        md += ["## meshforge generate → 50k faces, 2048² maps", "", "```", json.dumps(e2e, indent=1), "```"]
-    (out / "trellis2_gpu.md").write_text("\n".join(md) + "\n")
-    print("wrote", out / "trellis2_gpu.md")
+    save(e2e)
+    print("wrote", Path(a.out) / "trellis2_gpu.md")
 
 
 if __name__ == "__main__":
