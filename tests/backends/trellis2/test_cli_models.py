@@ -163,3 +163,36 @@ def test_models_pull_fetches_both_repositories(
     v1_dir = {d for repo, _, d in calls if repo == "microsoft/TRELLIS-image-large"}
     assert v1_dir == {str(local / "microsoft/TRELLIS-image-large")}  # where pipeline.json's reference points
     assert (local / f"{SS_DECODER_REF}.safetensors").is_file()
+
+
+def test_models_random_on_a_missing_gpu_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "w"
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last device PyTorch sees
+    assert main(["models", "random", "trellis2", "-o", str(out), "--no-dinov3", "--device", missing]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and missing in err
+    assert not (out / "pipeline.json").exists()  # nothing half-written
+    assert main(["models", "random", "trellis2", "-o", str(out), "--no-dinov3", "--device", "gpu0"]) == 1
+    assert "choices" in capsys.readouterr().err
+
+
+def test_models_random_device_cpu_is_the_default_bytes(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["models", "random", "trellis2", "-o", str(a), "--no-dinov3", "--seed", "1"]) == 0
+    assert main(["models", "random", "trellis2", "-o", str(b), "--no-dinov3", "--seed", "1", "--device", "cpu"]) == 0
+    for file in sorted(a.rglob("*.safetensors")):
+        assert file.read_bytes() == (b / file.relative_to(a)).read_bytes(), file.name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_models_random_built_on_cuda_loads_strictly(tmp_path: Path) -> None:
+    out = tmp_path / "w"
+    assert main(["models", "random", "trellis2", "-o", str(out), "--no-dinov3", "--device", "cuda"]) == 0
+    files = locate_weights(out)
+    for name, mf in files.models.items():
+        model = loading.load_model(mf)  # strict keys, on the host
+        assert all(p.device.type == "cpu" for p in model.parameters()), name
+        if isinstance(model, SLatFlowModel | SparseStructureFlowModel):
+            state = load_file(str(mf.weights))
+            assert not [k for k, v in state.items() if v.ndim >= 2 and not v.abs().max() > 0], name

@@ -287,7 +287,7 @@ def _save(model: Any, base: Path, ref: str, spec: dict[str, Any]) -> None:
 
     path = base / ref
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path.with_name(path.name + ".safetensors")), metadata={"format": "pt"})
     path.with_name(path.name + ".json").write_text(json.dumps(spec, indent=2))
 
@@ -328,6 +328,7 @@ def write_random_checkpoint(
     *,
     with_dinov3: bool = True,
     on_model: Callable[[str, int], None] | None = None,
+    device: str | None = None,
 ) -> Path:
     """Write a random TRELLIS.2 checkpoint folder in the official layout (see the module docstring).
 
@@ -337,6 +338,10 @@ def write_random_checkpoint(
         seed: seed of every random draw (model ``i`` uses ``seed + i``).
         with_dinov3: also write the random DINOv3 under ``<out>/facebook/dinov3-vitl16-pretrain-lvd1689m``.
         on_model: called as ``on_model(ref, n_parameters)`` after each model is written.
+        device: where the models are built and initialised (default the CPU). ``"cuda"`` writes a full
+            checkpoint in a fraction of the time; the default initialisation then draws from the GPU's
+            generator, so the values differ from a CPU-built checkpoint of the same seed (the re-drawn layers
+            and the calibrations use the seeded CPU generator either way).
 
     Returns:
         The folder.
@@ -358,7 +363,10 @@ def write_random_checkpoint(
     for i, (ref, spec) in enumerate(specs.items()):
         torch.manual_seed(seed + i)
         generator = torch.Generator().manual_seed(seed + i)
-        model = build_model(spec["name"], spec["args"])
+        if str(device or "cpu").startswith("cuda"):
+            torch.cuda.manual_seed_all(seed + i)
+        with torch.device(device or "cpu"):
+            model = build_model(spec["name"], spec["args"])
         if spec["name"] in ("SparseStructureFlowModel", "SLatFlowModel", "ElasticSLatFlowModel"):
             rerandomise_zero_parameters(model, generator)
             if spec["name"] == "SparseStructureFlowModel" and size == "tiny":
