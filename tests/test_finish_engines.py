@@ -232,3 +232,45 @@ def test_optimize_with_the_torch_engine_matches_the_cpu_path(shared_assets, vali
     # (bound 2.5/255 as for the chair)
     assert chamfer_distance(a, b, n_samples=30_000) < 5e-4
     assert colour_difference(a, b) < 2.5
+
+
+def test_the_inflate_grid_on_a_device_equals_its_host_grid(shared_images):
+    """inflate on a CUDA device builds its extraction grid there (InflateGridField); the same values as the host
+    grid (checked on CPU tensors), so the torch marching cubes meshes the same surface."""
+    from meshforge.backends.inflate import InflateBackend, InflateGridField
+    from meshforge.fields.base import DensityGridTensor
+    from meshforge.preprocess import prepare
+
+    backend = InflateBackend(device="auto")
+    assert backend.device == "cpu" and backend.info()["device"] == "cpu"
+    image = meshforge.pipeline.as_image(shared_images / "triposr__chair.png", SMALL)
+    field = backend(prepare(image, SMALL.preprocess, backend.input_size))
+    assert not isinstance(field, DensityGridTensor)  # the host path: no torch grid, no torch import needed
+    on_device = InflateGridField(field, "cpu")
+    grid = on_device.density_grid_tensor(48)
+    assert isinstance(grid, torch.Tensor) and grid.dtype == torch.float32
+    assert np.array_equal(grid.numpy(), field.density_grid(48))
+    assert np.array_equal(on_device.color(np.zeros((2, 3), np.float32)), field.color(np.zeros((2, 3), np.float32)))
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_inflate_on_cuda_extracts_and_finishes_on_the_device(shared_images, validate):
+    """generate with the weightless backend on CUDA: the grid, the isosurface (a DeviceMesh) and clean,
+    decimate and bake run on the GPU (auto engine); the asset matches the CPU run's."""
+    from meshforge.backends.inflate import InflateBackend
+
+    image = meshforge.pipeline.as_image(shared_images / "triposr__chair.png", SMALL)
+    ours = meshforge.pipeline.run(image, InflateBackend(device="cuda"), engine_cfg("auto"))
+    stages = {s["name"]: s["counts"] for s in ours.report.to_dict()["stages"]}
+    assert stages["extract"]["on_device"] is True and isinstance(ours.raw.surface, DeviceMesh)
+    for stage in ("clean", "decimate", "bake"):
+        assert stages[stage]["engine"] == "torch" and stages[stage]["device"].startswith("cuda"), stage
+    cpu = meshforge.pipeline.run(image, InflateBackend(device="cpu"), engine_cfg("auto"))
+    assert stage_counts(cpu, "clean")["engine"] == "cpu"
+    glbs = [meshforge.export(r.asset, "glb") for r in (ours, cpu)]
+    for glb in glbs:
+        assert validate(glb)["errors"] == 0
+    a, b = (load_mesh(g, fmt="glb") for g in glbs)
+    assert chamfer_distance(a, b, n_samples=30_000) < 5e-4
+    assert colour_difference(a, b) < 2.5
