@@ -274,3 +274,20 @@ def test_inflate_on_cuda_extracts_and_finishes_on_the_device(shared_images, vali
     a, b = (load_mesh(g, fmt="glb") for g in glbs)
     assert chamfer_distance(a, b, n_samples=30_000) < 5e-4
     assert colour_difference(a, b) < 2.5
+
+
+def test_edge_topology_on_tensors_equals_the_numpy_topology(chair_raw):
+    """The watertightness check finish makes before decimating, on the device's tensors and on the host."""
+    from meshforge.mesh.finish_engine import edge_topology
+
+    host = host_mesh(chair_raw.surface)
+    faces = host.faces.copy()
+    faces[0] = faces[0, ::-1]  # one face wound against its neighbours: 3 inconsistent edges
+    cases = [host.faces, faces, host.faces[10:]]  # closed, one flipped face, open (10 faces removed)
+    seen = []
+    for f in cases:
+        ref = edge_topology(Mesh(host.vertices, f))
+        got = edge_topology((torch.from_numpy(host.vertices), torch.from_numpy(f.astype(np.int64))))
+        assert got == ref
+        seen.append((ref["watertight"], ref["inconsistent_edges"], ref["boundary_edges"] > 0))
+    assert seen == [(True, 0, False), (True, 3, False), (False, 0, True)]
