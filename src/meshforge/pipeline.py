@@ -251,6 +251,7 @@ def finish(
     (xatlas, both engines). ``"auto"`` is ``"torch"`` for a dense surface on a CUDA device (a
     :class:`~meshforge.types.DeviceMesh`), else ``"cpu"``. The clean, decimate and bake stages of the report
     say which engine ran and on which device (``engine``, ``device``).
+
     The bake samples ``raw.attributes``: a dense-surface field (``bake_attributes``, ``optimize``'s source)
     directly; a point field (a backend's live field or a :class:`~meshforge.raw.VoxelField`) through the
     cleaned dense surface when ``cfg.bake.normal_map`` (colours read on the dense surface, its detail in the
