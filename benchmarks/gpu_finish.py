@@ -14,6 +14,17 @@ fast-simplification) runs on the same surface, and the two results are compared 
     python benchmarks/gpu_finish.py --device cpu --resolution 160   # a sanity run without a GPU
     python benchmarks/gpu_finish.py --device cuda --assets ../shared/data/assets   # + torch vs CPU per asset
 
+``--pipeline`` times the whole :func:`meshforge.pipeline.finish` instead, from the extracted surface left on
+``--device`` (a :class:`~meshforge.types.DeviceMesh`) to GLB bytes (:func:`meshforge.export.export`): clean,
+decimate, unwrap (xatlas, host), bake (the torch bake through the dense surface on the device, base colour +
+metallic-roughness + normal maps) and the GLB writer (PNG encoding included), at ``--faces`` (20k) and
+``--texture-size`` (1024²) — the issue's "< 0.5 s from the field to GLB bytes" figure. The colour field is
+procedural (a smooth RGB function of position, with ``color_tensor`` on the device, as TripoSR's field);
+``--pipeline-engine cpu`` runs the CPU path on the same surface for comparison:
+
+    python benchmarks/gpu_finish.py --pipeline --device cuda [--resolution 256] [--repeat 3] [--json out.json]
+    python benchmarks/gpu_finish.py --pipeline --device cpu --resolution 96 --faces 3000 --texture-size 256 --repeat 1
+
 Prints a Markdown table; ``--json PATH`` also writes the numbers.
 """
 
@@ -144,6 +155,116 @@ def compare_assets(folder: Path, budgets: list[int], device: torch.device) -> li
     return rows
 
 
+class ColourField:
+    """The attribute field of :func:`density`'s surface: a smooth RGB function of position (sRGB, in [0, 1]),
+    with ``color_tensor`` on the device (the torch bake samples it there, as TripoSR's field) and the numpy
+    ``color``/``material`` of the :class:`~meshforge.fields.base.Field` protocol."""
+
+    iso_level = 0.0
+
+    def __init__(self) -> None:
+        self.bbox_min = np.full(3, -1.0, np.float32)
+        self.bbox_max = np.full(3, 1.0, np.float32)
+
+    def color_tensor(self, p: torch.Tensor) -> torch.Tensor:
+        return (0.5 + 0.45 * torch.sin(3.0 * p + torch.tensor([0.0, 2.0, 4.0], device=p.device))).float()
+
+    def color(self, p: np.ndarray) -> np.ndarray:
+        return self.color_tensor(torch.from_numpy(np.asarray(p, np.float32))).numpy()
+
+    def material(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(len(p), np.float32), np.full(len(p), 0.6, np.float32)
+
+    def density(self, p: np.ndarray) -> np.ndarray:  # pragma: no cover - the grid is made by density()
+        raise NotImplementedError
+
+
+def run_pipeline(
+    resolution: int, faces: int, texture_size: int, device: torch.device, engine: str
+) -> tuple[dict[str, float], dict[str, object]]:
+    """One ``pipeline.finish`` from the extracted surface on ``device`` to GLB bytes; seconds per stage."""
+    import dataclasses
+
+    import meshforge
+    from meshforge.config import FinishingConfig, PipelineConfig
+    from meshforge.pipeline import finish
+    from meshforge.raw import Raw
+    from meshforge.types import DeviceMesh, Report
+
+    cfg = PipelineConfig().with_options(faces=faces, texture_size=texture_size)
+    cfg = dataclasses.replace(cfg, finish=FinishingConfig(engine=engine))
+    grid = density(resolution, device)
+    out = extract_closed(grid, np.full(3, -1.0), np.full(3, 1.0), 0.0)
+    assert out is not None
+    del grid
+    raw = Raw(surface=DeviceMesh(*out), attributes=ColourField(), name="blob", config=cfg.to_dict())
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    report = Report()
+    t0 = clock(device)
+    result = finish(raw, cfg, report=report)
+    t1 = clock(device)
+    glb = meshforge.export(result.asset, "glb")
+    t2 = time.perf_counter()
+    times = {s.name: s.seconds for s in report.stages}
+    times["glb"] = t2 - t1
+    times["total"] = t2 - t0
+    stages = {s.name: s.counts for s in report.stages}
+    facts: dict[str, object] = {
+        "dense_faces": raw.surface.n_faces,
+        "low_faces": result.asset.mesh.n_faces,
+        "glb_bytes": len(glb),
+        "engine": stages["clean"].get("engine"),
+        "device": stages["clean"].get("device"),
+        "coverage": stages["bake"].get("coverage"),
+        "warnings": list(report.warnings),
+    }
+    if device.type == "cuda":
+        facts["finish_peak_vram_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return times, facts
+
+
+def main_pipeline(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    run_pipeline(min(args.resolution, 64), 2_000, 256, device, args.pipeline_engine)  # warm-up
+    runs = [
+        run_pipeline(args.resolution, args.faces, args.texture_size, device, args.pipeline_engine)
+        for _ in range(max(1, args.repeat))
+    ]
+    stages = list(runs[0][0])
+    median = {k: statistics.median(r[0][k] for r in runs) for k in stages}
+    facts = runs[0][1]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(
+        f"pipeline.finish on {device} ({name}), engine {facts['engine']}, torch {torch.__version__}: "
+        f"{args.resolution}³ grid, {facts['dense_faces']:,} faces → {facts['low_faces']:,} faces, "
+        f"{args.texture_size}² maps, median of {len(runs)}"
+    )
+    print("\n| stage | median s |\n|---|---:|")
+    for k in stages:
+        label = "**extracted surface → GLB bytes**" if k == "total" else k
+        value = f"**{median[k]:.3f}**" if k == "total" else f"{median[k]:.3f}"
+        print(f"| {label} | {value} |")
+    print()
+    if "finish_peak_vram_gb" in facts:
+        print(f"peak VRAM of the finishing stages (surface included): {facts['finish_peak_vram_gb']:.2f} GiB")
+    for warning in facts["warnings"]:  # type: ignore[attr-defined]
+        print(f"warning: {warning}")
+    if args.json:
+        result = {
+            "mode": "pipeline",
+            "device": str(device),
+            "resolution": args.resolution,
+            "faces": args.faces,
+            "texture_size": args.texture_size,
+            "median_s": median,
+            "runs_s": [r[0] for r in runs],
+            **facts,
+        }
+        args.json.write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -154,7 +275,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--assets", type=Path, default=None, help="also compare with the CPU path on these .glb files")
     parser.add_argument("--asset-budgets", default="20000,2000")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="time pipeline.finish from the device surface to GLB bytes"
+    )
+    parser.add_argument("--texture-size", type=int, default=1024, help="--pipeline: side of the baked maps")
+    parser.add_argument(
+        "--pipeline-engine", choices=("torch", "cpu"), default="torch", help="--pipeline: the finishing engine"
+    )
     args = parser.parse_args()
+    if args.pipeline:
+        main_pipeline(args)
+        return
     device = torch.device(args.device)
     run_once(min(args.resolution, 64), 2_000, device)  # warm-up: kernels, allocator
     runs = [run_once(args.resolution, args.faces, device) for _ in range(max(1, args.repeat))]

@@ -72,10 +72,18 @@ def _add_option(p: argparse.ArgumentParser, name: str, *, default: object = None
 
 
 def _add_finish_options(
-    p: argparse.ArgumentParser, faces: object, texture_size: object, *, fmt: str, preset: bool, no_texture: bool
+    p: argparse.ArgumentParser,
+    faces: object,
+    texture_size: object,
+    *,
+    fmt: str,
+    preset: bool,
+    no_texture: bool,
+    engine: object = None,
 ) -> None:
-    """The finishing options ``generate``, ``optimize`` and ``export`` share (budgets, formats, preview);
-    ``faces``/``texture_size`` are the defaults shown in ``--help`` (ranges are checked by the configs)."""
+    """The finishing options ``generate``, ``optimize`` and ``export`` share (budgets, engine, formats,
+    preview); ``faces``/``texture_size``/``engine`` are the defaults shown in ``--help`` (ranges are checked by
+    the configs)."""
     from .config import PRESETS
 
     if preset:
@@ -91,6 +99,7 @@ def _add_finish_options(
     _add_option(p, "texture_size", default=texture_size)
     if no_texture:
         p.add_argument("--no-texture", action="store_true", help="vertex colours instead of baked textures (fast)")
+    _add_option(p, "finish_engine", default=engine)
     p.add_argument("--format", default=None, help=fmt)
     p.add_argument("--preview", action="store_true", help="also write <stem>.preview.png (rendered views)")
 
@@ -354,6 +363,7 @@ def _build_parser() -> argparse.ArgumentParser:
         fmt="comma-separated formats when OUT is a folder (default: glb)",
         preset=True,
         no_texture=True,
+        engine="the raw's",
     )
     e.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     e.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
@@ -416,6 +426,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         background=args.background,
         seed=args.seed,
         save_intermediates=True if args.save_intermediates else None,
+        finish_engine=args.finish_engine,
     )
     if args.bg_engine or args.rembg_model:
         pre = dataclasses.replace(
@@ -706,7 +717,11 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     out_dir, stems, formats = target
     stem = stems[0]
     cfg = OptimizeConfig().with_options(
-        preset=args.preset, faces=args.faces, texture_size=args.texture_size, up_axis=args.up_axis
+        preset=args.preset,
+        faces=args.faces,
+        texture_size=args.texture_size,
+        up_axis=args.up_axis,
+        finish_engine=args.finish_engine,
     )
     path = Path(args.input)
     try:
@@ -791,7 +806,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 2
     out_dir, stems, formats = target
     # the options' ranges, checked once before any file (a usage error, exit 2, like generate's)
-    PipelineConfig().with_options(preset=args.preset, faces=args.faces, texture_size=args.texture_size)
+    PipelineConfig().with_options(
+        preset=args.preset, faces=args.faces, texture_size=args.texture_size, finish_engine=args.finish_engine
+    )
     failed = 0
     for index, (path, stem) in enumerate(zip(paths, stems), start=1):
         tag = f"[{index}/{len(paths)}] " if len(paths) > 1 else ""
@@ -801,7 +818,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
             # a texture size (or preset) asked for bakes textures even from a raw generated with --no-texture
             textures = False if args.no_texture else (True if args.texture_size or args.preset else None)
             cfg = base.with_options(
-                preset=args.preset, faces=args.faces, texture_size=args.texture_size, textures=textures
+                preset=args.preset,
+                faces=args.faces,
+                texture_size=args.texture_size,
+                textures=textures,
+                finish_engine=args.finish_engine,
             )
             report = Report()
             report.config = cfg.to_dict()

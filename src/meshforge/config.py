@@ -175,6 +175,26 @@ class BakeConfig:
     cage_fraction: float = 0.03
 
 
+#: the finishing engines (:class:`FinishingConfig`)
+FINISH_ENGINES: tuple[str, ...] = ("auto", "cpu", "torch")
+
+
+@dataclass(frozen=True)
+class FinishingConfig:
+    """Which engine runs the finishing stages (clean, decimate, bake; the unwrap is xatlas on the host for both).
+
+    Attributes:
+        engine: ``"cpu"``: numpy and the CPU libraries (:mod:`meshforge.mesh.clean`,
+            :mod:`meshforge.mesh.decimate`, :mod:`meshforge.mesh.bake`), the reference path; ``"torch"``: the
+            PyTorch engine (:mod:`meshforge.mesh.torch_clean`, :mod:`meshforge.mesh.torch_decimate`,
+            :mod:`meshforge.gpu.bake`) on the device holding the dense surface (a host surface: CUDA when
+            there is one, else CPU tensors); ``"auto"``: ``"torch"`` when the dense surface lives on a CUDA
+            device (:func:`meshforge.mesh.finish_engine.finish_engine`), else ``"cpu"``.
+    """
+
+    engine: str = "auto"
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """The whole run's configuration; each stage receives its own section.
@@ -192,6 +212,7 @@ class PipelineConfig:
     decimate: DecimateConfig = field(default_factory=DecimateConfig)
     unwrap: UnwrapConfig = field(default_factory=UnwrapConfig)
     bake: BakeConfig = field(default_factory=BakeConfig)
+    finish: FinishingConfig = field(default_factory=FinishingConfig)
     seed: int = 0
     save_intermediates: bool = False
 
@@ -209,6 +230,7 @@ class PipelineConfig:
         save_intermediates: bool | None = None,
         preset: str | None = None,
         bg_engine: str | None = None,
+        finish_engine: str | None = None,
     ) -> PipelineConfig:
         """Return a copy with the user-facing options set in every section that uses them (a ``preset``,
         :data:`PRESETS`, first, explicit ``faces``/``texture_size`` on top).
@@ -226,6 +248,7 @@ class PipelineConfig:
             "background": background,
             "bg_engine": bg_engine,
             "seed": seed,
+            "finish_engine": finish_engine,
         }
         cfg = self
         for name, value in given.items():
@@ -483,5 +506,14 @@ OPTIONS: dict[str, Option] = {
             label="background engine",
         ),
         Option("seed", ("seed",), int, "random seed"),
+        Option(
+            "finish_engine",
+            ("finish", "engine"),
+            str,
+            "engine of the clean, decimate and bake stages: cpu (numpy, the reference), torch (PyTorch on the "
+            "dense surface's device, CUDA if any), auto (torch when the dense surface is on a CUDA device)",
+            choices=FINISH_ENGINES,
+            label="finish engine",
+        ),
     )
 }

@@ -22,7 +22,16 @@ from typing import Any
 import numpy as np
 
 from . import _profiling
-from .config import OPTIONS, BakeConfig, CleanConfig, DecimateConfig, UnwrapConfig, from_dict_over, preset_budget
+from .config import (
+    OPTIONS,
+    BakeConfig,
+    CleanConfig,
+    DecimateConfig,
+    FinishingConfig,
+    UnwrapConfig,
+    from_dict_over,
+    preset_budget,
+)
 from .config import PRESETS as PRESETS  # re-exported: the presets optimize documents
 from .errors import InputError
 from .fields.surface import SurfaceField
@@ -55,6 +64,7 @@ class OptimizeConfig:
     decimate: DecimateConfig = field(default_factory=DecimateConfig)
     unwrap: UnwrapConfig = field(default_factory=UnwrapConfig)
     bake: BakeConfig = field(default_factory=BakeConfig)
+    finish: FinishingConfig = field(default_factory=FinishingConfig)
     max_bytes: int = 512 * 1024 * 1024
     up_axis: str = "y"
 
@@ -65,15 +75,17 @@ class OptimizeConfig:
         faces: int | None = None,
         texture_size: int | None = None,
         up_axis: str | None = None,
+        finish_engine: str | None = None,
     ) -> OptimizeConfig:
-        """A copy with a preset applied, then explicit ``faces``/``texture_size`` (and ``up_axis``) on top.
+        """A copy with a preset applied, then explicit ``faces``/``texture_size`` (and ``up_axis``,
+        ``finish_engine``) on top.
 
         Raises:
             InputError: unknown preset or out-of-range values.
         """
         cfg = self
         faces, texture_size = preset_budget(preset, faces, texture_size)
-        for name, value in (("faces", faces), ("texture_size", texture_size)):
+        for name, value in (("faces", faces), ("texture_size", texture_size), ("finish_engine", finish_engine)):
             if value is not None:
                 cfg = OPTIONS[name].set(cfg, value)
         if up_axis is not None:
@@ -82,10 +94,10 @@ class OptimizeConfig:
         return cfg
 
     def validate(self) -> None:
-        """Check the options optimize takes (``faces``, ``texture_size``: the same ranges and messages as
-        generate's, :data:`~meshforge.config.OPTIONS`) and the up axis; raise :class:`InputError` naming the
-        first bad one."""
-        for name in ("faces", "texture_size"):
+        """Check the options optimize takes (``faces``, ``texture_size``, ``finish_engine``: the same ranges,
+        choices and messages as generate's, :data:`~meshforge.config.OPTIONS`) and the up axis; raise
+        :class:`InputError` naming the first bad one."""
+        for name in ("faces", "texture_size", "finish_engine"):
             problem = OPTIONS[name].problem(OPTIONS[name].get(self))
             if problem is not None:
                 raise InputError(problem)

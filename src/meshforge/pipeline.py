@@ -2,7 +2,7 @@
 
 ::
 
-    reconstruct:  Image ─prepare─▶ Image ─backend─▶ Field ─extract─▶ Raw(Mesh, Field)
+    reconstruct:  Image ─prepare─▶ Image ─backend─▶ Field ─extract─▶ Raw(Mesh | DeviceMesh, Field)
     finish:       Raw ─clean─▶ Mesh ─decimate─▶ Mesh ─unwrap─▶ Mesh(+uv) ─bake(Field)─▶ Textures ─▶ Asset
 
 :func:`run` is :func:`reconstruct` then :func:`finish`; ``optimize`` and ``meshforge export`` (a saved
@@ -26,7 +26,7 @@ import numpy as np
 from . import _profiling
 from ._version import __version__
 from .backends import Backend, Seeded, load_backend, resolve_name
-from .config import BakeConfig, CleanConfig, DecimateConfig, PipelineConfig, UnwrapConfig
+from .config import BakeConfig, CleanConfig, DecimateConfig, FinishingConfig, PipelineConfig, UnwrapConfig
 from .eval.metrics import orientation
 from .fields.base import DenseSurface, Field, Opacity, SurfaceAttributes
 from .fields.isosurface import extract
@@ -35,13 +35,13 @@ from .geometry.normals import vertex_normals
 from .geometry.topology import topology
 from .io.images import load_image
 from .mesh.bake import bake, bake_vertex_colors, baked_metallic_factor
-from .mesh.clean import clean
-from .mesh.decimate import budget_shortfall, decimate
+from .mesh.decimate import budget_shortfall
+from .mesh.finish_engine import clean_surface, decimate_surface, edge_topology, resolve_engine
 from .mesh.uv import unwrap
 from .preprocess import prepare
 from .preprocess.background import cutout_warning
 from .raw import Raw, SparseVoxelField, VoxelField
-from .types import Asset, Image, Material, Report
+from .types import Asset, DeviceMesh, Image, Material, Mesh, Report, host_mesh
 
 #: warn when more than this fraction of the low-poly area faces away from the dense surface it stands for
 #: (:func:`~meshforge.eval.metrics.orientation`; checked where the dense surface's winding is kept). Decimation
@@ -62,6 +62,8 @@ FINISH_STAGES: tuple[str, ...] = ("clean", "decimate", "unwrap", "bake")
 class FinishConfig(Protocol):
     """The sections :func:`finish` reads (:class:`PipelineConfig` and ``OptimizeConfig`` both have them)."""
 
+    @property
+    def finish(self) -> FinishingConfig: ...
     @property
     def clean(self) -> CleanConfig: ...
     @property
@@ -196,8 +198,10 @@ def reconstruct(
             dense = field.dense_surface()
             c.update(source="backend mesh", vertices=dense.n_vertices, faces=dense.n_faces)
         else:
-            dense = extract(field, cfg.extract)
+            # a CUDA grid's isosurface stays on the device (a DeviceMesh) for the finishing engine
+            dense = extract(field, cfg.extract, on_device=True)
             c.update(resolution=cfg.extract.resolution, vertices=dense.n_vertices, faces=dense.n_faces)
+        c.update(on_device=isinstance(dense, DeviceMesh))
     provenance = {
         "job": "generate",
         "version": __version__,
@@ -235,7 +239,19 @@ def finish(
 ) -> Result:
     """The tail both jobs share: clean → decimate → unwrap → bake, into an asset and its report.
 
-    Reads only ``cfg.clean``, ``cfg.decimate``, ``cfg.unwrap`` and ``cfg.bake``; never loads a backend.
+    Reads only ``cfg.finish``, ``cfg.clean``, ``cfg.decimate``, ``cfg.unwrap`` and ``cfg.bake``; never loads a
+    backend.
+
+    **Engines** (``cfg.finish.engine``, :func:`~meshforge.mesh.finish_engine.resolve_engine`): ``"cpu"`` is the
+    reference path (numpy clean and decimate, the numpy/Embree bake); ``"torch"`` cleans and decimates with
+    PyTorch on the dense surface's device (:func:`~meshforge.mesh.finish_engine.clean_surface`,
+    :func:`~meshforge.mesh.finish_engine.decimate_surface`), keeps the cleaned dense surface there as the bake's
+    projection target (:meth:`meshforge.gpu.bake.DenseSurface.from_isosurface`) and bakes with
+    :func:`meshforge.gpu.bake.bake` on that device; only the decimated mesh comes to the host, for the unwrap
+    (xatlas, both engines). ``"auto"`` is ``"torch"`` for a dense surface on a CUDA device (a
+    :class:`~meshforge.types.DeviceMesh`), else ``"cpu"``. The clean, decimate and bake stages of the report
+    say which engine ran and on which device (``engine``, ``device``).
+
     The bake samples ``raw.attributes``: a dense-surface field (``bake_attributes``, ``optimize``'s source)
     directly; a point field (a backend's live field or a :class:`~meshforge.raw.VoxelField`) through the
     cleaned dense surface when ``cfg.bake.normal_map`` (colours read on the dense surface, its detail in the
@@ -276,31 +292,34 @@ def finish(
     for warning in raw.provenance.get("warnings", ()):  # the reconstruction's (a doubtful cut-out) still hold
         report.warn(warning)
     dense = raw.surface
+    engine, device = resolve_engine(cfg.finish.engine, dense)
+    on = {"engine": engine, "device": device}
     step(0)
     with _profiling.stage(report, "clean") as c:
-        cleaned, clean_counts = clean(dense, cfg.clean)
-        c.update(faces_in=dense.n_faces, faces=cleaned.n_faces, vertices=cleaned.n_vertices, **clean_counts)
+        cleaned, clean_counts = clean_surface(dense, cfg.clean, engine=engine, device=device)
+        n_clean = _counts(cleaned)
+        c.update(**on, faces_in=dense.n_faces, faces=n_clean[1], vertices=n_clean[0], **clean_counts)
     step(1)
     with _profiling.stage(report, "decimate") as c:
-        low, counts = decimate(cleaned, cfg.decimate)
-        before = topology(cleaned.vertices, cleaned.faces)
+        low, counts = decimate_surface(cleaned, cfg.decimate, engine=engine)
+        before = edge_topology(cleaned)
         winding: dict[str, Any] = {}
         if not cfg.clean.orient:  # the one orientation check (inspect --reference reports the same)
-            winding = orientation(low, dense)
-        c.update(faces_in=cleaned.n_faces, budget=cfg.decimate.faces, **{**counts, **winding})
+            winding = orientation(low, host_mesh(dense))
+        c.update(**on, faces_in=n_clean[1], budget=cfg.decimate.faces, **{**counts, **winding})
         shortfall = budget_shortfall(cfg.decimate.faces, low)
         if shortfall:
             report.warn(shortfall)
-        if before.watertight and not counts.get("watertight", False):
+        if before["watertight"] and not counts.get("watertight", False):
             report.warn("the decimated mesh is not watertight")
         if winding and (
             winding["facing_away_area"] > FACING_AWAY_WARNING
-            or winding["inconsistent_edges"] > before.inconsistent_edges
+            or winding["inconsistent_edges"] > before["inconsistent_edges"]
         ):
             report.warn(
                 f"{winding['facing_away_faces']:,} faces ({100 * winding['facing_away_area']:.2f} % of the area) "
                 f"face away from the source and {winding['inconsistent_edges']:,} edges are wound "
-                f"inconsistently (the source has {before.inconsistent_edges:,}); thin parts folded: try a larger "
+                f"inconsistently (the source has {before['inconsistent_edges']:,}); thin parts folded: try a larger "
                 "--faces budget"
             )
     field = raw.attributes
@@ -316,13 +335,24 @@ def finish(
                 report.warn(f"UV unwrap fell back to the per-face atlas: {counts['fallback']}")
         step(3)
         with _profiling.stage(report, "bake") as c:
-            source: Field = field
-            if cfg.bake.normal_map and not isinstance(field, SurfaceAttributes):
-                # bake through the dense isosurface: colours on the true surface, its detail in a normal map
-                diag = float(np.linalg.norm(cleaned.vertices.max(0) - cleaned.vertices.min(0)))
-                source = SurfaceField([FieldSurfacePart(cleaned, field)], cage=cfg.bake.cage_fraction * diag)
-            textures, counts = bake(mesh, source, cfg.bake)
-            c.update(**counts)
+            through_dense = cfg.bake.normal_map and not isinstance(field, SurfaceAttributes)
+            if engine == "torch":
+                from .gpu.bake import DenseSurface as DeviceDenseSurface
+                from .gpu.bake import bake as bake_torch
+
+                surface = None
+                if through_dense:  # the cleaned dense surface, still on the device, is the projection target
+                    cv, cf = cleaned
+                    surface = DeviceDenseSurface.from_isosurface(cv, cf, field, cage_fraction=cfg.bake.cage_fraction)
+                textures, counts = bake_torch(mesh, field, cfg.bake, device=device, surface=surface)
+            else:
+                source: Field = field
+                if through_dense:
+                    # bake through the dense isosurface: colours on the true surface, its detail in a normal map
+                    diag = float(np.linalg.norm(cleaned.vertices.max(0) - cleaned.vertices.min(0)))
+                    source = SurfaceField([FieldSurfacePart(cleaned, field)], cage=cfg.bake.cage_fraction * diag)
+                textures, counts = bake(mesh, source, cfg.bake)
+            c.update(**on, **counts)
         report.textures = textures.sizes()
         material = dataclasses.replace(
             raw.material, metallic_factor=baked_metallic_factor(textures), roughness_factor=1.0
@@ -333,7 +363,8 @@ def finish(
             mesh = low.replace(normals=vertex_normals(low.vertices, low.faces))
             mesh, roughness = bake_vertex_colors(mesh, field)
             material = dataclasses.replace(raw.material, metallic_factor=0.0, roughness_factor=roughness)
-            c.update(mode="vertex_colors", vertices=mesh.n_vertices)
+            # vertex colours are sampled by the field's numpy methods on the host, whatever the engine
+            c.update(mode="vertex_colors", engine="cpu", device="cpu", vertices=mesh.n_vertices)
     report.info["mesh"] = topology(mesh.vertices, mesh.faces, weld_positions=True).to_dict()
     provenance = {k: v for k, v in raw.provenance.items() if k not in ("warnings",)}
     parameters = dict(provenance.get("parameters", {}))
@@ -341,6 +372,13 @@ def finish(
     extras = {"meshforge": {**provenance, "version": __version__, "parameters": parameters}}
     asset = Asset(mesh=mesh, material=material, textures=textures, name=raw.name, extras=extras)
     return Result(asset=asset, report=report, raw=raw)
+
+
+def _counts(surface: Any) -> tuple[int, int]:
+    """``(vertices, faces)`` of a host :class:`Mesh` or a ``(vertices, faces)`` tensor pair."""
+    if isinstance(surface, Mesh | DeviceMesh):
+        return surface.n_vertices, surface.n_faces
+    return int(surface[0].shape[0]), int(surface[1].shape[0])
 
 
 def _source_info(raw: Raw) -> dict[str, Any]:

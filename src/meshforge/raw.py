@@ -72,7 +72,7 @@ from .errors import InputError, StageError
 from .fields.base import Field, PortableField, SurfaceAttributes
 from .fields.sparse_voxels import RAW_KIND as SPARSE_KIND
 from .fields.sparse_voxels import SparseVoxelField
-from .types import Image, Material, Mesh
+from .types import DeviceMesh, Image, Material, Mesh, host_mesh
 
 #: the ``format`` value of an ``.mfraw`` manifest
 RAW_FORMAT = "meshforge-raw"
@@ -93,8 +93,11 @@ class Raw:
     """A raw reconstruction: the dense surface plus what the baker samples, before any mesh stage.
 
     Attributes:
-        surface: the dense surface (``[V, 3]`` float32 vertices in metres, ``[F, 3]`` int32 faces wound
-            counter-clockwise seen from outside), e.g. the extracted isosurface or the flattened source mesh.
+        surface: the dense surface (``[V, 3]`` float32 vertices in metres, faces wound counter-clockwise seen
+            from outside), e.g. the extracted isosurface or the flattened source mesh: a host
+            :class:`~meshforge.types.Mesh` (``[F, 3]`` int32 faces), or a :class:`~meshforge.types.DeviceMesh`
+            (``[F, 3]`` int64 faces, tensors left on the device that extracted or decoded them: a CUDA grid's
+            isosurface, TRELLIS.2's mesh). Code that needs numpy calls :func:`~meshforge.types.host_mesh`.
         attributes: the attribute source the bake samples: a point :class:`~meshforge.fields.base.Field`
             (a backend's live field, or its portable :class:`VoxelField`, or TRELLIS.2's
             :class:`~meshforge.fields.sparse_voxels.SparseVoxelField`), or a dense-surface field with
@@ -110,7 +113,7 @@ class Raw:
         config: the configuration that made it, as a dict (``PipelineConfig.to_dict()``), empty if unknown.
     """
 
-    surface: Mesh
+    surface: Mesh | DeviceMesh
     attributes: Field
     prepared: Image | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -176,7 +179,7 @@ class VoxelField:
         return (ijk[..., 0] * r + ijk[..., 1]) * r + ijk[..., 2]
 
     @classmethod
-    def sample(cls, source: Field, surface: Mesh, resolution: int, *, chunk: int = 1 << 18) -> VoxelField:
+    def sample(cls, source: Field, surface: Mesh | DeviceMesh, resolution: int, *, chunk: int = 1 << 18) -> VoxelField:
         """Sample a field's attributes on the extraction-grid points around a dense surface.
 
         The band is the corners of every grid cell holding a vertex or a triangle centroid of ``surface``
@@ -184,7 +187,8 @@ class VoxelField:
 
         Args:
             source: the live field (``color``, ``material``; ``bbox_min``/``bbox_max`` span the grid).
-            surface: the dense surface extracted from it.
+            surface: the dense surface extracted from it (a :class:`~meshforge.types.DeviceMesh` is copied to
+                the host, :func:`~meshforge.types.host_mesh`).
             resolution: the sampling grid's points per axis (the extraction grid's, or finer).
             chunk: points per field query.
 
@@ -192,6 +196,7 @@ class VoxelField:
             A :class:`VoxelField` with float16 values.
         """
         r = int(resolution)
+        surface = host_mesh(surface)
         lo = np.asarray(source.bbox_min, dtype=np.float64)
         step = (np.asarray(source.bbox_max, dtype=np.float64) - lo) / (r - 1)
         v = surface.vertices.astype(np.float64)
@@ -292,7 +297,7 @@ def portable(raw: Raw, resolution: int | None = None) -> Raw:
         raise InputError("an optimize job's raw (a dense source mesh) cannot be saved: optimize the source again")
     extracted = int(raw.provenance.get("parameters", {}).get("resolution") or 0)
     res = int(resolution or max(extracted, ATTRIBUTE_RESOLUTION))
-    return raw.replace(attributes=VoxelField.sample(raw.attributes, raw.surface, res))
+    return raw.replace(attributes=VoxelField.sample(raw.attributes, host_mesh(raw.surface), res))
 
 
 # -- the .mfraw file -----------------------------------------------------------------------------------------
@@ -309,9 +314,10 @@ def dumps_raw(raw: Raw) -> bytes:
     """
     raw = portable(raw)
     vox = raw.attributes
+    surface = host_mesh(raw.surface)
     arrays: dict[str, np.ndarray] = {
-        "surface_vertices.npy": raw.surface.vertices.astype(np.float32),
-        "surface_faces.npy": raw.surface.faces.astype(np.int32),
+        "surface_vertices.npy": surface.vertices.astype(np.float32),
+        "surface_faces.npy": surface.faces.astype(np.int32),
     }
     attributes: dict[str, Any]
     if isinstance(vox, SparseVoxelField):

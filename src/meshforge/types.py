@@ -107,6 +107,67 @@ class Mesh:
         return dataclasses.replace(self, **changes)
 
 
+class DeviceMesh:
+    """A dense surface left in ``torch`` tensors on the device that made it (a CUDA GPU, or the CPU): what
+    extraction on a CUDA grid or a backend that decodes its mesh on the GPU (TRELLIS.2) hands to the
+    finishing stages, so a surface of millions of faces is not copied to the host and back.
+
+    The host copy (:meth:`to_mesh`) is made only where numpy is needed — saving a ``.mfraw``, the CPU
+    finishing engine, sampling a field into a voxel volume — through :func:`host_mesh`, once (it is kept).
+
+    Args:
+        vertices: ``[V, 3]`` float tensor, metres, canonical frame (kept as float32).
+        faces: ``[F, 3]`` integer tensor on the same device (kept as int64), counter-clockwise seen from
+            outside.
+
+    Raises:
+        ValueError: wrong shapes, or vertices and faces on different devices.
+    """
+
+    def __init__(self, vertices: Any, faces: Any) -> None:
+        import torch
+
+        if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+            shapes = f"{tuple(vertices.shape)} and {tuple(faces.shape)}"
+            raise ValueError(f"DeviceMesh needs [V, 3] vertices and [F, 3] faces, got {shapes}")
+        if vertices.device != faces.device:
+            raise ValueError(f"DeviceMesh: vertices on {vertices.device} but faces on {faces.device}")
+        self.vertices = vertices.detach().to(torch.float32)
+        self.faces = faces.detach().to(torch.int64)
+        self._host: Mesh | None = None
+
+    @property
+    def device(self) -> Any:
+        """The ``torch.device`` holding the tensors."""
+        return self.vertices.device
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def n_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+    def to_mesh(self) -> Mesh:
+        """The host :class:`Mesh` (float32 vertices, int32 faces), copied once (through pinned buffers from a
+        CUDA device, :func:`meshforge.fields.mc_torch.to_host`) and kept."""
+        if self._host is None:
+            import torch
+
+            from .fields.mc_torch import to_host
+
+            v, f = to_host(self.vertices, self.faces.to(torch.int32))  # int32 on the device: half the bytes
+            self._host = Mesh(vertices=v, faces=f)
+        return self._host
+
+
+def host_mesh(surface: Mesh | DeviceMesh) -> Mesh:
+    """The surface as a host :class:`Mesh`: itself, or a :class:`DeviceMesh`'s :meth:`~DeviceMesh.to_mesh`
+    (the one place a device-resident dense surface is copied to the host)."""
+    return surface.to_mesh() if isinstance(surface, DeviceMesh) else surface
+
+
 @dataclass(frozen=True, eq=False)
 class Textures:
     """Baked PBR texture maps (glTF 2.0 metallic-roughness model).

@@ -255,6 +255,36 @@ class InflateField:
         return np.zeros(n, dtype=np.float32), np.full(n, self._roughness, dtype=np.float32)
 
 
+class InflateGridField(InflateField):
+    """An :class:`InflateField` whose extraction grid is built on a device (a CUDA GPU): the ``[R, R]`` maps of
+    :meth:`~InflateField.density_grid` are sampled on the host, then broadcast along z on ``device``, so the
+    isosurface (:func:`meshforge.fields.isosurface.extract`, ``torch`` engine) and the finishing stages
+    (``--finish-engine auto``) run there and the ``R³`` grid never exists on the host.
+
+    Args:
+        field: the field to wrap (its maps are shared, not copied).
+        device: the ``torch`` device of the grid.
+    """
+
+    def __init__(self, field: InflateField, device: str) -> None:
+        self.__dict__.update(field.__dict__)
+        self.device = device
+
+    def density_grid_tensor(self, resolution: int) -> Any:
+        """:meth:`~InflateField.density_grid` as a ``[R, R, R]`` float32 tensor on :attr:`device` (the same
+        values: the 2D maps are the same host samples, the broadcast is exact)."""
+        import torch
+
+        xs, ys, zs = grid_axes(self, resolution)
+        cols, rows = self._pixel(xs[:, None], ys[None, :])
+        cols = np.broadcast_to(cols, (resolution, resolution))
+        rows = np.broadcast_to(rows, (resolution, resolution))
+        sd = torch.from_numpy(_bilinear(self._sd, cols, rows)).to(self.device)
+        t = torch.from_numpy(_bilinear(self._t, cols, rows)).to(self.device)
+        z = torch.from_numpy(np.abs(zs)).to(self.device)
+        return torch.minimum(t[:, :, None] - z[None, None, :], sd[:, :, None])
+
+
 class InflateBackend:
     """Weightless single-view backend: silhouette inflation (see the module docstring).
 
@@ -266,7 +296,14 @@ class InflateBackend:
             (√(mask area)); larger keeps less of the front's layout.
         rim_carry: how far in from the silhouette the back shows the rim colours, same unit.
         work_size: resolution of the Poisson solve (the picture is resampled to this size).
-        device: accepted for interface parity; this backend runs on the CPU.
+        device: ``"cpu"`` or ``"auto"`` (the CPU; ``meshforge generate`` resolves ``--device auto`` to the first
+            CUDA device first), ``"cuda"``/``"cuda:N"``: the Poisson solve and the colours run on the CPU; on a
+            CUDA device the field is an :class:`InflateGridField`, whose extraction grid is built there (so the
+            isosurface and the finishing stages run on that GPU).
+
+    Raises:
+        InputError: bad option values or device spelling.
+        BackendError: a CUDA device PyTorch does not see.
 
     Attributes:
         input_size: side of the square prepared picture it expects (pixels).
@@ -301,13 +338,17 @@ class InflateBackend:
         self.min_thickness = float(min_thickness)
         self.roughness = float(roughness)
         self.work_size = int(work_size)
-        self.device = "cpu"
+        from ..devices import resolve_device
+
+        # "auto" stays on the CPU without importing torch (the CLI and the service pass a resolved device)
+        self.device = "cpu" if device in ("cpu", "auto") else resolve_device(device)
 
     def info(self) -> dict[str, Any]:
         """Provenance of this backend for reports and the asset's extras."""
         return {
             "name": self.name,
             "weights": None,
+            "device": self.device,
             "depth_scale": self.depth_scale,
             "min_thickness": self.min_thickness,
             "roughness": self.roughness,
@@ -352,4 +393,5 @@ class InflateBackend:
             _, (ri, ci) = ndimage.distance_transform_edt(~inner, return_indices=True)
             rgb = rgb[ri, ci]
         back = back_color(rgb, mask, self.back_blur, self.rim_carry)
-        return InflateField(sd, t.astype(np.float32), rgb, self.roughness, back, self.min_thickness)
+        field = InflateField(sd, t.astype(np.float32), rgb, self.roughness, back, self.min_thickness)
+        return InflateGridField(field, self.device) if self.device.startswith("cuda") else field

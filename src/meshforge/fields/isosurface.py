@@ -22,13 +22,13 @@ import numpy as np
 
 from ..config import ExtractConfig
 from ..errors import InputError, StageError
-from ..types import Mesh
+from ..types import DeviceMesh, Mesh
 from .base import DensityGrid, DensityGridTensor, Field, sample_grid
 
 ENGINES = ("skimage", "torch", "auto")
 
 
-def extract(field: Field, cfg: ExtractConfig) -> Mesh:
+def extract(field: Field, cfg: ExtractConfig, *, on_device: bool = False) -> Mesh | DeviceMesh:
     """Extract the ``iso_level`` isosurface of a field on a ``resolution³`` grid.
 
     The grid spans the field's bounding box (see :func:`~meshforge.fields.base.grid_axes`). Only the
@@ -38,10 +38,13 @@ def extract(field: Field, cfg: ExtractConfig) -> Mesh:
     Args:
         field: any :class:`~meshforge.fields.base.Field`.
         cfg: ``resolution`` (grid points per axis) and ``engine`` (``"skimage"``, ``"torch"`` or ``"auto"``).
+        on_device: when the torch engine meshes a grid held on a CUDA device, return the surface left there
+            (a :class:`~meshforge.types.DeviceMesh`, nothing copied to the host) instead of a host mesh.
 
     Returns:
         A :class:`Mesh` with ``[V, 3]`` float32 vertices in metres and ``[F, 3]`` int32 faces wound
-        counter-clockwise seen from outside (outward normals).
+        counter-clockwise seen from outside (outward normals); with ``on_device`` and a CUDA grid, a
+        :class:`~meshforge.types.DeviceMesh` of the same surface (``[F, 3]`` int64 faces).
 
     Raises:
         InputError: unknown engine.
@@ -53,7 +56,8 @@ def extract(field: Field, cfg: ExtractConfig) -> Mesh:
     level = float(field.iso_level)
     use_torch = cfg.engine == "torch" or (cfg.engine == "auto" and _is_tensor(grid) and grid.is_cuda)
     if use_torch:
-        return extract_grid_torch(grid, field.bbox_min, field.bbox_max, level)
+        keep = on_device and _is_tensor(grid) and grid.is_cuda
+        return extract_grid_torch(grid, field.bbox_min, field.bbox_max, level, on_device=keep)
     if _is_tensor(grid):
         grid = grid.detach().float().cpu().numpy()
     return extract_grid(grid, field.bbox_min, field.bbox_max, level)
@@ -113,10 +117,13 @@ def extract_grid(grid: np.ndarray, bbox_min: np.ndarray, bbox_max: np.ndarray, l
     return Mesh(vertices=verts.astype(np.float32), faces=faces.astype(np.int32))
 
 
-def extract_grid_torch(grid: Any, bbox_min: np.ndarray, bbox_max: np.ndarray, level: float) -> Mesh:
+def extract_grid_torch(
+    grid: Any, bbox_min: np.ndarray, bbox_max: np.ndarray, level: float, *, on_device: bool = False
+) -> Mesh | DeviceMesh:
     """:func:`extract_grid` with the PyTorch engine on the grid's device (a tensor or a numpy array).
 
-    The mesh is built on the grid's device (:func:`.mc_torch.extract_closed`) and copied to the host at the end.
+    The mesh is built on the grid's device (:func:`.mc_torch.extract_closed`) and copied to the host at the end,
+    or with ``on_device`` left there as a :class:`~meshforge.types.DeviceMesh`.
     """
     import torch
 
@@ -126,5 +133,7 @@ def extract_grid_torch(grid: Any, bbox_min: np.ndarray, bbox_max: np.ndarray, le
     out = extract_closed(tensor.detach(), bbox_min, bbox_max, level)
     if out is None:
         raise StageError("the field has no inside samples on the grid: the isosurface is empty")
+    if on_device:
+        return DeviceMesh(out[0], out[1])
     verts, faces = to_host(out[0], out[1])
     return Mesh(vertices=verts, faces=faces)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...errors import BackendError, InputError, MissingDependency
-from ...types import Camera, Image, Mesh
+from ...types import Camera, DeviceMesh, Image, Mesh
 from .loading import find_weights
 
 if TYPE_CHECKING:
@@ -62,8 +62,9 @@ class Trellis2Field:
     """One generated object in the canonical frame: dense surface + sparse PBR voxels (module docstring).
 
     Args:
-        vertices: ``[V, 3]`` float32 mesh vertices, TRELLIS.2 frame.
-        faces: ``[F, 3]`` int mesh faces.
+        vertices: ``[V, 3]`` float32 mesh vertices, TRELLIS.2 frame: a numpy array, or a tensor (left on its
+            CUDA device for :meth:`dense_surface`; copied to the host only when :attr:`vertices` is read).
+        faces: ``[F, 3]`` int mesh faces (numpy, or a tensor on the vertices' device).
         coords: ``[M, 3]`` int voxel coordinates on the ``resolution³`` grid.
         attrs: ``[M, 6]`` float32 voxel attributes (base colour RGB, metallic, roughness, alpha; the decoder's
             ``·0.5 + 0.5`` values, clamped to [0, 1] here).
@@ -84,8 +85,9 @@ class Trellis2Field:
     ) -> None:
         from ...fields.sparse_voxels import SparseVoxelField
 
-        self.vertices = np.asarray(vertices, dtype=np.float32)
-        self.faces = np.asarray(faces, dtype=np.int64)
+        on_cuda = hasattr(vertices, "detach") and bool(getattr(vertices, "is_cuda", False))
+        #: the decoded mesh, TRELLIS.2 frame: CUDA tensors stay where the decoder made them
+        self._mesh: tuple[Any, Any] = (vertices, faces) if on_cuda else (_numpy(vertices), _numpy(faces))
         self.coords = np.asarray(coords, dtype=np.int64)
         self.attrs = np.clip(np.asarray(attrs, dtype=np.float32), 0.0, 1.0)
         self.resolution = int(resolution)
@@ -106,9 +108,25 @@ class Trellis2Field:
         :class:`~meshforge.fields.sparse_voxels.SparseVoxelField`."""
         return self.voxels
 
-    def dense_surface(self) -> Mesh:
-        """The decoded mesh in the canonical frame (meshforge's raw dense surface)."""
-        return Mesh(vertices=to_canonical(self.vertices), faces=self.faces.astype(np.int32))
+    @property
+    def vertices(self) -> np.ndarray:
+        """``[V, 3]`` float32 mesh vertices, TRELLIS.2 frame, on the host."""
+        return np.asarray(_numpy(self._mesh[0]), dtype=np.float32)
+
+    @property
+    def faces(self) -> np.ndarray:
+        """``[F, 3]`` int64 mesh faces on the host."""
+        return np.asarray(_numpy(self._mesh[1]), dtype=np.int64)
+
+    def dense_surface(self) -> Mesh | DeviceMesh:
+        """The decoded mesh in the canonical frame (meshforge's raw dense surface): a host :class:`Mesh`, or a
+        :class:`~meshforge.types.DeviceMesh` left on the CUDA device the decoder made it on."""
+        v, f = self._mesh
+        if hasattr(v, "detach"):  # (x, y, z) → (x, z, −y) on the device, as to_canonical
+            import torch
+
+            return DeviceMesh(torch.stack([v[:, 0], v[:, 2], -v[:, 1]], 1).float(), f.long())
+        return Mesh(vertices=to_canonical(v), faces=np.asarray(f).astype(np.int32))
 
     def density(self, points: np.ndarray) -> np.ndarray:
         """Occupancy (1 inside an existing voxel, else 0) at canonical points — a fallback only."""
@@ -304,9 +322,8 @@ def field_from_output(out: Trellis2Output, index: int = 0) -> Trellis2Field:
     else:
         vertices, faces = mesh.vertices, mesh.faces
     vox = out.voxels[index]
-    return Trellis2Field(
-        _numpy(vertices), _numpy(faces), _numpy(vox.coords[:, 1:]), _numpy(vox.feats.float()), out.resolution
-    )
+    # the mesh as the decoder left it (CUDA tensors stay on the device: Trellis2Field.dense_surface)
+    return Trellis2Field(vertices, faces, _numpy(vox.coords[:, 1:]), _numpy(vox.feats.float()), out.resolution)
 
 
 def _parse_dtypes(spec: dict[str, str]) -> dict[str, Any]:
