@@ -55,7 +55,7 @@ from meshforge.eval.diagnostics import aspect_ratios  # noqa: E402
 from meshforge.eval.metrics import chamfer_distance  # noqa: E402
 from meshforge.fields.mc_torch import extract_closed  # noqa: E402
 from meshforge.fields.sparse_voxels import GLTF_TO_TRELLIS, SparseVoxelField  # noqa: E402
-from meshforge.types import Mesh  # noqa: E402
+from meshforge.types import DeviceMesh, Mesh  # noqa: E402
 
 #: TRELLIS.2's attribute layout (``pbr_attr_layout`` of its pipeline.json)
 LAYOUT = {"base_color": slice(0, 3), "metallic": slice(3, 4), "roughness": slice(4, 5), "alpha": slice(5, 6)}
@@ -142,14 +142,9 @@ def ours(
     return export(result.asset, "glb")
 
 
-def device_surface(v: torch.Tensor, f: torch.Tensor) -> Any:
-    """The dense surface as the pipeline takes it from a GPU extraction (kept on the device)."""
-    try:
-        from meshforge.raw import DeviceSurface  # type: ignore[attr-defined]
-
-        return DeviceSurface(v, f)
-    except ImportError:  # before the device-resident surface: the host mesh
-        return Mesh(v.detach().cpu().numpy(), f.detach().cpu().numpy().astype(np.int32))
+def device_surface(v: torch.Tensor, f: torch.Tensor) -> DeviceMesh:
+    """The dense surface as the pipeline takes it from a GPU extraction: left on its device."""
+    return DeviceMesh(v, f)
 
 
 def reference(
