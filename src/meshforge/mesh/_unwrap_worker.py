@@ -210,6 +210,13 @@ def main(argv: list[str]) -> int:
     out = os.dup(1)  # replies go to a private copy of stdout; anything a library prints goes to stderr
     os.dup2(2, 1)
     threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+    try:  # import now, before saying ready: a worker started ahead of its first request pays this then
+        import numpy  # noqa: F401
+        import xatlas  # noqa: F401
+
+        _pack_module()
+    except ImportError:  # reported at the first request
+        pass
     try:
         write_frame(out, ("ready", os.getpid()))
         while True:
