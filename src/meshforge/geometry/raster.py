@@ -117,6 +117,54 @@ def rasterize(
     return Raster(face_img.reshape(height, width), bary_img.reshape(height, width, 3))
 
 
+def coverage(tri: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The pixels :func:`rasterize` covers (centre inside a triangle), without its face index and barycentrics.
+
+    Each triangle is scanned row by row (a scanline fill): the row's centre line ``y = r + 0.5`` crosses the
+    triangle's edges at ``x_left ≤ x_right``, and the pixels whose centres lie in between, with the same
+    ~10⁻⁷ tolerance, are covered; runs are summed into a difference array, so the cost grows with the rows
+    the triangles span, not with their area. A centre exactly on an edge may differ from :func:`rasterize`
+    (its tolerance is on barycentrics).
+
+    Args:
+        tri: ``[F, 3, 2]`` float vertex positions in pixels (x to the right, y down).
+        width, height: raster size in pixels.
+
+    Returns:
+        ``[H, W]`` bool. Degenerate (zero-area) triangles cover nothing.
+    """
+    t = np.asarray(tri, dtype=np.float64)
+    area2 = (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (
+        t[:, 1, 1] - t[:, 0, 1]
+    )
+    t = t[np.abs(area2) >= 1e-12]
+    tol = 1e-7
+    r0 = np.clip(np.ceil(t[:, :, 1].min(1) - 0.5 - tol), 0, height).astype(np.int64)
+    r1 = np.clip(np.floor(t[:, :, 1].max(1) - 0.5 + tol), -1, height - 1).astype(np.int64)
+    n = np.maximum(r1 - r0 + 1, 0)
+    f = np.repeat(np.arange(len(t)), n)
+    row = r0[f] + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    cy = row + 0.5
+    left = np.full(len(f), np.inf)
+    right = np.full(len(f), -np.inf)
+    for i in range(3):
+        a, b = t[f, i], t[f, (i + 1) % 3]
+        lo, hi = np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1])
+        ok = (cy >= lo - tol) & (cy <= hi + tol) & (hi > lo)
+        s = np.clip((cy - a[:, 1]) / np.where(ok, b[:, 1] - a[:, 1], 1.0), 0.0, 1.0)
+        x = a[:, 0] + s * (b[:, 0] - a[:, 0])
+        left = np.where(ok, np.minimum(left, x), left)
+        right = np.where(ok, np.maximum(right, x), right)
+    c0 = np.clip(np.ceil(left - 0.5 - tol), 0, width).astype(np.int64)
+    c1 = np.clip(np.floor(right - 0.5 + tol), -1, width - 1).astype(np.int64)
+    keep = c1 >= c0
+    start = row[keep] * width + c0[keep]
+    stop = row[keep] * width + c1[keep] + 1
+    size = width * height
+    delta = np.bincount(start, minlength=size + 1) - np.bincount(stop, minlength=size + 1)
+    return np.asarray(np.cumsum(delta[:size]) > 0).reshape(height, width)
+
+
 #: UV rasterisation is done at the texture's resolution, at most this many texels per side
 MAX_UV_RASTER = 1024
 #: a texel farther than this (Euclidean, in texels) from every texel covered by a UV triangle is "never
