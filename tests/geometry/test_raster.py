@@ -1,6 +1,6 @@
 import numpy as np
 
-from meshforge.geometry.raster import coverage, rasterize
+from meshforge.geometry.raster import coverage, never_written, rasterize
 
 
 def test_square_covers_exact_pixels_and_barycentrics_interpolate():
@@ -83,3 +83,16 @@ def test_the_scanline_finds_every_pixel_the_definition_does():
         r = rasterize(tri, 36, 28, d, max_candidates=500)
         assert np.array_equal(r.face, face)
         assert np.allclose(r.bary, bary, atol=1e-6)
+
+
+def test_never_written_is_farther_than_the_dilation_from_every_covered_texel():
+    """The disk of shifts gives what the Euclidean distance transform gives (the definition)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    covered = rng.random((60, 45)) > 0.97
+    covered[:, :3] = False
+    for dilation in (0.0, 1.0, 1.5, 2.0, 2.9, 3.0, 12.5):
+        expected = ndimage.distance_transform_edt(~covered) > dilation
+        assert np.array_equal(never_written(covered, dilation), expected), dilation
+    assert never_written(np.zeros((4, 5), bool), 2.0).all()

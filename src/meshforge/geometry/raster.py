@@ -9,6 +9,7 @@ they are generated at once with ``np.repeat``, in batches sized to bound memory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -312,9 +313,19 @@ def never_written(covered: np.ndarray, dilation: float) -> np.ndarray:
     Returns:
         ``[H, W]`` bool.
     """
-    from scipy import ndimage
-
     covered = np.asarray(covered, dtype=bool)
     if not covered.any():
         return np.ones_like(covered)
-    return np.asarray(ndimage.distance_transform_edt(~covered) > dilation)
+    r = math.floor(max(dilation, 0.0))
+    if r > 8:
+        from scipy import ndimage
+
+        return np.asarray(ndimage.distance_transform_edt(~covered) > dilation)
+    # within the distance of a covered texel: OR of the covered mask shifted by every offset of the disk
+    h, w = covered.shape
+    near = np.zeros((h + 2 * r, w + 2 * r), dtype=bool)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dx * dx + dy * dy <= dilation * dilation:
+                near[r + dy : r + dy + h, r + dx : r + dx + w] |= covered
+    return ~near[r : r + h, r : r + w]
