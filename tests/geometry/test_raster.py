@@ -1,6 +1,6 @@
 import numpy as np
 
-from meshforge.geometry.raster import rasterize
+from meshforge.geometry.raster import coverage, never_written, rasterize
 
 
 def test_square_covers_exact_pixels_and_barycentrics_interpolate():
@@ -30,3 +30,69 @@ def test_zbuffer_keeps_nearest_and_batches_agree():
 def test_degenerate_triangle_covers_nothing():
     r = rasterize(np.array([[[0, 0], [4, 4], [8, 8]]], float), 8, 8)
     assert not r.covered.any()
+
+
+def test_coverage_is_the_rasters_covered_pixels():
+    """The scanline coverage (the atlas figures' raster) marks exactly the pixels rasterize covers, on random
+    triangles, on ones with corners and edges on pixel-centre lines, and on ones partly off the raster."""
+    rng = np.random.default_rng(3)
+    tri = rng.random((4000, 3, 2)) * np.array([70.0, 50.0]) - 3.0
+    tri[:800] = np.round(tri[:800] * 2) / 2  # corners on pixel corners and centres
+    tri[800:900, :, 1] = tri[800:900, :1, 1]  # flat: no area
+    for width, height in ((64, 48), (17, 5)):
+        expected = rasterize(tri, width, height).covered
+        got = coverage(tri, width, height)
+        assert got.shape == (height, width) and got.dtype == bool
+        assert np.array_equal(got, expected), int((got != expected).sum())
+    assert not coverage(np.zeros((0, 3, 2)), 8, 8).any()
+
+
+def _reference(tri, width, height, depth=None, eps=1e-7):
+    """Every pixel centre against every triangle (the definition, no scanline), last or nearest face wins."""
+    face = np.full((height, width), -1)
+    bary = np.zeros((height, width, 3), np.float32)
+    zbuf = np.full((height, width), np.inf)
+    cy, cx = np.mgrid[0:height, 0:width] + 0.5
+    for f, t in enumerate(tri):
+        a2 = (t[1, 0] - t[0, 0]) * (t[2, 1] - t[0, 1]) - (t[2, 0] - t[0, 0]) * (t[1, 1] - t[0, 1])
+        if abs(a2) < 1e-12:
+            continue
+        l0 = ((t[1, 0] - cx) * (t[2, 1] - cy) - (t[2, 0] - cx) * (t[1, 1] - cy)) / a2
+        l1 = ((t[2, 0] - cx) * (t[0, 1] - cy) - (t[0, 0] - cx) * (t[2, 1] - cy)) / a2
+        l2 = 1.0 - l0 - l1
+        inside = (l0 >= -eps) & (l1 >= -eps) & (l2 >= -eps)
+        if depth is not None:
+            z = l0 * depth[f, 0] + l1 * depth[f, 1] + l2 * depth[f, 2]
+            inside &= z < zbuf
+            zbuf[inside] = z[inside]
+        face[inside] = f
+        bary[inside] = np.clip(np.stack([l0, l1, l2], -1)[inside], 0.0, 1.0)
+    return face, bary
+
+
+def test_the_scanline_finds_every_pixel_the_definition_does():
+    """Random triangles, corners on pixel corners and centres, near-horizontal edges on centre lines, parts
+    off the raster: the same face and barycentrics as testing every pixel against every triangle."""
+    rng = np.random.default_rng(5)
+    tri = rng.random((300, 3, 2)) * np.array([40.0, 30.0]) - 3.0
+    tri[:80] = np.round(tri[:80] * 2) / 2
+    tri[80:120, :, 1] = np.round(tri[80:120, :1, 1]) + 0.5 + rng.random((40, 3)) * 1e-5
+    depth = rng.random((300, 3))
+    for d in (None, depth):
+        face, bary = _reference(tri, 36, 28, d)
+        r = rasterize(tri, 36, 28, d, max_candidates=500)
+        assert np.array_equal(r.face, face)
+        assert np.allclose(r.bary, bary, atol=1e-6)
+
+
+def test_never_written_is_farther_than_the_dilation_from_every_covered_texel():
+    """The disk of shifts gives what the Euclidean distance transform gives (the definition)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    covered = rng.random((60, 45)) > 0.97
+    covered[:, :3] = False
+    for dilation in (0.0, 1.0, 1.5, 2.0, 2.9, 3.0, 12.5):
+        expected = ndimage.distance_transform_edt(~covered) > dilation
+        assert np.array_equal(never_written(covered, dilation), expected), dilation
+    assert never_written(np.zeros((4, 5), bool), 2.0).all()

@@ -98,3 +98,25 @@ def test_a_stuck_unwrap_is_killed_at_the_time_limit_and_the_next_one_runs(monkey
     out, counts = unwrap(mesh, UnwrapConfig(time_limit=30.0), 128)
     assert counts["engine"] == "xatlas" and "fallback" not in counts
     assert out.uv is not None and out.uv.min() >= 0 and out.uv.max() <= 1
+
+
+def test_the_pipeline_starts_the_worker_before_the_unwrap_stage():
+    """The worker's start-up (a fresh interpreter importing numpy and xatlas) overlaps clean and decimate, so
+    a one-shot ``generate`` does not wait for it in the unwrap stage."""
+    import meshforge
+    from meshforge.config import PipelineConfig
+
+    uv._close_workers()
+    seen: dict[str, list[int]] = {}
+
+    def progress(stage: str, index: int, total: int) -> None:
+        seen[stage] = [w.proc.pid for w in uv._idle if w.alive()]
+
+    cfg = PipelineConfig().with_options(faces=1500, texture_size=256)
+    picture = np.zeros((96, 96, 3), dtype=np.uint8)
+    picture[24:72, 30:66] = (200, 120, 40)
+    result = meshforge.generate(picture, "inflate", cfg, device="cpu", on_progress=progress)
+    unwrap_stage = next(s for s in result.report.stages if s.name == "unwrap")
+    assert unwrap_stage.counts["engine"] == "xatlas"
+    assert seen["unwrap"], "no unwrap worker was running when the unwrap stage began"
+    assert all(alive(pid) for pid in seen["unwrap"])

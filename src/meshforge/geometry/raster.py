@@ -2,12 +2,14 @@
 
 Pixel (row r, column c) has its centre at (c + 0.5, r + 0.5) in pixel coordinates; a pixel belongs to a
 triangle when its centre lies inside it (edge functions, Pineda 1988), with a small tolerance so pixels on
-shared edges are never missed. All candidate pixels of a batch of triangles (their bounding boxes) are
-generated at once with ``np.repeat``; batches are sized to bound memory.
+shared edges are never missed. The candidate pixels are found by a scanline: per row of a triangle's
+bounding box, the pixels whose centres lie within the tolerance of the triangle's extent along that row;
+they are generated at once with ``np.repeat``, in batches sized to bound memory.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +39,7 @@ def rasterize(
     height: int,
     depth: np.ndarray | None = None,
     *,
-    max_candidates: int = 1 << 22,
+    max_candidates: int = 1 << 16,
     eps: float = 1e-7,
 ) -> Raster:
     """Rasterise triangles given in pixel coordinates.
@@ -66,28 +68,36 @@ def rasterize(
     y1 = np.clip(np.floor(tri[:, :, 1].max(1) - 0.5), -1, height - 1).astype(np.int64)
     bw = np.maximum(x1 - x0 + 1, 0)
     bh = np.maximum(y1 - y0 + 1, 0)
-    counts = bw * bh
     area2 = (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) - (tri[:, 2, 0] - tri[:, 0, 0]) * (
         tri[:, 1, 1] - tri[:, 0, 1]
     )
-    counts[np.abs(area2) < 1e-12] = 0
-    faces_all = np.flatnonzero(counts > 0)
-    if faces_all.size == 0:
+    # candidate pixels: per bounding-box row, only those near the triangle (a scanline over the slab of the
+    # row's centre line grown by the inside tolerance, as a distance), not the whole box
+    rows = np.where((np.abs(area2) < 1e-12) | (bw == 0), 0, bh)
+    pf = np.repeat(np.arange(n), rows)
+    prow = y0[pf] + np.arange(int(rows.sum())) - np.repeat(np.cumsum(rows) - rows, rows)
+    extent = np.maximum(tri[:, :, 0].max(1) - tri[:, :, 0].min(1), tri[:, :, 1].max(1) - tri[:, :, 1].min(1))
+    margin = (2.0 * eps * extent + 1e-9)[pf]
+    left, right = _slab_extent(tri, pf, prow + 0.5 - margin, prow + 0.5 + margin)
+    c0 = np.maximum(np.ceil(left - margin - 0.5), x0[pf]).astype(np.int64)
+    c1 = np.minimum(np.floor(right + margin - 0.5), x1[pf]).astype(np.int64)
+    counts = np.maximum(c1 - c0 + 1, 0)
+    pairs = np.flatnonzero(counts > 0)
+    if pairs.size == 0:
         return Raster(face_img.reshape(height, width), bary_img.reshape(height, width, 3))
-    cum = np.cumsum(counts[faces_all])
+    cum = np.cumsum(counts[pairs])
     start = 0
-    while start < faces_all.size:
+    while start < pairs.size:
         base = cum[start - 1] if start > 0 else 0
         stop = int(np.searchsorted(cum, base + max_candidates, side="right"))
         stop = max(stop, start + 1)
-        fids = faces_all[start:stop]
+        ids = pairs[start:stop]
         start = stop
-        c = counts[fids]
-        fi = np.repeat(fids, c)
-        offsets = np.arange(fi.size) - np.repeat(np.cumsum(c) - c, c)
-        w = bw[fi]
-        px = x0[fi] + offsets % w
-        py = y0[fi] + offsets // w
+        c = counts[ids]
+        offsets = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        fi = np.repeat(pf[ids], c)
+        px = np.repeat(c0[ids], c) + offsets
+        py = np.repeat(prow[ids], c)
         cx = px + 0.5
         cy = py + 0.5
         t = tri[fi]
@@ -115,6 +125,79 @@ def rasterize(
         face_img[pix] = fi
         bary_img[pix] = np.clip(lam, 0.0, 1.0)
     return Raster(face_img.reshape(height, width), bary_img.reshape(height, width, 3))
+
+
+def _slab_extent(tri: np.ndarray, f: np.ndarray, ylo: np.ndarray, yhi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x-extent ``(left, right)`` of triangle ``tri[f]`` clipped to the horizontal slab ``ylo ≤ y ≤ yhi``.
+
+    The clipped polygon's corners are the triangle's corners inside the slab and the points where its
+    edges cross the slab's two lines; ``left > right`` (±inf) where the slab misses the triangle.
+    """
+    xs, ys = tri[:, :, 0], tri[:, :, 1]
+    left = np.full(len(f), np.inf)
+    right = np.full(len(f), -np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in range(3):
+            px, py = xs[f, i], ys[f, i]
+            inside = (py >= ylo) & (py <= yhi)
+            left = np.where(inside, np.minimum(left, px), left)
+            right = np.where(inside, np.maximum(right, px), right)
+            qx, qy = xs[f, (i + 1) % 3], ys[f, (i + 1) % 3]
+            for line in (ylo, yhi):
+                s = (line - py) / (qy - py)  # nan or ±inf for an edge along the line: not a crossing
+                ok = (s >= 0) & (s <= 1)
+                x = px + s * (qx - px)
+                left = np.where(ok, np.minimum(left, x), left)
+                right = np.where(ok, np.maximum(right, x), right)
+    return left, right
+
+
+def coverage(tri: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The pixels :func:`rasterize` covers (centre inside a triangle), without its face index and barycentrics.
+
+    Each triangle is scanned row by row (a scanline fill): the row's centre line ``y = r + 0.5`` crosses the
+    triangle's edges at ``x_left ≤ x_right``, and the pixels whose centres lie in between, with the same
+    ~10⁻⁷ tolerance, are covered; runs are summed into a difference array, so the cost grows with the rows
+    the triangles span, not with their area. A centre exactly on an edge may differ from :func:`rasterize`
+    (its tolerance is on barycentrics).
+
+    Args:
+        tri: ``[F, 3, 2]`` float vertex positions in pixels (x to the right, y down).
+        width, height: raster size in pixels.
+
+    Returns:
+        ``[H, W]`` bool. Degenerate (zero-area) triangles cover nothing.
+    """
+    t = np.asarray(tri, dtype=np.float64)
+    area2 = (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (
+        t[:, 1, 1] - t[:, 0, 1]
+    )
+    t = t[np.abs(area2) >= 1e-12]
+    tol = 1e-7
+    r0 = np.clip(np.ceil(t[:, :, 1].min(1) - 0.5 - tol), 0, height).astype(np.int64)
+    r1 = np.clip(np.floor(t[:, :, 1].max(1) - 0.5 + tol), -1, height - 1).astype(np.int64)
+    n = np.maximum(r1 - r0 + 1, 0)
+    f = np.repeat(np.arange(len(t)), n)
+    row = r0[f] + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    cy = row + 0.5
+    left = np.full(len(f), np.inf)
+    right = np.full(len(f), -np.inf)
+    for i in range(3):
+        a, b = t[f, i], t[f, (i + 1) % 3]
+        lo, hi = np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1])
+        ok = (cy >= lo - tol) & (cy <= hi + tol) & (hi > lo)
+        s = np.clip((cy - a[:, 1]) / np.where(ok, b[:, 1] - a[:, 1], 1.0), 0.0, 1.0)
+        x = a[:, 0] + s * (b[:, 0] - a[:, 0])
+        left = np.where(ok, np.minimum(left, x), left)
+        right = np.where(ok, np.maximum(right, x), right)
+    c0 = np.clip(np.ceil(left - 0.5 - tol), 0, width).astype(np.int64)
+    c1 = np.clip(np.floor(right - 0.5 + tol), -1, width - 1).astype(np.int64)
+    keep = c1 >= c0
+    start = row[keep] * width + c0[keep]
+    stop = row[keep] * width + c1[keep] + 1
+    size = width * height
+    delta = np.bincount(start, minlength=size + 1) - np.bincount(stop, minlength=size + 1)
+    return np.asarray(np.cumsum(delta[:size]) > 0).reshape(height, width)
 
 
 #: UV rasterisation is done at the texture's resolution, at most this many texels per side
@@ -230,9 +313,19 @@ def never_written(covered: np.ndarray, dilation: float) -> np.ndarray:
     Returns:
         ``[H, W]`` bool.
     """
-    from scipy import ndimage
-
     covered = np.asarray(covered, dtype=bool)
     if not covered.any():
         return np.ones_like(covered)
-    return np.asarray(ndimage.distance_transform_edt(~covered) > dilation)
+    r = math.floor(max(dilation, 0.0))
+    if r > 8:
+        from scipy import ndimage
+
+        return np.asarray(ndimage.distance_transform_edt(~covered) > dilation)
+    # within the distance of a covered texel: OR of the covered mask shifted by every offset of the disk
+    h, w = covered.shape
+    near = np.zeros((h + 2 * r, w + 2 * r), dtype=bool)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dx * dx + dy * dy <= dilation * dilation:
+                near[r + dy : r + dy + h, r + dx : r + dx + w] |= covered
+    return ~near[r : r + h, r : r + w]

@@ -7,19 +7,23 @@ scale common to all charts, a rotation, a translation — so stretch does not ch
 
 1. charts are the connected components of the UV mesh (faces sharing UV vertices);
 2. each chart is turned to its minimum-area bounding rectangle (angles sampled every 2°), then rasterised
-   *conservatively* (every texel a triangle touches, by the separating-axis test of Akenine-Möller 2001,
-   "Fast 3D triangle-box overlap testing", in 2D) at the final texel size, and its raster dilated by the
-   padding (a square of ``2·padding + 1`` texels);
+   *conservatively* (every texel a triangle touches: per texel row, the extent of the triangle clipped to
+   the row) at the final texel size, and its raster dilated by the padding (a square of ``2·padding + 1``
+   texels);
 3. charts are placed largest first (longest bounding-box perimeter) by *bottom-left fill* on an occupancy
-   bitmap (Chazelle 1983, "The Bottom-Left Bin-Packing Heuristic"; on rasters as in Jylänki 2010, "A
-   Thousand Ways to Pack the Bin", and xatlas's own packer): for each of the four quarter-turns, every
-   offset is tested at once on a grid of texel blocks (``resolution / 256`` texels a side; a block is taken
-   when any texel in it is) — small charts by AND-ing shifted copies of the free cells, larger ones by FFT
-   correlation of chart and occupancy — and the lowest, then leftmost, free offset is taken; of the four
-   turns, the one whose chart centre of area sits lowest wins; the chart then slides down and left texel
-   by texel on the exact bitmap while its dilated raster stays clear of every placed chart's raster;
-4. the common scale is searched (a few packings: steps of 5 %, then bisection) for the largest one whose
-   layout fits the ``resolution``² square; the padding is in texels of that square.
+   bitmap of a strip ``resolution`` wide and twice as tall (Chazelle 1983, "The Bottom-Left Bin-Packing
+   Heuristic"; on rasters as in Jylänki 2010, "A Thousand Ways to Pack the Bin", and xatlas's own packer):
+   for each of the four quarter-turns, every offset is tested at once on a grid of texel blocks
+   (``resolution / 256`` texels a side; a block is taken when any texel in it is; only the rows from the
+   lowest one with a free block up to the top of the placed charts) — small charts by AND-ing shifted copies
+   of the free cells, larger ones by FFT correlation of chart and occupancy — and the lowest, then leftmost,
+   free offset is taken; of the four turns, one that stays inside the square and whose chart centre of area
+   sits lowest wins; the chart then slides down and left texel by texel on the exact bitmap while its
+   dilated raster stays clear of every placed chart's raster;
+4. the common scale is searched for the largest one whose layout fits the ``resolution``² square, from a
+   given starting utilisation: a layout's height ``h`` in the strip gives the next scale, ``·√(resolution
+   / h)`` (the caller bounds the number of layouts, and the utilisation not worth a layout); the padding is
+   in texels of that square.
 
 Because each chart's dilated raster is placed only where it overlaps no placed chart's (undilated)
 conservative raster, no two charts' rasters come closer than ``padding`` empty texels, and no two overlap.
@@ -35,6 +39,9 @@ import numpy as np
 _GRID = 256
 #: charts covering at most this many blocks are tested by shifted bitmaps, larger ones by FFT correlation
 _DIRECT_CELLS = 128
+#: a scale whose charts' dilated rasters cover more than this fraction of the square is not laid out (the
+#: bottom-left fill reaches 0.65-0.99 of its strip with dilated rasters, which may overlap by the padding)
+DENSEST = 0.95
 #: angles (radians) tried for each chart's minimum-area bounding rectangle, in [0°, 90°)
 _ANGLES = np.deg2rad(np.arange(0.0, 90.0, 2.0))
 
@@ -63,34 +70,47 @@ def uv_charts(faces: np.ndarray, n_uv: int) -> np.ndarray:
     return chart.astype(np.int64).reshape(-1)
 
 
-def _conservative_texels(tri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Texels (x, y) each triangle of ``tri`` ``[T, 3, 2]`` (texel units) touches, with the triangle index."""
-    lo = np.floor(tri.min(axis=1)).astype(np.int64)
-    hi = np.floor(tri.max(axis=1)).astype(np.int64)
-    nx = hi[:, 0] - lo[:, 0] + 1
-    ny = hi[:, 1] - lo[:, 1] + 1
-    n = nx * ny
+def _conservative_spans(tri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The texels each triangle of ``tri`` ``[T, 3, 2]`` (texel units) touches, as runs along texel rows.
+
+    A triangle meets the slab of texel row ``y`` (``y ≤ v ≤ y + 1``) in a convex polygon whose corners are
+    the triangle's corners inside the slab and the points where its edges cross the slab's two lines; the
+    polygon's extent ``[x_min, x_max]`` gives the texels ``floor(x_min) … floor(x_max)`` of that row (closed
+    texels: one touched at a corner or an edge counts).
+
+    Returns:
+        ``(t, y, x0, x1)`` int64: triangle index, texel row, first and last texel column of each run.
+    """
+    xs, ys = tri[:, :, 0], tri[:, :, 1]
+    # minima and maxima over the three corners, written out (a reduction along an axis of 3 is slow)
+    xlo = np.minimum(np.minimum(xs[:, 0], xs[:, 1]), xs[:, 2])
+    xhi = np.maximum(np.maximum(xs[:, 0], xs[:, 1]), xs[:, 2])
+    lo = np.floor(np.minimum(np.minimum(ys[:, 0], ys[:, 1]), ys[:, 2])).astype(np.int64)
+    hi = np.floor(np.maximum(np.maximum(ys[:, 0], ys[:, 1]), ys[:, 2])).astype(np.int64)
+    n = hi - lo + 1
     t = np.repeat(np.arange(len(tri)), n)
-    k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-    x = lo[t, 0] + k % nx[t]
-    y = lo[t, 1] + k // nx[t]
-    keep = np.ones(len(t), dtype=bool)
-    cx = x + 0.5
-    cy = y + 0.5
-    for i in range(3):  # separating axes: the three edge normals (the box axes hold by the bounding box)
-        a = tri[:, i]
-        b = tri[:, (i + 1) % 3]
-        c = tri[:, (i + 2) % 3]
-        nxv = b[:, 1] - a[:, 1]
-        nyv = a[:, 0] - b[:, 0]
-        edge = nxv * a[:, 0] + nyv * a[:, 1]
-        other = nxv * c[:, 0] + nyv * c[:, 1]
-        r = 0.5 * (np.abs(nxv) + np.abs(nyv)) * (1 + 1e-9) + 1e-12
-        tlo = np.minimum(edge, other) - r
-        thi = np.maximum(edge, other) + r
-        centre = nxv[t] * cx + nyv[t] * cy
-        keep &= (centre >= tlo[t]) & (centre <= thi[t])
-    return x[keep], y[keep], t[keep]
+    y = lo[t] + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    y0 = y.astype(np.float64)
+    y1 = y0 + 1.0
+    xmin = np.full(len(t), np.inf)
+    xmax = np.full(len(t), -np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in range(3):
+            px, py = xs[t, i], ys[t, i]
+            inside = (py >= y0) & (py <= y1)  # the corner lies in the slab
+            xmin = np.where(inside, np.minimum(xmin, px), xmin)
+            xmax = np.where(inside, np.maximum(xmax, px), xmax)
+            qx, qy = xs[t, (i + 1) % 3], ys[t, (i + 1) % 3]  # the edge to the next corner
+            for line in (y0, y1):
+                s = (line - py) / (qy - py)  # nan or ±inf for an edge along the line: not a crossing
+                ok = (s >= 0) & (s <= 1)
+                x = px + s * (qx - px)
+                xmin = np.where(ok, np.minimum(xmin, x), xmin)
+                xmax = np.where(ok, np.maximum(xmax, x), xmax)
+    # a hair wider (rounding), but never past the triangle's own bounding box
+    x0 = np.maximum(np.floor(xmin - 1e-9), np.floor(xlo[t])).astype(np.int64)
+    x1 = np.minimum(np.floor(xmax + 1e-9), np.floor(xhi[t])).astype(np.int64)
+    return t, y, x0, x1
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -138,7 +158,14 @@ def _blocks(mask: np.ndarray, b: int) -> np.ndarray:
     hb, wb = -(-h // b), -(-w // b)
     pad = np.zeros((hb * b, wb * b), dtype=bool)
     pad[:h, :w] = mask
-    return np.asarray(pad.reshape(hb, b, wb, b).any(axis=(1, 3)))
+    if b not in (2, 4, 8):
+        return np.asarray(pad.reshape(hb, b, wb, b).any(axis=(1, 3)))
+    # the b bytes of a block's row read as one b-byte word: OR the b rows of words (far faster than any())
+    rows = pad.view(f"u{b}").reshape(hb, b, wb)
+    out = rows[:, 0].copy()
+    for i in range(1, b):
+        out |= rows[:, i]
+    return out != 0
 
 
 def _free_positions(occ: np.ndarray, mask: np.ndarray, cache: dict[str, np.ndarray]) -> np.ndarray:
@@ -158,16 +185,15 @@ def _free_positions(occ: np.ndarray, mask: np.ndarray, cache: dict[str, np.ndarr
         for i, j in zip(*np.divmod(cells, w), strict=True):
             free &= vacant[i : i + gh - h + 1, j : j + gw - w + 1]
         return free
-    m = max(h, w)
-    nh, nw = _fft_size(gh + m), _fft_size(gw + m)
+    # circular correlation needs no margin: the offsets kept (y ≤ H-h, x ≤ W-w) never wrap around
+    nh, nw = _fft_size(gh), _fft_size(gw)
     if "fft" not in cache:
-        big = np.zeros((nh, nw), dtype=np.float64)
-        big[:gh, :gw] = occ
-        cache["fft"] = np.fft.rfft2(big)
-    pad = np.zeros((nh, nw), dtype=np.float64)
-    pad[:h, :w] = mask
-    corr = np.fft.irfft2(cache["fft"] * np.conj(np.fft.rfft2(pad)), s=(nh, nw))
-    return corr[: gh - h + 1, : gw - w + 1] < 0.5
+        cache["fft"] = np.fft.rfft2(occ.astype(np.float64), s=(nh, nw))
+    # the mask's transform from its h rows (the rest are zeros); the correlation's rows only as far as needed
+    spec = np.fft.fft(np.fft.rfft(mask.astype(np.float64), n=nw, axis=1), n=nh, axis=0)
+    rows = np.fft.ifft(cache["fft"] * np.conj(spec), axis=0)[: gh - h + 1]
+    corr = np.fft.irfft(rows, n=nw, axis=1)
+    return corr[:, : gw - w + 1] < 0.5
 
 
 def _key(yi: int, xi: int, coarse: np.ndarray, g: int) -> float:
@@ -175,70 +201,94 @@ def _key(yi: int, xi: int, coarse: np.ndarray, g: int) -> float:
     return (yi + float(np.nonzero(coarse)[0].mean())) * (2 * g) + xi
 
 
-def _layout(
-    local: list[np.ndarray],
-    tris: np.ndarray,
-    tri_chart: np.ndarray,
-    scale: float,
-    resolution: int,
-    padding: int,
-) -> tuple[bool, list[tuple[int, int, int, float, float]]]:
-    """Pack the charts at ``scale`` into the ``resolution``² square (bottom-left fill on a block bitmap).
+def _rasters(
+    local: list[np.ndarray], tris: np.ndarray, tri_chart: np.ndarray, scale: float, padding: int
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Each chart's conservative raster at ``scale`` (texels), in its box with a ``padding`` margin.
 
     Returns:
-        ``(fits, placements)``: whether every chart found a place and, per chart, ``(quarter turns, x, y,
-        x offset, y offset)`` (texels).
+        ``(real, dilated, mins)``: per chart the ``[h, w]`` bool raster, the same dilated by ``padding``, and
+        ``[C, 2]`` the box corners (texels) the rasters start at.
     """
-    n = len(local)
     mins = np.array([c.min(axis=0) for c in local]) * scale
     maxs = np.array([c.max(axis=0) for c in local]) * scale
     widths = np.floor(maxs[:, 0] - mins[:, 0]).astype(np.int64) + 1 + 2 * padding
     heights = np.floor(maxs[:, 1] - mins[:, 1]).astype(np.int64) + 1 + 2 * padding
-    place: list[tuple[int, int, int, float, float]] = [(0, 0, 0, 0.0, 0.0)] * n
-    if np.any(np.minimum(widths, heights) > resolution):
-        return False, place
     t = tris * scale - mins[tri_chart][:, None, :] + padding
-    x, y, ti = _conservative_texels(t)
+    ti, y, x0, x1 = _conservative_spans(t)
     ch = tri_chart[ti]
     size = widths * heights
     offset = np.cumsum(size) - size
-    flat = np.zeros(int(size.sum()), dtype=bool)
-    flat[offset[ch] + y * widths[ch] + x] = True
+    # every run adds +1 at its first texel and -1 after its last (in the same row of the chart's box):
+    # a running sum over all the boxes is then > 0 exactly on the texels some run covers
+    start = offset[ch] + y * widths[ch]
+    total = int(size.sum())
+    delta = np.bincount(start + x0, minlength=total + 1) - np.bincount(start + x1 + 1, minlength=total + 1)
+    flat = np.cumsum(delta[:total]) > 0
+    real = [flat[offset[c] : offset[c] + size[c]].reshape(heights[c], widths[c]) for c in range(len(local))]
+    return real, [_dilate(r, padding) for r in real], mins
 
+
+def _layout(
+    real: list[np.ndarray], dilated: list[np.ndarray], resolution: int
+) -> tuple[float, list[tuple[int, int, int]]]:
+    """Pack the charts' rasters into a strip ``resolution`` texels wide (bottom-left fill on a block bitmap).
+
+    The strip is ``2 · resolution`` texels tall, so a layout that does not fit the square still says how tall
+    it is (the next scale of the search is derived from that height).
+
+    Args:
+        real, dilated: each chart's raster and its dilation by the padding (:func:`_rasters`).
+        resolution: the square's side, in texels.
+
+    Returns:
+        ``(height, placements)``: the height of the layout in texels (``inf`` when some chart found no place)
+        and, per chart, ``(quarter turns, x, y)`` (texels) of its box.
+    """
+    n = len(real)
+    heights = np.array([r.shape[0] for r in real])
+    widths = np.array([r.shape[1] for r in real])
+    place: list[tuple[int, int, int]] = [(0, 0, 0)] * n
+    if np.any(np.minimum(widths, heights) > resolution):
+        return math.inf, place
     b = max(1, resolution // _GRID)
-    g = -(-resolution // b)
-    fine = np.zeros((g * b, g * b), dtype=bool)
-    fine[resolution:] = True
+    g = -(-resolution // b)  # blocks per row
+    rows = 2 * g  # blocks per column: the strip is twice as tall as the square
+    fine = np.zeros((rows * b, g * b), dtype=bool)
     fine[:, resolution:] = True
     occ = _blocks(fine, b)
+    top = 0  # block rows [top, rows) are empty: no placed chart reaches them
+    height = 0  # texel rows [height, ...) are empty (the dilated rasters included)
     order = np.argsort(-(heights + widths), kind="stable")  # longest bounding-box perimeter first
     for c in order:
-        real0 = flat[offset[c] : offset[c] + size[c]].reshape(heights[c], widths[c])
-        dil0 = _dilate(real0, padding)
-        r0 = int(occ.all(axis=1).argmin())  # rows below r0 are full: no offset starts there
-        sub = occ[r0:]
+        real0, dil0 = real[c], dilated[c]
+        full = occ[:top].all(axis=1)  # block rows with no free block: no offset starts there
+        r0 = top if full.all() else int(full.argmin())
+        coarse_k = [_blocks(np.rot90(dil0, k), b) for k in range(4)]
+        reach = max(m.shape[0] for m in coarse_k)
+        # the lowest free offset is at most at row ``top`` (above every placed chart): search rows below
+        sub = occ[r0 : min(rows, top + reach)]
         cache: dict[str, np.ndarray] = {}
         best = None
-        for k in range(4):
-            dil = np.rot90(dil0, k)
-            coarse = _blocks(dil, b)
+        for k, coarse in enumerate(coarse_k):
             hc, wc = coarse.shape
-            if hc > sub.shape[0] or wc > g:
-                continue
+            if hc > sub.shape[0] or wc > g or any(np.array_equal(coarse, m) for m in coarse_k[:k]):
+                continue  # (a turn with an earlier turn's blocks finds its offset, and loses the tie)
             free = _free_positions(sub, coarse, cache)
             i = int(free.argmax())  # the first free offset in row-major order: lowest, then leftmost
             yi, xi = divmod(i, free.shape[1])
             if not free[yi, xi]:
                 continue
             yi += r0
-            cand = (_key(yi, xi, coarse, g), k, xi * b, yi * b)
+            # a turn that stays inside the square comes first; then the lowest centre of area
+            cand = ((yi + hc > g, _key(yi, xi, coarse, g)), k, xi * b, yi * b)
             if best is None or cand[0] < best[0]:
                 best = cand
         if best is None:
-            return False, place
+            return math.inf, place
         _, k, px, py = best
         dil = np.rot90(dil0, k)
-        real = np.rot90(real0, k)
+        turned = np.rot90(real0, k)
         h, w = dil.shape
         # gravity: slide down, then left, texel by texel, while the dilated raster stays clear
         for _ in range(4 * b):
@@ -251,12 +301,14 @@ def _layout(
                 moved = True
             if not moved:
                 break
-        fine[py : py + h, px : px + w] |= real
+        fine[py : py + h, px : px + w] |= turned
         y0, x0 = py // b, px // b
         y1, x1 = -(-(py + h) // b), -(-(px + w) // b)
         occ[y0:y1, x0:x1] = _blocks(fine[y0 * b : y1 * b, x0 * b : x1 * b], b)
-        place[c] = (k, px, py, float(mins[c, 0]), float(mins[c, 1]))
-    return True, place
+        top = max(top, y1)
+        height = max(height, py + h)
+        place[c] = (k, px, py)
+    return float(height), place
 
 
 def pack_charts(
@@ -265,8 +317,10 @@ def pack_charts(
     resolution: int,
     padding: int,
     *,
-    attempts: int = 4,
+    attempts: int = 2,
     start: float = 0.6,
+    floor: float = 0.0,
+    max_layouts: int = 40,
 ) -> tuple[np.ndarray, float]:
     """Re-pack the charts of a UV atlas into the unit square (see the module docstring for the algorithm).
 
@@ -276,8 +330,12 @@ def pack_charts(
         faces: ``[F, 3]`` integer indices into ``uv``.
         resolution: side of the square texture, in texels, that the padding is measured in.
         padding: the least number of empty texels between the conservative rasters of two charts (>= 0).
-        attempts: packings tried while searching the largest common scale that fits.
-        start: the utilisation the search starts from (e.g. that of the atlas being re-packed).
+        attempts: packings tried while searching the largest common scale that fits (the search goes on
+            past them until one fits, up to ``max_layouts``).
+        start: the utilisation the search starts from (e.g. a little above that of the atlas being re-packed).
+        floor: no layout covering this utilisation or less is tried (e.g. that of the atlas being re-packed:
+            a layout no denser is not worth its time).
+        max_layouts: packings tried at most.
 
     Returns:
         ``(uv, utilisation)``: ``[V, 2]`` float64 UVs in [0, 1] (vertices no face uses are set to 0) and the
@@ -285,6 +343,7 @@ def pack_charts(
 
     Raises:
         ValueError: empty input, non-finite UVs, or a resolution too small for the padding.
+        RuntimeError: no layout tried (at most ``max_layouts``, all above ``floor``) fits the square.
     """
     uv = np.asarray(uv, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
@@ -323,35 +382,44 @@ def pack_charts(
     if total <= 0:
         raise ValueError("pack_charts: the UV triangles have no area")
 
-    # largest common scale whose layout fits: from ``start``, step up (down) until a miss (a fit), then bisect
-    scale = math.sqrt(min(max(start, 0.05), 0.9) * resolution**2 / total)
-    lo, hi = 0.0, math.inf
-    best: tuple[float, list[tuple[int, int, int, float, float]]] | None = None
-    for i in range(attempts + 40):
-        fits, place = _layout(local, tris, chart, scale, resolution, padding)
-        if fits:
+    # largest common scale whose layout fits: a layout's height h (texels) says how much the scale may change
+    # (the strip has a fixed width, so h grows about as the area, scale²): next try scale·√(resolution/h),
+    # kept inside the bracket of the largest fit and the smallest miss (bisection when it falls outside).
+    # Rasters are cheap and layouts are not: a scale whose dilated rasters alone cover more than
+    # DENSEST of the square is stepped down before it is laid out.
+    to_scale = resolution / math.sqrt(total)  # utilisation u ↔ scale √u · to_scale
+    scale = math.sqrt(min(max(start, 0.05), 0.9)) * to_scale
+    least = math.sqrt(max(floor, 0.0)) * to_scale
+    lo, hi = least, math.inf
+    best: tuple[float, list[tuple[int, int, int]], np.ndarray] | None = None
+    for i in range(max(1, max_layouts)):
+        real, dilated, mins = _rasters(local, tris, chart, scale, padding)
+        covered = sum(int(d.sum()) for d in dilated)
+        while covered > DENSEST * resolution**2 and scale > lo:
+            scale = max(scale * math.sqrt(DENSEST * resolution**2 / covered), lo)
+            real, dilated, mins = _rasters(local, tris, chart, scale, padding)
+            covered = sum(int(d.sum()) for d in dilated)
+        if scale <= lo:
+            break  # no denser than ``floor`` or than the best fit so far
+        height, place = _layout(real, dilated, resolution)
+        if height <= resolution:
             lo = scale
-            best = (scale, place)
+            best = (scale, place, mins)
         else:
             hi = scale
         if best is not None and i + 1 >= attempts:
             break
-        if hi == math.inf:
-            scale *= 1.05
-        elif lo == 0.0:
-            scale *= 0.95
-        else:
-            scale = math.sqrt(lo * hi)
+        guess = scale * math.sqrt(resolution / height) * 0.995 if math.isfinite(height) else scale * 0.9
+        if not lo < guess < hi:
+            if lo > 0 and hi < math.inf:
+                guess = math.sqrt(lo * hi)
+            else:
+                guess = lo * 1.02 if lo > 0 else hi * 0.95
+        scale = guess
     if best is None:
-        raise RuntimeError("pack_charts: no scale fits the charts in the square")
-    scale, place = best
-    out = _transform(local, members, len(uv), scale, place, padding, resolution)
-    extent = float(out[np.unique(f)].max())
-    if extent < 0.99:  # a free margin is left: one more packing, at the scale that would fill it
-        fits, place = _layout(local, tris, chart, scale / extent, resolution, padding)
-        if fits:
-            scale /= extent
-            out = _transform(local, members, len(uv), scale, place, padding, resolution)
+        raise RuntimeError("pack_charts: no layout tried fits the charts in the square")
+    scale, place, mins = best
+    out = _transform(local, members, len(uv), scale, place, mins, padding, resolution)
     return out, total * scale**2 / resolution**2
 
 
@@ -360,13 +428,15 @@ def _transform(
     members: list[np.ndarray],
     n_uv: int,
     scale: float,
-    place: list[tuple[int, int, int, float, float]],
+    place: list[tuple[int, int, int]],
+    mins: np.ndarray,
     padding: int,
     resolution: int,
 ) -> np.ndarray:
-    """``[V, 2]`` UVs in [0, 1] of the charts laid out by :func:`_layout`."""
+    """``[V, 2]`` UVs in [0, 1] of the charts laid out by :func:`_layout` (``mins``: :func:`_rasters`'s)."""
     out = np.zeros((n_uv, 2), dtype=np.float64)
-    for c, (k, xi, yi, mx, my) in enumerate(place):
+    for c, (k, xi, yi) in enumerate(place):
+        mx, my = float(mins[c, 0]), float(mins[c, 1])
         q = local[c] * scale - np.array([mx, my]) + padding
         w = math.floor(local[c][:, 0].max() * scale - mx) + 1 + 2 * padding
         h = math.floor(local[c][:, 1].max() * scale - my) + 1 + 2 * padding

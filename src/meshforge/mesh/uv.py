@@ -36,8 +36,8 @@ from ..geometry.normals import vertex_normals
 from ..geometry.raster import (
     DILATION_TEXELS,
     MAX_UV_RASTER,
+    coverage,
     never_written,
-    rasterize,
     uv_stretch,
     uv_triangle_areas,
     uv_utilisation,
@@ -328,7 +328,7 @@ def atlas_quality(mesh: Mesh, texture_size: int) -> dict[str, Any]:
     if mesh.uv is None:
         raise ValueError("atlas_quality needs a mesh with UVs")
     side = max(1, min(int(texture_size), MAX_UV_RASTER))
-    covered = rasterize(mesh.uv[mesh.faces].astype(np.float64) * side, side, side).covered
+    covered = coverage(mesh.uv[mesh.faces].astype(np.float64) * side, side, side)
     stretch = uv_stretch(mesh.vertices, mesh.uv, mesh.faces)
     return {
         "utilisation": round(uv_utilisation(mesh.uv, mesh.faces), 4),
