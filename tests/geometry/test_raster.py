@@ -30,3 +30,45 @@ def test_zbuffer_keeps_nearest_and_batches_agree():
 def test_degenerate_triangle_covers_nothing():
     r = rasterize(np.array([[[0, 0], [4, 4], [8, 8]]], float), 8, 8)
     assert not r.covered.any()
+
+
+def _reference(tri: np.ndarray, width: int, height: int, eps: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel centre tested against every triangle (Pineda edge functions), later faces winning."""
+    face = np.full((height, width), -1, np.int32)
+    bary = np.zeros((height, width, 3), np.float32)
+    cy, cx = np.mgrid[0:height, 0:width] + 0.5
+    for i, t in enumerate(tri):
+        a2 = (t[1, 0] - t[0, 0]) * (t[2, 1] - t[0, 1]) - (t[2, 0] - t[0, 0]) * (t[1, 1] - t[0, 1])
+        if abs(a2) < 1e-12:
+            continue
+        l0 = ((t[1, 0] - cx) * (t[2, 1] - cy) - (t[2, 0] - cx) * (t[1, 1] - cy)) / a2
+        l1 = ((t[2, 0] - cx) * (t[0, 1] - cy) - (t[0, 0] - cx) * (t[2, 1] - cy)) / a2
+        l2 = 1.0 - l0 - l1
+        inside = (l0 >= -eps) & (l1 >= -eps) & (l2 >= -eps)
+        face[inside] = i
+        bary[inside] = np.clip(np.stack([l0, l1, l2], -1)[inside], 0.0, 1.0)
+    return face, bary
+
+
+def test_matches_the_per_pixel_edge_test_on_an_atlas():
+    # an atlas-like set: a jittered, triangulated grid (shared edges, both windings, edges through texel
+    # centres), slivers, triangles hanging over the border, and one large triangle over the others
+    rng = np.random.default_rng(3)
+    n = 9
+    g = np.stack(np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="xy"), -1).astype(float) * 7.0 - 3.0
+    g[1:-1, 1:-1] += rng.uniform(-2.0, 2.0, (n - 1, n - 1, 2))
+    g[::3, ::3] = np.rint(g[::3, ::3]) + 0.5  # vertices on texel centres
+    quads = [(g[i, j], g[i, j + 1], g[i + 1, j + 1], g[i + 1, j]) for i in range(n) for j in range(n)]
+    tris = [t for a, b, c, d in quads for t in ([a, b, c], [a, d, c])]  # [a, d, c] winds the other way
+    tris += [
+        [[5.0, 5.0], [40.0, 5.2], [5.0, 5.4]],
+        [[0.2, 20.5], [59.7, 20.5 + 1e-9], [30.0, 20.5 - 1e-9]],  # nearly horizontal edges on a centre row
+        [[-6.0, 30.0], [70.0, 33.0], [20.0, 75.0]],
+    ]
+    tri = np.asarray(tris, dtype=np.float64)
+    for width, height in ((60, 60), (48, 64)):
+        face, bary = _reference(tri, width, height)
+        for batch in (1 << 22, 50):
+            r = rasterize(tri, width, height, max_candidates=batch)
+            assert (r.face == face).all()
+            assert np.array_equal(r.bary, bary)

@@ -2,8 +2,9 @@
 
 Pixel (row r, column c) has its centre at (c + 0.5, r + 0.5) in pixel coordinates; a pixel belongs to a
 triangle when its centre lies inside it (edge functions, Pineda 1988), with a small tolerance so pixels on
-shared edges are never missed. All candidate pixels of a batch of triangles (their bounding boxes) are
-generated at once with ``np.repeat``; batches are sized to bound memory.
+shared edges are never missed. Candidate pixels are generated per (triangle, row) span — along a row each
+edge function is linear, so the inside pixels form one interval — at once for a batch of triangles with
+``np.repeat``, then tested exactly; batches are sized to bound memory.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ def rasterize(
     faces_all = np.flatnonzero(counts > 0)
     if faces_all.size == 0:
         return Raster(face_img.reshape(height, width), bary_img.reshape(height, width, 3))
+    # candidates are generated per (triangle, row) span, not per bounding-box pixel: along a row each edge
+    # function is linear in x, so the pixels inside form one interval (widened by _SPAN_SLACK pixels and
+    # then tested exactly, so the set is that of the per-pixel test; a thin triangle's box is mostly empty)
+    rows = bh[faces_all]
+    xs = [np.ascontiguousarray(tri[:, k, 0]) for k in range(3)]
     cum = np.cumsum(counts[faces_all])
     start = 0
     while start < faces_all.size:
@@ -81,20 +87,23 @@ def rasterize(
         stop = int(np.searchsorted(cum, base + max_candidates, side="right"))
         stop = max(stop, start + 1)
         fids = faces_all[start:stop]
+        h = rows[start:stop]
         start = stop
-        c = counts[fids]
-        fi = np.repeat(fids, c)
-        offsets = np.arange(fi.size) - np.repeat(np.cumsum(c) - c, c)
-        w = bw[fi]
-        px = x0[fi] + offsets % w
-        py = y0[fi] + offsets // w
+        fr = np.repeat(fids, h)  # one entry per (triangle, row), triangle-major as the writes must be
+        py_row = y0[fr] + np.arange(fr.size) - np.repeat(np.cumsum(h) - h, h)
+        lo, hi = _row_spans(tri[fr], area2[fr], py_row + 0.5, x0[fr] + 0.5, x1[fr] + 0.5, eps)
+        c = np.maximum(hi - lo + 1, 0)
+        fi = np.repeat(fr, c)
+        px = np.repeat(lo, c) + np.arange(fi.size) - np.repeat(np.cumsum(c) - c, c)
+        py = np.repeat(py_row, c)
         cx = px + 0.5
-        cy = py + 0.5
-        t = tri[fi]
+        # the row's terms once per (triangle, row), then the same expressions per pixel
+        cy = py_row + 0.5
+        dy0, dy1, dy2 = (np.repeat(tri[fr, k, 1] - cy, c) for k in range(3))
         a2 = area2[fi]
         # barycentric of vertex 0, 1, 2 via edge functions, normalised by the signed area
-        l0 = ((t[:, 1, 0] - cx) * (t[:, 2, 1] - cy) - (t[:, 2, 0] - cx) * (t[:, 1, 1] - cy)) / a2
-        l1 = ((t[:, 2, 0] - cx) * (t[:, 0, 1] - cy) - (t[:, 0, 0] - cx) * (t[:, 2, 1] - cy)) / a2
+        l0 = ((xs[1][fi] - cx) * dy2 - (xs[2][fi] - cx) * dy1) / a2
+        l1 = ((xs[2][fi] - cx) * dy0 - (xs[0][fi] - cx) * dy2) / a2
         l2 = 1.0 - l0 - l1
         inside = (l0 >= -eps) & (l1 >= -eps) & (l2 >= -eps)
         if not inside.any():
@@ -115,6 +124,50 @@ def rasterize(
         face_img[pix] = fi
         bary_img[pix] = np.clip(lam, 0.0, 1.0)
     return Raster(face_img.reshape(height, width), bary_img.reshape(height, width, 3))
+
+
+#: pixels added on each side of a row's computed span before the exact per-pixel test, beyond the bound's
+#: own rounding error (see :func:`_row_spans`)
+_SPAN_SLACK = 1e-3
+
+
+def _row_spans(
+    t: np.ndarray, area2: np.ndarray, cy: np.ndarray, left: np.ndarray, right: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The columns of a row whose pixel centres may lie inside a triangle: ``[first, last]`` per row.
+
+    Edge ``(a, b)``'s function ``E(x) = (a_x − x)(b_y − cy) − (b_x − x)(a_y − cy)`` is linear in ``x`` on the
+    row at height ``cy``; ``E / area2 ≥ −eps`` bounds ``x`` from one side (or holds along the whole row for a
+    horizontal edge). ``left``/``right`` are the bounding box's first/last pixel centres. Each bound is widened
+    by its rounding error (a few ulps of the products, over the slope: large for a nearly horizontal edge)
+    and :data:`_SPAN_SLACK`, so the span holds every pixel the exact per-pixel test accepts.
+
+    Args:
+        t: ``[R, 3, 2]`` triangles (pixels). area2: ``[R]`` twice their signed areas (non-zero).
+        cy: ``[R]`` the rows' pixel-centre heights. left, right: ``[R]`` bounding-box pixel centres.
+        eps: inside tolerance on normalised barycentrics.
+
+    Returns:
+        ``(first, last)`` ``[R]`` int64 pixel columns (``last < first`` for an empty span).
+    """
+    s = np.sign(area2)
+    tol = eps * np.abs(area2)
+    lo, hi = left.astype(np.float64), right.astype(np.float64)
+    for a, b in ((1, 2), (2, 0), (0, 1)):
+        slope = s * (t[:, a, 1] - t[:, b, 1])
+        p, q = t[:, a, 0] * (t[:, b, 1] - cy), t[:, b, 0] * (t[:, a, 1] - cy)
+        offset = s * (p - q)
+        err = 8.0 * np.finfo(np.float64).eps * (np.abs(p) + np.abs(q) + tol + np.abs(slope) * np.abs(left))
+        with np.errstate(divide="ignore", invalid="ignore"):  # slope 0: a horizontal edge bounds nothing
+            bound = (-tol - offset) / slope
+            widen = err / np.abs(slope) + _SPAN_SLACK
+            lo = np.where(slope > 0, np.maximum(lo, bound - widen), lo)
+            hi = np.where(slope < 0, np.minimum(hi, bound + widen), hi)
+    first = np.ceil(lo - 0.5)
+    last = np.floor(hi - 0.5)
+    first = np.maximum(first, left - 0.5).astype(np.int64)
+    last = np.minimum(last, right - 0.5).astype(np.int64)
+    return first, last
 
 
 #: UV rasterisation is done at the texture's resolution, at most this many texels per side
