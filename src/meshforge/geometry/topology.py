@@ -15,6 +15,34 @@ def directed_edges(faces: np.ndarray) -> np.ndarray:
     return np.stack([f, np.roll(f, -1, axis=1)], axis=2).reshape(-1, 2)
 
 
+def face_sets(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group faces that use the same three vertices (in any order or winding).
+
+    What ``np.unique(np.sort(faces, axis=1), axis=0, return_index=True, return_inverse=True,
+    return_counts=True)`` gives, without its row-wise (structured) sort: each sorted triple is packed into
+    one int64 key ``(a·V + b)·V + c`` (``V`` = largest index + 1) when that fits, so one scalar sort does it;
+    larger index ranges fall back to the row-wise unique.
+
+    Args:
+        faces: ``[F, 3]`` int vertex indices.
+
+    Returns:
+        ``(first [S] int64, inverse [F] int64, counts [S] int64)``: the first face of each vertex set, each
+        face's set, and the faces per set (sets in an unspecified order).
+    """
+    f = np.sort(np.asarray(faces, dtype=np.int64), axis=1)
+    if f.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    nv = int(f.max()) + 1
+    if nv <= 2_000_000:  # nv³ < 2⁶³
+        key = (f[:, 0] * nv + f[:, 1]) * nv + f[:, 2]
+        _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    else:
+        _, first, inverse, counts = np.unique(f, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    return first.astype(np.int64), inverse.reshape(-1).astype(np.int64), counts.astype(np.int64)
+
+
 def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """``[F]`` float64 triangle areas (units², same units as the vertices)."""
     t = np.asarray(vertices, dtype=np.float64)[faces]

@@ -15,7 +15,14 @@ from scipy.sparse.csgraph import connected_components
 from ..config import DecimateConfig
 from ..errors import InputError, MissingDependency
 from ..geometry.normals import face_normals
-from ..geometry.topology import TopologyReport, directed_edges, face_areas, topology, vertex_components
+from ..geometry.topology import (
+    TopologyReport,
+    directed_edges,
+    face_areas,
+    face_sets,
+    topology,
+    vertex_components,
+)
 from ..types import Mesh
 from .clean import remove_degenerate_faces
 
@@ -178,9 +185,8 @@ def _simplify(engine: Any, unit: np.ndarray, faces: np.ndarray, budget: int, tar
 
 def _drop_duplicate_faces(faces: np.ndarray) -> np.ndarray:
     """Remove every copy of faces that share their vertex set (folded "sandwich" pairs left by collapses)."""
-    key = np.sort(faces, axis=1)
-    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    return faces[counts[inverse.reshape(-1)] == 1]
+    _, inverse, counts = face_sets(faces)
+    return faces[counts[inverse] == 1]
 
 
 def _aspect(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
