@@ -26,3 +26,22 @@ def test_face_sets_match_the_row_unique_of_sorted_faces(n_vertices):
 def test_face_sets_of_no_faces():
     first, inverse, counts = face_sets(np.zeros((0, 3), np.int32))
     assert first.size == inverse.size == counts.size == 0
+
+
+def test_topology_edge_counts_match_a_count_of_every_edge():
+    from collections import Counter
+
+    from meshforge.geometry.topology import topology
+
+    rng = np.random.default_rng(11)
+    for n_vertices in (6, 40, 400):
+        f = rng.integers(0, n_vertices, size=(300, 3))
+        f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+        directed = Counter((int(a), int(b)) for tri in f for a, b in zip(tri, np.roll(tri, -1), strict=True))
+        undirected = Counter()
+        for (a, b), k in directed.items():
+            undirected[min(a, b), max(a, b)] += k
+        t = topology(np.zeros((n_vertices, 3)), f)
+        assert t.boundary_edges == sum(1 for k in undirected.values() if k == 1)
+        assert t.nonmanifold_edges == sum(1 for k in undirected.values() if k > 2)
+        assert t.inconsistent_edges == sum(1 for k in directed.values() if k > 1)

@@ -101,21 +101,45 @@ def topology(
     nv = int(len(vertices))
     if f.size == 0:
         return TopologyReport(0, nv, 0, 0, 0, 0, 0)
-    e = directed_edges(f)
-    lo, hi = np.minimum(e[:, 0], e[:, 1]), np.maximum(e[:, 0], e[:, 1])
-    _, counts = np.unique(lo * nv + hi, return_counts=True)
-    _, dcounts = np.unique(e[:, 0] * nv + e[:, 1], return_counts=True)
+    boundary, nonmanifold, inconsistent = edge_counts(f, nv)
     repeated = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 2] == f[:, 0])
     degenerate = repeated | (face_areas(vertices, f) <= area_eps)
     return TopologyReport(
         faces=int(len(f)),
         vertices=nv,
-        boundary_edges=int((counts == 1).sum()),
-        nonmanifold_edges=int((counts > 2).sum()),
-        inconsistent_edges=int((dcounts > 1).sum()),
+        boundary_edges=boundary,
+        nonmanifold_edges=nonmanifold,
+        inconsistent_edges=inconsistent,
         degenerate_faces=int(degenerate.sum()),
         components=vertex_components(nv, f)[0],
     )
+
+
+def edge_counts(faces: np.ndarray, n_vertices: int) -> tuple[int, int, int]:
+    """Boundary edges (used by one face), non-manifold edges (more than two) and inconsistently wound edges
+    (a directed edge used more than once), from one sort: each directed edge's key is its undirected key
+    ``min·V + max`` times two, plus one when it runs from the larger index to the smaller.
+
+    Args:
+        faces: ``[F, 3]`` int vertex indices. n_vertices: ``V``, above every index.
+
+    Returns:
+        ``(boundary, nonmanifold, inconsistent)`` edge counts.
+    """
+    e = directed_edges(faces)
+    if e.size == 0:
+        return 0, 0, 0
+    lo, hi = np.minimum(e[:, 0], e[:, 1]), np.maximum(e[:, 0], e[:, 1])
+    key = np.sort((lo * n_vertices + hi) * 2 + (e[:, 0] > e[:, 1]))
+    n = key.size
+
+    def group_sizes(k: np.ndarray) -> np.ndarray:
+        starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+        return np.diff(np.append(starts, n))
+
+    counts = group_sizes(key >> 1)
+    dcounts = group_sizes(key)
+    return int((counts == 1).sum()), int((counts > 2).sum()), int((dcounts > 1).sum())
 
 
 def vertex_components(n_vertices: int, faces: np.ndarray) -> tuple[int, np.ndarray]:
