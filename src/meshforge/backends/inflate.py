@@ -240,14 +240,24 @@ class InflateField:
         colour behind, blended across the sides (see the module docstring)."""
         p = np.asarray(points, dtype=np.float32)
         cols, rows = self._pixel(p[:, 0], p[:, 1])
-        front = _bilinear(self._rgb, cols, rows)
         if self._back is self._rgb:
-            return np.clip(front, 0.0, 1.0)
-        back = _bilinear(self._back, cols, rows)
-        t = np.maximum(_bilinear(self._t, cols, rows), self._min_t)
+            return np.clip(_bilinear(self._rgb, cols, rows), 0.0, 1.0)
+        # front, back and thickness from one bilinear gather of the stacked maps (same values as three)
+        maps = _bilinear(self._colour_maps(), cols, rows)
+        front, back = maps[:, :3], maps[:, 3:6]
+        t = np.maximum(maps[:, 6], self._min_t)
         w = np.clip(p[:, 2] / t + 0.5, 0.0, 1.0)  # smoothstep(-1/2, 1/2, z / t)
         w = (w * w * (3.0 - 2.0 * w))[:, None]
         return np.clip(back + (front - back) * w, 0.0, 1.0).astype(np.float32)
+
+    def _colour_maps(self) -> np.ndarray:
+        """``[S, S, 7]`` float32: the front picture, the back colour and the half-thickness, stacked (built
+        on first use)."""
+        maps = self.__dict__.get("_maps")
+        if maps is None:
+            maps = np.ascontiguousarray(np.concatenate([self._rgb, self._back, self._t[..., None]], axis=2))
+            self.__dict__["_maps"] = maps
+        return maps
 
     def material(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Metallic 0 and the backend's constant roughness, ``[N]`` float32 each."""
