@@ -72,3 +72,31 @@ def test_matches_the_per_pixel_edge_test_on_an_atlas():
             r = rasterize(tri, width, height, max_candidates=batch)
             assert (r.face == face).all()
             assert np.array_equal(r.bary, bary)
+
+
+def test_an_atlas_is_rasterised_once_and_a_changed_atlas_again():
+    # the unwrap's atlas check and the bake rasterise the same atlas: the second call reuses the first's
+    # raster (read-only), and any change to the triangles gives a fresh one
+    rng = np.random.default_rng(2)
+    tri = rng.uniform(0, 64, (200, 3, 2))
+    first = rasterize(tri, 64, 64)
+    again = rasterize(tri.copy(), 64, 64)
+    assert again.face is first.face and again.bary is first.bary
+    assert not again.face.flags.writeable and not again.bary.flags.writeable
+    tri[0, 0, 0] += 3.0
+    changed = rasterize(tri, 64, 64)
+    face, bary = _reference(tri, 64, 64)
+    assert (changed.face == face).all() and np.array_equal(changed.bary, bary)
+    assert rasterize(tri, 32, 64).face.shape == (64, 32)
+
+
+def test_gutter_transform_is_computed_once_per_coverage():
+    from meshforge.geometry.raster import nearest_covered, never_written
+
+    covered = np.zeros((40, 50), bool)
+    covered[10:20, 5:30] = True
+    dist, (ri, ci) = nearest_covered(covered)
+    assert nearest_covered(covered.copy())[0] is dist
+    assert covered[ri, ci].all() and dist[covered].max() == 0.0
+    assert np.allclose(dist, np.hypot(ri - np.arange(40)[:, None], ci - np.arange(50)[None, :]))
+    assert (never_written(covered, 2.0) == (dist > 2.0)).all()

@@ -9,7 +9,12 @@ edge function is linear, so the inside pixels form one interval — at once for 
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +37,39 @@ class Raster:
         return self.face >= 0
 
 
+#: results kept by :func:`_memo` (the latest atlas raster and its gutter transform)
+_MEMO_SIZE = 2
+_memo_lock = threading.Lock()
+_memo_store: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+
+def _digest(a: np.ndarray) -> str:
+    """A content key for an array (BLAKE2b of its bytes, dtype and shape)."""
+    h = hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    return h.hexdigest()
+
+
+def _memo(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    """The value for ``key``, computed once while it is among the :data:`_MEMO_SIZE` latest (thread-safe)."""
+    with _memo_lock:
+        if key in _memo_store:
+            _memo_store.move_to_end(key)
+            return _memo_store[key]
+    value = compute()
+    with _memo_lock:
+        _memo_store[key] = value
+        while len(_memo_store) > _MEMO_SIZE:
+            _memo_store.popitem(last=False)
+    return value
+
+
+def _read_only(r: Raster) -> Raster:
+    r.face.setflags(write=False)
+    r.bary.setflags(write=False)
+    return r
+
+
 def rasterize(
     tri: np.ndarray,
     width: int,
@@ -52,9 +90,21 @@ def rasterize(
         eps: inside tolerance on normalised barycentrics.
 
     Returns:
-        A :class:`Raster`. Degenerate (zero-area) triangles cover nothing.
+        A :class:`Raster`. Degenerate (zero-area) triangles cover nothing. Without ``depth`` the result is
+        memoised (:func:`_memo`, keyed by the triangles' bytes and the size) and its arrays are read-only:
+        the unwrap's atlas check and the bake rasterise the same atlas.
     """
-    tri = np.asarray(tri, dtype=np.float64)
+    tri = np.ascontiguousarray(tri, dtype=np.float64)
+    if depth is not None:
+        return _rasterize(tri, width, height, depth, max_candidates, eps)
+    key = ("raster", _digest(tri), tri.shape, width, height, eps)
+    return _memo(key, lambda: _read_only(_rasterize(tri, width, height, None, max_candidates, eps)))
+
+
+def _rasterize(
+    tri: np.ndarray, width: int, height: int, depth: np.ndarray | None, max_candidates: int, eps: float
+) -> Raster:
+    """:func:`rasterize` without the memo."""
     n = tri.shape[0]
     face_img = np.full(height * width, -1, dtype=np.int32)
     bary_img = np.zeros((height * width, 3), dtype=np.float32)
@@ -283,9 +333,33 @@ def never_written(covered: np.ndarray, dilation: float) -> np.ndarray:
     Returns:
         ``[H, W]`` bool.
     """
-    from scipy import ndimage
-
     covered = np.asarray(covered, dtype=bool)
     if not covered.any():
         return np.ones_like(covered)
-    return np.asarray(ndimage.distance_transform_edt(~covered) > dilation)
+    return np.asarray(nearest_covered(covered)[0] > dilation)
+
+
+def nearest_covered(covered: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The exact Euclidean distance transform of the uncovered texels (``scipy.ndimage.distance_transform_edt``,
+    Maurer et al. 2003): for every texel, the distance to the nearest covered texel centre and that texel.
+
+    Memoised by the mask's bytes (:func:`_memo`; arrays read-only): the unwrap's atlas check
+    (:func:`never_written`) and the bake's gutter fill use the same coverage.
+
+    Args:
+        covered: ``[H, W]`` bool, with at least one covered texel.
+
+    Returns:
+        ``(distance [H, W] float64 in texels, (rows [H, W], cols [H, W]) int of the nearest covered texel)``.
+    """
+    covered = np.ascontiguousarray(covered, dtype=bool)
+
+    def compute() -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        from scipy import ndimage
+
+        dist, (ri, ci) = ndimage.distance_transform_edt(~covered, return_distances=True, return_indices=True)
+        for a in (dist, ri, ci):
+            a.setflags(write=False)
+        return dist, (ri, ci)
+
+    return _memo(("edt", _digest(covered)), compute)

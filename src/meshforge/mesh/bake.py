@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..config import BakeConfig
 from ..errors import StageError
 from ..fields.base import Field, SurfaceAttributes, has_real_alpha
-from ..geometry.raster import Raster, rasterize
+from ..geometry.raster import Raster, nearest_covered, rasterize
 from ..types import Mesh, Textures
 
 
@@ -49,7 +48,7 @@ def fill_gutters(values: np.ndarray, covered: np.ndarray) -> np.ndarray:
     """
     if covered.all() or not covered.any():
         return values
-    _, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
+    _, (ri, ci) = nearest_covered(covered)
     return values[ri, ci]
 
 
