@@ -96,7 +96,13 @@ class RayCaster:
         except ImportError:  # pragma: no cover
             raise MissingDependency("baking from a dense surface needs 'embreex': pip install embreex") from None
         self._scene = rtcs.EmbreeScene()
-        self._mesh = TriangleMesh(self._scene, np.ascontiguousarray(vertices[faces], dtype=np.float32))
+        # indexed (shared vertices), not a triangle soup: embreex copies element by element, and the vertices
+        # are about half as many as the faces
+        self._mesh = TriangleMesh(
+            self._scene,
+            np.ascontiguousarray(vertices, dtype=np.float32),
+            np.ascontiguousarray(faces, dtype=np.int32),
+        )
 
     def commit(self) -> None:
         """Build Embree's BVH now (``embreex`` commits the scene on its first query)."""
