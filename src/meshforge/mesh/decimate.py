@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ..config import DecimateConfig
 from ..errors import InputError, MissingDependency
-from ..geometry.normals import face_normals
+from ..geometry.normals import cross3, face_normals
 from ..geometry.topology import (
     TopologyReport,
     directed_edges,
@@ -207,7 +207,7 @@ def _aspect(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     t = v[f].astype(np.float64)
     edges = np.stack([t[..., 1, :] - t[..., 0, :], t[..., 2, :] - t[..., 1, :], t[..., 0, :] - t[..., 2, :]], axis=-2)
     length = np.linalg.norm(edges, axis=-1)
-    area = 0.5 * np.linalg.norm(np.cross(edges[..., 0, :], -edges[..., 2, :]), axis=-1)
+    area = 0.5 * np.linalg.norm(cross3(edges[..., 0, :], -edges[..., 2, :]), axis=-1)
     longest = length.max(axis=-1)
     aspect = longest**2 / np.maximum(2.0 * area, 1e-300)
     return aspect, length, area
