@@ -83,6 +83,8 @@ def test_an_atlas_is_rasterised_once_and_a_changed_atlas_again():
     again = rasterize(tri.copy(), 64, 64)
     assert again.face is first.face and again.bary is first.bary
     assert not again.face.flags.writeable and not again.bary.flags.writeable
+    third = rasterize(tri, 64, 64)  # handed on once, then forgotten: nothing outlives the job
+    assert third.face is not first.face and (third.face == first.face).all()
     tri[0, 0, 0] += 3.0
     changed = rasterize(tri, 64, 64)
     face, bary = _reference(tri, 64, 64)

@@ -37,8 +37,9 @@ class Raster:
         return self.face >= 0
 
 
-#: results kept by :func:`_memo` (the latest atlas raster and its gutter transform)
-_MEMO_SIZE = 2
+#: results :func:`_memo` keeps for their next use at most (an atlas raster and its gutter transform, for two
+#: jobs at once)
+_MEMO_SIZE = 4
 _memo_lock = threading.Lock()
 _memo_store: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
@@ -51,11 +52,12 @@ def _digest(a: np.ndarray) -> str:
 
 
 def _memo(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-    """The value for ``key``, computed once while it is among the :data:`_MEMO_SIZE` latest (thread-safe)."""
+    """The value for ``key``: computed, or the one computed last time, which is handed on once and forgotten
+    (the unwrap's atlas check computes, the bake reuses; nothing stays alive after the job). At most
+    :data:`_MEMO_SIZE` values wait for their reuse, the oldest dropped first (thread-safe)."""
     with _memo_lock:
         if key in _memo_store:
-            _memo_store.move_to_end(key)
-            return _memo_store[key]
+            return _memo_store.pop(key)
     value = compute()
     with _memo_lock:
         _memo_store[key] = value
@@ -91,8 +93,8 @@ def rasterize(
 
     Returns:
         A :class:`Raster`. Degenerate (zero-area) triangles cover nothing. Without ``depth`` the result is
-        memoised (:func:`_memo`, keyed by the triangles' bytes and the size) and its arrays are read-only:
-        the unwrap's atlas check and the bake rasterise the same atlas.
+        kept for one reuse (:func:`_memo`, keyed by the triangles' bytes and the size) and its arrays are
+        read-only: the unwrap's atlas check and the bake rasterise the same atlas.
     """
     tri = np.ascontiguousarray(tri, dtype=np.float64)
     if depth is not None:
@@ -343,7 +345,7 @@ def nearest_covered(covered: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, 
     """The exact Euclidean distance transform of the uncovered texels (``scipy.ndimage.distance_transform_edt``,
     Maurer et al. 2003): for every texel, the distance to the nearest covered texel centre and that texel.
 
-    Memoised by the mask's bytes (:func:`_memo`; arrays read-only): the unwrap's atlas check
+    Kept for one reuse, keyed by the mask's bytes (:func:`_memo`; arrays read-only): the unwrap's atlas check
     (:func:`never_written`) and the bake's gutter fill use the same coverage.
 
     Args:
