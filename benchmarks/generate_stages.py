@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data" / "images")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--note", default="", help="a sentence about the machine for the results (e.g. shared cores)")
     args = parser.parse_args()
 
     cfg = PipelineConfig()
@@ -91,6 +92,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "config": {"resolution": 256, "faces": 20000, "texture_size": 1024, "backend": "inflate"},
         "command": f"python benchmarks/generate_stages.py --repeat {args.repeat}",
+        "note": args.note,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "generate_stages.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
@@ -99,7 +101,8 @@ def main() -> None:
         "# generate: per-stage median wall time (s) and peak RSS",
         "",
         f"meshforge {meta['meshforge']}, {meta['date']}, Python {meta['python']}, {meta['cpu_count']} CPU cores; "
-        f"defaults (inflate, 256³, 20k faces, 1024² textures), median of {args.repeat} runs after a warm-up.",
+        f"defaults (inflate, 256³, 20k faces, 1024² textures), median of {args.repeat} runs after a warm-up."
+        + (f" {args.note}" if args.note else ""),
         "",
         "| image | total (s) | peak RSS (MB) | " + " | ".join(stage_names) + " |",
         "|---|---|---|" + "---|" * len(stage_names),

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,6 +331,12 @@ def finish(
             )
     field = raw.attributes
     textures = None
+    through_dense = cfg.bake.normal_map and not isinstance(field, SurfaceAttributes)
+    dense_source: Future[SurfaceField] | None = None
+    if cfg.bake.textures and through_dense and engine != "torch":
+        # the bake's projection target needs only the cleaned dense surface: build it (normals, Embree's BVH)
+        # while the unwrap runs in its worker process, instead of after it
+        dense_source = _bake_target_pool().submit(_dense_surface_field, cleaned, field, cfg.bake.cage_fraction)
     if cfg.bake.textures:
         step(2)
         with _profiling.stage(report, "unwrap") as c:
@@ -340,7 +348,6 @@ def finish(
                 report.warn(f"UV unwrap fell back to the per-face atlas: {counts['fallback']}")
         step(3)
         with _profiling.stage(report, "bake") as c:
-            through_dense = cfg.bake.normal_map and not isinstance(field, SurfaceAttributes)
             if engine == "torch":
                 from .gpu.bake import DenseSurface as DeviceDenseSurface
                 from .gpu.bake import bake as bake_torch
@@ -351,11 +358,8 @@ def finish(
                     surface = DeviceDenseSurface.from_isosurface(cv, cf, field, cage_fraction=cfg.bake.cage_fraction)
                 textures, counts = bake_torch(mesh, field, cfg.bake, device=device, surface=surface)
             else:
-                source: Field = field
-                if through_dense:
-                    # bake through the dense isosurface: colours on the true surface, its detail in a normal map
-                    diag = float(np.linalg.norm(cleaned.vertices.max(0) - cleaned.vertices.min(0)))
-                    source = SurfaceField([FieldSurfacePart(cleaned, field)], cage=cfg.bake.cage_fraction * diag)
+                # through the dense isosurface: colours on the true surface, its detail in a normal map
+                source: Field = dense_source.result() if dense_source is not None else field
                 textures, counts = bake(mesh, source, cfg.bake)
             c.update(**on, **counts)
         report.textures = textures.sizes()
@@ -377,6 +381,40 @@ def finish(
     extras = {"meshforge": {**provenance, "version": __version__, "parameters": parameters}}
     asset = Asset(mesh=mesh, material=material, textures=textures, name=raw.name, extras=extras)
     return Result(asset=asset, report=report, raw=raw)
+
+
+#: the process's threads that build bake targets (long-lived, so their allocations reuse their malloc arenas
+#: instead of each job's new thread leaving one behind); several jobs at once build theirs side by side
+_BAKE_POOL_THREADS = max(1, min(4, os.cpu_count() or 1))
+_bake_pool: ThreadPoolExecutor | None = None
+_bake_pool_lock = threading.Lock()
+
+
+def _bake_target_pool() -> ThreadPoolExecutor:
+    """The bake-target thread pool, created on first use (and again in a forked child)."""
+    global _bake_pool
+    with _bake_pool_lock:
+        if _bake_pool is None:
+            _bake_pool = ThreadPoolExecutor(max_workers=_BAKE_POOL_THREADS, thread_name_prefix="meshforge-bake-target")
+        return _bake_pool
+
+
+def _forget_bake_pool_in_child() -> None:
+    global _bake_pool, _bake_pool_lock
+    _bake_pool, _bake_pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_bake_pool_in_child)
+
+
+def _dense_surface_field(cleaned: Mesh, field: Field, cage_fraction: float) -> SurfaceField:
+    """The CPU bake's projection target: the cleaned dense surface sampling ``field``, its cage
+    ``cage_fraction`` × the bounding diagonal, with its ray-tracing index built
+    (:meth:`~meshforge.fields.surface.SurfaceField.prepare`)."""
+    diag = float(np.linalg.norm(cleaned.vertices.max(0) - cleaned.vertices.min(0)))
+    source = SurfaceField([FieldSurfacePart(cleaned, field)], cage=cage_fraction * diag)
+    source.prepare()
+    return source
 
 
 def _counts(surface: Any) -> tuple[int, int]:

@@ -96,3 +96,57 @@ def test_never_written_is_farther_than_the_dilation_from_every_covered_texel():
         expected = ndimage.distance_transform_edt(~covered) > dilation
         assert np.array_equal(never_written(covered, dilation), expected), dilation
     assert never_written(np.zeros((4, 5), bool), 2.0).all()
+
+
+def test_matches_the_per_pixel_edge_test_on_an_atlas():
+    # an atlas-like set: a jittered, triangulated grid (shared edges, both windings, edges through texel
+    # centres), slivers, triangles hanging over the border, and one large triangle over the others
+    rng = np.random.default_rng(3)
+    n = 9
+    g = np.stack(np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="xy"), -1).astype(float) * 7.0 - 3.0
+    g[1:-1, 1:-1] += rng.uniform(-2.0, 2.0, (n - 1, n - 1, 2))
+    g[::3, ::3] = np.rint(g[::3, ::3]) + 0.5  # vertices on texel centres
+    quads = [(g[i, j], g[i, j + 1], g[i + 1, j + 1], g[i + 1, j]) for i in range(n) for j in range(n)]
+    tris = [t for a, b, c, d in quads for t in ([a, b, c], [a, d, c])]  # [a, d, c] winds the other way
+    tris += [
+        [[5.0, 5.0], [40.0, 5.2], [5.0, 5.4]],
+        [[0.2, 20.5], [59.7, 20.5 + 1e-9], [30.0, 20.5 - 1e-9]],  # nearly horizontal edges on a centre row
+        [[-6.0, 30.0], [70.0, 33.0], [20.0, 75.0]],
+    ]
+    tri = np.asarray(tris, dtype=np.float64)
+    for width, height in ((60, 60), (48, 64)):
+        face, bary = _reference(tri, width, height)
+        for batch in (1 << 22, 50):
+            r = rasterize(tri, width, height, max_candidates=batch)
+            assert (r.face == face).all()
+            assert np.array_equal(r.bary, bary)
+
+
+def test_an_atlas_is_rasterised_once_and_a_changed_atlas_again():
+    # the unwrap's atlas check and the bake rasterise the same atlas: the second call reuses the first's
+    # raster (read-only), and any change to the triangles gives a fresh one
+    rng = np.random.default_rng(2)
+    tri = rng.uniform(0, 64, (200, 3, 2))
+    first = rasterize(tri, 64, 64)
+    again = rasterize(tri.copy(), 64, 64)
+    assert again.face is first.face and again.bary is first.bary
+    assert not again.face.flags.writeable and not again.bary.flags.writeable
+    third = rasterize(tri, 64, 64)  # handed on once, then forgotten: nothing outlives the job
+    assert third.face is not first.face and (third.face == first.face).all()
+    tri[0, 0, 0] += 3.0
+    changed = rasterize(tri, 64, 64)
+    face, bary = _reference(tri, 64, 64)
+    assert (changed.face == face).all() and np.array_equal(changed.bary, bary)
+    assert rasterize(tri, 32, 64).face.shape == (64, 32)
+
+
+def test_gutter_transform_is_computed_once_per_coverage():
+    from meshforge.geometry.raster import nearest_covered, never_written
+
+    covered = np.zeros((40, 50), bool)
+    covered[10:20, 5:30] = True
+    dist, (ri, ci) = nearest_covered(covered)
+    assert nearest_covered(covered.copy())[0] is dist
+    assert covered[ri, ci].all() and dist[covered].max() == 0.0
+    assert np.allclose(dist, np.hypot(ri - np.arange(40)[:, None], ci - np.arange(50)[None, :]))
+    assert (never_written(covered, 2.0) == (dist > 2.0)).all()

@@ -199,8 +199,12 @@ class InflateField:
         self.size = int(signed_distance.shape[0])
         self._sd = signed_distance.astype(np.float32)
         self._t = half_thickness.astype(np.float32)
-        self._rgb = color.astype(np.float32)
-        self._back = self._rgb if back_color is None else back_color.astype(np.float32)
+        if back_color is None:
+            self._rgb = self._back = color.astype(np.float32)
+        else:
+            # front, back and thickness stacked: color() gathers all three at once (front and back are views)
+            self._maps = np.concatenate([color, back_color, self._t[..., None]], axis=2, dtype=np.float32)
+            self._rgb, self._back = self._maps[..., :3], self._maps[..., 3:6]
         self._min_t = float(min_thickness)
         self._roughness = float(roughness)
         zmax = float(self._t.max()) if self._t.size else 0.0
@@ -240,11 +244,12 @@ class InflateField:
         colour behind, blended across the sides (see the module docstring)."""
         p = np.asarray(points, dtype=np.float32)
         cols, rows = self._pixel(p[:, 0], p[:, 1])
-        front = _bilinear(self._rgb, cols, rows)
         if self._back is self._rgb:
-            return np.clip(front, 0.0, 1.0)
-        back = _bilinear(self._back, cols, rows)
-        t = np.maximum(_bilinear(self._t, cols, rows), self._min_t)
+            return np.clip(_bilinear(self._rgb, cols, rows), 0.0, 1.0)
+        # front, back and thickness from one bilinear gather of the stacked maps (same values as three)
+        maps = _bilinear(self._maps, cols, rows)
+        front, back = maps[:, :3], maps[:, 3:6]
+        t = np.maximum(maps[:, 6], self._min_t)
         w = np.clip(p[:, 2] / t + 0.5, 0.0, 1.0)  # smoothstep(-1/2, 1/2, z / t)
         w = (w * w * (3.0 - 2.0 * w))[:, None]
         return np.clip(back + (front - back) * w, 0.0, 1.0).astype(np.float32)

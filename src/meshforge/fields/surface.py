@@ -96,7 +96,17 @@ class RayCaster:
         except ImportError:  # pragma: no cover
             raise MissingDependency("baking from a dense surface needs 'embreex': pip install embreex") from None
         self._scene = rtcs.EmbreeScene()
-        self._mesh = TriangleMesh(self._scene, np.ascontiguousarray(vertices[faces], dtype=np.float32))
+        # indexed (shared vertices), not a triangle soup: embreex copies element by element, and the vertices
+        # are about half as many as the faces
+        self._mesh = TriangleMesh(
+            self._scene,
+            np.ascontiguousarray(vertices, dtype=np.float32),
+            np.ascontiguousarray(faces, dtype=np.int32),
+        )
+
+    def commit(self) -> None:
+        """Build Embree's BVH now (``embreex`` commits the scene on its first query)."""
+        self._scene.run(np.zeros((1, 3), np.float32), np.array([[0.0, 0.0, 1.0]], np.float32), query="OCCLUDED")
 
     def cast(
         self, origins: np.ndarray, directions: np.ndarray, max_distance: float
@@ -182,6 +192,11 @@ class SurfaceField:
         self._face_normals = face_normals(self.vertices, self.faces)[1]
         self._closest_index: ClosestPoint | None = None  # built on first use (misses are rare)
         self._part_rays: dict[int, tuple[RayCaster, np.ndarray]] = {}
+
+    def prepare(self) -> None:
+        """Build the ray-tracing index now rather than on the first query (e.g. in a thread, while other
+        work runs); the exact closest-point index used for misses stays lazy."""
+        self._rays.commit()
 
     @property
     def _closest(self) -> ClosestPoint:

@@ -2,15 +2,20 @@
 
 Pixel (row r, column c) has its centre at (c + 0.5, r + 0.5) in pixel coordinates; a pixel belongs to a
 triangle when its centre lies inside it (edge functions, Pineda 1988), with a small tolerance so pixels on
-shared edges are never missed. The candidate pixels are found by a scanline: per row of a triangle's
-bounding box, the pixels whose centres lie within the tolerance of the triangle's extent along that row;
-they are generated at once with ``np.repeat``, in batches sized to bound memory.
+shared edges are never missed. Candidate pixels are generated per (triangle, row) span — along a row each
+edge function is linear, so the inside pixels form one interval — at once for a batch of triangles with
+``np.repeat``, then tested exactly; batches are sized to bound memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,13 +38,48 @@ class Raster:
         return self.face >= 0
 
 
+#: results :func:`_memo` keeps for their next use at most (an atlas raster and its gutter transform, for two
+#: jobs at once)
+_MEMO_SIZE = 4
+_memo_lock = threading.Lock()
+_memo_store: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+
+def _digest(a: np.ndarray) -> str:
+    """A content key for an array (BLAKE2b of its bytes, dtype and shape)."""
+    h = hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    return h.hexdigest()
+
+
+def _memo(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    """The value for ``key``: computed, or the one computed last time, which is handed on once and forgotten
+    (the unwrap's atlas check computes, the bake reuses; nothing stays alive after the job). At most
+    :data:`_MEMO_SIZE` values wait for their reuse, the oldest dropped first (thread-safe)."""
+    with _memo_lock:
+        if key in _memo_store:
+            return _memo_store.pop(key)
+    value = compute()
+    with _memo_lock:
+        _memo_store[key] = value
+        while len(_memo_store) > _MEMO_SIZE:
+            _memo_store.popitem(last=False)
+    return value
+
+
+def _read_only(r: Raster) -> Raster:
+    r.face.setflags(write=False)
+    r.bary.setflags(write=False)
+    return r
+
+
 def rasterize(
     tri: np.ndarray,
     width: int,
     height: int,
     depth: np.ndarray | None = None,
     *,
-    max_candidates: int = 1 << 16,
+    max_candidates: int = 1 << 22,
     eps: float = 1e-7,
 ) -> Raster:
     """Rasterise triangles given in pixel coordinates.
@@ -53,9 +93,21 @@ def rasterize(
         eps: inside tolerance on normalised barycentrics.
 
     Returns:
-        A :class:`Raster`. Degenerate (zero-area) triangles cover nothing.
+        A :class:`Raster`. Degenerate (zero-area) triangles cover nothing. Without ``depth`` the result is
+        kept for one reuse (:func:`_memo`, keyed by the triangles' bytes and the size) and its arrays are
+        read-only: the unwrap's atlas check and the bake rasterise the same atlas.
     """
-    tri = np.asarray(tri, dtype=np.float64)
+    tri = np.ascontiguousarray(tri, dtype=np.float64)
+    if depth is not None:
+        return _rasterize(tri, width, height, depth, max_candidates, eps)
+    key = ("raster", _digest(tri), tri.shape, width, height, eps)
+    return _memo(key, lambda: _read_only(_rasterize(tri, width, height, None, max_candidates, eps)))
+
+
+def _rasterize(
+    tri: np.ndarray, width: int, height: int, depth: np.ndarray | None, max_candidates: int, eps: float
+) -> Raster:
+    """:func:`rasterize` without the memo."""
     n = tri.shape[0]
     face_img = np.full(height * width, -1, dtype=np.int32)
     bary_img = np.zeros((height * width, 3), dtype=np.float32)
@@ -68,43 +120,43 @@ def rasterize(
     y1 = np.clip(np.floor(tri[:, :, 1].max(1) - 0.5), -1, height - 1).astype(np.int64)
     bw = np.maximum(x1 - x0 + 1, 0)
     bh = np.maximum(y1 - y0 + 1, 0)
+    counts = bw * bh
     area2 = (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) - (tri[:, 2, 0] - tri[:, 0, 0]) * (
         tri[:, 1, 1] - tri[:, 0, 1]
     )
-    # candidate pixels: per bounding-box row, only those near the triangle (a scanline over the slab of the
-    # row's centre line grown by the inside tolerance, as a distance), not the whole box
-    rows = np.where((np.abs(area2) < 1e-12) | (bw == 0), 0, bh)
-    pf = np.repeat(np.arange(n), rows)
-    prow = y0[pf] + np.arange(int(rows.sum())) - np.repeat(np.cumsum(rows) - rows, rows)
-    extent = np.maximum(tri[:, :, 0].max(1) - tri[:, :, 0].min(1), tri[:, :, 1].max(1) - tri[:, :, 1].min(1))
-    margin = (2.0 * eps * extent + 1e-9)[pf]
-    left, right = _slab_extent(tri, pf, prow + 0.5 - margin, prow + 0.5 + margin)
-    c0 = np.maximum(np.ceil(left - margin - 0.5), x0[pf]).astype(np.int64)
-    c1 = np.minimum(np.floor(right + margin - 0.5), x1[pf]).astype(np.int64)
-    counts = np.maximum(c1 - c0 + 1, 0)
-    pairs = np.flatnonzero(counts > 0)
-    if pairs.size == 0:
+    counts[np.abs(area2) < 1e-12] = 0
+    faces_all = np.flatnonzero(counts > 0)
+    if faces_all.size == 0:
         return Raster(face_img.reshape(height, width), bary_img.reshape(height, width, 3))
-    cum = np.cumsum(counts[pairs])
+    # candidates are generated per (triangle, row) span, not per bounding-box pixel: along a row each edge
+    # function is linear in x, so the pixels inside form one interval (widened by _SPAN_SLACK pixels and
+    # then tested exactly, so the set is that of the per-pixel test; a thin triangle's box is mostly empty)
+    rows = bh[faces_all]
+    xs = [np.ascontiguousarray(tri[:, k, 0]) for k in range(3)]
+    cum = np.cumsum(counts[faces_all])
     start = 0
-    while start < pairs.size:
+    while start < faces_all.size:
         base = cum[start - 1] if start > 0 else 0
         stop = int(np.searchsorted(cum, base + max_candidates, side="right"))
         stop = max(stop, start + 1)
-        ids = pairs[start:stop]
+        fids = faces_all[start:stop]
+        h = rows[start:stop]
         start = stop
-        c = counts[ids]
-        offsets = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
-        fi = np.repeat(pf[ids], c)
-        px = np.repeat(c0[ids], c) + offsets
-        py = np.repeat(prow[ids], c)
+        fr = np.repeat(fids, h)  # one entry per (triangle, row), triangle-major as the writes must be
+        py_row = y0[fr] + np.arange(fr.size) - np.repeat(np.cumsum(h) - h, h)
+        lo, hi = _row_spans(tri[fr], area2[fr], py_row + 0.5, x0[fr] + 0.5, x1[fr] + 0.5, eps)
+        c = np.maximum(hi - lo + 1, 0)
+        fi = np.repeat(fr, c)
+        px = np.repeat(lo, c) + np.arange(fi.size) - np.repeat(np.cumsum(c) - c, c)
+        py = np.repeat(py_row, c)
         cx = px + 0.5
-        cy = py + 0.5
-        t = tri[fi]
+        # the row's terms once per (triangle, row), then the same expressions per pixel
+        cy = py_row + 0.5
+        dy0, dy1, dy2 = (np.repeat(tri[fr, k, 1] - cy, c) for k in range(3))
         a2 = area2[fi]
         # barycentric of vertex 0, 1, 2 via edge functions, normalised by the signed area
-        l0 = ((t[:, 1, 0] - cx) * (t[:, 2, 1] - cy) - (t[:, 2, 0] - cx) * (t[:, 1, 1] - cy)) / a2
-        l1 = ((t[:, 2, 0] - cx) * (t[:, 0, 1] - cy) - (t[:, 0, 0] - cx) * (t[:, 2, 1] - cy)) / a2
+        l0 = ((xs[1][fi] - cx) * dy2 - (xs[2][fi] - cx) * dy1) / a2
+        l1 = ((xs[2][fi] - cx) * dy0 - (xs[0][fi] - cx) * dy2) / a2
         l2 = 1.0 - l0 - l1
         inside = (l0 >= -eps) & (l1 >= -eps) & (l2 >= -eps)
         if not inside.any():
@@ -127,29 +179,48 @@ def rasterize(
     return Raster(face_img.reshape(height, width), bary_img.reshape(height, width, 3))
 
 
-def _slab_extent(tri: np.ndarray, f: np.ndarray, ylo: np.ndarray, yhi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """x-extent ``(left, right)`` of triangle ``tri[f]`` clipped to the horizontal slab ``ylo ≤ y ≤ yhi``.
+#: pixels added on each side of a row's computed span before the exact per-pixel test, beyond the bound's
+#: own rounding error (see :func:`_row_spans`)
+_SPAN_SLACK = 1e-3
 
-    The clipped polygon's corners are the triangle's corners inside the slab and the points where its
-    edges cross the slab's two lines; ``left > right`` (±inf) where the slab misses the triangle.
+
+def _row_spans(
+    t: np.ndarray, area2: np.ndarray, cy: np.ndarray, left: np.ndarray, right: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The columns of a row whose pixel centres may lie inside a triangle: ``[first, last]`` per row.
+
+    Edge ``(a, b)``'s function ``E(x) = (a_x − x)(b_y − cy) − (b_x − x)(a_y − cy)`` is linear in ``x`` on the
+    row at height ``cy``; ``E / area2 ≥ −eps`` bounds ``x`` from one side (or holds along the whole row for a
+    horizontal edge). ``left``/``right`` are the bounding box's first/last pixel centres. Each bound is widened
+    by its rounding error (a few ulps of the products, over the slope: large for a nearly horizontal edge)
+    and :data:`_SPAN_SLACK`, so the span holds every pixel the exact per-pixel test accepts.
+
+    Args:
+        t: ``[R, 3, 2]`` triangles (pixels). area2: ``[R]`` twice their signed areas (non-zero).
+        cy: ``[R]`` the rows' pixel-centre heights. left, right: ``[R]`` bounding-box pixel centres.
+        eps: inside tolerance on normalised barycentrics.
+
+    Returns:
+        ``(first, last)`` ``[R]`` int64 pixel columns (``last < first`` for an empty span).
     """
-    xs, ys = tri[:, :, 0], tri[:, :, 1]
-    left = np.full(len(f), np.inf)
-    right = np.full(len(f), -np.inf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(3):
-            px, py = xs[f, i], ys[f, i]
-            inside = (py >= ylo) & (py <= yhi)
-            left = np.where(inside, np.minimum(left, px), left)
-            right = np.where(inside, np.maximum(right, px), right)
-            qx, qy = xs[f, (i + 1) % 3], ys[f, (i + 1) % 3]
-            for line in (ylo, yhi):
-                s = (line - py) / (qy - py)  # nan or ±inf for an edge along the line: not a crossing
-                ok = (s >= 0) & (s <= 1)
-                x = px + s * (qx - px)
-                left = np.where(ok, np.minimum(left, x), left)
-                right = np.where(ok, np.maximum(right, x), right)
-    return left, right
+    s = np.sign(area2)
+    tol = eps * np.abs(area2)
+    lo, hi = left.astype(np.float64), right.astype(np.float64)
+    for a, b in ((1, 2), (2, 0), (0, 1)):
+        slope = s * (t[:, a, 1] - t[:, b, 1])
+        p, q = t[:, a, 0] * (t[:, b, 1] - cy), t[:, b, 0] * (t[:, a, 1] - cy)
+        offset = s * (p - q)
+        err = 8.0 * np.finfo(np.float64).eps * (np.abs(p) + np.abs(q) + tol + np.abs(slope) * np.abs(left))
+        with np.errstate(divide="ignore", invalid="ignore"):  # slope 0: a horizontal edge bounds nothing
+            bound = (-tol - offset) / slope
+            widen = err / np.abs(slope) + _SPAN_SLACK
+            lo = np.where(slope > 0, np.maximum(lo, bound - widen), lo)
+            hi = np.where(slope < 0, np.minimum(hi, bound + widen), hi)
+    first = np.ceil(lo - 0.5)
+    last = np.floor(hi - 0.5)
+    first = np.maximum(first, left - 0.5).astype(np.int64)
+    last = np.minimum(last, right - 0.5).astype(np.int64)
+    return first, last
 
 
 def coverage(tri: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -329,3 +400,29 @@ def never_written(covered: np.ndarray, dilation: float) -> np.ndarray:
             if dx * dx + dy * dy <= dilation * dilation:
                 near[r + dy : r + dy + h, r + dx : r + dx + w] |= covered
     return ~near[r : r + h, r : r + w]
+
+
+def nearest_covered(covered: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The exact Euclidean distance transform of the uncovered texels (``scipy.ndimage.distance_transform_edt``,
+    Maurer et al. 2003): for every texel, the distance to the nearest covered texel centre and that texel.
+
+    Kept for one reuse, keyed by the mask's bytes (:func:`_memo`; arrays read-only): the unwrap's atlas check
+    (:func:`never_written`) and the bake's gutter fill use the same coverage.
+
+    Args:
+        covered: ``[H, W]`` bool, with at least one covered texel.
+
+    Returns:
+        ``(distance [H, W] float64 in texels, (rows [H, W], cols [H, W]) int of the nearest covered texel)``.
+    """
+    covered = np.ascontiguousarray(covered, dtype=bool)
+
+    def compute() -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        from scipy import ndimage
+
+        dist, (ri, ci) = ndimage.distance_transform_edt(~covered, return_distances=True, return_indices=True)
+        for a in (dist, ri, ci):
+            a.setflags(write=False)
+        return dist, (ri, ci)
+
+    return _memo(("edt", _digest(covered)), compute)

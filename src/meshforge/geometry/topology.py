@@ -15,6 +15,34 @@ def directed_edges(faces: np.ndarray) -> np.ndarray:
     return np.stack([f, np.roll(f, -1, axis=1)], axis=2).reshape(-1, 2)
 
 
+def face_sets(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group faces that use the same three vertices (in any order or winding).
+
+    What ``np.unique(np.sort(faces, axis=1), axis=0, return_index=True, return_inverse=True,
+    return_counts=True)`` gives, without its row-wise (structured) sort: each sorted triple is packed into
+    one int64 key ``(a·V + b)·V + c`` (``V`` = largest index + 1) when that fits, so one scalar sort does it;
+    larger index ranges fall back to the row-wise unique.
+
+    Args:
+        faces: ``[F, 3]`` int vertex indices.
+
+    Returns:
+        ``(first [S] int64, inverse [F] int64, counts [S] int64)``: the first face of each vertex set, each
+        face's set, and the faces per set (sets in an unspecified order).
+    """
+    f = np.sort(np.asarray(faces, dtype=np.int64), axis=1)
+    if f.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    nv = int(f.max()) + 1
+    if nv <= 2_000_000:  # nv³ < 2⁶³
+        key = (f[:, 0] * nv + f[:, 1]) * nv + f[:, 2]
+        _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    else:
+        _, first, inverse, counts = np.unique(f, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    return first.astype(np.int64), inverse.reshape(-1).astype(np.int64), counts.astype(np.int64)
+
+
 def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """``[F]`` float64 triangle areas (units², same units as the vertices)."""
     t = np.asarray(vertices, dtype=np.float64)[faces]
@@ -73,21 +101,45 @@ def topology(
     nv = int(len(vertices))
     if f.size == 0:
         return TopologyReport(0, nv, 0, 0, 0, 0, 0)
-    e = directed_edges(f)
-    lo, hi = np.minimum(e[:, 0], e[:, 1]), np.maximum(e[:, 0], e[:, 1])
-    _, counts = np.unique(lo * nv + hi, return_counts=True)
-    _, dcounts = np.unique(e[:, 0] * nv + e[:, 1], return_counts=True)
+    boundary, nonmanifold, inconsistent = edge_counts(f, nv)
     repeated = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 2] == f[:, 0])
     degenerate = repeated | (face_areas(vertices, f) <= area_eps)
     return TopologyReport(
         faces=int(len(f)),
         vertices=nv,
-        boundary_edges=int((counts == 1).sum()),
-        nonmanifold_edges=int((counts > 2).sum()),
-        inconsistent_edges=int((dcounts > 1).sum()),
+        boundary_edges=boundary,
+        nonmanifold_edges=nonmanifold,
+        inconsistent_edges=inconsistent,
         degenerate_faces=int(degenerate.sum()),
         components=vertex_components(nv, f)[0],
     )
+
+
+def edge_counts(faces: np.ndarray, n_vertices: int) -> tuple[int, int, int]:
+    """Boundary edges (used by one face), non-manifold edges (more than two) and inconsistently wound edges
+    (a directed edge used more than once), from one sort: each directed edge's key is its undirected key
+    ``min·V + max`` times two, plus one when it runs from the larger index to the smaller.
+
+    Args:
+        faces: ``[F, 3]`` int vertex indices. n_vertices: ``V``, above every index.
+
+    Returns:
+        ``(boundary, nonmanifold, inconsistent)`` edge counts.
+    """
+    e = directed_edges(faces)
+    if e.size == 0:
+        return 0, 0, 0
+    lo, hi = np.minimum(e[:, 0], e[:, 1]), np.maximum(e[:, 0], e[:, 1])
+    key = np.sort((lo * n_vertices + hi) * 2 + (e[:, 0] > e[:, 1]))
+    n = key.size
+
+    def group_sizes(k: np.ndarray) -> np.ndarray:
+        starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+        return np.diff(np.append(starts, n))
+
+    counts = group_sizes(key >> 1)
+    dcounts = group_sizes(key)
+    return int((counts == 1).sum()), int((counts > 2).sum()), int((dcounts > 1).sum())
 
 
 def vertex_components(n_vertices: int, faces: np.ndarray) -> tuple[int, np.ndarray]:

@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..config import BakeConfig
 from ..errors import StageError
 from ..fields.base import Field, SurfaceAttributes, has_real_alpha
-from ..geometry.raster import Raster, rasterize
+from ..geometry.raster import Raster, nearest_covered, rasterize
 from ..types import Mesh, Textures
 
 
@@ -49,7 +48,7 @@ def fill_gutters(values: np.ndarray, covered: np.ndarray) -> np.ndarray:
     """
     if covered.all() or not covered.any():
         return values
-    _, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
+    _, (ri, ci) = nearest_covered(covered)
     return values[ri, ci]
 
 
@@ -67,6 +66,12 @@ def surface_points(mesh: Mesh, raster: Raster) -> tuple[np.ndarray, np.ndarray]:
     return points, flat
 
 
+def _texel_normals(mesh: Mesh, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """``[N, 3]`` float64 unit low-poly normals at texels: the face's vertex normals interpolated."""
+    assert mesh.normals is not None
+    return _unit(np.einsum("nk,nkd->nd", bary, mesh.normals[mesh.faces[face]].astype(np.float64)))
+
+
 def _to_u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
@@ -75,7 +80,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-20)
 
 
-def encode_tangent_normals(mesh: Mesh, face: np.ndarray, bary: np.ndarray, world_normals: np.ndarray) -> np.ndarray:
+def encode_tangent_normals(
+    mesh: Mesh,
+    face: np.ndarray,
+    bary: np.ndarray,
+    world_normals: np.ndarray,
+    surface_normals: np.ndarray | None = None,
+) -> np.ndarray:
     """Express world-space normals in the low-poly mesh's tangent frames (glTF normal-map encoding).
 
     The frame at a texel interpolates the vertex normals and the tangents of
@@ -86,6 +97,8 @@ def encode_tangent_normals(mesh: Mesh, face: np.ndarray, bary: np.ndarray, world
         mesh: low-poly mesh with ``normals`` and ``uv``.
         face: ``[N]`` low-poly face of each texel; bary: ``[N, 3]`` barycentrics there.
         world_normals: ``[N, 3]`` unit normals to encode.
+        surface_normals: ``[N, 3]`` float64 unit low-poly normals at the texels (the interpolated vertex normals,
+            normalised), when the caller has them already; computed here otherwise.
 
     Returns:
         ``[N, 3]`` float32 tangent-space unit normals (x along +u, y up the texture, z out of the surface).
@@ -95,7 +108,7 @@ def encode_tangent_normals(mesh: Mesh, face: np.ndarray, bary: np.ndarray, world
     assert mesh.normals is not None and mesh.uv is not None
     tangents = compute_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
     idx = mesh.faces[face]
-    n = _unit(np.einsum("nk,nkd->nd", bary, mesh.normals[idx].astype(np.float64)))
+    n = surface_normals if surface_normals is not None else _texel_normals(mesh, face, bary)
     t = np.einsum("nk,nkd->nd", bary, tangents[idx, :3].astype(np.float64))
     t = _unit(t - n * np.einsum("ij,ij->i", t, n)[:, None])
     w = np.where(np.einsum("nk,nk->n", bary, tangents[idx, 3]) < 0, -1.0, 1.0)
@@ -144,6 +157,7 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
     metallic = np.empty(n_tex, dtype=np.float32)
     roughness = np.empty(n_tex, dtype=np.float32)
     world_normal: np.ndarray | None = None
+    low_normal: np.ndarray | None = None  # the texels' low-poly normals, kept for the tangent frames
     occlusion: np.ndarray | None = None
     surface = field.bake_attributes if isinstance(field, SurfaceAttributes) else None
     has_alpha = has_real_alpha(field)
@@ -153,7 +167,10 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
         if callable(surface):
             if mesh.normals is None:
                 raise StageError("baking from a dense surface needs vertex normals on the low-poly mesh")
-            nrm = _unit(np.einsum("nk,nkd->nd", bary[sl], mesh.normals[mesh.faces[face[sl]]].astype(np.float64)))
+            nrm = _texel_normals(mesh, face[sl], bary[sl])
+            if low_normal is None:
+                low_normal = np.empty((n_tex, 3), dtype=np.float64)
+            low_normal[sl] = nrm
             attrs = surface(p, nrm, face[sl])
             bc = attrs["base_color"]
             color[sl, : bc.shape[1]] = bc
@@ -173,7 +190,7 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
             metallic[sl], roughness[sl] = field.material(p)
     channels = [_to_u8(color), np.zeros((n_tex, 1), np.uint8), _to_u8(roughness)[:, None], _to_u8(metallic)[:, None]]
     if world_normal is not None:
-        ts = encode_tangent_normals(mesh, face, bary, world_normal)
+        ts = encode_tangent_normals(mesh, face, bary, world_normal, low_normal)
         channels.append(_to_u8(ts * 0.5 + 0.5))
     if occlusion is not None:
         channels.append(_to_u8(occlusion)[:, None])

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from ..config import CleanConfig
-from ..geometry.topology import directed_edges, face_areas, vertex_components
+from ..geometry.topology import directed_edges, face_areas, face_sets, vertex_components
 from ..types import Mesh
 
 
@@ -74,7 +74,7 @@ def remove_degenerate_faces(mesh: Mesh, area_eps: float | None = None) -> Mesh:
     if area_eps is not None:
         keep &= face_areas(mesh.vertices, f) > area_eps
     f = f[keep]
-    _, first = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
+    first, _, _ = face_sets(f)
     f = f[np.sort(first)]
     return remove_unreferenced(mesh.replace(faces=f))
 

@@ -14,8 +14,15 @@ from scipy.sparse.csgraph import connected_components
 
 from ..config import DecimateConfig
 from ..errors import InputError, MissingDependency
-from ..geometry.normals import face_normals
-from ..geometry.topology import TopologyReport, directed_edges, face_areas, topology, vertex_components
+from ..geometry.normals import cross3, face_normals
+from ..geometry.topology import (
+    TopologyReport,
+    directed_edges,
+    face_areas,
+    face_sets,
+    topology,
+    vertex_components,
+)
 from ..types import Mesh
 from .clean import remove_degenerate_faces
 
@@ -67,7 +74,7 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
         return result, {"attempts": 0, **topo.to_dict()}
     before = topology(base.vertices, base.faces)
     attempts: list[dict[str, object]] = []
-    best: tuple[int, Mesh] | None = None
+    best: tuple[int, Mesh, TopologyReport, np.ndarray] | None = None  # (defects, mesh, its topology, aspects)
     schedule = [(cfg.aggressiveness, 1.0), (max(2.0, cfg.aggressiveness - 2.0), 1.0), (2.0, 0.995), (2.0, 0.98)]
     if not before.watertight:
         # an open or non-manifold source (a multi-part model): its defects are its own, retrying rarely helps
@@ -81,7 +88,8 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
     unit = ((base.vertices - centre) / scale).astype(np.float32)
     # collapses never remove a part, and a closed part cannot go below a tetrahedron: aim no lower than
     # that (a lower target makes the engine flatten whole parts, which repair then has to delete)
-    goal = max(cfg.faces, fewest_faces(base.faces))
+    parts, reachable = _parts_and_fewest(base.faces)
+    goal = max(cfg.faces, reachable)
     over: list[Mesh] = []  # results the engine could not bring within budget (kept in case none is)
     for aggressiveness, shrink in schedule:
         v, f = _simplify(fast_simplification, unit, base.faces, goal, int(goal * shrink), aggressiveness)
@@ -91,36 +99,42 @@ def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
             attempts.append({"aggressiveness": aggressiveness, "faces": candidate.n_faces, "over_budget": True})
             over.append(candidate)
             continue
-        defects = _defects(candidate, before, base.faces, scale)
+        defects, topo, aspect = _defects(candidate, before, parts, scale)
         attempts.append({"aggressiveness": aggressiveness, "faces": candidate.n_faces, "defects": defects})
         if best is None or defects < best[0]:
-            best = (defects, candidate)
+            best = (defects, candidate, topo, aspect)
         if defects == 0:
             break
     if best is None:
         # the budget is below what collapses can reach (more separate parts than it can hold): the fewest
         # faces among the cleanest results; budget_shortfall() says why in the report
         fewest = min(c.n_faces for c in over)
-        scored = [(_defects(c, before, base.faces, scale), c) for c in over if c.n_faces == fewest]
-        best = min(scored, key=lambda d: d[0])
-    result = best[1]
-    topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * scale**2)
-    aspect, _, _ = _aspect(result.vertices, result.faces)
+        scored = [(*_defects(c, before, parts, scale), c) for c in over if c.n_faces == fewest]
+        d, topo, aspect, c = min(scored, key=lambda x: x[0])
+        best = (d, c, topo, aspect)
+    _, result, topo, aspect = best
     slivers = {"slivers_over_20": int((aspect > 20).sum()), "slivers_over_100": int((aspect > 100).sum())}
     return result, {"attempts": len(attempts), **topo.to_dict(), **slivers}
 
 
-def _defects(candidate: Mesh, before: TopologyReport, before_faces: np.ndarray, scale: float) -> int:
+def _defects(
+    candidate: Mesh, before: TopologyReport, before_parts: int, scale: float
+) -> tuple[int, TopologyReport, np.ndarray]:
     """Defects a decimation introduced: degenerate faces, slivers over aspect 100, and the non-manifold
-    edges, parts and (for a closed source) boundary edges the source did not have."""
+    edges, parts and (for a closed source) boundary edges the source did not have.
+
+    Returns:
+        ``(defects, the candidate's topology, its per-face aspect ratios)``.
+    """
     topo = topology(candidate.vertices, candidate.faces, area_eps=DEGENERATE_AREA * scale**2)
-    defects = topo.degenerate_faces + int((_aspect(candidate.vertices, candidate.faces)[0] > 100.0).sum())
+    aspect = _aspect(candidate.vertices, candidate.faces)[0]
+    defects = topo.degenerate_faces + int((aspect > 100.0).sum())
     defects += max(0, topo.nonmanifold_edges - before.nonmanifold_edges)
     defects += max(0, topo.components - before.components)
-    defects += 4 * max(0, _parts(before_faces) - _parts(candidate.faces))  # parts flattened away and deleted
+    defects += 4 * max(0, before_parts - _parts(candidate.faces))  # parts flattened away and deleted
     if before.watertight:
         defects += topo.boundary_edges
-    return defects
+    return defects, topo, aspect
 
 
 def _parts(faces: np.ndarray) -> int:
@@ -142,9 +156,15 @@ def fewest_faces(faces: np.ndarray) -> int:
     Returns:
         The lower bound (0 for no faces).
     """
+    return _parts_and_fewest(faces)[1]
+
+
+def _parts_and_fewest(faces: np.ndarray) -> tuple[int, int]:
+    """``(connected parts, fewest faces)`` of a face set: :func:`_parts` and :func:`fewest_faces` from one
+    labelling."""
     f = np.asarray(faces, dtype=np.int64)
     if f.size == 0:
-        return 0
+        return 0, 0
     nv = int(f.max()) + 1
     _, labels = vertex_components(nv, f)
     e = directed_edges(f)
@@ -152,7 +172,7 @@ def fewest_faces(faces: np.ndarray) -> int:
     _, first, counts = np.unique(lo * nv + hi, return_index=True, return_counts=True)
     parts = np.unique(labels[f[:, 0]])
     open_parts = np.unique(labels[lo[first[counts == 1]]])
-    return int(4 * (parts.size - open_parts.size) + open_parts.size)
+    return int(parts.size), int(4 * (parts.size - open_parts.size) + open_parts.size)
 
 
 def _simplify(engine: Any, unit: np.ndarray, faces: np.ndarray, budget: int, target: int, agg: float) -> tuple:
@@ -178,9 +198,8 @@ def _simplify(engine: Any, unit: np.ndarray, faces: np.ndarray, budget: int, tar
 
 def _drop_duplicate_faces(faces: np.ndarray) -> np.ndarray:
     """Remove every copy of faces that share their vertex set (folded "sandwich" pairs left by collapses)."""
-    key = np.sort(faces, axis=1)
-    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    return faces[counts[inverse.reshape(-1)] == 1]
+    _, inverse, counts = face_sets(faces)
+    return faces[counts[inverse] == 1]
 
 
 def _aspect(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -188,7 +207,7 @@ def _aspect(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     t = v[f].astype(np.float64)
     edges = np.stack([t[..., 1, :] - t[..., 0, :], t[..., 2, :] - t[..., 1, :], t[..., 0, :] - t[..., 2, :]], axis=-2)
     length = np.linalg.norm(edges, axis=-1)
-    area = 0.5 * np.linalg.norm(np.cross(edges[..., 0, :], -edges[..., 2, :]), axis=-1)
+    area = 0.5 * np.linalg.norm(cross3(edges[..., 0, :], -edges[..., 2, :]), axis=-1)
     longest = length.max(axis=-1)
     aspect = longest**2 / np.maximum(2.0 * area, 1e-300)
     return aspect, length, area

@@ -172,18 +172,19 @@ def decimate_surface(cleaned: Any, cfg: DecimateConfig, *, engine: str | None = 
 
 def edge_topology(cleaned: Any) -> dict[str, Any]:
     """Edge facts of a cleaned dense surface where it lies (tensors: on their device, nothing copied; a host
-    mesh: :func:`meshforge.geometry.topology.topology`).
+    mesh: :func:`meshforge.geometry.topology.edge_counts`).
 
     Returns:
         ``{"boundary_edges", "nonmanifold_edges", "inconsistent_edges", "watertight"}`` (watertight: every
         edge shared by exactly two faces, as :attr:`~meshforge.geometry.topology.TopologyReport.watertight`).
     """
     if isinstance(cleaned, Mesh):
-        from ..geometry.topology import topology
+        from ..geometry.topology import edge_counts
 
-        t = topology(cleaned.vertices, cleaned.faces)
-        counts = {"boundary_edges": t.boundary_edges, "nonmanifold_edges": t.nonmanifold_edges}
-        return {**counts, "inconsistent_edges": t.inconsistent_edges, "watertight": t.watertight}
+        boundary, nonmanifold, inconsistent = edge_counts(cleaned.faces, cleaned.n_vertices)
+        watertight = boundary == 0 and nonmanifold == 0 and cleaned.n_faces > 0
+        counts = {"boundary_edges": boundary, "nonmanifold_edges": nonmanifold, "inconsistent_edges": inconsistent}
+        return {**counts, "watertight": watertight}
     import torch
 
     v, f = _tensors(cleaned)
