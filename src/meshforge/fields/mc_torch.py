@@ -43,6 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..types import to_host
+
 __all__ = ["MCTables", "extract_closed", "marching_cubes", "tables", "to_host"]
 
 #: corner c of a cube sits at offset (c & 1, (c >> 1) & 1, (c >> 2) & 1) along the grid axes (i, j, k).
@@ -374,15 +376,3 @@ def extract_closed(
     world = (verts - 1.0 + lo_idx.to(grid.device).double()) * step + lo
     world = torch.maximum(torch.minimum(world, hi), lo)
     return world.float(), faces
-
-
-def to_host(*tensors: torch.Tensor) -> tuple[np.ndarray, ...]:
-    """Copy tensors to numpy arrays; from a CUDA device through pinned (page-locked) buffers, which move at
-    several times the speed of pageable memory (the buffers come from PyTorch's caching host allocator)."""
-    if not tensors or not tensors[0].is_cuda:
-        return tuple(t.detach().cpu().numpy() for t in tensors)
-    host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
-    for h, t in zip(host, tensors):
-        h.copy_(t.detach(), non_blocking=True)
-    torch.cuda.current_stream(tensors[0].device).synchronize()
-    return tuple(h.numpy() for h in host)
