@@ -193,9 +193,12 @@ def run_pipeline(
 
     cfg = PipelineConfig().with_options(faces=faces, texture_size=texture_size)
     cfg = dataclasses.replace(cfg, finish=FinishingConfig(engine=engine))
+    tf0 = clock(device)
     grid = density(resolution, device)
+    tf1 = clock(device)
     out = extract_closed(grid, np.full(3, -1.0), np.full(3, 1.0), 0.0)
     assert out is not None
+    tf2 = clock(device)
     del grid
     raw = Raw(surface=DeviceMesh(*out), attributes=ColourField(), name="blob", config=cfg.to_dict())
     if device.type == "cuda":
@@ -207,9 +210,11 @@ def run_pipeline(
     t1 = clock(device)
     glb = meshforge.export(result.asset, "glb")
     t2 = time.perf_counter()
-    times = {s.name: s.seconds for s in report.stages}
+    times = {"field": tf1 - tf0, "marching_cubes": tf2 - tf1}
+    times.update({s.name: s.seconds for s in report.stages})
     times["glb"] = t2 - t1
     times["total"] = t2 - t0
+    times["total_from_field"] = t2 - t0 + (tf2 - tf0)  # the figure: the field evaluated → GLB bytes
     stages = {s.name: s.counts for s in report.stages}
     facts: dict[str, object] = {
         "dense_faces": raw.surface.n_faces,
@@ -243,8 +248,9 @@ def main_pipeline(args: argparse.Namespace) -> None:
     )
     print("\n| stage | median s |\n|---|---:|")
     for k in stages:
-        label = "**extracted surface → GLB bytes**" if k == "total" else k
-        value = f"**{median[k]:.3f}**" if k == "total" else f"{median[k]:.3f}"
+        bold = {"total": "**extracted surface → GLB bytes**", "total_from_field": "**field → GLB bytes**"}
+        label = bold.get(k, k)
+        value = f"**{median[k]:.3f}**" if k in bold else f"{median[k]:.3f}"
         print(f"| {label} | {value} |")
     print()
     if "finish_peak_vram_gb" in facts:
