@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from .mesh.uv import start_worker, unwrap
 from .preprocess import prepare
 from .preprocess.background import cutout_warning
 from .raw import Raw, SparseVoxelField, VoxelField
+from .threads import SMALL_POOL_THREADS, LazyThreadPool
 from .types import Asset, DeviceMesh, Image, Material, Mesh, Report, host_mesh
 
 #: warn when more than this fraction of the low-poly area faces away from the dense surface it stands for
@@ -336,7 +336,7 @@ def finish(
     if cfg.bake.textures and through_dense and engine != "torch":
         # the bake's projection target needs only the cleaned dense surface: build it (normals, Embree's BVH)
         # while the unwrap runs in its worker process, instead of after it
-        dense_source = _bake_target_pool().submit(_dense_surface_field, cleaned, field, cfg.bake.cage_fraction)
+        dense_source = _BAKE_TARGET_POOL.get().submit(_dense_surface_field, cleaned, field, cfg.bake.cage_fraction)
     if cfg.bake.textures:
         step(2)
         with _profiling.stage(report, "unwrap") as c:
@@ -383,28 +383,8 @@ def finish(
     return Result(asset=asset, report=report, raw=raw)
 
 
-#: the process's threads that build bake targets (long-lived, so their allocations reuse their malloc arenas
-#: instead of each job's new thread leaving one behind); several jobs at once build theirs side by side
-_BAKE_POOL_THREADS = max(1, min(4, os.cpu_count() or 1))
-_bake_pool: ThreadPoolExecutor | None = None
-_bake_pool_lock = threading.Lock()
-
-
-def _bake_target_pool() -> ThreadPoolExecutor:
-    """The bake-target thread pool, created on first use (and again in a forked child)."""
-    global _bake_pool
-    with _bake_pool_lock:
-        if _bake_pool is None:
-            _bake_pool = ThreadPoolExecutor(max_workers=_BAKE_POOL_THREADS, thread_name_prefix="meshforge-bake-target")
-        return _bake_pool
-
-
-def _forget_bake_pool_in_child() -> None:
-    global _bake_pool, _bake_pool_lock
-    _bake_pool, _bake_pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_bake_pool_in_child)
+#: the process's threads that build bake targets; several jobs at once build theirs side by side
+_BAKE_TARGET_POOL = LazyThreadPool(SMALL_POOL_THREADS, "meshforge-bake-target")
 
 
 def _dense_surface_field(cleaned: Mesh, field: Field, cage_fraction: float) -> SurfaceField:

@@ -7,15 +7,14 @@ Pillow releases the GIL while zlib compresses, so the maps' encodings overlap on
 from __future__ import annotations
 
 import io
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 from PIL import Image as PILImage
 
 from meshforge.errors import InputError
+from meshforge.threads import SMALL_POOL_THREADS, LazyThreadPool
 
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
@@ -59,27 +58,8 @@ def encode_png(pixels: np.ndarray, *, compress_level: int = 3, drop_opaque_alpha
 
 
 #: threads of the encoding pool (one result has at most four maps)
-POOL_THREADS = max(1, min(4, os.cpu_count() or 1))
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor() -> ThreadPoolExecutor:
-    """The process's encoding pool, created on first use."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="meshforge-png")
-        return _pool
-
-
-def _forget_pool_in_child() -> None:
-    """A forked child has the parent's pool object but none of its threads (and maybe a held lock)."""
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_in_child)
+POOL_THREADS = SMALL_POOL_THREADS
+_POOL = LazyThreadPool(POOL_THREADS, "meshforge-png")
 
 
 def submit_pngs(
@@ -98,7 +78,7 @@ def submit_pngs(
     flags = [drop_opaque_alpha] * len(images) if isinstance(drop_opaque_alpha, bool) else list(drop_opaque_alpha)
     if len(flags) != len(images):
         raise InputError(f"encode_pngs: {len(images)} pictures but {len(flags)} drop_opaque_alpha flags")
-    pool = _executor()
+    pool = _POOL.get()
     return [
         pool.submit(encode_png, x, compress_level=compress_level, drop_opaque_alpha=f)
         for x, f in zip(images, flags, strict=True)
