@@ -8,8 +8,10 @@ CUDA device PyTorch sees (one worker each), else the CPU. PyTorch is imported on
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import re
+import sys
 
 from .errors import BackendError, InputError
 
@@ -75,3 +77,16 @@ def resolve_devices(specs: tuple[str, ...]) -> tuple[str, ...]:
             raise InputError("auto cannot be combined with other devices")
         return tuple(f"cuda:{i}" for i in range(cuda_count())) or ("cpu",)
     return values
+
+
+def free_memory() -> None:
+    """Collect garbage and hand PyTorch's cached CUDA blocks back to the driver (after an out-of-memory
+    error, or before a model is loaded); nothing when torch was never imported. Best effort: never raises."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort
+            pass

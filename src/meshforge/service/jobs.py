@@ -10,11 +10,9 @@ A job runs with the configuration stored in its ledger row when it was submitted
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from typing import Any
 from .. import _profiling
 from ..backends import Backend, load_backend, resolve_name
 from ..config import PipelineConfig
+from ..devices import free_memory
 from ..errors import BackendError, InputError, MeshforgeError, MissingDependency, StageError, is_out_of_memory
 from ..export import export
 from ..export._png import encode_png
@@ -184,17 +183,6 @@ class JobAbandoned(_Stop):
 class JobRequeuedDegraded(Exception):
     """The job ran out of memory on a broker worker: it goes back to the queue with the step-down applied
     (any worker may run it, this one after freeing its memory); the message says what was reduced."""
-
-
-def _free_memory() -> None:
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover - best effort
-            pass
 
 
 def execute_job(
@@ -533,7 +521,7 @@ class _Execution:
                 )
                 report.info["degraded"] = True
             return asset, report, raw
-        _free_memory()
+        free_memory()
         reduced, changes = degrade(self.job.kind, cfg)
         self.store.set_degraded(self.job.id, self.attempt, with_config(options, reduced))
         if self.settings.broker_url:  # back to the queue: the worker with the most room takes it

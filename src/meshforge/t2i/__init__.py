@@ -29,7 +29,6 @@ memory); nothing is written by this module.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ..devices import free_memory
 from ..errors import BackendError, InputError, MeshforgeError, StageError, is_out_of_memory, require
 from ..types import Image, Report
 
@@ -429,7 +429,7 @@ class TextToImage:
         except Exception as exc:  # others (a caller's stop raised from on_step/should_stop) pass unchanged
             if not is_out_of_memory(exc):
                 raise
-            _free_memory()
+            free_memory()
             raise StageError(
                 f"out of memory generating a {s['size']}×{s['size']} picture with {self.card['model']} on "
                 f"{self.device}: try a smaller --t2i-size" + ("" if self.offload else " or a GPU with more memory")
@@ -493,17 +493,6 @@ def _call_defaults(pipe: Any) -> dict[str, Any]:
     if isinstance(sample, int) and isinstance(scale, int):
         out["size"] = sample * scale
     return out
-
-
-def _free_memory() -> None:
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover - best effort
-            pass
 
 
 _LOADED: dict[tuple[str, str, str], TextToImage] = {}
@@ -629,7 +618,7 @@ def _load(cfg: T2IConfig, card: dict[str, Any], device: str) -> TextToImage:
                 pipe.to(device)
     except Exception as exc:
         del pipe
-        _free_memory()
+        free_memory()
         if is_out_of_memory(exc):
             raise StageError(
                 f"out of memory loading text-to-image model {cfg.model} on {device}: free the GPU, or let "
