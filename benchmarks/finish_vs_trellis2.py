@@ -1,7 +1,7 @@
 """Finishing a TRELLIS.2-style decoded surface: meshforge's ``finish`` against TRELLIS.2's ``to_glb``, same run.
 
-The reference is ``o_voxel.postprocess.to_glb`` of microsoft/TRELLIS.2 (imported from ``--reference PATH``, the
-folder holding ``o-voxel``; its compiled stack installed: CuMesh with cubvh, nvdiffrast, FlexGEMM, o-voxel):
+The reference is ``o_voxel.postprocess.to_glb`` of microsoft/TRELLIS.2 (the compiled o_voxel built from the
+``o-voxel`` folder of ``--reference PATH``; its stack installed: CuMesh with cubvh, nvdiffrast, FlexGEMM, o-voxel):
 hole filling, CuMesh QEM simplification (3× the target, clean-up, the target), CuMesh's chart clustering +
 xatlas packing, nvdiffrast UV rasterisation, BVH projection onto the dense surface, FlexGEMM trilinear
 sampling of the sparse attribute volume, OpenCV inpainting, trimesh's GLB writer. Ours is
@@ -218,7 +218,15 @@ def main() -> None:
     device = torch.device(a.device)
     to_glb = None
     if a.reference:
-        sys.path.insert(0, str(Path(a.reference) / "o-voxel"))
+        # the installed, compiled o_voxel (its source folder has no _C and would shadow it); its file I/O
+        # modules (plyfile, zstandard) are not used by to_glb and are stubbed when absent
+        import types
+
+        for name in ("plyfile", "zstandard"):
+            try:
+                __import__(name)
+            except ImportError:
+                sys.modules[name] = types.ModuleType(name)
         from o_voxel.postprocess import to_glb  # type: ignore[import-not-found]
     budgets = [int(b) for b in a.budgets.split(",")]
     a.out.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,9 @@ through its centre tap; the output conv reads channel 0 after the channel LayerN
 channel 1 is a large constant) at its centre tap. Zero padding makes every average smaller near the grid's
 faces, so the "+1" becomes a bump in the middle: the logits are smooth noise on a central hill. The output
 bias is then set to the ``1 − occupancy`` quantile of the logits of a few calibration latents (default 3 %
-of the 64³ grid) — for ``tiny``, latents sampled from the random flow itself with pipeline.json's sampler
-(:func:`sample_structure_latents`), so the pipeline sees the same distribution; for ``full``, N(0, 1) ones —
+of the 64³ grid) — for ``tiny`` (and ``full`` built on a GPU), latents sampled from the random flow itself
+with pipeline.json's sampler (:func:`sample_structure_latents`), so the pipeline sees the same distribution;
+for ``full`` on a CPU, N(0, 1) ones —
 giving a few rounded lumps away from the grid's faces: never empty, never full. The texture decoder's
 alpha output bias is raised (+3 → opacity ≈ 1, so ``alphaMode`` stays OPAQUE); the SLat decoders'
 zero-initialised residual convolutions are redrawn (N(0, 0.05²); else the texture decoder's output is
@@ -64,6 +65,7 @@ __all__ = [
     "rerandomise_zero_parameters",
     "sample_structure_latents",
     "shape_sparse_structure_decoder",
+    "calibrate_structure",
     "write_random_checkpoint",
     "write_random_dinov3",
 ]
@@ -212,13 +214,16 @@ def shape_sparse_structure_decoder(
     occupancy: float = 0.03,
     latent_shape: tuple[int, ...] | None = None,
     latents: Any = None,
+    pooled_resolution: int | None = None,
 ) -> float:
     """Set the v1 sparse-structure decoder to a smooth-noise-on-a-hill occupancy (see the module docstring).
 
     Args:
         model: a ``SparseStructureDecoder`` with the reference's attribute names.
         generator: a ``torch.Generator`` for the calibration latents.
-        occupancy: the fraction of the output grid with logit > 0 on N(0, 1) latents.
+        occupancy: the fraction of the output grid with logit > 0 on N(0, 1) latents; with
+            ``pooled_resolution``, the fraction of that coarser grid occupied after the pipeline's max-pool
+            (TRELLIS.2 pools the 64³ occupancy to 32³ for its 1024 cascades: the structure's token count).
         latent_shape: ``[B, C, R, R, R]`` of the calibration latents (default ``[2, latent_channels, 16³]``).
         latents: calibration latents to use instead of N(0, 1) ones (e.g. samples of the random flow).
 
@@ -261,7 +266,19 @@ def shape_sparse_structure_decoder(
             latents = torch.randn(shape, generator=generator)
         probe = _float32_copy(model)  # calibrate in float32 (a float16 torso may not run on the CPU)
         logits = probe(latents.to(next(probe.parameters()).device)).float()
-        bias = -float(torch.quantile(logits.flatten(), 1 - occupancy))
+        grid = int(logits.shape[-1])
+        if pooled_resolution is None or pooled_resolution >= grid:
+            bias = -float(torch.quantile(logits.flatten(), 1 - occupancy))
+        else:  # the pooled occupancy falls as the bias falls: bisect
+            pooled = torch.nn.functional.max_pool3d(logits, grid // pooled_resolution)
+            lo, hi = -float(pooled.max()) - 1.0, -float(pooled.min()) + 1.0
+            for _ in range(60):
+                mid = 0.5 * (lo + hi)
+                if float((pooled + mid > 0).float().mean()) > occupancy:
+                    hi = mid
+                else:
+                    lo = mid
+            bias = 0.5 * (lo + hi)
         out_conv.bias.fill_(bias)
     return bias
 
@@ -341,7 +358,10 @@ def write_random_checkpoint(
         device: where the models are built and initialised (default the CPU). ``"cuda"`` writes a full
             checkpoint in a fraction of the time; the default initialisation then draws from the GPU's
             generator, so the values differ from a CPU-built checkpoint of the same seed (the re-drawn layers
-            and the calibrations use the seeded CPU generator either way).
+            and the calibrations use the seeded CPU generator either way). On a GPU the full checkpoint's
+            sparse-structure decoder is calibrated on samples of its random flow, as the tiny one always is
+            (N(0, 1) calibration latents can miss the flow's distribution and leave the structure empty or
+            full; on a CPU sampling the 1.3 B-parameter flow would take minutes).
 
     Returns:
         The folder.
@@ -360,16 +380,17 @@ def write_random_checkpoint(
         pipeline["args"]["default_pipeline_type"] = "512"
     (base / PIPELINE_JSON).write_text(json.dumps(pipeline, indent=2))
     ss_latents = None
+    on_cuda = str(device or "cpu").startswith("cuda")
     for i, (ref, spec) in enumerate(specs.items()):
         torch.manual_seed(seed + i)
         generator = torch.Generator().manual_seed(seed + i)
-        if str(device or "cpu").startswith("cuda"):
+        if on_cuda:
             torch.cuda.manual_seed_all(seed + i)
         with torch.device(device or "cpu"):
             model = build_model(spec["name"], spec["args"])
         if spec["name"] in ("SparseStructureFlowModel", "SLatFlowModel", "ElasticSLatFlowModel"):
             rerandomise_zero_parameters(model, generator)
-            if spec["name"] == "SparseStructureFlowModel" and size == "tiny":
+            if spec["name"] == "SparseStructureFlowModel" and (size == "tiny" or on_cuda):
                 ss_latents = sample_structure_latents(model, pipeline["args"], generator)
         elif spec["name"] == "SparseStructureDecoder":
             shape_sparse_structure_decoder(model, generator, latents=ss_latents)
@@ -383,6 +404,82 @@ def write_random_checkpoint(
     if with_dinov3:
         write_random_dinov3(base / DINOV3_ID, size, seed)
     return base
+
+
+class _LatentCaught(Exception):
+    """Stops a sparse-structure pass once the decoder's input latent is captured."""
+
+
+def calibrate_structure(
+    folder: str | os.PathLike[str],
+    images: list[Any],
+    *,
+    seeds: tuple[int, ...] = (0, 42),
+    occupancy: float = 0.03,
+    pooled_resolution: int | None = None,
+    device: str = "cpu",
+) -> float:
+    """Re-calibrate a random checkpoint's sparse-structure decoder on the structure latents of given pictures.
+
+    The decoder's occupancy (:func:`shape_sparse_structure_decoder`) follows the statistics of the latent it
+    is given, and a random flow's latent for a real picture's DINOv3 tokens can sit far from the calibration
+    latents (an empty or a full structure: seen with a full checkpoint built on a GPU). This runs the
+    checkpoint's own conditioning and sparse-structure flow on ``images`` at each of ``seeds`` (the noise as
+    :meth:`~.pipeline.Trellis2Pipeline.run` draws it after ``torch.manual_seed(seed)``), sets the decoder's
+    output bias to the ``1 − occupancy`` quantile of its logits over all of them, and rewrites the decoder's
+    safetensors in place. For benchmarks and smoke tests of random checkpoints only.
+
+    Args:
+        folder: a checkpoint written by :func:`write_random_checkpoint`.
+        images: pictures as the pipeline conditions on them (PIL RGB images, e.g. ``crop_object``'s).
+        seeds: torch seeds of the structure noise (42 is ``generate``'s default, 0 the benchmarks').
+        occupancy: the target fraction of the 64³ grid, or of the ``pooled_resolution``³ grid (see
+            :func:`shape_sparse_structure_decoder`; 0.29 of 32³ ≈ 9,500 structure tokens, which a 1024
+            cascade grows to its 49,152-token cap).
+        pooled_resolution: measure the occupancy after max-pooling to this resolution.
+        device: where the pipeline runs.
+
+    Returns:
+        The new output bias.
+
+    Raises:
+        BackendError: the checkpoint cannot be loaded.
+    """
+    import torch
+
+    from .pipeline import Trellis2Pipeline
+
+    base = Path(folder)
+    pipe = Trellis2Pipeline.from_folder(base, device=device, low_vram=False)
+    decoder = pipe.models["sparse_structure_decoder"]
+    latents: list[Any] = []
+
+    def catch(_module: Any, args: tuple[Any, ...]) -> None:
+        latents.append(args[0].detach().float().cpu())
+        raise _LatentCaught
+
+    hook = decoder.register_forward_pre_hook(catch)
+    try:
+        for seed in seeds:
+            for image in images:
+                torch.manual_seed(seed)
+                cond = pipe.condition([image], 512)
+                try:
+                    pipe.sample_sparse_structure(cond, 32)
+                except _LatentCaught:
+                    pass
+    finally:
+        hook.remove()
+    bias = shape_sparse_structure_decoder(
+        decoder,
+        torch.Generator().manual_seed(0),
+        occupancy=occupancy,
+        latents=torch.cat(latents),
+        pooled_resolution=pooled_resolution,
+    )
+    spec = json.loads((base / f"{SS_DECODER_REF}.json").read_text())
+    _save(decoder, base, SS_DECODER_REF, spec)
+    return bias
 
 
 def sample_structure_latents(flow: Any, args: dict[str, Any], generator: Any, n: int = 2) -> Any:
@@ -401,10 +498,12 @@ def sample_structure_latents(flow: Any, args: dict[str, Any], generator: Any, n:
     cond = torch.randn(n, 64 + 5, width, generator=generator)
     cond = torch.nn.functional.layer_norm(cond, cond.shape[-1:])
     noise = torch.randn(n, channels, reso, reso, reso, generator=generator)
+    device = next(flow.parameters()).device  # drawn on the CPU generator, run where the flow is
+    cond, noise = cond.to(device), noise.to(device)
     flow.eval()
     with torch.no_grad():
         out = make_sampler(spec).sample(flow, noise, cond=cond, neg_cond=torch.zeros_like(cond), **spec["params"])
-    return out.samples.float()
+    return out.samples.float().cpu()
 
 
 def _float32_copy(model: Any) -> Any:
