@@ -428,6 +428,10 @@ def test_studio_prompt_box_makes_a_picture_and_shows_the_outcome(prompt_server, 
     page.fill("input[name=resolution]", "32")
     page.fill("input[name=faces]", "500")
     page.fill("#prompt", "a wooden chair")
+    page.evaluate(
+        "window.__inputLoads = 0;"
+        " document.getElementById('input-image').addEventListener('load', () => window.__inputLoads++)"
+    )
     page.click("#prompt-form button[type=submit]")
     page.wait_for_selector(".job .name:text('a wooden chair')", timeout=20_000)
     page.locator(".job").first.click()
@@ -436,12 +440,15 @@ def test_studio_prompt_box_makes_a_picture_and_shows_the_outcome(prompt_server, 
         timeout=90_000,
     )
     state = page.locator(".job.selected .state").inner_text().lower()
-    page.wait_for_function(
-        "(() => { const i = document.getElementById('input-image'); return i.complete && i.naturalWidth > 0; })()",
+    size = page.wait_for_function(
+        "(() => { const i = document.getElementById('input-image');"
+        " return i.complete && i.naturalWidth > 0 ? [i.naturalWidth, i.naturalHeight] : null; })()",
         timeout=20_000,
-    )
-    size = page.locator("#input-image").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    ).json_value()
     assert size == [64, 64]  # the tiny model's picture, shown beside the viewer
+    # the job's later updates (its end) keep the picture on screen: loaded once, never blanked and reloaded
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.__inputLoads") == 1
     assert page.locator("#input-caption").inner_text() == "generated picture"
     page.screenshot(path=str(ARTIFACTS / "studio_prompt.png"))
     if state == "failed":  # random weights make noise: refused like any picture with no object, in one line

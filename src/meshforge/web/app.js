@@ -496,20 +496,30 @@ function clearModel(note) {
 }
 
 const pictures = { "input-image": null, "cutout-image": null }; // img id → its blob: URL
+const picturePaths = { "input-image": null, "cutout-image": null }; // img id → the API path shown (or loading)
 
 async function showPicture(imgId, path, id) {
   const img = $(imgId);
+  // the same picture already on screen (or on its way): keep it — a job's every update re-shows it, and a
+  // reload would blank it for a moment
+  if (path && path === picturePaths[imgId]) return;
   if (pictures[imgId]) URL.revokeObjectURL(pictures[imgId]);
   pictures[imgId] = null;
+  picturePaths[imgId] = path || null;
   img.removeAttribute("src");
   if (!path) return;
   try {
     const url = await objectUrl(path);
-    if (selected !== id) { URL.revokeObjectURL(url); return; }
+    if (selected !== id || picturePaths[imgId] !== path) {
+      URL.revokeObjectURL(url);
+      if (picturePaths[imgId] === path) picturePaths[imgId] = null;
+      return;
+    }
     pictures[imgId] = url;
     img.src = url;
   } catch {
     // no picture to show (an optimize job's mesh input, an expired file): leave it empty
+    if (picturePaths[imgId] === path) picturePaths[imgId] = null;
   }
 }
 
