@@ -297,3 +297,19 @@ def test_repair_keeps_the_slivers_of_a_crease_where_they_are():
     unbounded = repair(box, tolerance=np.inf)
     assert unbounded.n_vertices < box.n_vertices  # the bound is what kept the bevel
     assert topology(kept.vertices, kept.faces).watertight
+
+
+def test_budget_shortfall_blames_the_parts_only_when_they_explain_it():
+    """Two open parts cannot explain a result of thousands of faces above a budget of hundreds: the note then
+    says the guards stopped it (the random TripoSR sponge's 342,594 faces were blamed on its 23 parts)."""
+    from meshforge.mesh.decimate import budget_shortfall
+
+    grid = np.stack(np.meshgrid(np.arange(31), np.arange(31)), -1).reshape(-1, 2)
+    quads = np.array(
+        [[i * 31 + j, i * 31 + j + 1, (i + 1) * 31 + j + 1, (i + 1) * 31 + j] for i in range(30) for j in range(30)]
+    )
+    sheet = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    v = np.concatenate([np.c_[grid, np.zeros(len(grid))], np.c_[grid, np.full(len(grid), 5.0)]]).astype(np.float32)
+    two = Mesh(v, np.concatenate([sheet, sheet + len(grid)]).astype(np.int32))  # 3,600 faces, two open parts
+    assert "no further edge collapse" in budget_shortfall(500, two)
+    assert "2 separate parts" in budget_shortfall(3, two)

@@ -514,9 +514,9 @@ def budget_shortfall(budget: int, mesh: Mesh) -> str | None:
     topo = topology(mesh.vertices, mesh.faces)
     if topo.watertight and 4 * topo.components > budget:
         why = f"{topo.components} separate closed parts need at least 4 faces each"
-    elif topo.components > 1:
+    elif topo.components > 1 and 2 * topo.components > budget:  # an open part keeps a face or two
         why = f"{topo.components} separate parts, which edge collapses never remove or merge"
-    else:
+    else:  # the parts leave room for the budget: the guards refused every remaining collapse
         why = "no further edge collapse keeps the surface intact"
     closest = "closest closed result" if topo.watertight else "closest result"
     return f"face budget {budget} not reachable: the {closest} has {mesh.n_faces} faces ({why})"
