@@ -507,16 +507,17 @@ def budget_shortfall(budget: int, mesh: Mesh) -> str | None:
 
     Returns:
         One sentence for the report's warnings, e.g. ``"face budget 100 not reachable: the closest closed
-        result has 168 faces (42 separate closed parts need at least 4 faces each)"``.
+        result has 168 faces (42 separate closed parts need at least 4 faces each)"``, or, where the parts'
+        count does not explain it, ``"… (no further edge collapse keeps its 23 separate parts intact)"``.
     """
     if mesh.n_faces <= budget:
         return None
     topo = topology(mesh.vertices, mesh.faces)
     if topo.watertight and 4 * topo.components > budget:
         why = f"{topo.components} separate closed parts need at least 4 faces each"
-    elif topo.components > 1 and 2 * topo.components > budget:  # an open part keeps a face or two
-        why = f"{topo.components} separate parts, which edge collapses never remove or merge"
-    else:  # the parts leave room for the budget: the guards refused every remaining collapse
+    elif topo.components > 1:  # the guards refused every remaining collapse; parts are never removed or merged
+        why = f"no further edge collapse keeps its {topo.components} separate parts intact"
+    else:
         why = "no further edge collapse keeps the surface intact"
     closest = "closest closed result" if topo.watertight else "closest result"
     return f"face budget {budget} not reachable: the {closest} has {mesh.n_faces} faces ({why})"
