@@ -30,6 +30,8 @@ from .clean import remove_degenerate_faces
 DEGENERATE_AREA = 1e-12  # relative to the squared bounding-box diagonal (1e-12 m² for a 1 m model)
 #: faces with a larger aspect ratio (longest edge / height) count as slivers and are repaired
 MAX_ASPECT = 20.0
+#: the largest move of the surface by one sliver-repair operation, relative to the bounding diagonal
+REPAIR_TOLERANCE = 3e-3
 
 
 def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
@@ -219,7 +221,7 @@ def repair(
     max_aspect: float = MAX_ASPECT,
     max_passes: int = 8,
     pinches: bool = True,
-    tolerance: float = 3e-3,
+    tolerance: float = REPAIR_TOLERANCE,
 ) -> Mesh:
     """Fix the local defects fast QEM collapses leave behind, keeping the surface closed and manifold.
 
@@ -415,9 +417,7 @@ def _collapse_pinched_edges(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     return f[~dead]
 
 
-def _collapse(
-    v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touched: np.ndarray, tol: float = np.inf
-) -> bool:
+def _collapse(v: np.ndarray, f: np.ndarray, fi: int, k: int, faces_of: Any, touched: np.ndarray, tol: float) -> bool:
     """Collapse edge k of face fi (q merges into p) if the link condition holds, nothing folds over and p lies
     within ``tol`` of the plane of every face of q that moves."""
     p, q = int(f[fi, k]), int(f[fi, (k + 1) % 3])
@@ -459,7 +459,7 @@ def _flip(
     faces_of: Any,
     touched: np.ndarray,
     worst: float,
-    tol: float = np.inf,
+    tol: float,
 ) -> bool:
     """Flip edge k of face fi with the neighbouring face if that improves both faces and the pair is planar
     within ``tol`` (the tetrahedron of its four vertices no taller than ``tol`` over the pair's area)."""
