@@ -345,8 +345,10 @@ def _drop_pockets(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     graph = sp.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(len(f), len(f)))
     _, label = connected_components(graph, directed=False)
     keep = np.ones(len(f), dtype=bool)
+    by_label = np.argsort(label, kind="stable")
+    bounds = np.searchsorted(label[by_label], np.arange(label.max() + 2))
     for patch in np.unique(label[face_of[per_edge > 2]]).tolist():
-        sel = np.flatnonzero(label == patch)
+        sel = by_label[bounds[patch] : bounds[patch + 1]]
         sub = f[sel]
         if 2 * len(sel) > len(f):
             continue  # the main body, never a pocket
@@ -391,10 +393,23 @@ def _collapse_pinched_edges(v: np.ndarray, f: np.ndarray) -> np.ndarray:
         return f
     f = f.copy()
     dead = np.zeros(len(f), dtype=bool)
+    # faces around each vertex: the input's (sorted once) plus the faces a collapse moved onto it, so each
+    # edge is looked at locally (a scan of every face per edge took minutes on a decimated sponge)
+    flat = f.ravel()
+    order = np.argsort(flat, kind="stable")
+    starts = np.searchsorted(flat[order], np.arange(nv + 1))
+    gained: dict[int, np.ndarray] = {}
+
+    def around(x: int) -> np.ndarray:
+        near = order[starts[x] : starts[x + 1]] // 3
+        if x in gained:
+            near = np.unique(np.concatenate([near, gained[x]]))
+        return near[(f[near] == x).any(axis=1) & ~dead[near]]
+
     for k in pinched.tolist():
         a, b = divmod(int(k), nv)
-        around_a = np.flatnonzero((f == a).any(axis=1) & ~dead)
-        around_b = np.flatnonzero((f == b).any(axis=1) & ~dead)
+        around_a = around(a)
+        around_b = around(b)
         on_edge = np.intersect1d(around_a, around_b)
         if len(on_edge) < 4:
             continue
@@ -414,6 +429,7 @@ def _collapse_pinched_edges(v: np.ndarray, f: np.ndarray) -> np.ndarray:
             continue
         f[moved] = new
         dead[on_edge] = True
+        gained[a] = np.concatenate([gained.get(a, moved[:0]), moved])
     return f[~dead]
 
 
