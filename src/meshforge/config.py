@@ -149,6 +149,11 @@ class UnwrapConfig:
             kept): one layout aimed 15 % denser than xatlas's, a second when it misses, none when the
             charts' padded rasters leave no room for 3 % more; about 0.25 s per 20k-face unwrap on 2 cores
             (``benchmarks/results/atlas_quality.md``). False keeps xatlas's own packing.
+        piece_faces: a mesh of more than three times this many faces is cut into pieces of at most this
+            many (median cuts of the face centroids), each segmented and parameterised by xatlas in its own
+            worker process, all in parallel, and the pieces' charts packed together by xatlas; xatlas's
+            time grows faster than its face count (a 200k-face surface ran past the 60 s limit on an
+            H200's 16 cores). 0 never cuts.
     """
 
     padding: int = 2
@@ -156,6 +161,7 @@ class UnwrapConfig:
     time_limit: float = 60.0
     engine: str = "xatlas"
     repack: bool = True
+    piece_faces: int = 8000
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,48 @@ def test_charts_are_padding_texels_apart_and_not_much_more(faces):
     out, counts = unwrap(mesh, UnwrapConfig(padding=2), 256)
     assert counts["engine"] == "xatlas"
     assert 2.0 <= chart_gap(out, 256) <= 4.0
+
+
+def test_split_pieces_is_a_partition_into_compact_pieces_of_bounded_size():
+    from meshforge.mesh.uv import split_pieces
+
+    mesh = extract(Sphere(0.3), ExtractConfig(resolution=48))
+    pieces = split_pieces(mesh.vertices, mesh.faces, 1000)
+    sizes = np.array([len(p) for p in pieces])
+    assert len(pieces) >= mesh.n_faces // 1000 and sizes.max() <= 1000 and sizes.min() >= 500
+    assert np.array_equal(np.sort(np.concatenate(pieces)), np.arange(mesh.n_faces))  # each face once
+    # median cuts: a piece's faces lie in a box much smaller than the sphere's
+    centroids = mesh.vertices[mesh.faces].mean(axis=1)
+    extent = np.array([np.ptp(centroids[p], axis=0).max() for p in pieces])
+    assert extent.max() < 0.6 * np.ptp(centroids, axis=0).max()
+
+
+def test_large_mesh_is_unwrapped_in_pieces_with_one_texel_density():
+    """Above three pieces' worth of faces, xatlas runs on pieces in parallel workers and the pieces' charts
+    are packed together: same faces in the same order at the same corners, no overlap, one texel density
+    over the whole atlas (a piece's UV area over its surface area is the same for every piece)."""
+    from meshforge.geometry.raster import uv_triangle_areas
+    from meshforge.geometry.topology import face_areas
+    from meshforge.mesh.uv import split_pieces
+
+    mesh = decimate(extract(Sphere(0.3), ExtractConfig(resolution=64)), DecimateConfig(faces=6000))[0]
+    cfg = UnwrapConfig(padding=2, piece_faces=1000)
+    out, counts = unwrap(mesh, cfg, 512)
+    assert counts["engine"] == "xatlas" and "fallback" not in counts and counts["pieces"] >= 6
+    assert out.n_faces == mesh.n_faces
+    assert np.array_equal(out.vertices[out.faces], mesh.vertices[mesh.faces])  # corner by corner
+    assert out.uv.min() >= 0 and out.uv.max() <= 1
+    assert uv_overlap_ratio(out) == pytest.approx(1.0, abs=0.03)
+    assert counts["stretch"] < 1.05 and counts["utilisation"] > 0.5
+    density = [
+        uv_triangle_areas(out.uv, out.faces[p]).sum() / face_areas(mesh.vertices, mesh.faces[p]).sum()
+        for p in split_pieces(mesh.vertices, mesh.faces, cfg.piece_faces)
+    ]
+    assert max(density) / min(density) == pytest.approx(1.0, abs=0.05)
+    assert 2.0 <= chart_gap(out, 512) <= 4.0
+
+
+def test_pieces_past_the_time_limit_fall_back_to_the_face_atlas(low_sphere):
+    mesh, counts = unwrap(low_sphere, UnwrapConfig(time_limit=1e-4, piece_faces=500), 256)
+    assert counts["engine"] == "faces" and "time limit" in counts["fallback"] and "pieces" not in counts
+    assert uv_overlap_ratio(mesh) == pytest.approx(1.0, abs=0.03)

@@ -3,7 +3,9 @@
 The main engine is xatlas (Jonathan Young, MIT; python binding ``xatlas``), which segments the surface
 into charts, parameterises each chart (LSCM, Lévy et al. 2002), and packs the charts into the atlas; its
 charts are then packed again, more densely, by :func:`meshforge.mesh.pack.pack_charts` (the denser of the
-two layouts is kept).
+two layouts is kept). A mesh of more than three times ``UnwrapConfig.piece_faces`` faces is cut into pieces
+(:func:`split_pieces`) that xatlas segments and parameterises in parallel worker processes; their charts,
+brought to one texel density, are packed together by :func:`~meshforge.mesh.pack.pack_charts`.
 xatlas holds the GIL and cannot be interrupted, so with a time limit it runs in an unwrap worker process
 (:mod:`meshforge.mesh._unwrap_worker`) that is killed when the limit passes; the unwrap then falls back
 to the ``faces`` engine: every pair of faces gets its own square cell of a regular grid (always valid, no
@@ -12,8 +14,8 @@ overlaps, poorer texel use).
 The worker is a fresh interpreter started with ``subprocess`` (not a ``fork()`` of the caller, which in a
 server would copy its listening socket and threads' state): it inherits no file descriptor but its own
 pipes and stderr, and it ends with the process that started it (``PR_SET_PDEATHSIG``, a parent watch,
-end-of-file on its request pipe). One worker is kept per concurrent unwrap and reused; a worker killed at
-the time limit is replaced by a new one at the next unwrap.
+end-of-file on its request pipe). Workers are kept and reused (one per concurrent unwrap, up to one per CPU
+for the pieces of a large mesh); a worker killed at the time limit is replaced by a new one at the next unwrap.
 """
 
 from __future__ import annotations
@@ -195,6 +197,70 @@ def start_worker() -> bool:
     return True
 
 
+def _take_worker() -> _Worker:
+    """An idle live worker, else a new one (raises OSError when none can start)."""
+    with _idle_lock:
+        while _idle:
+            w = _idle.pop()
+            if w.alive():
+                return w
+            w.close()
+    return _Worker()
+
+
+def _give_back(worker: _Worker) -> None:
+    if worker.alive():
+        with _idle_lock:
+            _idle.append(worker)
+
+
+def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[dict[str, Any]] | str:
+    """Run worker requests on up to ``os.cpu_count()`` worker processes at once, all within ``time_limit``
+    seconds; the results in order, or a string saying why there are none (the first failure)."""
+    deadline = time.monotonic() + time_limit
+    n_workers = max(1, min(len(requests), os.cpu_count() or 1))
+    results: list[dict[str, Any] | str | None] = [None] * len(requests)
+    failed = threading.Event()
+
+    def drive(first: int) -> None:
+        try:
+            worker = _take_worker()
+        except OSError as exc:
+            results[first] = f"the unwrap worker could not start: {one_line(exc)}"
+            failed.set()
+            return
+        try:
+            for i in range(first, len(requests), n_workers):
+                if failed.is_set():
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    out: dict[str, Any] | str = f"xatlas exceeded the {time_limit:g} s time limit"
+                else:
+                    out = worker.run(requests[i], left)
+                results[i] = out
+                if isinstance(out, str):
+                    failed.set()
+                    return
+        finally:
+            _give_back(worker)
+
+    if n_workers == 1:
+        drive(0)
+    else:
+        threads = [threading.Thread(target=drive, args=(i,), name=f"unwrap-{i}") for i in range(n_workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for r in results:
+        if isinstance(r, str):
+            return r
+    if any(r is None for r in results):  # pragma: no cover - a thread ended without a result or a reason
+        return "an unwrap worker ended without a result"
+    return [r for r in results if isinstance(r, dict)]
+
+
 def _run_with_limit(
     vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, resolution: int
 ) -> dict[str, Any] | str:
@@ -202,22 +268,99 @@ def _run_with_limit(
     if cfg.time_limit <= 0 or not hasattr(select, "poll"):
         return _xatlas_unwrap(vertices, faces, cfg, resolution)
     request = (vertices, faces, _xatlas_options(vertices, faces, cfg, resolution), TEST_DELAY_S)
-    worker = None
-    with _idle_lock:
-        while _idle and worker is None:
-            w = _idle.pop()
-            if w.alive():
-                worker = w
-            else:
-                w.close()
     try:
-        worker = worker or _Worker()
+        worker = _take_worker()
     except OSError as exc:
         return f"the unwrap worker could not start: {one_line(exc)}"
     result = worker.run(request, cfg.time_limit)
-    if worker.alive():
-        with _idle_lock:
-            _idle.append(worker)
+    _give_back(worker)
+    return result
+
+
+def split_pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> list[np.ndarray]:
+    """Cut a mesh's faces into pieces of at most ``piece_faces`` faces by median cuts of their centroids.
+
+    Each cut halves a piece across the longest side of its centroids' bounding box (a k-d tree's split), so
+    pieces are compact in space and about equal in size (between half and all of ``piece_faces``).
+
+    Args:
+        vertices: ``[V, 3]`` float positions. faces: ``[F, 3]`` integer indices. piece_faces: ``>= 1``.
+
+    Returns:
+        Face index arrays (int64), together a partition of ``range(F)``, each sorted.
+    """
+    centroids = vertices[faces].mean(axis=1)
+    pieces: list[np.ndarray] = []
+    stack = [np.arange(len(faces))]
+    while stack:
+        idx = stack.pop()
+        if len(idx) <= piece_faces:
+            pieces.append(np.sort(idx))
+            continue
+        c = centroids[idx]
+        axis = int(np.argmax(c.max(axis=0) - c.min(axis=0)))
+        order = np.argsort(c[:, axis], kind="stable")
+        half = len(idx) // 2
+        stack += [idx[order[half:]], idx[order[:half]]]
+    return pieces
+
+
+def _unwrap_pieces(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, resolution: int) -> dict[str, Any] | str:
+    """xatlas on pieces of the mesh in parallel worker processes, then one packing of all their charts.
+
+    Each piece's charts come out of xatlas at its own scale; they are brought to one (UV area = surface
+    area, piece by piece) before the packing, so texel density is even over the whole atlas. The result
+    has :func:`~meshforge.mesh._unwrap_worker.xatlas_atlas`'s keys, faces in the input's order; a string
+    says why there is none.
+    """
+    limited = cfg.time_limit > 0 and hasattr(select, "poll")
+    pieces = split_pieces(vertices, faces, cfg.piece_faces)
+    area = face_areas(vertices, faces)
+    max_chart = float(area.sum()) * cfg.max_chart_fraction if cfg.max_chart_fraction > 0 else None
+    options: dict[str, Any] = {"resolution": 512, "padding": 0, "max_chart_area": max_chart, "brute_force": False}
+    used_of, requests = [], []
+    for idx in pieces:
+        used, local = np.unique(faces[idx], return_inverse=True)
+        used_of.append(used)
+        requests.append((vertices[used], local.reshape(-1, 3).astype(np.int32), options, TEST_DELAY_S))
+    if limited:
+        parts = _run_requests(requests, cfg.time_limit)
+        if isinstance(parts, str):
+            return parts
+    else:
+        parts = [_unwrap_worker.xatlas_atlas(r[0], r[1], **options) for r in requests]
+    uv_all, faces_all, source = [], [], []
+    offset = 0
+    for idx, used, part in zip(pieces, used_of, parts):
+        uv = part["uv"] * np.array([part["width"], part["height"]], dtype=np.float64)
+        uv_area = float(uv_triangle_areas(uv, part["faces"]).sum())
+        scale = math.sqrt(float(area[idx].sum()) / uv_area) if uv_area > 0 else 1.0
+        uv_all.append(uv * scale)
+        faces_all.append(part["faces"] + offset)
+        source.append(used[part["vmapping"]])
+        offset += len(uv)
+    uv_cat, f_cat = np.concatenate(uv_all), np.concatenate(faces_all)
+    from . import pack  # the pieces' charts are packed here: each chart is a UV-connected component
+
+    try:
+        uv_packed, _ = pack.pack_charts(uv_cat, f_cat, int(resolution), int(cfg.padding), start=0.8, max_layouts=16)
+    except (ValueError, RuntimeError) as exc:
+        return f"packing the charts of {len(pieces)} pieces failed: {one_line(exc)}"
+    result: dict[str, Any] = {
+        "vmapping": np.concatenate(source),
+        "faces": f_cat,
+        "uv": uv_packed,
+        "width": int(resolution),
+        "height": int(resolution),
+        "atlas_count": 1,
+        "charts": int(pack.uv_charts(f_cat, len(uv_cat)).max()) + 1,
+        "packer": "meshforge",
+    }
+    # back to the input's face order (the pieces' faces come piece by piece)
+    order = np.empty(len(faces), dtype=np.int64)
+    order[np.concatenate(pieces)] = np.arange(len(faces))
+    result["faces"] = result["faces"][order]
+    result["pieces"] = len(pieces)
     return result
 
 
@@ -273,7 +416,10 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
     counts: dict[str, Any] = {"engine": cfg.engine}
     result: dict[str, Any] | str | None = None
     if cfg.engine == "xatlas" and mesh.n_faces > 0:
-        result = _run_with_limit(mesh.vertices, mesh.faces, cfg, texture_size)
+        if cfg.piece_faces > 0 and mesh.n_faces > 3 * cfg.piece_faces:
+            result = _unwrap_pieces(mesh.vertices, mesh.faces, cfg, texture_size)
+        else:
+            result = _run_with_limit(mesh.vertices, mesh.faces, cfg, texture_size)
         if isinstance(result, dict) and result["atlas_count"] != 1:
             result = f"xatlas produced {result['atlas_count']} atlases"
     if isinstance(result, dict):
@@ -288,6 +434,8 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
             colors=None if mesh.colors is None else mesh.colors[vm],
         )
         counts.update(charts=result["charts"], packer=result.get("packer", "xatlas"))
+        if "pieces" in result:
+            counts["pieces"] = result["pieces"]
     else:
         if isinstance(result, str):
             counts["fallback"] = result
