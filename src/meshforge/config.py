@@ -151,7 +151,8 @@ class UnwrapConfig:
             (``benchmarks/results/atlas_quality.md``). False keeps xatlas's own packing.
         piece_faces: a mesh of more than three times this many faces is cut into pieces of at most this
             many (median cuts of the face centroids), each segmented and parameterised by xatlas in its own
-            worker process, all in parallel, and the pieces' charts packed together by xatlas; xatlas's
+            worker process, all in parallel, and the pieces' charts packed together by meshforge's packer
+            (whatever ``repack`` says: xatlas cannot pack charts made apart); xatlas's
             time grows faster than its face count (a 200k-face surface ran past the 60 s limit on an
             H200's 16 cores). 0 never cuts.
     """

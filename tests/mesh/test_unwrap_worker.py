@@ -100,6 +100,26 @@ def test_a_stuck_unwrap_is_killed_at_the_time_limit_and_the_next_one_runs(monkey
     assert out.uv is not None and out.uv.min() >= 0 and out.uv.max() <= 1
 
 
+def test_pieces_give_the_in_process_result_and_their_workers_stay_for_the_next_unwrap(monkeypatch):
+    """The pieces of a large mesh run on several workers at once (at least two here, also on one CPU); the
+    workers are started by the calling thread, not the short-lived threads that drive them (a worker dies
+    with the thread that started it), so the next unwrap finds the same processes; the atlas is the one
+    the in-process path makes."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    mesh = grid(40)  # 3,200 faces
+    cfg = UnwrapConfig(piece_faces=800)
+    inline, c0 = unwrap(mesh, UnwrapConfig(piece_faces=800, time_limit=0), 256)
+    out, c1 = unwrap(mesh, cfg, 256)
+    assert c1["engine"] == "xatlas" and c1["pieces"] == 4 and c0 == c1
+    for name in ("vertices", "faces", "uv"):
+        assert np.array_equal(getattr(inline, name), getattr(out, name)), name
+    time.sleep(0.5)  # a worker killed with its thread would be gone by now
+    first = {w.proc.pid for w in uv._idle if w.alive()}
+    assert len(first) >= 4
+    unwrap(mesh, cfg, 256)
+    assert {w.proc.pid for w in uv._idle if w.alive()} == first
+
+
 def test_the_pipeline_starts_the_worker_before_the_unwrap_stage():
     """The worker's start-up (a fresh interpreter importing numpy and xatlas) overlaps clean and decimate, so
     a one-shot ``generate`` does not wait for it in the unwrap stage."""

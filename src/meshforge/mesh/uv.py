@@ -219,40 +219,44 @@ def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[di
     seconds; the results in order, or a string saying why there are none (the first failure)."""
     deadline = time.monotonic() + time_limit
     n_workers = max(1, min(len(requests), os.cpu_count() or 1))
+    # taken (or started) in the calling thread: a worker dies with the thread that started it
+    workers: list[_Worker] = []
+    try:
+        for _ in range(n_workers):
+            workers.append(_take_worker())
+    except OSError as exc:
+        for w in workers:
+            _give_back(w)
+        return f"the unwrap worker could not start: {one_line(exc)}"
     results: list[dict[str, Any] | str | None] = [None] * len(requests)
     failed = threading.Event()
 
     def drive(first: int) -> None:
-        try:
-            worker = _take_worker()
-        except OSError as exc:
-            results[first] = f"the unwrap worker could not start: {one_line(exc)}"
-            failed.set()
-            return
-        try:
-            for i in range(first, len(requests), n_workers):
-                if failed.is_set():
-                    return
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    out: dict[str, Any] | str = f"xatlas exceeded the {time_limit:g} s time limit"
-                else:
-                    out = worker.run(requests[i], left)
-                results[i] = out
-                if isinstance(out, str):
-                    failed.set()
-                    return
-        finally:
-            _give_back(worker)
+        for i in range(first, len(requests), n_workers):
+            if failed.is_set():
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                out: dict[str, Any] | str = f"xatlas exceeded the {time_limit:g} s time limit"
+            else:
+                out = workers[first].run(requests[i], left)
+            results[i] = out
+            if isinstance(out, str):
+                failed.set()
+                return
 
-    if n_workers == 1:
-        drive(0)
-    else:
-        threads = [threading.Thread(target=drive, args=(i,), name=f"unwrap-{i}") for i in range(n_workers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    try:
+        if n_workers == 1:
+            drive(0)
+        else:
+            threads = [threading.Thread(target=drive, args=(i,), name=f"unwrap-{i}") for i in range(n_workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        for w in workers:
+            _give_back(w)
     for r in results:
         if isinstance(r, str):
             return r
