@@ -149,12 +149,13 @@ class UnwrapConfig:
             kept): one layout aimed 15 % denser than xatlas's, a second when it misses, none when the
             charts' padded rasters leave no room for 3 % more; about 0.25 s per 20k-face unwrap on 2 cores
             (``benchmarks/results/atlas_quality.md``). False keeps xatlas's own packing.
-        piece_faces: a mesh of more than three times this many faces is cut into pieces of at most this
-            many (median cuts of the face centroids), each segmented and parameterised by xatlas in its own
-            worker process, all in parallel, and the pieces' charts packed together by meshforge's packer
-            (whatever ``repack`` says: xatlas cannot pack charts made apart); xatlas's
-            time grows faster than its face count (a 200k-face surface ran past the 60 s limit on an
-            H200's 16 cores). 0 never cuts.
+        piece_faces: faces in a piece, at most, where a mesh is cut into pieces that xatlas segments and
+            parameterises each in its own worker process, all in parallel, and whose charts are then packed
+            together by meshforge's packer (whatever ``repack`` says). Cut are meshes of over 24k faces
+            (xatlas's time grows faster than its face count: a 200k-face surface ran past the 60 s limit on
+            an H200's 16 cores), in pieces of ``max(piece_faces, faces / 64)``, and meshes of over three
+            pieces' worth whose parts average over two (small pieces make compact charts that pack
+            densely; :func:`meshforge.mesh.uv.piece_size`). 0 never cuts.
     """
 
     padding: int = 2
@@ -162,7 +163,7 @@ class UnwrapConfig:
     time_limit: float = 60.0
     engine: str = "xatlas"
     repack: bool = True
-    piece_faces: int = 8000
+    piece_faces: int = 600
 
 
 @dataclass(frozen=True)

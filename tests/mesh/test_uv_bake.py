@@ -155,3 +155,42 @@ def test_pieces_past_the_time_limit_fall_back_to_the_face_atlas(low_sphere):
     mesh, counts = unwrap(low_sphere, UnwrapConfig(time_limit=1e-4, piece_faces=500), 256)
     assert counts["engine"] == "faces" and "time limit" in counts["fallback"] and "pieces" not in counts
     assert uv_overlap_ratio(mesh) == pytest.approx(1.0, abs=0.03)
+
+
+def test_piece_size_cuts_large_meshes_and_meshes_of_few_large_parts_only():
+    import trimesh
+
+    from meshforge.mesh.uv import LARGE_MESH_FACES, MAX_PIECES, piece_size
+
+    ball = trimesh.creation.icosphere(subdivisions=4)  # one part of 5,120 faces
+    v, f = np.asarray(ball.vertices, np.float32), np.asarray(ball.faces, np.int64)
+    assert piece_size(v, f, 600) == 600
+    assert piece_size(v, f, 2000) is None  # not over three pieces' worth
+    assert piece_size(v, f, 0) is None
+    # twenty small parts of 320 faces: small charts already, cutting only adds seams
+    small = trimesh.creation.icosphere(subdivisions=2)
+    sv, sf = np.asarray(small.vertices, np.float32), np.asarray(small.faces, np.int64)
+    many_v = np.concatenate([sv + 3.0 * i for i in range(20)])
+    many_f = np.concatenate([sf + len(sv) * i for i in range(20)])
+    assert piece_size(many_v, many_f, 600) is None
+    # past LARGE_MESH_FACES every mesh is cut, into at most MAX_PIECES pieces
+    many_v = np.concatenate([sv + 3.0 * i for i in range(100)])
+    many_f = np.concatenate([sf + len(sv) * i for i in range(100)])
+    assert len(many_f) > LARGE_MESH_FACES
+    assert piece_size(many_v, many_f, 300) == int(np.ceil(len(many_f) / MAX_PIECES))  # 500 faces a piece
+    assert piece_size(many_v, many_f, 600) == 600
+
+
+def test_a_distorted_piece_is_redone_in_halves(monkeypatch):
+    """A piece whose charts' stretch passes PIECE_STRETCH is unwrapped again in two halves (here every piece,
+    with the threshold below any stretch): twice the pieces, the same valid atlas guarantees."""
+    from meshforge.mesh import uv as uv_module
+
+    mesh = decimate(extract(Sphere(0.3), ExtractConfig(resolution=64)), DecimateConfig(faces=6000))[0]
+    cfg = UnwrapConfig(padding=2, piece_faces=1000)
+    _, first = unwrap(mesh, cfg, 512)
+    monkeypatch.setattr(uv_module, "PIECE_STRETCH", 0.5)
+    out, again = unwrap(mesh, cfg, 512)
+    assert again["pieces"] == 2 * first["pieces"]
+    assert np.array_equal(out.vertices[out.faces], mesh.vertices[mesh.faces])
+    assert uv_overlap_ratio(out) == pytest.approx(1.0, abs=0.03) and again["stretch"] < 1.05
