@@ -194,3 +194,18 @@ def test_a_distorted_piece_is_redone_in_halves(monkeypatch):
     assert again["pieces"] == 2 * first["pieces"]
     assert np.array_equal(out.vertices[out.faces], mesh.vertices[mesh.faces])
     assert uv_overlap_ratio(out) == pytest.approx(1.0, abs=0.03) and again["stretch"] < 1.05
+
+
+def test_a_dust_of_fragments_falls_back_to_the_face_atlas_without_packing(monkeypatch):
+    """Separate triangles (a random decoder's dust) make one chart each: past MAX_PACK_CHARTS the unwrap
+    says so and uses the per-face atlas instead of packing them one by one."""
+    from meshforge.mesh import uv as uv_module
+
+    monkeypatch.setattr(uv_module, "MAX_PACK_CHARTS", 1000)
+    monkeypatch.setattr(uv_module, "LARGE_MESH_FACES", 1000)  # cut into pieces, as a 949k-face dust is
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 1, (1500, 1, 3)) + rng.normal(0, 0.01, (1500, 3, 3))
+    dust = uv_module.Mesh(corners.reshape(-1, 3).astype(np.float32), np.arange(4500, dtype=np.int32).reshape(-1, 3))
+    out, counts = unwrap(dust, UnwrapConfig(piece_faces=200), 256)
+    assert counts["engine"] == "faces" and "1500 charts" in counts["fallback"], counts
+    assert out.n_faces == 1500 and uv_overlap_ratio(out) == pytest.approx(1.0, abs=0.03)

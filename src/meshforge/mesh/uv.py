@@ -315,6 +315,9 @@ def split_pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> l
 LARGE_MESH_FACES = 24_000
 #: pieces at most (a larger mesh gets larger pieces): each is a request to a worker and adds charts to pack
 MAX_PIECES = 64
+#: more charts than this are not packed (the per-face atlas instead): the packer handles each chart in Python,
+#: and a random checkpoint's TRELLIS.2 surface of 753,619 fragments would keep it busy for many minutes
+MAX_PACK_CHARTS = 20_000
 #: a piece whose charts' L2 stretch exceeds this is unwrapped again in two halves (whole-mesh xatlas gives
 #: 1.001–1.011 on the shared assets)
 PIECE_STRETCH = 1.05
@@ -417,6 +420,9 @@ def _unwrap_pieces(
         pieces = [pieces[i] for i in keep] + halves
         used_of = [used_of[i] for i in keep] + redone[0]
         parts = [parts[i] for i in keep] + redone[1]
+    charts = sum(int(part["charts"]) for part in parts)
+    if charts > MAX_PACK_CHARTS:
+        return f"{charts} charts (a surface of many separate fragments), too many to pack"
     uv_all, faces_all, source = [], [], []
     offset = 0
     for idx, used, part in zip(pieces, used_of, parts):
