@@ -38,7 +38,7 @@ from .io.images import load_image
 from .mesh.bake import bake, bake_vertex_colors, baked_metallic_factor
 from .mesh.decimate import budget_shortfall
 from .mesh.finish_engine import clean_surface, decimate_surface, edge_topology, resolve_engine
-from .mesh.uv import start_worker, unwrap
+from .mesh.uv import MAX_PIECES, start_worker, unwrap
 from .preprocess import prepare
 from .preprocess.background import cutout_warning
 from .raw import Raw, SparseVoxelField, VoxelField
@@ -259,8 +259,9 @@ def finish(
     cleaned dense surface when ``cfg.bake.normal_map`` (colours read on the dense surface, its detail in the
     normal map), else at the low-poly surface. With ``cfg.bake.textures`` False it bakes vertex colours.
 
-    With texture maps and a time-limited xatlas unwrap, the unwrap worker process is started first
-    (:func:`~meshforge.mesh.uv.start_worker`), so its start-up overlaps clean and decimate.
+    With texture maps and a time-limited xatlas unwrap, the unwrap worker processes (one per CPU, for the
+    unwrap in pieces) are started first (:func:`~meshforge.mesh.uv.start_worker`), so their start-up overlaps
+    clean and decimate.
 
     The report's ``info["source"]`` says what was baked from (:func:`_source_info`): ``backend_loaded`` is
     False when no backend took part (a raw file's voxel volume, an optimize source).
@@ -300,7 +301,9 @@ def finish(
     engine, device = resolve_engine(cfg.finish.engine, dense)
     on = {"engine": engine, "device": device}
     if cfg.bake.textures and cfg.unwrap.engine == "xatlas" and cfg.unwrap.time_limit > 0:
-        start_worker()  # its start-up (an interpreter importing numpy and xatlas) overlaps clean and decimate
+        # their start-up (interpreters importing numpy and xatlas) overlaps clean and decimate; one per CPU:
+        # the pieces of a large mesh, or of one of few parts, are unwrapped on all of them
+        start_worker(min(os.cpu_count() or 1, MAX_PIECES))
     step(0)
     with _profiling.stage(report, "clean") as c:
         cleaned, clean_counts = clean_surface(dense, cfg.clean, engine=engine, device=device)

@@ -177,25 +177,28 @@ if hasattr(os, "register_at_fork"):
 atexit.register(_close_workers)
 
 
-def start_worker() -> bool:
-    """Start an unwrap worker process now, if none is idle, so a later time-limited :func:`unwrap` finds it
-    running (``meshforge serve`` calls this before binding its socket, paying the start-up once).
+def start_worker(count: int = 1) -> bool:
+    """Start unwrap worker processes now, up to ``count`` idle ones, so a later time-limited :func:`unwrap`
+    finds them running (``meshforge serve`` calls this before binding its socket, paying the start-up once;
+    the pipeline asks for one per CPU, the most the pieces of a large mesh use, before clean and decimate).
 
     The kernel's parent-death signal follows the *thread* that starts a worker: a worker started by a
     thread that later ends is killed then, and replaced at the next unwrap.
 
     Returns:
         True when a worker is running or starting; False where workers are not used (no ``select.poll``,
-        e.g. Windows: the unwrap then runs xatlas in-process) or the process could not be started.
+        e.g. Windows: the unwrap then runs xatlas in-process) or no process could be started.
     """
     if not hasattr(select, "poll"):
         return False
     with _idle_lock:
-        if not any(w.alive() for w in _idle):
-            try:
+        live = sum(1 for w in _idle if w.alive())
+        try:
+            for _ in range(count - live):
                 _idle.append(_Worker())
-            except OSError:
-                return False
+                live += 1
+        except OSError:
+            return live > 0
     return True
 
 
@@ -324,9 +327,10 @@ PIECE_STRETCH = 1.05
 #: atlas size xatlas packs each piece for (its packing is thrown away; at 128 one piece once ran into the time
 #: limit)
 _PIECE_RESOLUTION = 512
-#: the pieces' packing starts at this utilisation and keeps the first layout that fits (a layout costs ~0.4 s
-#: for 170 charts on one core; the pictures' assets pack at 0.65–0.70)
-_PACK_START = 0.7
+#: the pieces' packing starts at this utilisation and keeps the first layout that fits (a layout costs ~0.33 s
+#: for 170 charts on one core): the pictures' assets fit there at the first layout, five of seven (a start of
+#: 0.7 took two or three layouts for 0.650–0.700; 0.655 packed one at 0.639)
+_PACK_START = 0.665
 _PACK_ATTEMPTS = 1
 
 
