@@ -3,8 +3,9 @@
 The input is the smooth surface of ``finish_vs_trellis2.py`` (the marching-cubes isosurface of a procedural
 lobed ellipsoid at ``--resolution``³) decimated by the CPU engine to each of ``--faces``. Each mesh is unwrapped
 by :func:`meshforge.mesh.uv.unwrap` for a ``--texture-size``² atlas twice: ``piece_faces=0`` (xatlas on the
-whole mesh, in one worker, under ``--time-limit``) and the default ``piece_faces`` (pieces of at most that
-many faces, one worker per CPU, charts packed together by meshforge's packer). Reported: wall seconds, the
+whole mesh, in one worker, under ``--time-limit``) and the default ``piece_faces`` (a mesh over 24k faces in
+at most 64 pieces, :func:`meshforge.mesh.uv.piece_size`; one worker per CPU; the charts packed together by
+meshforge's packer). Reported: wall seconds, the
 engine that made the atlas (``faces`` is the per-face fallback past the time limit), pieces, charts,
 utilisation (UV triangle area over the atlas), stretch, texels never written.
 
@@ -71,7 +72,7 @@ def main() -> None:
         "|---:|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        how = "whole mesh" if r["piece_faces"] == 0 else f"pieces of ≤ {r['piece_faces']:,}"
+        how = "whole mesh" if r["piece_faces"] == 0 else f"in pieces (piece_faces {r['piece_faces']:,})"
         lines.append(
             f"| {r['faces']:,} | {how} | {r['seconds']:.2f} | {r['engine']}"
             f"{' (' + r['fallback'] + ')' if r['fallback'] else ''} | {r['pieces'] or '–'} | {r['charts']:,} | "
