@@ -31,8 +31,6 @@ import time
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from ..config import UnwrapConfig
 from ..errors import InputError, MissingDependency, one_line
@@ -46,7 +44,7 @@ from ..geometry.raster import (
     uv_triangle_areas,
     uv_utilisation,
 )
-from ..geometry.topology import face_areas
+from ..geometry.topology import face_areas, vertex_components
 from ..types import Mesh
 from . import _unwrap_worker
 
@@ -341,7 +339,7 @@ def piece_size(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> int
     ``max(piece_faces, faces / MAX_PIECES)`` faces, for speed. A smaller one is cut into pieces of
     ``piece_faces`` when it has more than three pieces' worth of faces and its connected parts average more
     than two pieces' worth: small pieces make compact charts that pack densely (the seven shared pictures'
-    assets at 20k faces: utilisation 0.516–0.602 → 0.650–0.693, stretch unchanged, 10 % more seam length;
+    assets at 20k faces: utilisation 0.516–0.602 → 0.651–0.665, stretch lower, 10 % more seam length;
     ``benchmarks/results/atlas_quality.md``), while a model already made of many small parts (FlightHelmet:
     84 parts, 231 faces each) has small charts, and cutting it only adds seams (0.599 → 0.465).
 
@@ -358,13 +356,8 @@ def piece_size(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> int
     size = max(piece_faces, math.ceil(n / MAX_PIECES))
     if n > LARGE_MESH_FACES:
         return size
-    f = np.asarray(faces, dtype=np.int64)
-    graph = sp.coo_matrix(
-        (np.ones(2 * n, dtype=np.int8), (np.concatenate([f[:, 0], f[:, 1]]), np.concatenate([f[:, 1], f[:, 2]]))),
-        shape=(len(vertices), len(vertices)),
-    )
-    _, label = connected_components(graph, directed=False)
-    parts = len(np.unique(label[f[:, 0]]))
+    _, label = vertex_components(len(vertices), faces)
+    parts = len(np.unique(label[np.asarray(faces)[:, 0]]))
     return size if n / parts > 2 * piece_faces else None
 
 
