@@ -26,7 +26,11 @@ Budgets ``--budgets`` (40k and 200k faces), ``--texture-size`` maps (1024²). Pe
 (device-synchronised) from the surface tensors to GLB bytes, the output's faces, degenerate faces, slivers
 (aspect ratio over 100), Chamfer distance to the dense surface (relative to the box diagonal), and the Khronos
 validator's errors and warnings when ``--validate`` finds it (else the GLBs are kept under ``--out`` for it).
-Median of ``--repeat`` after a warm-up.
+Median of ``--repeat`` after a warm-up. The reference runs at each of ``--reference-settings``: ``defaults``
+(``to_glb``'s own: QEM simplification, no remeshing) and ``app`` (the remeshing that TRELLIS.2's ``app.py`` and
+``example.py`` pass: ``remesh=True, remesh_band=1, remesh_project=0``); the faster one is its tuned figure. Both
+sides also report the output atlas's UV utilisation and stretch (:func:`meshforge.geometry.raster.uv_utilisation`,
+:func:`~meshforge.geometry.raster.uv_stretch`).
 
     python benchmarks/finish_vs_trellis2.py --reference devref/TRELLIS.2 --device cuda --out benchmarks/results
     python benchmarks/finish_vs_trellis2.py --device cpu --smooth-resolution 96 --noisy-resolution 80 \\
@@ -55,6 +59,7 @@ from meshforge.eval.diagnostics import aspect_ratios  # noqa: E402
 from meshforge.eval.metrics import chamfer_distance  # noqa: E402
 from meshforge.fields.mc_torch import extract_closed  # noqa: E402
 from meshforge.fields.sparse_voxels import GLTF_TO_TRELLIS, SparseVoxelField  # noqa: E402
+from meshforge.geometry.raster import uv_stretch, uv_utilisation  # noqa: E402
 from meshforge.types import DeviceMesh, Mesh  # noqa: E402
 
 #: TRELLIS.2's attribute layout (``pbr_attr_layout`` of its pipeline.json)
@@ -156,8 +161,16 @@ def reference(
     grid: int,
     budget: int,
     size: int,
+    settings: str = "defaults",
 ) -> bytes:
-    """TRELLIS.2: ``to_glb`` at its defaults (no remeshing) → trimesh's GLB bytes."""
+    """TRELLIS.2: ``to_glb`` → trimesh's GLB bytes.
+
+    ``settings``: ``defaults`` (the function's own: no remeshing) or ``app`` (what TRELLIS.2's ``app.py`` and
+    ``example.py`` pass: dual-contouring remeshing with ``remesh_band=1``, ``remesh_project=0``).
+    """
+    extra: dict[str, Any] = {}
+    if settings == "app":
+        extra = {"remesh": True, "remesh_band": 1, "remesh_project": 0}
     mesh = to_glb(
         vertices=v,
         faces=f.int(),
@@ -168,6 +181,7 @@ def reference(
         grid_size=grid,
         decimation_target=budget,
         texture_size=size,
+        **extra,
     )
     buf = io.BytesIO()
     mesh.export(buf, file_type="glb")
@@ -180,8 +194,17 @@ def quality(glb: bytes, dense: Mesh, validate: bool) -> dict[str, Any]:
 
     path = Path(f"/tmp/fvt_{time.monotonic_ns()}.glb")
     path.write_bytes(glb)
-    low = flatten(load_mesh(path))
+    scene = load_mesh(path)
+    low = flatten(scene)
     ar = aspect_ratios(low.vertices, low.faces)
+    uv = {}
+    parts = [p.mesh for p in scene.parts if p.mesh.uv is not None]
+    if parts:  # both sides write one textured primitive; the atlas over all of them otherwise
+        offsets = np.cumsum([0] + [m.n_vertices for m in parts[:-1]])
+        pv = np.concatenate([m.vertices for m in parts])
+        puv = np.concatenate([m.uv for m in parts])
+        pf = np.concatenate([m.faces.astype(np.int64) + o for m, o in zip(parts, offsets, strict=True)])
+        uv = {"uv_utilisation": round(uv_utilisation(puv, pf), 4), "uv_stretch": round(uv_stretch(pv, puv, pf), 4)}
     area = 0.5 * np.linalg.norm(
         np.cross(low.vertices[low.faces[:, 1]] - low.vertices[low.faces[:, 0]],
                  low.vertices[low.faces[:, 2]] - low.vertices[low.faces[:, 0]]), axis=1
@@ -192,6 +215,7 @@ def quality(glb: bytes, dense: Mesh, validate: bool) -> dict[str, Any]:
         "slivers_over_100": int((ar > 100).sum()),
         "chamfer_rel": float(chamfer_distance(low, dense, n_samples=100_000)),
         "glb_bytes": len(glb),
+        **uv,
     }
     if validate:
         from meshforge.eval.validate import validate_gltf
@@ -212,6 +236,11 @@ def main() -> None:
     ap.add_argument("--budgets", default="40000,200000")
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument(
+        "--reference-settings",
+        default="defaults,app",
+        help="to_glb settings to run: defaults (no remeshing) and/or app (app.py's remeshing)",
+    )
     ap.add_argument("--validate", action="store_true", help="run the Khronos validator (needs Node.js)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     a = ap.parse_args()
@@ -253,7 +282,13 @@ def run_surface(
     print(f"{name}: {f.shape[0]:,} faces at {res}³, {coords.shape[0]:,} attribute voxels at {a.grid}³", flush=True)
     sides: list[tuple[str, Any]] = [("meshforge", lambda b: ours(v, f, coords, attrs, a.grid, b, a.texture_size))]
     if to_glb is not None:
-        sides.append(("TRELLIS.2 to_glb", lambda b: reference(to_glb, v, f, coords, attrs, a.grid, b, a.texture_size)))
+        for setting in a.reference_settings.split(","):
+            sides.append(
+                (
+                    f"TRELLIS.2 to_glb ({setting})",
+                    lambda b, s=setting: reference(to_glb, v, f, coords, attrs, a.grid, b, a.texture_size, s),
+                )
+            )
     for budget in budgets:
         for side, fn in sides:
             try:
@@ -276,7 +311,8 @@ def run_surface(
                 "seconds": statistics.median(times),
                 **quality(glb, dense, a.validate),
             }
-            stem = f"fvt_{name}_{budget // 1000}k_{'ours' if side == 'meshforge' else 'ref'}.glb"
+            tag = "ours" if side == "meshforge" else "ref_" + side.split("(")[-1].rstrip(")")
+            stem = f"fvt_{name}_{budget // 1000}k_{tag}.glb"
             if a.texture_size <= 1024 and budget <= 40_000:
                 (a.out / stem).write_bytes(glb)  # for the validator and a look, where it is not here
             rows.append(row)
@@ -301,14 +337,14 @@ def write(a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         "```",
         "",
         "| surface | dense faces | budget | side | s | faces | degenerate | slivers > 100 | Chamfer (rel.) "
-        "| validator |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
+        "| UV utilisation | UV stretch | validator |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['surface']} | {r['dense_faces']:,} | {r['budget']:,} | {r['side']} | {r['seconds']:.2f} | "
             f"{r['faces']:,} | {r['degenerate_faces']} | {r['slivers_over_100']} | {r['chamfer_rel']:.2e} | "
-            f"{r.get('validator', 'not run here')} |"
+            f"{r.get('uv_utilisation', '')} | {r.get('uv_stretch', '')} | {r.get('validator', 'not run here')} |"
         )
     (a.out / "finish_vs_trellis2.md").write_text("\n".join(lines) + "\n")
 
