@@ -344,7 +344,11 @@ def finish(
         step(2)
         with _profiling.stage(report, "unwrap") as c:
             mesh, counts = unwrap(
-                low.replace(normals=vertex_normals(low.vertices, low.faces)), cfg.unwrap, cfg.bake.texture_size
+                low.replace(normals=vertex_normals(low.vertices, low.faces)),
+                cfg.unwrap,
+                cfg.bake.texture_size,
+                # the packing's free-offset search on the GPU the surface is on (the same layout as on the host)
+                device=device if engine == "torch" and device.startswith("cuda") else None,
             )
             c.update(vertices=mesh.n_vertices, faces=mesh.n_faces, **counts)
             if "fallback" in counts:

@@ -32,6 +32,7 @@ conservative raster, no two charts' rasters come closer than ``padding`` empty t
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -196,6 +197,105 @@ def _free_positions(occ: np.ndarray, mask: np.ndarray, cache: dict[str, np.ndarr
     return corr[:, : gw - w + 1] < 0.5
 
 
+def _row_runs(cells: np.ndarray) -> np.ndarray:
+    """``[R]`` int64: the longest run of consecutive True cells in each row of a bool ``[R, W]`` array."""
+    r, w = cells.shape
+    edged = np.zeros((r, w + 2), dtype=np.int8)
+    edged[:, 1:-1] = cells
+    step = np.diff(edged, axis=1)
+    rows, starts = np.nonzero(step == 1)  # runs start and end in the same (row-major) order
+    _, ends = np.nonzero(step == -1)
+    out = np.zeros(r, dtype=np.int64)
+    np.maximum.at(out, rows, ends - starts)
+    return out
+
+
+def _first_free(occ: np.ndarray, run: np.ndarray, coarse: np.ndarray, r0: int, last: int) -> tuple[int, int] | None:
+    """The first offset (lowest row, then leftmost column) where ``coarse`` overlaps no set block of ``occ``.
+
+    Offsets of rows ``r0 … last`` are searched. A row is a candidate only when, for every row ``i`` of the
+    chart, the occupancy's row ``y + i`` has a free run (``run``: :func:`_row_runs` of the free blocks) at
+    least as long as the chart's longest run in its row ``i`` — a necessary condition, so skipping the other
+    rows loses no offset; the exact test (:func:`_free_positions`) then runs on windows of candidate rows,
+    lowest first, until one has a free offset. Rows low in a strip are mostly full of small holes that a
+    large chart cannot use: the windows skip them.
+
+    Returns:
+        ``(row, column)`` in blocks, or None when no offset in those rows is free.
+    """
+    hc, wc = coarse.shape
+    n = min(last, occ.shape[0] - hc) - r0 + 1
+    if n <= 0:
+        return None
+    need = _row_runs(coarse)
+    ok = np.ones(n, dtype=bool)
+    for i in range(hc):
+        ok &= run[r0 + i : r0 + i + n] >= need[i]
+    cand = np.flatnonzero(ok)
+    window = max(8, hc)
+    j = 0
+    while j < len(cand):
+        y = int(cand[j])
+        stop = min(n, y + window)  # offsets y … stop-1
+        free = _free_positions(occ[r0 + y : r0 + stop - 1 + hc], coarse, {})
+        free &= ok[y:stop, None]
+        i = int(free.argmax())
+        fy, fx = divmod(i, free.shape[1])
+        if free[fy, fx]:
+            return r0 + y + fy, fx
+        j = int(np.searchsorted(cand, stop))
+    return None
+
+
+class _DeviceSearch:
+    """:func:`_first_free` for all turns of a chart at once, by FFT correlation on a torch device.
+
+    The occupancy ``[rows, g]`` lives on the device as float64 (exact 0/1 sums: the correlation of a chart
+    with the occupancy is a count of overlapping blocks, so ``< 0.5`` is the same test as the CPU path's);
+    its transform is kept until a placement changes it. The turns' block masks are correlated with it in one
+    batched FFT, and the first free offset of each (lowest row, then leftmost column, among rows ``r0 …
+    end - h``) comes back in one transfer. Same offsets as :func:`_first_free`, so the same layout.
+    """
+
+    def __init__(self, occ: np.ndarray, device: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.rows, self.g = occ.shape
+        self.nh, self.nw = _fft_size(self.rows), _fft_size(self.g)
+        self.occ = torch.from_numpy(occ.astype(np.float64)).to(self.device)
+        self.spec: Any = None
+        self.ys = torch.arange(self.nh, device=self.device).view(1, -1, 1)
+        self.xs = torch.arange(self.nw, device=self.device).view(1, 1, -1)
+
+    def update(self, y0: int, x0: int, blocks: np.ndarray) -> None:
+        """Copy a changed ``blocks`` region (bool, at block ``(y0, x0)``) of the occupancy to the device."""
+        h, w = blocks.shape
+        self.occ[y0 : y0 + h, x0 : x0 + w] = self.torch.from_numpy(blocks.astype(np.float64)).to(self.device)
+        self.spec = None
+
+    def first(self, masks: list[np.ndarray], r0: int, end: int) -> list[tuple[int, int] | None]:
+        """Per mask, the first free offset ``(row, column)`` in rows ``r0 … end - h`` (None: none is free)."""
+        torch = self.torch
+        if self.spec is None:
+            self.spec = torch.fft.rfft2(self.occ, s=(self.nh, self.nw))
+        hm, wm = max(m.shape[0] for m in masks), max(m.shape[1] for m in masks)
+        stack = np.zeros((len(masks), hm, wm), dtype=np.float64)
+        for i, m in enumerate(masks):
+            stack[i, : m.shape[0], : m.shape[1]] = m
+        mk = torch.from_numpy(stack).to(self.device)
+        corr = torch.fft.irfft2(self.spec[None] * torch.fft.rfft2(mk, s=(self.nh, self.nw)).conj(), s=(self.nh, self.nw))
+        hs = torch.tensor([m.shape[0] for m in masks], device=self.device).view(-1, 1, 1)
+        ws = torch.tensor([m.shape[1] for m in masks], device=self.device).view(-1, 1, 1)
+        ok = (corr < 0.5) & (self.ys >= r0) & (self.ys <= end - hs) & (self.xs <= self.g - ws)
+        flat = ok.view(len(masks), -1)
+        first = torch.stack([flat.to(torch.uint8).argmax(1), flat.any(1).long()]).cpu().numpy()
+        return [
+            (int(i) // self.nw, int(i) % self.nw) if hit else None for i, hit in zip(first[0], first[1], strict=True)
+        ]
+
+
 def _key(yi: int, xi: int, coarse: np.ndarray, g: int) -> float:
     """Bottom-left order of a placement: the height of the chart's centre of area, then the column."""
     return (yi + float(np.nonzero(coarse)[0].mean())) * (2 * g) + xi
@@ -230,7 +330,7 @@ def _rasters(
 
 
 def _layout(
-    real: list[np.ndarray], dilated: list[np.ndarray], resolution: int
+    real: list[np.ndarray], dilated: list[np.ndarray], resolution: int, device: str | None = None
 ) -> tuple[float, list[tuple[int, int, int]]]:
     """Pack the charts' rasters into a strip ``resolution`` texels wide (bottom-left fill on a block bitmap).
 
@@ -240,6 +340,8 @@ def _layout(
     Args:
         real, dilated: each chart's raster and its dilation by the padding (:func:`_rasters`).
         resolution: the square's side, in texels.
+        device: a torch device for the free-offset search (:class:`_DeviceSearch`, all turns of a chart in one
+            batched FFT); None: numpy (:func:`_first_free`). Both give the same layout.
 
     Returns:
         ``(height, placements)``: the height of the layout in texels (``inf`` when some chart found no place)
@@ -257,6 +359,8 @@ def _layout(
     fine = np.zeros((rows * b, g * b), dtype=bool)
     fine[:, resolution:] = True
     occ = _blocks(fine, b)
+    run = _row_runs(~occ)
+    search = _DeviceSearch(occ, device) if device is not None else None
     top = 0  # block rows [top, rows) are empty: no placed chart reaches them
     height = 0  # texel rows [height, ...) are empty (the dilated rasters included)
     order = np.argsort(-(heights + widths), kind="stable")  # longest bounding-box perimeter first
@@ -267,19 +371,26 @@ def _layout(
         coarse_k = [_blocks(np.rot90(dil0, k), b) for k in range(4)]
         reach = max(m.shape[0] for m in coarse_k)
         # the lowest free offset is at most at row ``top`` (above every placed chart): search rows below
-        sub = occ[r0 : min(rows, top + reach)]
-        cache: dict[str, np.ndarray] = {}
+        end = min(rows, top + reach)
         best = None
-        for k, coarse in enumerate(coarse_k):
-            hc, wc = coarse.shape
-            if hc > sub.shape[0] or wc > g or any(np.array_equal(coarse, m) for m in coarse_k[:k]):
-                continue  # (a turn with an earlier turn's blocks finds its offset, and loses the tie)
-            free = _free_positions(sub, coarse, cache)
-            i = int(free.argmax())  # the first free offset in row-major order: lowest, then leftmost
-            yi, xi = divmod(i, free.shape[1])
-            if not free[yi, xi]:
+        turns = [
+            k
+            for k, coarse in enumerate(coarse_k)
+            # (a turn with an earlier turn's blocks finds its offset, and loses the tie)
+            if coarse.shape[0] <= end - r0
+            and coarse.shape[1] <= g
+            and not any(np.array_equal(coarse, m) for m in coarse_k[:k])
+        ]
+        if search is not None and turns:
+            offsets = search.first([coarse_k[k] for k in turns], r0, end)
+        else:
+            offsets = [_first_free(occ[:end], run, coarse_k[k], r0, end - coarse_k[k].shape[0]) for k in turns]
+        for k, found in zip(turns, offsets, strict=True):
+            coarse = coarse_k[k]
+            hc = coarse.shape[0]
+            if found is None:
                 continue
-            yi += r0
+            yi, xi = found
             # a turn that stays inside the square comes first; then the lowest centre of area
             cand = ((yi + hc > g, _key(yi, xi, coarse, g)), k, xi * b, yi * b)
             if best is None or cand[0] < best[0]:
@@ -305,6 +416,9 @@ def _layout(
         y0, x0 = py // b, px // b
         y1, x1 = -(-(py + h) // b), -(-(px + w) // b)
         occ[y0:y1, x0:x1] = _blocks(fine[y0 * b : y1 * b, x0 * b : x1 * b], b)
+        run[y0:y1] = _row_runs(~occ[y0:y1])
+        if search is not None:
+            search.update(y0, x0, occ[y0:y1, x0:x1])
         top = max(top, y1)
         height = max(height, py + h)
         place[c] = (k, px, py)
@@ -321,6 +435,7 @@ def pack_charts(
     start: float = 0.6,
     floor: float = 0.0,
     max_layouts: int = 40,
+    device: str | None = None,
 ) -> tuple[np.ndarray, float]:
     """Re-pack the charts of a UV atlas into the unit square (see the module docstring for the algorithm).
 
@@ -336,6 +451,8 @@ def pack_charts(
         floor: no layout covering this utilisation or less is tried (e.g. that of the atlas being re-packed:
             a layout no denser is not worth its time).
         max_layouts: packings tried at most.
+        device: a torch device (``"cuda"``) for the layouts' free-offset search (one batched FFT per chart
+            there, instead of numpy's per turn); None: numpy only. The layout is the same either way.
 
     Returns:
         ``(uv, utilisation)``: ``[V, 2]`` float64 UVs in [0, 1] (vertices no face uses are set to 0) and the
@@ -401,7 +518,7 @@ def pack_charts(
             covered = sum(int(d.sum()) for d in dilated)
         if scale <= lo:
             break  # no denser than ``floor`` or than the best fit so far
-        height, place = _layout(real, dilated, resolution)
+        height, place = _layout(real, dilated, resolution, device)
         if height <= resolution:
             lo = scale
             best = (scale, place, mins)

@@ -362,15 +362,22 @@ def piece_size(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> int
 
 
 def _unwrap_pieces(
-    vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, resolution: int, size: int
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    cfg: UnwrapConfig,
+    resolution: int,
+    size: int,
+    device: str | None = None,
 ) -> dict[str, Any] | str:
     """xatlas on pieces of the mesh in parallel worker processes, then one packing of all their charts.
 
     Each piece's charts come out of xatlas at its own scale; they are brought to one (UV area = surface
     area, piece by piece) before the packing, so texel density is even over the whole atlas. The result
-    has :func:`~meshforge.mesh._unwrap_worker.xatlas_atlas`'s keys, faces in the input's order; a string
-    says why there is none.
+    has :func:`~meshforge.mesh._unwrap_worker.xatlas_atlas`'s keys, faces in the input's order, and
+    ``seconds_charts`` / ``seconds_pack`` (wall time of the pieces' xatlas runs and of the packing); a string
+    says why there is none. ``device``: :func:`~meshforge.mesh.pack.pack_charts`'s.
     """
+    t_start = time.perf_counter()
     limited = cfg.time_limit > 0 and hasattr(select, "poll")
     t_end = time.monotonic() + cfg.time_limit
     area = face_areas(vertices, faces)
@@ -433,9 +440,17 @@ def _unwrap_pieces(
     uv_cat, f_cat = np.concatenate(uv_all), np.concatenate(faces_all)
     from . import pack  # the pieces' charts are packed here: each chart is a UV-connected component
 
+    t_pack = time.perf_counter()
     try:
         uv_packed, _ = pack.pack_charts(
-            uv_cat, f_cat, int(resolution), int(cfg.padding), start=_PACK_START, attempts=_PACK_ATTEMPTS, max_layouts=16
+            uv_cat,
+            f_cat,
+            int(resolution),
+            int(cfg.padding),
+            start=_PACK_START,
+            attempts=_PACK_ATTEMPTS,
+            max_layouts=16,
+            device=device,
         )
     except (ValueError, RuntimeError) as exc:
         return f"packing the charts of {len(pieces)} pieces failed: {one_line(exc)}"
@@ -454,6 +469,8 @@ def _unwrap_pieces(
     order[np.concatenate(pieces)] = np.arange(len(faces))
     result["faces"] = result["faces"][order]
     result["pieces"] = len(pieces)
+    result["seconds_charts"] = round(t_pack - t_start, 4)
+    result["seconds_pack"] = round(time.perf_counter() - t_pack, 4)
     return result
 
 
@@ -480,7 +497,9 @@ def face_grid_atlas(n_faces: int, resolution: int, padding: int) -> np.ndarray:
     return tri / resolution
 
 
-def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict[str, Any]]:
+def unwrap(
+    mesh: Mesh, cfg: UnwrapConfig, texture_size: int, device: str | None = None
+) -> tuple[Mesh, dict[str, Any]]:
     """UV-unwrap a mesh into one atlas packed for ``texture_size²`` texels (the baked maps' size).
 
     Vertices are split along chart seams; vertex normals (area-weighted, computed before splitting) are
@@ -491,6 +510,9 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
         mesh: a decimated, cleaned mesh (no UVs needed).
         cfg: ``padding`` (texels), ``max_chart_fraction``, ``time_limit`` (s), ``engine``.
         texture_size: side of the maps the atlas is packed for, in texels (``BakeConfig.texture_size``).
+        device: a torch device (``"cuda:0"``) where the packing of a mesh unwrapped in pieces searches its
+            free offsets (:func:`~meshforge.mesh.pack.pack_charts`: the same layout as on the host, faster);
+            None: numpy.
 
     Returns:
         ``(mesh with uv and normals, counts)``; counts hold ``engine`` (the one that produced the atlas),
@@ -511,7 +533,7 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
     if cfg.engine == "xatlas" and mesh.n_faces > 0:
         size = piece_size(mesh.vertices, mesh.faces, cfg.piece_faces)
         if size is not None:
-            result = _unwrap_pieces(mesh.vertices, mesh.faces, cfg, texture_size, size)
+            result = _unwrap_pieces(mesh.vertices, mesh.faces, cfg, texture_size, size, device)
         else:
             result = _run_with_limit(mesh.vertices, mesh.faces, cfg, texture_size)
         if isinstance(result, dict) and result["atlas_count"] != 1:
@@ -528,8 +550,9 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int) -> tuple[Mesh, dict
             colors=None if mesh.colors is None else mesh.colors[vm],
         )
         counts.update(charts=result["charts"], packer=result.get("packer", "xatlas"))
-        if "pieces" in result:
-            counts["pieces"] = result["pieces"]
+        for key in ("pieces", "seconds_charts", "seconds_pack"):
+            if key in result:
+                counts[key] = result[key]
     else:
         if isinstance(result, str):
             counts["fallback"] = result
