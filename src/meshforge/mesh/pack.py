@@ -285,7 +285,9 @@ class _DeviceSearch:
         for i, m in enumerate(masks):
             stack[i, : m.shape[0], : m.shape[1]] = m
         mk = torch.from_numpy(stack).to(self.device)
-        corr = torch.fft.irfft2(self.spec[None] * torch.fft.rfft2(mk, s=(self.nh, self.nw)).conj(), s=(self.nh, self.nw))
+        corr = torch.fft.irfft2(
+            self.spec[None] * torch.fft.rfft2(mk, s=(self.nh, self.nw)).conj(), s=(self.nh, self.nw)
+        )
         hs = torch.tensor([m.shape[0] for m in masks], device=self.device).view(-1, 1, 1)
         ws = torch.tensor([m.shape[1] for m in masks], device=self.device).view(-1, 1, 1)
         ok = (corr < 0.5) & (self.ys >= r0) & (self.ys <= end - hs) & (self.xs <= self.g - ws)

@@ -497,9 +497,7 @@ def face_grid_atlas(n_faces: int, resolution: int, padding: int) -> np.ndarray:
     return tri / resolution
 
 
-def unwrap(
-    mesh: Mesh, cfg: UnwrapConfig, texture_size: int, device: str | None = None
-) -> tuple[Mesh, dict[str, Any]]:
+def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int, device: str | None = None) -> tuple[Mesh, dict[str, Any]]:
     """UV-unwrap a mesh into one atlas packed for ``texture_size²`` texels (the baked maps' size).
 
     Vertices are split along chart seams; vertex normals (area-weighted, computed before splitting) are
