@@ -166,6 +166,6 @@ def test_the_torch_offset_search_lays_out_the_same_atlas_as_numpy(xatlas_only, d
 
 
 def test_the_unwrap_reports_where_its_time_went(lumpy):
-    out, counts = unwrap(lumpy, UnwrapConfig(padding=2), 512)
+    _, counts = unwrap(lumpy, UnwrapConfig(padding=2), 512)
     assert counts["pieces"] >= 8
     assert counts["seconds_charts"] > 0 and counts["seconds_pack"] > 0

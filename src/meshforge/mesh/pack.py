@@ -223,7 +223,7 @@ def _first_free(occ: np.ndarray, run: np.ndarray, coarse: np.ndarray, r0: int, l
     Returns:
         ``(row, column)`` in blocks, or None when no offset in those rows is free.
     """
-    hc, wc = coarse.shape
+    hc = coarse.shape[0]
     n = min(last, occ.shape[0] - hc) - r0 + 1
     if n <= 0:
         return None
