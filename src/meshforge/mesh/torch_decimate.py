@@ -79,6 +79,8 @@ BUCKETS = 8
 CANDIDATE_FRACTION = 0.25
 
 _BIG = torch.iinfo(torch.int64).max
+#: the geometric guards test (faces around the collapses) × (target positions) at once up to this many pairs
+_GEOMETRY_ELEMENTS = 1 << 22
 
 
 def _packed_quadric(n: torch.Tensor, d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -89,9 +91,10 @@ def _packed_quadric(n: torch.Tensor, d: torch.Tensor, w: torch.Tensor) -> torch.
 
 
 def _quadric_error(q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``[N]`` ``xᵀQx`` for packed quadrics ``[N, 10]`` at points ``[N, 3]`` (homogeneous ``(x, 1)``)."""
-    px, py, pz = x.unbind(1)
-    aa, ab, ac, ad, bb, bc, bd, cc, cd, dd = q.unbind(1)
+    """``[...]`` ``xᵀQx`` for packed quadrics ``[..., 10]`` at points ``[..., 3]`` (homogeneous ``(x, 1)``;
+    leading dimensions broadcast)."""
+    px, py, pz = x.unbind(-1)
+    aa, ab, ac, ad, bb, bc, bd, cc, cd, dd = q.unbind(-1)
     return (
         aa * px * px
         + bb * py * py
@@ -131,11 +134,12 @@ def _face_geometry(pos: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor
 
 
 def _triangle_geometry(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_face_geometry` of triangles given by their corners ``[M, 3, 3]``."""
-    e0, e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 1], t[:, 0] - t[:, 2]
-    cross = torch.linalg.cross(e0, -e2)
-    twice = torch.linalg.vector_norm(cross, dim=1)
-    longest = torch.stack([(e0 * e0).sum(1), (e1 * e1).sum(1), (e2 * e2).sum(1)], 1).amax(1)
+    """:func:`_face_geometry` of triangles given by their corners ``[..., 3, 3]`` (any leading dimensions)."""
+    p0, p1, p2 = t[..., 0, :], t[..., 1, :], t[..., 2, :]
+    e0, e1, e2 = p1 - p0, p2 - p1, p0 - p2
+    cross = torch.linalg.cross(e0, -e2, dim=-1)
+    twice = torch.linalg.vector_norm(cross, dim=-1)
+    longest = torch.maximum(torch.maximum((e0 * e0).sum(-1), (e1 * e1).sum(-1)), (e2 * e2).sum(-1))
     return cross, 0.5 * twice, longest / twice.clamp_min(1e-300)
 
 
@@ -224,8 +228,18 @@ def _select(prio: torch.Tensor, a: torch.Tensor, b: torch.Tensor, faces: torch.T
     vmin.scatter_reduce_(0, b, prio, "amin")
     fmin = vmin[faces].amin(1)
     rmin = torch.full((nv,), _BIG, dtype=torch.long, device=device)
-    rmin.scatter_reduce_(0, faces.reshape(-1), fmin.repeat_interleave(3), "amin")
+    rmin.scatter_reduce_(0, faces.reshape(-1), fmin[:, None].expand(-1, 3).reshape(-1), "amin")
     return torch.nonzero((prio < _BIG) & (prio == rmin[a]) & (prio == rmin[b])).squeeze(1)
+
+
+def _mark(nv: int, ends: tuple[torch.Tensor, ...], flag: torch.Tensor) -> torch.Tensor:
+    """``[nv]`` bool: the vertices that are, in any of the index tensors ``ends`` ``[N]``, at a True ``flag`` ``[N]``
+    (a scatter-add, so no boolean indexing and no wait for the device)."""
+    hits = torch.zeros(nv, dtype=torch.int32, device=flag.device)
+    f = flag.to(torch.int32)
+    for idx in ends:
+        hits.index_add_(0, idx, f)
+    return hits > 0
 
 
 def _adjacency(e: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,12 +267,16 @@ def _link_ok(
     src_sorted, dst_sorted = adjacency
     first = torch.searchsorted(src_sorted, ca)
     reps = deg[ca]
-    owner = torch.repeat_interleave(torch.arange(n, device=device), reps)
-    offset = torch.arange(owner.numel(), device=device) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+    total = int(reps.sum().item())  # the one wait for the device here (the output sizes below)
+    owner = torch.repeat_interleave(torch.arange(n, device=device), reps, output_size=total)
+    offset = torch.arange(total, device=device) - torch.repeat_interleave(
+        torch.cumsum(reps, 0) - reps, reps, output_size=total
+    )
     x = dst_sorted[first[owner] + offset]
     cbo = cb[owner]
     pair = torch.minimum(cbo, x) * nv + torch.maximum(cbo, x)
-    common = torch.bincount(owner[(x != cbo) & _member(pair, edge_keys)], minlength=n)
+    common = torch.zeros(n, dtype=torch.long, device=device)
+    common.index_add_(0, owner, ((x != cbo) & _member(pair, edge_keys)).long())
     return common == expected
 
 
@@ -285,27 +303,29 @@ def _geometry_ok(
     cid[ca] = torch.arange(n, device=device)
     cid[cb] = torch.arange(n, device=device)
     face_c = cid[faces].amax(1)
-    touched = face_c >= 0
+    touched = torch.nonzero(face_c >= 0).squeeze(1)  # one wait for the device (a boolean index per tensor: two)
     f_t = faces[touched]
     c_t = face_c[touched]
     on_edge = (f_t == ca[c_t, None]) | (f_t == cb[c_t, None])  # [M, 3]: corners that move
-    kept = on_edge.sum(1) < 2  # faces with both endpoints are the ones the collapse removes
-    f_t, c_t, on_edge = f_t[kept], c_t[kept], on_edge[kept]
+    kept = on_edge.sum(1) < 2  # faces with both endpoints are the ones the collapse removes: not tested
     old_cross, old_area, old_aspect = _face_geometry(pos, f_t)
     worst_old = torch.zeros(n, dtype=pos.dtype, device=device)
-    worst_old.scatter_reduce_(0, c_t, old_aspect, "amax")
+    worst_old.scatter_reduce_(0, c_t, torch.where(kept, old_aspect, 0.0), "amax")
     corners = pos[f_t]  # [M, 3, 3]
-    ok = torch.ones((n, n_targets), dtype=torch.bool, device=device)
-    for i in range(n_targets):
-        moved = torch.where(on_edge[:, :, None], targets[c_t, i][:, None, :], corners)
+    old_norm = torch.linalg.vector_norm(old_cross, dim=1)
+    bad = torch.zeros((n, n_targets), dtype=torch.long, device=device)
+    # every target position at once ([M, T, 3, 3] corners), in groups that bound the memory on a huge first round
+    group = max(1, min(n_targets, _GEOMETRY_ELEMENTS // max(1, f_t.shape[0])))
+    for i in range(0, n_targets, group):
+        tgt = targets[c_t, i : i + group]  # [M, t, 3]
+        moved = torch.where(on_edge[:, None, :, None], tgt[:, :, None, :], corners[:, None])
         new_cross, new_area, new_aspect = _triangle_geometry(moved)
-        dot = (old_cross * new_cross).sum(1)
-        norms = torch.linalg.vector_norm(old_cross, dim=1) * torch.linalg.vector_norm(new_cross, dim=1)
-        flips = dot < guards[0] * norms
-        tiny = (new_area <= min_area) & (new_area < old_area)
-        sliver = tiny | ((new_aspect > guards[1]) & (new_aspect > worst_old[c_t]))
-        ok[:, i] = torch.bincount(c_t[flips | sliver], minlength=n) == 0
-    return ok
+        dot = (old_cross[:, None] * new_cross).sum(-1)
+        flips = dot < guards[0] * (old_norm[:, None] * torch.linalg.vector_norm(new_cross, dim=-1))
+        tiny = (new_area <= min_area) & (new_area < old_area[:, None])
+        sliver = tiny | ((new_aspect > guards[1]) & (new_aspect > worst_old[c_t, None]))
+        bad[:, i : i + group].index_add_(0, c_t, ((flips | sliver) & kept[:, None]).long())
+    return bad == 0
 
 
 def _round(
@@ -334,12 +354,9 @@ def _round(
     a, b, count, opp0, opp1 = e["a"], e["b"], e["count"], e["opp0"], e["opp1"]
     n_edges = a.shape[0]
     deg = torch.bincount(torch.cat([a, b]), minlength=nv)
-    on_border = torch.zeros(nv, dtype=torch.bool, device=device)
-    on_border[a[count == 1]] = True
-    on_border[b[count == 1]] = True
-    near_nm = torch.zeros(nv, dtype=torch.bool, device=device)
-    near_nm[a[count > 2]] = True
-    near_nm[b[count > 2]] = True
+    # (vertex flags by scatter-adds of the edge flags: no boolean indexing, so no wait for the device)
+    on_border = _mark(nv, (a, b), count == 1)
+    near_nm = _mark(nv, (a, b), count > 2)
 
     interior = count == 2
     border_edge = count == 1
@@ -358,12 +375,12 @@ def _round(
     length = torch.linalg.vector_norm(pb - pa, dim=1)
     solvable &= torch.linalg.vector_norm(opt - 0.5 * (pa + pb), dim=1) <= 2.0 * length
     cands = torch.stack([pa, pb, 0.5 * (pa + pb), torch.where(solvable[:, None], opt, pa)], 1)
-    costs = torch.stack([_quadric_error(qe, cands[:, i]) for i in range(4)], 1)
+    costs = _quadric_error(qe[:, None], cands)
     fixed_a = interior & on_border[a] & ~on_border[b]
     fixed_b = interior & on_border[b] & ~on_border[a]
-    costs[fixed_a, 1:] = torch.inf
-    costs[fixed_b, 0] = torch.inf
-    costs[fixed_b, 2:] = torch.inf
+    barred = torch.tensor([[False, True, True, True]], device=device) & fixed_a[:, None]
+    barred |= torch.tensor([[True, False, True, True]], device=device) & fixed_b[:, None]
+    costs = costs.masked_fill(barred, torch.inf)
     cost, which = costs.min(1)
     target = cands[torch.arange(n_edges, device=device), which]
     keep = torch.where(fixed_b, b, a)
@@ -386,8 +403,8 @@ def _round(
 
     adjacency = _adjacency(e)
     free = torch.ones(nv, dtype=torch.bool, device=device)  # vertices on no face around an accepted collapse
-    accepted: list[torch.Tensor] = []
-    rejected = 0
+    accepted: list[tuple[torch.Tensor, torch.Tensor]] = []
+    refused = torch.zeros((), dtype=torch.long, device=device)
     for _ in range(PASSES):
         chosen = _select(torch.where(free[a] & free[b], prio, _BIG), a, b, faces, nv)
         if chosen.numel() == 0:
@@ -401,19 +418,17 @@ def _round(
         good &= torch.isfinite(best_cost)
         cost[chosen] = best_cost
         target[chosen] = cands[chosen, best]
-        rejected += int((~good).sum().item())
-        win = chosen[good]
-        if win.numel() == 0:
-            continue
-        accepted.append(win)
-        ring = torch.zeros(nv, dtype=torch.bool, device=device)
-        ring[a[win]] = True
-        ring[b[win]] = True
+        refused += (~good).sum()
+        accepted.append((chosen, good))
+        ring = _mark(nv, (a[chosen], b[chosen]), good)
         around = ring[faces].any(1)
-        free[faces[around].reshape(-1)] = False
+        free &= ~_mark(nv, faces.unbind(1), around)
+    rejected = int(refused.item())
     if not accepted:
         return pos, faces, q, 0, rejected
-    win = torch.cat(accepted)
+    win = torch.cat([c for c, _ in accepted])[torch.cat([g for _, g in accepted])]
+    if win.numel() == 0:
+        return pos, faces, q, 0, rejected
     # do not overshoot the budget by more than one face: cheapest first
     win = win[torch.argsort(cost[win])]
     removes = count[win]
