@@ -418,9 +418,10 @@ def _layout(
         y0, x0 = py // b, px // b
         y1, x1 = -(-(py + h) // b), -(-(px + w) // b)
         occ[y0:y1, x0:x1] = _blocks(fine[y0 * b : y1 * b, x0 * b : x1 * b], b)
-        run[y0:y1] = _row_runs(~occ[y0:y1])
         if search is not None:
             search.update(y0, x0, occ[y0:y1, x0:x1])
+        else:
+            run[y0:y1] = _row_runs(~occ[y0:y1])
         top = max(top, y1)
         height = max(height, py + h)
         place[c] = (k, px, py)
