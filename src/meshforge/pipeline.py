@@ -336,10 +336,19 @@ def finish(
     textures = None
     through_dense = cfg.bake.normal_map and not isinstance(field, SurfaceAttributes)
     dense_source: Future[SurfaceField] | None = None
+    device_target: Future[Any] | None = None
     if cfg.bake.textures and through_dense and engine != "torch":
         # the bake's projection target needs only the cleaned dense surface: build it (normals, Embree's BVH)
         # while the unwrap runs in its worker process, instead of after it
         dense_source = _BAKE_TARGET_POOL.get().submit(_dense_surface_field, cleaned, field, cfg.bake.cage_fraction)
+    elif cfg.bake.textures and through_dense:
+        # the same on the device: its triangle grid is built by the GPU while the host unwraps
+        from .gpu.bake import DenseSurface as DeviceDenseSurface
+
+        cv, cf = cleaned
+        device_target = _BAKE_TARGET_POOL.get().submit(
+            DeviceDenseSurface.from_isosurface, cv, cf, field, cage_fraction=cfg.bake.cage_fraction
+        )
     if cfg.bake.textures:
         step(2)
         with _profiling.stage(report, "unwrap") as c:
@@ -356,13 +365,10 @@ def finish(
         step(3)
         with _profiling.stage(report, "bake") as c:
             if engine == "torch":
-                from .gpu.bake import DenseSurface as DeviceDenseSurface
                 from .gpu.bake import bake as bake_torch
 
-                surface = None
-                if through_dense:  # the cleaned dense surface, still on the device, is the projection target
-                    cv, cf = cleaned
-                    surface = DeviceDenseSurface.from_isosurface(cv, cf, field, cage_fraction=cfg.bake.cage_fraction)
+                # the cleaned dense surface, still on the device, is the projection target (built meanwhile)
+                surface = device_target.result() if device_target is not None else None
                 textures, counts = bake_torch(mesh, field, cfg.bake, device=device, surface=surface)
             else:
                 # through the dense isosurface: colours on the true surface, its detail in a normal map
