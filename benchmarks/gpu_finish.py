@@ -228,7 +228,16 @@ def run_pipeline(
         # where the unwrap's time went (pieces' xatlas in the worker processes; the packing) and its atlas
         **{
             f"unwrap_{k}": stages["unwrap"].get(k)
-            for k in ("pieces", "charts", "seconds_charts", "seconds_pack", "utilisation", "stretch", "fallback")
+            for k in (
+                "pieces",
+                "pieces_redone",
+                "charts",
+                "seconds_charts",
+                "seconds_pack",
+                "utilisation",
+                "stretch",
+                "fallback",
+            )
         },
     }
     if device.type == "cuda":

@@ -469,6 +469,7 @@ def _unwrap_pieces(
     order[np.concatenate(pieces)] = np.arange(len(faces))
     result["faces"] = result["faces"][order]
     result["pieces"] = len(pieces)
+    result["pieces_redone"] = 2 * len(bad)  # the halves of the pieces redone for their stretch
     result["seconds_charts"] = round(t_pack - t_start, 4)
     result["seconds_pack"] = round(time.perf_counter() - t_pack, 4)
     return result
@@ -548,7 +549,7 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int, device: str | None 
             colors=None if mesh.colors is None else mesh.colors[vm],
         )
         counts.update(charts=result["charts"], packer=result.get("packer", "xatlas"))
-        for key in ("pieces", "seconds_charts", "seconds_pack"):
+        for key in ("pieces", "pieces_redone", "seconds_charts", "seconds_pack"):
             if key in result:
                 counts[key] = result[key]
     else:
