@@ -110,7 +110,9 @@ def test_pieces_give_the_in_process_result_and_their_workers_stay_for_the_next_u
     cfg = UnwrapConfig(piece_faces=800)
     inline, c0 = unwrap(mesh, UnwrapConfig(piece_faces=800, time_limit=0), 256)
     out, c1 = unwrap(mesh, cfg, 256)
-    assert c1["engine"] == "xatlas" and c1["pieces"] == 4 and c0 == c1
+    assert c1["engine"] == "xatlas" and c1["pieces"] == 4 and c1["seconds_charts"] > 0
+    timeless = [{k: v for k, v in c.items() if not k.startswith("seconds_")} for c in (c0, c1)]
+    assert timeless[0] == timeless[1]  # the same atlas figures; only the wall times differ
     for name in ("vertices", "faces", "uv"):
         assert np.array_equal(getattr(inline, name), getattr(out, name)), name
     time.sleep(0.5)  # a worker killed with its thread would be gone by now
