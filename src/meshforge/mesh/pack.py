@@ -1,4 +1,4 @@
-"""Chart packing for UV atlases: xatlas's charts, re-placed densely on the texel grid (numpy only).
+"""Chart packing for UV atlases: xatlas's charts, re-placed densely on the texel grid (numpy; torch optional).
 
 xatlas (Jonathan Young, MIT) segments and parameterises well, but its packer places each chart's raster at
 the best of a random sample of positions, which leaves wide gaps between the crescent-shaped charts of
@@ -15,11 +15,12 @@ scale common to all charts, a rotation, a translation — so stretch does not ch
    Heuristic"; on rasters as in Jylänki 2010, "A Thousand Ways to Pack the Bin", and xatlas's own packer):
    for each of the four quarter-turns, every offset is tested at once on a grid of texel blocks
    (``resolution / 256`` texels a side; a block is taken when any texel in it is; only the rows from the
-   lowest one with a free block up to the top of the placed charts) — small charts by AND-ing shifted copies
-   of the free cells, larger ones by FFT correlation of chart and occupancy — and the lowest, then leftmost,
-   free offset is taken; of the four turns, one that stays inside the square and whose chart centre of area
-   sits lowest wins; the chart then slides down and left texel by texel on the exact bitmap while its
-   dilated raster stays clear of every placed chart's raster;
+   lowest one with a free block up to the top of the placed charts, skipping rows whose free runs are too
+   short for the chart's) — small charts by AND-ing shifted copies of the free cells, larger ones by FFT
+   correlation of chart and occupancy (on a torch device, all four turns in one batched FFT: the same
+   offsets) — and the lowest, then leftmost, free offset is taken; of the four turns, one that stays inside
+   the square and whose chart centre of area sits lowest wins; the chart then slides down and left texel by
+   texel on the exact bitmap while its dilated raster stays clear of every placed chart's raster;
 4. the common scale is searched for the largest one whose layout fits the ``resolution``² square, from a
    given starting utilisation: a layout's height ``h`` in the strip gives the next scale, ``·√(resolution
    / h)`` (the caller bounds the number of layouts, and the utilisation not worth a layout); the padding is
