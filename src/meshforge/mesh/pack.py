@@ -211,41 +211,49 @@ def _row_runs(cells: np.ndarray) -> np.ndarray:
     return out
 
 
-def _first_free(occ: np.ndarray, run: np.ndarray, coarse: np.ndarray, r0: int, last: int) -> tuple[int, int] | None:
-    """The first offset (lowest row, then leftmost column) where ``coarse`` overlaps no set block of ``occ``.
+def _first_free(occ: np.ndarray, run: np.ndarray, masks: list[np.ndarray], r0: int) -> list[tuple[int, int] | None]:
+    """Per mask (a chart's turns), the first offset (lowest row, then leftmost column) where it overlaps no set
+    block of ``occ``, among the offsets of rows ``r0 … len(occ) - h``.
 
-    Offsets of rows ``r0 … last`` are searched. A row is a candidate only when, for every row ``i`` of the
-    chart, the occupancy's row ``y + i`` has a free run (``run``: :func:`_row_runs` of the free blocks) at
-    least as long as the chart's longest run in its row ``i`` — a necessary condition, so skipping the other
-    rows loses no offset; the exact test (:func:`_free_positions`) then runs on windows of candidate rows,
-    lowest first, until one has a free offset. Rows low in a strip are mostly full of small holes that a
-    large chart cannot use: the windows skip them.
+    A row is a candidate only when, for every row ``i`` of the chart, the occupancy's row ``y + i`` has a
+    free run (``run``: :func:`_row_runs` of the free blocks) at least as long as the chart's longest run in
+    its row ``i`` — a necessary condition, so skipping the other rows loses no offset. The exact test
+    (:func:`_free_positions`) then runs on the rows from the lowest candidate of any turn up, the occupancy's
+    transform shared by the turns. Rows low in a strip are mostly full of small holes that a large chart
+    cannot use: it skips them.
 
     Returns:
-        ``(row, column)`` in blocks, or None when no offset in those rows is free.
+        Per mask, ``(row, column)`` in blocks, or None when no offset in those rows is free.
     """
-    hc = coarse.shape[0]
-    n = min(last, occ.shape[0] - hc) - r0 + 1
-    if n <= 0:
-        return None
-    need = _row_runs(coarse)
-    ok = np.ones(n, dtype=bool)
-    for i in range(hc):
-        ok &= run[r0 + i : r0 + i + n] >= need[i]
-    cand = np.flatnonzero(ok)
-    window = max(8, hc)
-    j = 0
-    while j < len(cand):
-        y = int(cand[j])
-        stop = min(n, y + window)  # offsets y … stop-1
-        free = _free_positions(occ[r0 + y : r0 + stop - 1 + hc], coarse, {})
-        free &= ok[y:stop, None]
+    oks: list[np.ndarray | None] = []
+    for m in masks:
+        hc = m.shape[0]
+        n = occ.shape[0] - hc - r0 + 1
+        if n <= 0:
+            oks.append(None)
+            continue
+        need = _row_runs(m)
+        ok = np.ones(n, dtype=bool)
+        for i in range(hc):
+            ok &= run[r0 + i : r0 + i + n] >= need[i]
+        oks.append(ok if ok.any() else None)
+    out: list[tuple[int, int] | None] = [None] * len(masks)
+    firsts = [int(ok.argmax()) for ok in oks if ok is not None]
+    if not firsts:
+        return out
+    y0 = min(firsts)
+    sub = occ[r0 + y0 :]
+    cache: dict[str, np.ndarray] = {}
+    for j, (m, rows_ok) in enumerate(zip(masks, oks, strict=True)):
+        if rows_ok is None:
+            continue
+        free = _free_positions(sub, m, cache)  # offsets of rows y0 … (as many as rows_ok has from y0)
+        free &= rows_ok[y0:, None]
         i = int(free.argmax())
         fy, fx = divmod(i, free.shape[1])
         if free[fy, fx]:
-            return r0 + y + fy, fx
-        j = int(np.searchsorted(cand, stop))
-    return None
+            out[j] = (r0 + y0 + fy, fx)
+    return out
 
 
 class _DeviceSearch:
@@ -387,7 +395,7 @@ def _layout(
         if search is not None and turns:
             offsets = search.first([coarse_k[k] for k in turns], r0, end)
         else:
-            offsets = [_first_free(occ[:end], run, coarse_k[k], r0, end - coarse_k[k].shape[0]) for k in turns]
+            offsets = _first_free(occ[:end], run, [coarse_k[k] for k in turns], r0)
         for k, found in zip(turns, offsets, strict=True):
             coarse = coarse_k[k]
             hc = coarse.shape[0]
@@ -516,8 +524,15 @@ def pack_charts(
     for i in range(max(1, max_layouts)):
         real, dilated, mins = _rasters(local, tris, chart, scale, padding)
         covered = sum(int(d.sum()) for d in dilated)
+        # the dilated area grows more slowly than scale² (the padding is in texels): step by the growth
+        # exponent seen between the last two rasters (secant in log-log), a hair under the target
+        seen: tuple[float, int] | None = None
         while covered > DENSEST * resolution**2 and scale > lo:
-            scale = max(scale * math.sqrt(DENSEST * resolution**2 / covered), lo)
+            power = 2.0
+            if seen is not None and seen[0] != scale and seen[1] != covered:
+                power = min(3.0, max(1.0, math.log(covered / seen[1]) / math.log(scale / seen[0])))
+            seen = (scale, covered)
+            scale = max(scale * (DENSEST * resolution**2 / covered) ** (1.0 / power) * 0.999, lo)
             real, dilated, mins = _rasters(local, tris, chart, scale, padding)
             covered = sum(int(d.sum()) for d in dilated)
         if scale <= lo:
