@@ -51,3 +51,24 @@ def test_stretch_of_an_isometric_map_is_one_and_of_a_2_to_1_scale_is_sqrt_5_4():
     # a non-uniform, non-affine warp is worse than isometric
     warped = np.stack([uv[:, 0] ** 2, uv[:, 1]], 1)
     assert uv_stretch(verts, warped, faces) > 1.05
+
+
+def test_seam_length_counts_the_edges_the_atlas_cuts_once_and_not_the_border():
+    from meshforge.geometry.raster import uv_seam_length
+
+    vertices, uv, faces = _grid_patch(8)  # one chart: the border is no seam
+    assert uv_seam_length(vertices, uv, faces) == 0.0
+    # cut the patch along its middle column line x = 0.5: the faces right of it get their own copies of the
+    # line's vertices (moved in UV, so the chart is split): 8 edges of length 1/8 = a seam of length 1
+    n = 8
+    centroid_x = uv[faces].mean(axis=1)[:, 0]
+    on_line = np.flatnonzero(np.isclose(uv[:, 0], 0.5))
+    copy = {int(i): len(vertices) + k for k, i in enumerate(on_line)}
+    v2 = np.concatenate([vertices, vertices[on_line]])
+    uv2 = np.concatenate([uv, uv[on_line] + [0.1, 0.0]])
+    f2 = faces.copy()
+    right = centroid_x > 0.5
+    for i, j in copy.items():
+        f2[right] = np.where(f2[right] == i, j, f2[right])
+    assert uv_seam_length(v2, uv2, f2) == pytest.approx(1.0, rel=1e-6)
+    assert len(on_line) == n + 1

@@ -169,3 +169,5 @@ def test_the_unwrap_reports_where_its_time_went(lumpy):
     _, counts = unwrap(lumpy, UnwrapConfig(padding=2), 512)
     assert counts["pieces"] >= 8
     assert counts["seconds_charts"] > 0 and counts["seconds_pack"] > 0
+    _, whole = unwrap(lumpy, UnwrapConfig(padding=2, piece_faces=0), 512)
+    assert 0 < whole["seam_ratio"] < counts["seam_ratio"]  # the cuts between pieces are seams too
