@@ -59,7 +59,8 @@ from meshforge.eval.diagnostics import aspect_ratios  # noqa: E402
 from meshforge.eval.metrics import chamfer_distance  # noqa: E402
 from meshforge.fields.mc_torch import extract_closed  # noqa: E402
 from meshforge.fields.sparse_voxels import GLTF_TO_TRELLIS, SparseVoxelField  # noqa: E402
-from meshforge.geometry.raster import uv_stretch, uv_utilisation  # noqa: E402
+from meshforge.geometry.raster import uv_seam_length, uv_stretch, uv_utilisation  # noqa: E402
+from meshforge.geometry.topology import face_areas  # noqa: E402
 from meshforge.types import DeviceMesh, Mesh  # noqa: E402
 
 #: TRELLIS.2's attribute layout (``pbr_attr_layout`` of its pipeline.json)
@@ -204,7 +205,12 @@ def quality(glb: bytes, dense: Mesh, validate: bool) -> dict[str, Any]:
         pv = np.concatenate([m.vertices for m in parts])
         puv = np.concatenate([m.uv for m in parts])
         pf = np.concatenate([m.faces.astype(np.int64) + o for m, o in zip(parts, offsets, strict=True)])
-        uv = {"uv_utilisation": round(uv_utilisation(puv, pf), 4), "uv_stretch": round(uv_stretch(pv, puv, pf), 4)}
+        side = float(np.sqrt(face_areas(pv, pf).sum()))
+        uv = {
+            "uv_utilisation": round(uv_utilisation(puv, pf), 4),
+            "uv_stretch": round(uv_stretch(pv, puv, pf), 4),
+            "seam_ratio": round(uv_seam_length(pv, puv, pf) / side, 2) if side > 0 else 0.0,
+        }
     area = 0.5 * np.linalg.norm(
         np.cross(low.vertices[low.faces[:, 1]] - low.vertices[low.faces[:, 0]],
                  low.vertices[low.faces[:, 2]] - low.vertices[low.faces[:, 0]]), axis=1
@@ -337,14 +343,15 @@ def write(a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         "```",
         "",
         "| surface | dense faces | budget | side | s | faces | degenerate | slivers > 100 | Chamfer (rel.) "
-        "| UV utilisation | UV stretch | validator |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| UV utilisation | UV stretch | seam ratio | validator |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['surface']} | {r['dense_faces']:,} | {r['budget']:,} | {r['side']} | {r['seconds']:.2f} | "
             f"{r['faces']:,} | {r['degenerate_faces']} | {r['slivers_over_100']} | {r['chamfer_rel']:.2e} | "
-            f"{r.get('uv_utilisation', '')} | {r.get('uv_stretch', '')} | {r.get('validator', 'not run here')} |"
+            f"{r.get('uv_utilisation', '')} | {r.get('uv_stretch', '')} | {r.get('seam_ratio', '')} | "
+            f"{r.get('validator', 'not run here')} |"
         )
     (a.out / "finish_vs_trellis2.md").write_text("\n".join(lines) + "\n")
 

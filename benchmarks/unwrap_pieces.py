@@ -7,7 +7,8 @@ whole mesh, in one worker, under ``--time-limit``) and the default ``piece_faces
 at most 64 pieces, :func:`meshforge.mesh.uv.piece_size`; one worker per CPU; the charts packed together by
 meshforge's packer). Reported: wall seconds, the
 engine that made the atlas (``faces`` is the per-face fallback past the time limit), pieces, charts,
-utilisation (UV triangle area over the atlas), stretch, texels never written.
+utilisation (UV triangle area over the atlas), stretch, seam ratio (seam length over the square root of the
+area, :func:`meshforge.mesh.uv.atlas_quality`), texels never written.
 
     python benchmarks/unwrap_pieces.py --out benchmarks/results
 """
@@ -59,7 +60,10 @@ def main() -> None:
                 "faces": low.n_faces,
                 "piece_faces": piece_faces,
                 "seconds": time.perf_counter() - t,
-                **{k: counts.get(k) for k in ("engine", "fallback", "pieces", "charts", "utilisation", "stretch")},
+                **{
+                    k: counts.get(k)
+                    for k in ("engine", "fallback", "pieces", "charts", "utilisation", "stretch", "seam_ratio")
+                },
                 "texels_never_written": counts.get("texels_never_written"),
             }
             rows.append(row)
@@ -68,15 +72,15 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "unwrap_pieces.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [
-        "| faces | unwrap | s | engine | pieces | charts | utilisation | stretch | never written |",
-        "|---:|---|---:|---|---:|---:|---:|---:|---:|",
+        "| faces | unwrap | s | engine | pieces | charts | utilisation | stretch | seam ratio | never written |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         how = "whole mesh" if r["piece_faces"] == 0 else f"in pieces (piece_faces {r['piece_faces']:,})"
         lines.append(
             f"| {r['faces']:,} | {how} | {r['seconds']:.2f} | {r['engine']}"
             f"{' (' + r['fallback'] + ')' if r['fallback'] else ''} | {r['pieces'] or '–'} | {r['charts']:,} | "
-            f"{r['utilisation']:.3f} | {r['stretch']:.4f} | {r['texels_never_written']:.3f} |"
+            f"{r['utilisation']:.3f} | {r['stretch']:.4f} | {r['seam_ratio']:.1f} | {r['texels_never_written']:.3f} |"
         )
     print("\n".join(lines))
     (a.out / "unwrap_pieces_table.md").write_text("\n".join(lines) + "\n")

@@ -142,3 +142,29 @@ def test_the_pipeline_starts_the_worker_before_the_unwrap_stage():
     assert unwrap_stage.counts["engine"] == "xatlas"
     assert seen["unwrap"], "no unwrap worker was running when the unwrap stage began"
     assert all(alive(pid) for pid in seen["unwrap"])
+
+
+def test_a_worker_stuck_in_xatlas_destructor_keeps_its_atlas_and_is_replaced(monkeypatch):
+    """xatlas's atlas destructor now and then never returns (one of its task-scheduler threads misses its
+    wake-up; seen on the CI machine in the middle of the pieces of a 198k-face unwrap). The worker replies
+    first and destroys the atlas after, then says so; a worker that has not said so within
+    ``_FREE_TIMEOUT_S`` is ended and its reply kept, and the next piece runs on a new worker: the unwrap is
+    the in-process one, in seconds, and no worker is left asleep."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    mesh = grid(40)  # 3,200 faces: 4 pieces of 800, two per worker
+    inline, _ = unwrap(mesh, UnwrapConfig(piece_faces=800, time_limit=0), 256)
+    before = set(children(os.getpid()))
+    monkeypatch.setattr(uv, "TEST_DELAY_S", -30.0)  # every destructor "hangs" for 30 s after the reply
+    t = time.monotonic()
+    out, counts = unwrap(mesh, UnwrapConfig(piece_faces=800, time_limit=60.0), 256)
+    took = time.monotonic() - t
+    assert counts["engine"] == "xatlas" and "fallback" not in counts and counts["pieces"] == 4
+    for name in ("vertices", "faces", "uv"):
+        assert np.array_equal(getattr(inline, name), getattr(out, name)), name
+    assert took < 20.0, took  # each stuck worker ended after 2 s, not waited out
+    time.sleep(0.5)
+    stuck = [p for p in children(os.getpid()) if p not in before]
+    assert stuck == [], "a worker stuck in the destructor was left running"
+    monkeypatch.setattr(uv, "TEST_DELAY_S", 0.0)
+    out2, counts2 = unwrap(mesh, UnwrapConfig(piece_faces=800, time_limit=60.0), 256)  # fresh workers
+    assert counts2["engine"] == "xatlas" and np.array_equal(out2.uv, inline.uv)

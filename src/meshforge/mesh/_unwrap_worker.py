@@ -19,7 +19,11 @@ OpenCV...).
 
 Protocol: frames of an 8-byte little-endian length followed by a pickle. The worker first sends
 ``("ready", pid)``; then, for each request ``(vertices, faces, options, delay_s)``, it replies
-``("ok", atlas dict)`` or ``("error", message)``.
+``("ok", atlas dict)`` or ``("error", message)``, and then ``("freed", None)`` once xatlas's atlas object is
+destroyed. That comes after the reply on purpose: ``xatlas::Destroy`` joins the atlas's task-scheduler
+threads, and now and then one of them never wakes (a wake-up sent before it started waiting; seen on this
+project's CI machine, the process asleep in ``TaskScheduler::~TaskScheduler`` → ``std::thread::join``), so the
+caller keeps its atlas and ends a worker whose ``freed`` does not come.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ def xatlas_atlas(
     max_chart_area: float | None,
     brute_force: bool = False,
     gap: int | None = None,
+    keep: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Segment, parameterise (LSCM) and pack a mesh with xatlas (Jonathan Young, MIT; ``xatlas`` binding),
     then re-pack its charts with :func:`meshforge.mesh.pack.pack_charts` when that covers more of the atlas.
@@ -109,6 +114,8 @@ def xatlas_atlas(
             random sample of them: a denser packing, at several times the packing time.
         gap: texels kept empty between charts by the re-packing (``UnwrapConfig.padding``); None keeps
             xatlas's packing.
+        keep: a list the xatlas atlas object is appended to, so that it is destroyed when the caller clears
+            the list rather than on return (its destructor can hang: see the module docstring).
 
     Returns:
         ``vmapping`` ``[V']`` int64 (source vertex of each atlas vertex), ``faces`` ``[F, 3]`` int64,
@@ -132,6 +139,8 @@ def xatlas_atlas(
     pack.bruteForce = bool(brute_force)
     pack.create_image = False
     atlas = xatlas.Atlas()
+    if keep is not None:
+        keep.append(atlas)
     atlas.add_mesh(vertices, faces)
     atlas.generate(chart, pack)
     vmapping, indices, uvs = atlas[0]
@@ -237,13 +246,18 @@ def main(argv: list[str]) -> int:
                 return 0
             if delay_s > 0:  # TEST ONLY: stands for a slow xatlas
                 time.sleep(delay_s)
+            atlases: list[Any] = []
             try:
-                reply: tuple[str, Any] = ("ok", xatlas_atlas(vertices, faces, **options))
+                reply: tuple[str, Any] = ("ok", xatlas_atlas(vertices, faces, keep=atlases, **options))
             except ImportError:
                 reply = ("error", "UV unwrapping needs 'xatlas': pip install xatlas")
             except Exception as exc:
                 reply = ("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
             write_frame(out, reply)
+            atlases.clear()  # xatlas's destructor, after the reply: it can hang (module docstring)
+            if delay_s < 0:  # TEST ONLY: stands for a destructor that hangs
+                time.sleep(-delay_s)
+            write_frame(out, ("freed", None))
     except BrokenPipeError:
         return 0
 

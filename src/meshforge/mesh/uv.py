@@ -49,12 +49,16 @@ from ..geometry.topology import face_areas, vertex_components
 from ..types import Mesh
 from . import _unwrap_worker
 
-#: TEST ONLY: seconds the unwrap worker sleeps before running xatlas (stands for a slow xatlas). A module
+#: TEST ONLY: seconds the unwrap worker sleeps before running xatlas (stands for a slow xatlas); negative: after
+#: its reply, before it says the atlas is destroyed (stands for xatlas's destructor hanging). A module
 #: attribute that only Python code can set (tests, ``tests/service/slow_serve.py``): no setting, variable
 #: or option reaches it, so a production server cannot be slowed down through it.
 TEST_DELAY_S = 0.0
 #: seconds a new worker may take to start (import numpy and xatlas) before the unwrap falls back
 _START_TIMEOUT_S = 60.0
+#: seconds a worker has, after its reply, to destroy xatlas's atlas before it is ended (it takes microseconds;
+#: xatlas's destructor now and then never returns: :mod:`~meshforge.mesh._unwrap_worker`)
+_FREE_TIMEOUT_S = 2.0
 
 
 #: xatlas packs by brute force (every 4×4-texel position) for meshes of at most this many faces, where
@@ -134,6 +138,10 @@ class _Worker:
         except BaseException:  # e.g. KeyboardInterrupt: the request is abandoned, and so is the worker
             self.close(kill=True)
             raise
+        try:  # the worker's atlas destroyed: it can take the next request (see _unwrap_worker)
+            _unwrap_worker.read_frame(inp, time.monotonic() + _FREE_TIMEOUT_S)
+        except (TimeoutError, EOFError):
+            self.close(kill=True)  # stuck in xatlas's destructor: the reply stands, the worker is replaced
         if status != "ok":
             return f"xatlas failed: {payload}"
         result: dict[str, Any] = payload
@@ -243,6 +251,14 @@ def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[di
             if left <= 0:
                 out: dict[str, Any] | str = f"xatlas exceeded the {time_limit:g} s time limit"
             else:
+                if not workers[first].alive():  # ended after a hung destructor (see _Worker.run): replace it
+                    try:
+                        workers[first] = _Worker()
+                    except OSError as exc:
+                        out = f"the unwrap worker could not start: {one_line(exc)}"
+                        results[i] = out
+                        failed.set()
+                        return
                 out = workers[first].run(requests[i], left)
             results[i] = out
             if isinstance(out, str):
