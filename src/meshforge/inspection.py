@@ -66,7 +66,7 @@ def format_inspection(report: dict[str, Any]) -> str:
         lines.append(
             f"  UV atlas {w}×{h} [{names}]: utilisation {_pct(g['utilisation'])}, stretch "
             + ("n/a" if g.get("stretch") is None else f"{g['stretch']:.3f}")
-            + f", overlap {_pct(g['overlap'])}, "
+            + f", seam ratio {g['seam_ratio']:.1f}, overlap {_pct(g['overlap'])}, "
             f"texels never written {_pct(g['never_written_fraction'])}"
             + (f", {g['faces_outside_unit_square']:,} faces outside [0, 1]" if g["faces_outside_unit_square"] else "")
         )
