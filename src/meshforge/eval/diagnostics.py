@@ -11,7 +11,6 @@ metrics of :mod:`meshforge.eval.metrics`; :mod:`meshforge.inspection` turns that
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -28,10 +27,11 @@ from ..geometry.raster import (
     rasterize,
     uv_coverage,
     uv_seam_length,
+    uv_seam_ratio,
     uv_stretch,
     uv_utilisation,
 )
-from ..geometry.topology import face_areas, topology, weld
+from ..geometry.topology import topology, weld
 from ..gltf import jsonable
 from ..io.meshes import DEFAULT_MAX_BYTES, load_mesh
 from ..io.scene import SourcePart, SourceScene
@@ -53,6 +53,7 @@ __all__ = [
     "preview_sheet",
     "uv_coverage",
     "uv_seam_length",
+    "uv_seam_ratio",
     "uv_stretch",
     "uv_utilisation",
 ]
@@ -130,7 +131,7 @@ def _uv_groups(
             "faces_outside_unit_square": outside,
             "utilisation": uv_utilisation(uv_all, f_all),
             "stretch": _finite(uv_stretch(np.concatenate(positions), uv_all, f_all)),
-            "seam_ratio": _seam_ratio(np.concatenate(positions), uv_all, f_all),
+            "seam_ratio": uv_seam_ratio(np.concatenate(positions), uv_all, f_all),
             "overlap": (int(overlapped.sum()) / n_cov) if n_cov else 0.0,
             "overlapped_texels": int(overlapped.sum()),
         }
@@ -145,13 +146,6 @@ def _uv_groups(
         entry["never_written_fraction"] = float((~written).mean())
         out.append(entry)
     return out
-
-
-def _seam_ratio(positions: np.ndarray, uv: np.ndarray, faces: np.ndarray) -> float:
-    """:func:`~meshforge.geometry.raster.uv_seam_length` over the square root of the surface area (the unwrap
-    stage's ``seam_ratio``)."""
-    side = math.sqrt(float(face_areas(positions, faces).sum()))
-    return round(uv_seam_length(positions, uv, faces) / side, 3) if side > 0 else 0.0
 
 
 def _finite(x: float) -> float | None:
@@ -186,9 +180,9 @@ def diagnostics(
       ``utilisation`` (:func:`~meshforge.geometry.raster.uv_utilisation`, as the unwrap stage reports it) =
       total UV triangle area / the unit square's; ``stretch``: the normalised area-weighted L2 stretch
       (:func:`~meshforge.geometry.raster.uv_stretch`, Sander et al. 2001; 1 is isometric, None without
-      a face of nonzero 3D and UV area); ``seam_ratio``: the 3D length of the edges the atlas cuts
-      (:func:`~meshforge.geometry.raster.uv_seam_length`) over the square root of the surface area, as the
-      unwrap stage reports it; ``overlap`` = texels covered by two or more UV
+      a face of nonzero 3D and UV area); ``seam_ratio``: the 3D length of the edges the atlas cuts over the square
+      root of the surface area (:func:`~meshforge.geometry.raster.uv_seam_ratio`, as the unwrap stage
+      reports it); ``overlap`` = texels covered by two or more UV
       triangles / covered texels (mirrored or stacked UV islands); ``texels_never_written`` and
       ``never_written_fraction``: texels farther than ``dilation`` texels from every covered texel — or,
       with ``bake_coverage`` (the baker's ``[H, W]`` bool mask of texels it wrote, one atlas only), the

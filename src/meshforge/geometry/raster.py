@@ -433,8 +433,7 @@ def uv_seam_length(vertices: np.ndarray, uv: np.ndarray, faces: np.ndarray) -> f
 
     A seam edge is an edge of the surface (vertices welded by position, :func:`~meshforge.geometry.topology.weld`)
     shared by two faces whose UV triangles do not share it (the atlas splits its vertices there); the surface's
-    own borders are not seams. Each seam edge counts once. Divide by the square root of the surface area for a
-    scale-free figure (``seam_ratio`` in the unwrap's report).
+    own borders are not seams. Each seam edge counts once. :func:`uv_seam_ratio` makes it scale-free.
 
     Args:
         vertices: ``[V, 3]`` float positions (split at the seams, as stored). uv: ``[V, 2]`` UVs.
@@ -462,3 +461,20 @@ def uv_seam_length(vertices: np.ndarray, uv: np.ndarray, faces: np.ndarray) -> f
     seam = (count3[inv3] == 2) & (count_uv[inv_uv] == 1)  # interior on the surface, split in the atlas
     length = np.linalg.norm(v[au[seam]] - v[bu[seam]], axis=1)
     return float(length.sum() / 2.0)  # each seam edge is seen from both of its faces
+
+
+def uv_seam_ratio(vertices: np.ndarray, uv: np.ndarray, faces: np.ndarray) -> float:
+    """:func:`uv_seam_length` over the square root of the surface area: the seam length in units of the side of
+    a square of the surface's area, so scale-free (``seam_ratio`` in the unwrap stage's report and in
+    ``meshforge inspect``). More seam means more filtering artefacts and more split vertices.
+
+    Args:
+        vertices, uv, faces: as :func:`uv_seam_length`.
+
+    Returns:
+        The ratio, rounded to 3 decimals (0.0 for a surface of no area).
+    """
+    from .topology import face_areas
+
+    side = math.sqrt(float(face_areas(vertices, faces).sum())) if len(faces) else 0.0
+    return round(uv_seam_length(vertices, uv, faces) / side, 3) if side > 0 else 0.0

@@ -40,7 +40,7 @@ from ..geometry.raster import (
     MAX_UV_RASTER,
     coverage,
     never_written,
-    uv_seam_length,
+    uv_seam_ratio,
     uv_stretch,
     uv_triangle_areas,
     uv_utilisation,
@@ -257,10 +257,6 @@ def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[di
                     except OSError as exc:
                         out = f"the unwrap worker could not start: {one_line(exc)}"
                         results[i] = out
-                        failed.set()
-                        return
-                out = workers[first].run(requests[i], left)
-            results[i] = out
             if isinstance(out, str):
                 failed.set()
                 return
@@ -602,9 +598,8 @@ def atlas_quality(mesh: Mesh, texture_size: int) -> dict[str, Any]:
         farther than :data:`~meshforge.geometry.raster.DILATION_TEXELS` from every covered one, on a raster of
         the texture size, at most :data:`~meshforge.geometry.raster.MAX_UV_RASTER` per side) and
         ``uv_degenerate_faces`` (faces whose UV triangle has less than 10⁻⁶ texel² of area) and
-        ``seam_ratio`` (:func:`~meshforge.geometry.raster.uv_seam_length` over the square root of the surface
-        area: seam length in units of the side of a square of the surface's area; more seams, more
-        filtering artefacts and split vertices).
+        ``seam_ratio`` (:func:`~meshforge.geometry.raster.uv_seam_ratio`: seam length over the square root of
+        the surface area).
 
     Raises:
         ValueError: the mesh has no UVs.
@@ -614,13 +609,10 @@ def atlas_quality(mesh: Mesh, texture_size: int) -> dict[str, Any]:
     side = max(1, min(int(texture_size), MAX_UV_RASTER))
     covered = coverage(mesh.uv[mesh.faces].astype(np.float64) * side, side, side)
     stretch = uv_stretch(mesh.vertices, mesh.uv, mesh.faces)
-    side_of_area = math.sqrt(float(face_areas(mesh.vertices, mesh.faces).sum()))
     return {
         "utilisation": round(uv_utilisation(mesh.uv, mesh.faces), 4),
         "stretch": round(stretch, 4) if math.isfinite(stretch) else None,
         "texels_never_written": round(float(never_written(covered, DILATION_TEXELS).mean()), 4),
         "uv_degenerate_faces": int((uv_triangle_areas(mesh.uv, mesh.faces) * texture_size**2 < 1e-6).sum()),
-        "seam_ratio": round(uv_seam_length(mesh.vertices, mesh.uv, mesh.faces) / side_of_area, 3)
-        if side_of_area > 0
-        else 0.0,
+        "seam_ratio": uv_seam_ratio(mesh.vertices, mesh.uv, mesh.faces),
     }
