@@ -248,15 +248,18 @@ def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[di
             if failed.is_set():
                 return
             left = deadline - time.monotonic()
+            out: dict[str, Any] | str
             if left <= 0:
-                out: dict[str, Any] | str = f"xatlas exceeded the {time_limit:g} s time limit"
+                out = f"xatlas exceeded the {time_limit:g} s time limit"
             else:
-                if not workers[first].alive():  # ended after a hung destructor (see _Worker.run): replace it
-                    try:
-                        workers[first] = _Worker()
-                    except OSError as exc:
-                        out = f"the unwrap worker could not start: {one_line(exc)}"
-                        results[i] = out
+                try:  # a worker ended after a hung destructor (see _Worker.run) is replaced
+                    worker = workers[first] if workers[first].alive() else _Worker()
+                except OSError as exc:
+                    out = f"the unwrap worker could not start: {one_line(exc)}"
+                else:
+                    workers[first] = worker
+                    out = worker.run(requests[i], left)
+            results[i] = out
             if isinstance(out, str):
                 failed.set()
                 return
