@@ -29,8 +29,8 @@ validator's errors and warnings when ``--validate`` finds it (else the GLBs are 
 Median of ``--repeat`` after a warm-up. The reference runs at each of ``--reference-settings``: ``defaults``
 (``to_glb``'s own: QEM simplification, no remeshing) and ``app`` (the remeshing that TRELLIS.2's ``app.py`` and
 ``example.py`` pass: ``remesh=True, remesh_band=1, remesh_project=0``); the faster one is its tuned figure. Both
-sides also report the output atlas's UV utilisation and stretch (:func:`meshforge.geometry.raster.uv_utilisation`,
-:func:`~meshforge.geometry.raster.uv_stretch`).
+sides also report the output atlas's UV utilisation, stretch and seam ratio as ``meshforge inspect`` gives them
+(:func:`meshforge.eval.diagnostics.diagnostics`).
 
     python benchmarks/finish_vs_trellis2.py --reference devref/TRELLIS.2 --device cuda --out benchmarks/results
     python benchmarks/finish_vs_trellis2.py --device cpu --smooth-resolution 96 --noisy-resolution 80 \\
@@ -55,11 +55,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from meshforge.eval.diagnostics import aspect_ratios  # noqa: E402
+from meshforge.eval.diagnostics import aspect_ratios, diagnostics  # noqa: E402
 from meshforge.eval.metrics import chamfer_distance  # noqa: E402
 from meshforge.fields.mc_torch import extract_closed  # noqa: E402
 from meshforge.fields.sparse_voxels import GLTF_TO_TRELLIS, SparseVoxelField  # noqa: E402
-from meshforge.geometry.raster import uv_seam_length, uv_stretch, uv_utilisation  # noqa: E402
 from meshforge.geometry.topology import face_areas  # noqa: E402
 from meshforge.types import DeviceMesh, Mesh  # noqa: E402
 
@@ -198,23 +197,16 @@ def quality(glb: bytes, dense: Mesh, validate: bool) -> dict[str, Any]:
     scene = load_mesh(path)
     low = flatten(scene)
     ar = aspect_ratios(low.vertices, low.faces)
+    area = face_areas(low.vertices, low.faces)
     uv = {}
-    parts = [p.mesh for p in scene.parts if p.mesh.uv is not None]
-    if parts:  # both sides write one textured primitive; the atlas over all of them otherwise
-        offsets = np.cumsum([0] + [m.n_vertices for m in parts[:-1]])
-        pv = np.concatenate([m.vertices for m in parts])
-        puv = np.concatenate([m.uv for m in parts])
-        pf = np.concatenate([m.faces.astype(np.int64) + o for m, o in zip(parts, offsets, strict=True)])
-        side = float(np.sqrt(face_areas(pv, pf).sum()))
+    atlases = diagnostics(scene)["uv"]  # the atlas figures as `meshforge inspect` gives them
+    if atlases:  # both sides write one textured atlas
+        g = atlases[0]
         uv = {
-            "uv_utilisation": round(uv_utilisation(puv, pf), 4),
-            "uv_stretch": round(uv_stretch(pv, puv, pf), 4),
-            "seam_ratio": round(uv_seam_length(pv, puv, pf) / side, 2) if side > 0 else 0.0,
+            "uv_utilisation": round(g["utilisation"], 4),
+            "uv_stretch": None if g["stretch"] is None else round(g["stretch"], 4),
+            "seam_ratio": round(g["seam_ratio"], 2),
         }
-    area = 0.5 * np.linalg.norm(
-        np.cross(low.vertices[low.faces[:, 1]] - low.vertices[low.faces[:, 0]],
-                 low.vertices[low.faces[:, 2]] - low.vertices[low.faces[:, 0]]), axis=1
-    )  # fmt: skip
     row: dict[str, Any] = {
         "faces": int(low.n_faces),
         "degenerate_faces": int((area <= 1e-12).sum()),
