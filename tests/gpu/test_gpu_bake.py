@@ -180,6 +180,40 @@ def diff_stats(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[float, i
     return float(d.mean()), int(d.max()), float((d.reshape(len(d), -1).max(1) > 2).mean())
 
 
+def test_rival_rays_stop_early_and_the_winners_are_unchanged(dense_sphere):
+    """nearest_hit's pair of opposite rays stop once past each other's score; the winner of every pair (face,
+    barycentrics, distance) is what two independent full-length casts give."""
+    v, f = dense_sphere
+    dense = tbake.DenseSurface(v, f, cage=0.3)
+    g = torch.Generator().manual_seed(4)
+    d = torch.randn(600, 3, generator=g, dtype=torch.float64)
+    n = d / torch.linalg.norm(d, dim=1, keepdim=True)
+    # points a little inside, on and outside the sphere (radius ≈ 0.3), and some near its centre
+    p = n * (0.3 + torch.randn(600, 1, generator=g, dtype=torch.float64) * 0.02)
+    p[:50] = torch.randn(50, 3, generator=g, dtype=torch.float64) * 0.05
+    face, bary, dist = dense.nearest_hit(p, n)
+    m = len(p)
+    f_both, b_both, d_both = dense.grid.cast(torch.cat([p, p]), torch.cat([n, -n]), dense.cage)
+
+    def score(fc, dd):
+        back = (dense.face_normals[fc.clamp(min=0)] * n).sum(1) < 0
+        return torch.where(fc >= 0, dd + torch.where(back, 2.0 * dense.cage, 0.0), torch.inf)
+
+    use_in = score(f_both[m:], d_both[m:]) < score(f_both[:m], d_both[:m])
+    ref_face = torch.where(use_in, f_both[m:], f_both[:m])
+    assert torch.equal(face, ref_face) and int((face >= 0).sum()) > 0.95 * m
+    assert torch.equal(dist, torch.where(use_in, d_both[m:], d_both[:m]))
+    assert torch.equal(bary, torch.where(use_in[:, None], b_both[m:], b_both[:m]))
+    # the losers were cut short: fewer hits than the full casts found
+    f_pair, _, _ = dense.grid.cast(
+        torch.cat([p, p]),
+        torch.cat([n, -n]),
+        dense.cage,
+        rival=torch.cat([torch.arange(m, 2 * m), torch.arange(m)]),
+    )
+    assert int((f_pair >= 0).sum()) < int((f_both >= 0).sum())
+
+
 def test_projection_agrees_with_the_embree_projection(spot):
     mesh, field = spot
     raster = cbake.rasterize_atlas(mesh, 256)

@@ -31,6 +31,7 @@ the computation (``device``), so the same code runs on CPU tensors (tests, refer
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -374,16 +375,26 @@ class TriangleGrid:
         *,
         ray_part: torch.Tensor | None = None,
         budget: int = PAIR_BUDGET,
+        rival: torch.Tensor | None = None,
+        score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Nearest hits of rays ``o + t·d``, ``0 ≤ t ≤ max_distance``, on either face of the triangles.
 
         Every ray walks the grid cell by cell (Amanatides & Woo 1987; all rays in lockstep, finished rays
         dropped) and stops once its nearest hit lies before the exit of its current cell.
 
+        With ``rival``, rays compete in pairs (as in :meth:`DenseSurface.nearest_hit`, where the nearer of two
+        opposite rays wins): a ray also stops, hitless, once its walk has passed the score of its rival's
+        nearest hit so far, since a hit further on could only lose (scores are at least the distance; ties go
+        to the ray with the hit). Such a ray reports a miss; every ray that could win gets its exact nearest hit.
+
         Args:
             origins, directions: ``[N, 3]`` float tensors (unit directions: ``t`` is then a distance).
             max_distance: the rays' length.
             ray_part: ``[N]`` int64: only faces of that part (``part_of_face``) count for each ray.
+            rival: ``[N]`` int64, the index of each ray's rival ray (None: every ray walks to its end).
+            score: ``(rays [M] int64, face [M] int64, t [M] float64) → [M]`` the score of rays' nearest hits
+                (at least ``t``; ``inf`` where ``face`` is −1); default ``t``.
 
         Returns:
             ``(face [N] int64, −1 on a miss; barycentrics [N, 3] float64; distance [N] float64, inf on a miss)``.
@@ -434,6 +445,10 @@ class TriangleGrid:
                 uv[g] = torch.stack([u[pick[better]], v[pick[better]]], 1)
             t_exit, axis = t_next[active].min(1)
             done = (t_best[active] <= t_exit) | (t_exit >= t_end[active])
+            if rival is not None:
+                other = rival[active]
+                beaten = t_best[other] if score is None else score(other, face[other], t_best[other])
+                done |= t_exit > beaten
             active, axis = active[~done], axis[~done]
             cell[active, axis] += step[active, axis]
             t_next[active, axis] += t_delta[active, axis]
@@ -530,15 +545,24 @@ class DenseSurface:
         front-facing hit wins (a back-facing one scores its distance plus twice the cage)."""
         m = p.shape[0]
         both_part = None if ray_part is None else torch.cat([ray_part, ray_part])
-        f, b, d = self.grid.cast(torch.cat([p, p]), torch.cat([n, -n]), self.cage, ray_part=both_part)
-        f_out, f_in, b_out, b_in, d_out, d_in = f[:m], f[m:], b[:m], b[m:], d[:m], d[m:]
 
-        def score(face: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-            back = _dot(self.face_normals[face.clamp(min=0)], n) < 0
+        def score(face: torch.Tensor, dist: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+            back = _dot(self.face_normals[face.clamp(min=0)], normal) < 0
             penalty = torch.where(back, 2.0 * self.cage, 0.0)
             return torch.where(face >= 0, dist + penalty, torch.full_like(dist, float("inf")))
 
-        use_in = score(f_in, d_in) < score(f_out, d_out)
+        # each ray of a pair stops once it is past the other's best score: it could no longer win
+        rival = torch.cat([torch.arange(m, 2 * m, device=p.device), torch.arange(0, m, device=p.device)])
+        f, b, d = self.grid.cast(
+            torch.cat([p, p]),
+            torch.cat([n, -n]),
+            self.cage,
+            ray_part=both_part,
+            rival=rival,
+            score=lambda rays, face, dist: score(face, dist, n[rays % m]),
+        )
+        f_out, f_in, b_out, b_in, d_out, d_in = f[:m], f[m:], b[:m], b[m:], d[:m], d[m:]
+        use_in = score(f_in, d_in, n) < score(f_out, d_out, n)
         face = torch.where(use_in, f_in, f_out)
         return face, torch.where(use_in[:, None], b_in, b_out), torch.where(use_in, d_in, d_out)
 
