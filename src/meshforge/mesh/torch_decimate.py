@@ -33,8 +33,10 @@ Guards, as the CPU path's (:mod:`meshforge.mesh.decimate`) results must satisfy 
   the CPU path's :func:`~meshforge.mesh.decimate.repair` (flips and collapses of the remaining slivers).
 
 A chosen edge takes the cheapest of its candidate positions (optimum, endpoints, midpoint) that passes the
-geometric guards. A round selects in up to :data:`PASSES` passes: a collapse refused by the guards drops out
-of the round without blocking its neighbours, which the next pass may pick. A round that collapses nothing
+geometric guards. A round selects in up to :data:`PASSES` passes, each adding local minima away from the edges
+already chosen; the guards then test every chosen collapse at once (they are independent, so each sees the
+round's starting mesh). A refused collapse drops out; it is not a candidate in the next round (its neighbours,
+which it blocked, go first), and may be again after that. A round that collapses nothing
 widens the candidates (:data:`CANDIDATE_FRACTION`), then loosens the geometric guards (:data:`GUARDS`); the
 decimation stops at the budget or when even that collapses nothing (then
 :func:`~meshforge.mesh.decimate.budget_shortfall` says so). Vertices keep their numbers until the end (a
@@ -79,6 +81,7 @@ BUCKETS = 8
 CANDIDATE_FRACTION = 0.25
 
 _BIG = torch.iinfo(torch.int64).max
+_NONE = torch.zeros(0, dtype=torch.int64)
 #: the geometric guards test (faces around the collapses) × (target positions) at once up to this many pairs
 _GEOMETRY_ELEMENTS = 1 << 22
 
@@ -336,16 +339,19 @@ def _round(
     min_area: float,
     fraction: float,
     guards: tuple[float, float],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    skip: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, torch.Tensor]:
     """One round: cost every edge, collapse a maximal-ish independent set of the cheapest valid ones.
 
     Up to :data:`PASSES` selection passes (Luby-style): each picks the local minima among the remaining candidate
-    edges away from the collapses accepted so far, checks them (link condition, geometry) and accepts those that
-    pass; refused ones leave the candidates without blocking their neighbours. Then all accepted collapses are
-    applied at once (cheapest first, stopping at the budget).
+    edges away from the edges chosen so far. Then every chosen collapse is checked at once (link condition,
+    geometry), and those that pass are applied at once (cheapest first, stopping at the budget).
+
+    Args:
+        skip: sorted edge keys that are no candidates this round (the previous round's refusals).
 
     Returns:
-        ``(pos, faces, q, collapsed, rejected)``.
+        ``(pos, faces, q, collapsed, rejected, refused keys)``; the refused keys sorted, for the next ``skip``.
     """
     device = pos.device
     nv = pos.shape[0]
@@ -388,9 +394,11 @@ def _round(
 
     # candidates: the cheapest valid edges, enough for the faces still to go
     valid = ok & torch.isfinite(cost)
+    if skip is not None and skip.numel():
+        valid &= ~_member(e["key"], skip)
     n_valid = int(valid.sum().item())
     if n_valid == 0:
-        return pos, faces, q, 0, 0
+        return pos, faces, q, 0, 0, _NONE
     needed = (nf - goal + 1) // 2
     k = min(n_valid, max(needed, int(fraction * n_valid)))
     order = torch.argsort(torch.where(valid, cost, torch.inf))[:k]
@@ -401,34 +409,33 @@ def _round(
     prio = torch.full((n_edges,), _BIG, dtype=torch.long, device=device)
     prio[order[torch.argsort((bucket << 40) | mixed)]] = torch.arange(k, device=device)
 
-    adjacency = _adjacency(e)
-    free = torch.ones(nv, dtype=torch.bool, device=device)  # vertices on no face around an accepted collapse
-    accepted: list[tuple[torch.Tensor, torch.Tensor]] = []
-    refused = torch.zeros((), dtype=torch.long, device=device)
+    free = torch.ones(nv, dtype=torch.bool, device=device)  # vertices on no face around a chosen collapse
+    picks: list[torch.Tensor] = []
     for _ in range(PASSES):
         chosen = _select(torch.where(free[a] & free[b], prio, _BIG), a, b, faces, nv)
         if chosen.numel() == 0:
             break
-        prio[chosen] = _BIG  # decided: accepted or refused
-        good = _link_ok(a[chosen], b[chosen], count[chosen], adjacency, e["key"], deg, nv)
-        # the cheapest of the candidate positions that passes the geometric guards (where the quadric is flat,
-        # e.g. a planar region, the positions cost the same and only some keep every face the right way up)
-        geo = _geometry_ok(pos, faces, a[chosen], b[chosen], cands[chosen], min_area, guards)
-        best_cost, best = torch.where(geo, costs[chosen], torch.inf).min(1)
-        good &= torch.isfinite(best_cost)
-        cost[chosen] = best_cost
-        target[chosen] = cands[chosen, best]
-        refused += (~good).sum()
-        accepted.append((chosen, good))
-        ring = _mark(nv, (a[chosen], b[chosen]), good)
-        around = ring[faces].any(1)
-        free &= ~_mark(nv, faces.unbind(1), around)
-    rejected = int(refused.item())
-    if not accepted:
-        return pos, faces, q, 0, rejected
-    win = torch.cat([c for c, _ in accepted])[torch.cat([g for _, g in accepted])]
+        prio[chosen] = _BIG
+        picks.append(chosen)
+        ring = _mark(nv, (a[chosen], b[chosen]), torch.ones_like(chosen, dtype=torch.bool))
+        free &= ~_mark(nv, faces.unbind(1), ring[faces].any(1))
+    if not picks:
+        return pos, faces, q, 0, 0, _NONE
+    # the guards, once for every chosen collapse (they are independent: each sees the round's starting mesh)
+    chosen = torch.cat(picks)
+    good = _link_ok(a[chosen], b[chosen], count[chosen], _adjacency(e), e["key"], deg, nv)
+    # the cheapest of the candidate positions that passes the geometric guards (where the quadric is flat,
+    # e.g. a planar region, the positions cost the same and only some keep every face the right way up)
+    geo = _geometry_ok(pos, faces, a[chosen], b[chosen], cands[chosen], min_area, guards)
+    best_cost, best = torch.where(geo, costs[chosen], torch.inf).min(1)
+    good &= torch.isfinite(best_cost)
+    cost[chosen] = best_cost
+    target[chosen] = cands[chosen, best]
+    win = chosen[good]
+    refused_keys = torch.sort(e["key"][chosen[~good]])[0]
+    rejected = int(refused_keys.numel())
     if win.numel() == 0:
-        return pos, faces, q, 0, rejected
+        return pos, faces, q, 0, rejected, refused_keys
     # do not overshoot the budget by more than one face: cheapest first
     win = win[torch.argsort(cost[win])]
     removes = count[win]
@@ -442,7 +449,7 @@ def _round(
     remap[dd] = kk
     faces = remap[faces]
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
-    return pos, faces, q, int(win.numel()), rejected
+    return pos, faces, q, int(win.numel()), rejected, refused_keys
 
 
 def _clock(device: torch.device) -> float:
@@ -501,8 +508,9 @@ def decimate_torch(
     rounds = rejected = 0
     fraction = CANDIDATE_FRACTION
     level = 0
+    skip = _NONE
     while f.shape[0] > goal and rounds < MAX_ROUNDS:
-        pos, f, q, collapsed, refused = _round(pos, f, q, goal, min_area, fraction, GUARDS[level])
+        pos, f, q, collapsed, refused, skip = _round(pos, f, q, goal, min_area, fraction, GUARDS[level], skip)
         rounds += 1
         rejected += refused
         if collapsed == 0:
@@ -511,6 +519,7 @@ def decimate_torch(
             elif level + 1 < len(GUARDS):
                 level += 1  # every valid edge was refused: the CPU engine's looser guards from here on
                 fraction = CANDIDATE_FRACTION
+                skip = _NONE  # what the strict guards refused may pass the loose ones
             else:
                 break
         else:
