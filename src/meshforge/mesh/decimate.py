@@ -271,7 +271,7 @@ def repair(
         count = len(f)
         f = _drop_duplicate_faces(f)
         f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
-        if pinches:
+        if pinches and _has_nonmanifold_edge(f, nv):  # (pockets and pinches both sit on such edges)
             f = _collapse_pinched_edges(v, _drop_pockets(v, f))
         pinched = len(f) != count  # a collapse can fold faces into pairs the next pass removes
         aspect, length, area = _aspect(v, f)
@@ -309,6 +309,13 @@ def repair(
         if not changed and not pinched:
             break
     return remove_degenerate_faces(Mesh(vertices=v, faces=f.astype(np.int32)))
+
+
+def _has_nonmanifold_edge(f: np.ndarray, nv: int) -> bool:
+    """Whether some undirected edge of the ``[F, 3]`` int64 faces is used by more than two faces."""
+    e = directed_edges(f)
+    key = np.sort(np.minimum(e[:, 0], e[:, 1]) * nv + np.maximum(e[:, 0], e[:, 1]))
+    return bool(len(key) > 2 and (key[2:] == key[:-2]).any())
 
 
 #: a closed patch is a flat pocket when its enclosed volume is at most this × area^1.5 (a ball has 0.094)
