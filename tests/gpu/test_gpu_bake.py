@@ -107,7 +107,10 @@ def brute_cast(v, f, o, d, tmax):
     return t.amin(1)
 
 
-def test_grid_ray_casts_equal_brute_force(dense_sphere):
+@pytest.mark.parametrize("cells_per_pass", [1, 1 << 16], ids=["one-cell-per-pass", "many-cells-per-pass"])
+def test_grid_ray_casts_equal_brute_force(dense_sphere, monkeypatch, cells_per_pass):
+    # (the walk takes min(64, cells_per_pass // rays) cells per ray and pass: 1, or 64 for these 400 rays)
+    monkeypatch.setattr(tbake, "_STEP_CELLS", cells_per_pass)
     v, f = dense_sphere
     grid = tbake.TriangleGrid(v, f)
     g = torch.Generator().manual_seed(3)
@@ -180,9 +183,10 @@ def diff_stats(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[float, i
     return float(d.mean()), int(d.max()), float((d.reshape(len(d), -1).max(1) > 2).mean())
 
 
-def test_rival_rays_stop_early_and_the_winners_are_unchanged(dense_sphere):
+def test_rival_rays_stop_early_and_the_winners_are_unchanged(dense_sphere, monkeypatch):
     """nearest_hit's pair of opposite rays stop once past each other's score; the winner of every pair (face,
     barycentrics, distance) is what two independent full-length casts give."""
+    monkeypatch.setattr(tbake, "_STEP_CELLS", 1)  # one cell per ray and pass, as when many rays are active
     v, f = dense_sphere
     dense = tbake.DenseSurface(v, f, cage=0.3)
     g = torch.Generator().manual_seed(4)
@@ -212,6 +216,37 @@ def test_rival_rays_stop_early_and_the_winners_are_unchanged(dense_sphere):
         rival=torch.cat([torch.arange(m, 2 * m), torch.arange(m)]),
     )
     assert int((f_pair >= 0).sum()) < int((f_both >= 0).sum())
+
+
+def test_a_walk_of_many_cells_at_once_visits_the_cells_of_single_steps():
+    g = torch.Generator().manual_seed(5)
+    n = 300
+    d = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    d[:40, 0] = 0.0  # rays parallel to a wall
+    d[40:60, :2] = 0.0  # and along an axis
+    d = d / torch.linalg.norm(d, dim=1, keepdim=True)
+    h = 0.1
+    o = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    cell = torch.floor(o / h).long()
+    step = torch.sign(d).long()
+    safe = torch.where(d == 0, torch.ones_like(d), d)
+    t_delta = torch.where(d == 0, torch.inf, h / d.abs())
+    t_next = torch.where(d == 0, torch.inf, ((cell + (step > 0).long()) * h - o) / safe)
+    cells, last, t_last = tbake._walk(cell, t_next, t_delta, step, 12)
+    # the same walk one wall at a time
+    c, tn, seen = cell.clone(), t_next.clone(), [cell.clone()]
+    rows = torch.arange(n)
+    for _ in range(11):
+        axis = tn.argmin(1)
+        c[rows, axis] += step[rows, axis]
+        tn[rows, axis] += t_delta[rows, axis]
+        seen.append(c.clone())
+    assert torch.equal(cells.view(n, 12, 3), torch.stack(seen, 1))
+    assert torch.equal(last, c)
+    assert torch.allclose(t_last, tn, rtol=1e-12, atol=0)
+    # each step moves to a face neighbour
+    assert (torch.stack(seen, 1).diff(dim=1).abs().sum(-1) == 1).all()
+    assert torch.equal(tbake._walk(cell, t_next, t_delta, step, 1)[0], cell)
 
 
 def test_projection_agrees_with_the_embree_projection(spot):

@@ -159,6 +159,43 @@ def _argmin_rows(rows: torch.Tensor, values: torch.Tensor, n: int) -> tuple[torc
     return best, torch.where(pick < big, pick, torch.full_like(pick, -1))
 
 
+#: a ray-cast pass walks ``min(_MAX_STEPS, _STEP_CELLS // rays)`` cells per ray (one while many rays are active)
+_STEP_CELLS = 1 << 16
+_MAX_STEPS = 64
+
+
+def _walk(
+    cell: torch.Tensor, t_next: torch.Tensor, t_delta: torch.Tensor, step: torch.Tensor, steps: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The next ``steps`` cells of grid walks (Amanatides & Woo 1987) at once, from each ray's current cell.
+
+    The walk crosses a cell wall of axis ``a`` at ``t_next[a] + j·t_delta[a]`` (j = 0, 1, …): the first
+    ``steps − 1`` of those crossings, in order (ties: x, then y, then z, as ``min`` picks), give the cells.
+
+    Args:
+        cell: ``[N, 3]`` int64 current cells; t_next: ``[N, 3]`` float64 ray parameter of the next wall per axis;
+        t_delta: ``[N, 3]`` parameter between walls (``inf`` along an axis the ray does not move on);
+        step: ``[N, 3]`` int64 −1, 0 or +1.
+
+    Returns:
+        ``(cells [N·steps, 3]`` ray-major, the current cell first; ``last [N, 3]`` the last of them;
+        ``t_last [N, 3]`` the next walls' parameters from there).
+    """
+    if steps == 1:
+        return cell, cell, t_next
+    n = cell.shape[0]
+    j = torch.arange(steps - 1, device=cell.device, dtype=t_next.dtype)
+    # (j = 0 added alone: 0 · inf would be nan)
+    times = t_next[:, :, None] + torch.where(j > 0, t_delta[:, :, None] * j, torch.zeros_like(j))
+    order = torch.sort(times.reshape(n, -1), dim=1, stable=True)[1][:, : steps - 1]
+    crossed = torch.nn.functional.one_hot(torch.div(order, steps - 1, rounding_mode="floor"), 3)
+    moved = torch.cumsum(crossed, 1) * step[:, None, :]
+    cells = torch.cat([cell[:, None, :], cell[:, None, :] + moved], 1).reshape(-1, 3)
+    used = crossed.sum(1)
+    t_last = torch.where(used > 0, t_next + used * t_delta, t_next)
+    return cells, cells.view(n, steps, 3)[:, -1], t_last
+
+
 def _batches(weights: torch.Tensor, budget: int) -> list[tuple[int, int]]:
     """Split ``range(len(weights))`` into consecutive slices whose weights sum to at most ``budget`` (a slice
     holds at least one item)."""
@@ -427,23 +464,30 @@ class TriangleGrid:
         t_next = torch.where(zero_d, inf, (boundary - o) / safe)
         active = torch.nonzero(t_start <= t_end).view(-1)
         while active.numel():
-            start, count = self.lookup(cell[active])
+            # few rays left (a long tail walking empty space): several cells each per pass
+            steps = max(1, min(_MAX_STEPS, _STEP_CELLS // int(active.numel())))
+            cells, last, t_last = _walk(cell[active], t_next[active], t_delta[active], step[active], steps)
+            start, count = self.lookup(cells)
             for a0, a1 in _batches(count, budget):
                 row, k = _expand(count[a0:a1])
                 tri = self.tri_ids[start[a0:a1][row] + k]
-                rays = active[a0:a1][row]
+                first = a0 // steps  # the batch's rays: cells a0 … a1 - 1, ``steps`` cells per ray
+                ray_row = (a0 + row) // steps - first
+                mine = active[first : (a1 - 1) // steps + 1]
+                rays = mine[ray_row]
                 corners = self.corners[tri]
                 t, u, v = ray_triangles(o[rays], d[rays], corners[:, 0], corners[:, 1], corners[:, 2])
                 t = torch.where(t <= t_end[rays], t, torch.full_like(t, float("inf")))
                 if ray_part is not None and self.part_of_face is not None:
                     t = torch.where(self.part_of_face[tri] == ray_part[rays], t, torch.full_like(t, float("inf")))
-                m, pick = _argmin_rows(row, t, a1 - a0)
-                better = torch.nonzero(m < t_best[active[a0:a1]]).view(-1)
-                g = active[a0:a1][better]
+                m, pick = _argmin_rows(ray_row, t, int(mine.numel()))
+                better = torch.nonzero(m < t_best[mine]).view(-1)
+                g = mine[better]
                 t_best[g] = m[better]
                 face[g] = tri[pick[better]]
                 uv[g] = torch.stack([u[pick[better]], v[pick[better]]], 1)
-            t_exit, axis = t_next[active].min(1)
+            cell[active], t_next[active] = last, t_last
+            t_exit, axis = t_last.min(1)
             done = (t_best[active] <= t_exit) | (t_exit >= t_end[active])
             if rival is not None:
                 other = rival[active]
