@@ -38,7 +38,7 @@ from .io.images import load_image
 from .mesh.bake import bake, bake_vertex_colors, baked_metallic_factor
 from .mesh.decimate import budget_shortfall
 from .mesh.finish_engine import clean_surface, decimate_surface, edge_topology, resolve_engine
-from .mesh.uv import MAX_PIECES, start_worker, unwrap
+from .mesh.uv import MAX_PIECES, atlas_quality, start_worker, unwrap
 from .preprocess import prepare
 from .preprocess.background import cutout_warning
 from .raw import Raw, SparseVoxelField, VoxelField
@@ -358,10 +358,14 @@ def finish(
                 cfg.bake.texture_size,
                 # the packing's free-offset search on the GPU the surface is on (the same layout as on the host)
                 device=device if engine == "torch" and device.startswith("cuda") else None,
+                quality=False,
             )
             c.update(vertices=mesh.n_vertices, faces=mesh.n_faces, **counts)
             if "fallback" in counts:
                 report.warn(f"UV unwrap fell back to the per-face atlas: {counts['fallback']}")
+            # the atlas's figures for the report are computed on the host while the bake runs
+            unwrap_counts = c
+            atlas_figures = _BAKE_TARGET_POOL.get().submit(atlas_quality, mesh, cfg.bake.texture_size)
         step(3)
         with _profiling.stage(report, "bake") as c:
             if engine == "torch":
@@ -375,6 +379,7 @@ def finish(
                 source: Field = dense_source.result() if dense_source is not None else field
                 textures, counts = bake(mesh, source, cfg.bake)
             c.update(**on, **counts)
+        unwrap_counts.update(atlas_figures.result())
         report.textures = textures.sizes()
         material = dataclasses.replace(
             raw.material, metallic_factor=baked_metallic_factor(textures), roughness_factor=1.0

@@ -514,7 +514,9 @@ def face_grid_atlas(n_faces: int, resolution: int, padding: int) -> np.ndarray:
     return tri / resolution
 
 
-def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int, device: str | None = None) -> tuple[Mesh, dict[str, Any]]:
+def unwrap(
+    mesh: Mesh, cfg: UnwrapConfig, texture_size: int, device: str | None = None, *, quality: bool = True
+) -> tuple[Mesh, dict[str, Any]]:
     """UV-unwrap a mesh into one atlas packed for ``texture_size²`` texels (the baked maps' size).
 
     Vertices are split along chart seams; vertex normals (area-weighted, computed before splitting) are
@@ -528,6 +530,8 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int, device: str | None 
         device: a torch device (``"cuda:0"``) where the packing of a mesh unwrapped in pieces searches its
             free offsets (:func:`~meshforge.mesh.pack.pack_charts`: the same layout as on the host, faster);
             None: numpy.
+        quality: add the figures of :func:`atlas_quality` to the counts (False: the caller computes them, e.g.
+            while the bake runs, as :func:`meshforge.pipeline.finish` does).
 
     Returns:
         ``(mesh with uv and normals, counts)``; counts hold ``engine`` (the one that produced the atlas),
@@ -583,7 +587,8 @@ def unwrap(mesh: Mesh, cfg: UnwrapConfig, texture_size: int, device: str | None 
         )
         counts.update(charts=out.n_faces)
     assert out.uv is not None
-    counts.update(atlas_quality(out, texture_size))
+    if quality:
+        counts.update(atlas_quality(out, texture_size))
     return out, counts
 
 
