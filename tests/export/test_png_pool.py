@@ -77,3 +77,16 @@ def test_a_forked_child_encodes_on_its_own_pool():
     with ctx.Pool(1) as pool:
         got = pool.apply(encode_pngs, (images,))
     assert got == want
+
+
+@pytest.mark.parametrize("level", [0, 1, 3, 9])
+def test_png_streams_decode_to_the_pixels(level):
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:96, 0:128]
+    smooth = np.stack([x * 2, y * 2, (x + y) % 256], -1).astype(np.uint8)  # long runs of equal filter residuals
+    noisy = rng.integers(0, 256, (96, 128, 4), dtype=np.uint8)
+    grey = rng.integers(0, 256, (33, 17), dtype=np.uint8)
+    for pixels in (smooth, noisy, grey):
+        data = encode_png(pixels, compress_level=level)
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
