@@ -165,6 +165,38 @@ def test_the_torch_offset_search_lays_out_the_same_atlas_as_numpy(xatlas_only, d
         assert np.array_equal(got, ref)
 
 
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+            ],
+        ),
+    ],
+)
+def test_the_torch_triangle_runs_are_numpys(device):
+    """The conservative raster's runs (triangle, row, first and last column) found on a torch device are
+    numpy's, for random triangles, slivers, degenerate ones, edges along texel rows and corners on texel
+    corners."""
+    from meshforge.mesh.pack import _conservative_spans, _conservative_spans_torch
+
+    rng = np.random.default_rng(0)
+    tri = rng.uniform(0, 60, (4000, 3, 2))
+    tri[:100, 1] = tri[:100, 0]  # two corners in one point
+    tri[100:200, :, 1] = 7.0  # flat along a row line
+    tri[200:400] = np.floor(tri[200:400])  # corners on texel corners
+    tri[400:500, 2] = tri[400:500, 0] + 1e-7 * (tri[400:500, 1] - tri[400:500, 0])  # slivers
+    ref = _conservative_spans(tri)
+    got = _conservative_spans_torch(tri, device)
+    assert len(ref[0]) > 4000
+    for a, b in zip(ref, got, strict=True):
+        assert np.array_equal(a, b)
+
+
 def test_the_unwrap_reports_where_its_time_went(lumpy):
     _, counts = unwrap(lumpy, UnwrapConfig(padding=2), 512)
     assert counts["pieces"] >= 8

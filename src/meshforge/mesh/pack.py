@@ -115,6 +115,47 @@ def _conservative_spans(tri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return t, y, x0, x1
 
 
+def _conservative_spans_torch(tri: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_conservative_spans` on a torch device: the same float64 operations in the same order (IEEE
+    arithmetic rounds alike on every device), so the same runs; the runs come back as numpy arrays."""
+    import torch
+
+    t3 = torch.from_numpy(np.ascontiguousarray(tri, dtype=np.float64)).to(device)
+    xs, ys = t3[:, :, 0], t3[:, :, 1]
+    xlo = torch.minimum(torch.minimum(xs[:, 0], xs[:, 1]), xs[:, 2])
+    xhi = torch.maximum(torch.maximum(xs[:, 0], xs[:, 1]), xs[:, 2])
+    lo = torch.floor(torch.minimum(torch.minimum(ys[:, 0], ys[:, 1]), ys[:, 2])).long()
+    hi = torch.floor(torch.maximum(torch.maximum(ys[:, 0], ys[:, 1]), ys[:, 2])).long()
+    n = hi - lo + 1
+    total = int(n.sum())
+    t = torch.repeat_interleave(torch.arange(len(t3), device=t3.device), n, output_size=total)
+    y = (
+        lo[t]
+        + torch.arange(total, device=t3.device)
+        - torch.repeat_interleave(torch.cumsum(n, 0) - n, n, output_size=total)
+    )
+    y0 = y.to(torch.float64)
+    y1 = y0 + 1.0
+    xmin = torch.full((total,), torch.inf, dtype=torch.float64, device=t3.device)
+    xmax = torch.full((total,), -torch.inf, dtype=torch.float64, device=t3.device)
+    for i in range(3):
+        px, py = xs[t, i], ys[t, i]
+        inside = (py >= y0) & (py <= y1)
+        xmin = torch.where(inside, torch.minimum(xmin, px), xmin)
+        xmax = torch.where(inside, torch.maximum(xmax, px), xmax)
+        qx, qy = xs[t, (i + 1) % 3], ys[t, (i + 1) % 3]
+        for line in (y0, y1):
+            s = (line - py) / (qy - py)
+            ok = (s >= 0) & (s <= 1)
+            x = px + s * (qx - px)
+            xmin = torch.where(ok, torch.minimum(xmin, x), xmin)
+            xmax = torch.where(ok, torch.maximum(xmax, x), xmax)
+    x0 = torch.maximum(torch.floor(xmin - 1e-9), torch.floor(xlo[t])).long()
+    x1 = torch.minimum(torch.floor(xmax + 1e-9), torch.floor(xhi[t])).long()
+    runs = torch.stack([t, y, x0, x1]).cpu().numpy()
+    return runs[0], runs[1], runs[2], runs[3]
+
+
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
     """Dilation of a boolean ``[H, W]`` mask by a ``(2r+1)²`` square; the mask must have an ``r`` margin."""
     out = mask.copy()
@@ -313,9 +354,15 @@ def _key(yi: int, xi: int, coarse: np.ndarray, g: int) -> float:
 
 
 def _rasters(
-    local: list[np.ndarray], tris: np.ndarray, tri_chart: np.ndarray, scale: float, padding: int
+    local: list[np.ndarray],
+    tris: np.ndarray,
+    tri_chart: np.ndarray,
+    scale: float,
+    padding: int,
+    device: str | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Each chart's conservative raster at ``scale`` (texels), in its box with a ``padding`` margin.
+    """Each chart's conservative raster at ``scale`` (texels), in its box with a ``padding`` margin; the
+    triangles' runs are found on ``device`` when given (:func:`_conservative_spans_torch`, the same runs).
 
     Returns:
         ``(real, dilated, mins)``: per chart the ``[h, w]`` bool raster, the same dilated by ``padding``, and
@@ -326,7 +373,7 @@ def _rasters(
     widths = np.floor(maxs[:, 0] - mins[:, 0]).astype(np.int64) + 1 + 2 * padding
     heights = np.floor(maxs[:, 1] - mins[:, 1]).astype(np.int64) + 1 + 2 * padding
     t = tris * scale - mins[tri_chart][:, None, :] + padding
-    ti, y, x0, x1 = _conservative_spans(t)
+    ti, y, x0, x1 = _conservative_spans(t) if device is None else _conservative_spans_torch(t, device)
     ch = tri_chart[ti]
     size = widths * heights
     offset = np.cumsum(size) - size
@@ -522,7 +569,7 @@ def pack_charts(
     lo, hi = least, math.inf
     best: tuple[float, list[tuple[int, int, int]], np.ndarray] | None = None
     for i in range(max(1, max_layouts)):
-        real, dilated, mins = _rasters(local, tris, chart, scale, padding)
+        real, dilated, mins = _rasters(local, tris, chart, scale, padding, device)
         covered = sum(int(d.sum()) for d in dilated)
         # the dilated area grows more slowly than scale² (the padding is in texels): step by the growth
         # exponent seen between the last two rasters (secant in log-log), a hair under the target
@@ -533,7 +580,7 @@ def pack_charts(
                 power = min(3.0, max(1.0, math.log(covered / seen[1]) / math.log(scale / seen[0])))
             seen = (scale, covered)
             scale = max(scale * (DENSEST * resolution**2 / covered) ** (1.0 / power) * 0.999, lo)
-            real, dilated, mins = _rasters(local, tris, chart, scale, padding)
+            real, dilated, mins = _rasters(local, tris, chart, scale, padding, device)
             covered = sum(int(d.sum()) for d in dilated)
         if scale <= lo:
             break  # no denser than ``floor`` or than the best fit so far
