@@ -261,21 +261,48 @@ def repair(
     Returns:
         The repaired :class:`Mesh` (positions only).
     """
-    v = mesh.vertices
+    v = mesh.vertices.copy()  # the pinched-edge collapses move vertices: never the caller's array
     f = mesh.faces.astype(np.int64)
     nv = len(v)
     diag2 = float(np.sum((v.max(0) - v.min(0)).astype(np.float64) ** 2)) if nv else 0.0
     min_area = DEGENERATE_AREA * diag2
     tol = tolerance * diag2**0.5
+    # After a pass whose only changes were sliver collapses (link condition checked) and flips (new edge checked
+    # absent), no edge is non-manifold that was not before, and a face can only duplicate another if both were
+    # touched (the copy holds the collapse's kept vertex, or the flip's new edge). So the next pass looks for
+    # duplicates among the touched faces only, re-measures only those, and skips the whole-mesh checks for pockets
+    # and pinched edges unless some edge is non-manifold: the same result as checking everything every pass.
+    full = True  # every face may have changed (the first pass; after pockets or pinched edges were dealt with)
+    touched = np.zeros(len(f), dtype=bool)
+    aspect = length = area = np.zeros(0)
     for _ in range(max_passes):
         count = len(f)
-        f = _drop_duplicate_faces(f)
-        f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
-        if pinches and _has_nonmanifold_edge(f, nv):  # (pockets and pinches both sit on such edges)
+        if full:
+            f = _drop_duplicate_faces(f)
+        else:
+            dup = np.flatnonzero(touched)
+            _, inverse, counts = face_sets(f[dup])
+            keep = np.ones(len(f), dtype=bool)
+            keep[dup[counts[inverse] > 1]] = False
+            keep &= (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
+            f, touched = f[keep], touched[keep]
+            aspect, length, area = aspect[keep], length[keep], area[keep]
+        f_kept = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
+        if full:
+            f = f[f_kept]
+        nonmanifold = full and pinches and _has_nonmanifold_edge(f, nv)
+        if nonmanifold:  # (pockets and pinches both sit on such edges)
             f = _collapse_pinched_edges(v, _drop_pockets(v, f))
         pinched = len(f) != count  # a collapse can fold faces into pairs the next pass removes
-        aspect, length, area = _aspect(v, f)
+        if full:
+            aspect, length, area = _aspect(v, f)
+        else:
+            redo = np.flatnonzero(touched)
+            aspect, length, area = aspect.copy(), length.copy(), area.copy()
+            aspect[redo], length[redo], area[redo] = _aspect(v, f[redo])
         bad = np.flatnonzero((aspect > max_aspect) | (area < min_area))
+        full = nonmanifold
+        touched = np.zeros(len(f), dtype=bool)
         if bad.size == 0:
             if pinched:
                 continue
@@ -288,7 +315,6 @@ def repair(
         def faces_of(x: int, order: np.ndarray = order, starts: np.ndarray = starts) -> np.ndarray:
             return order[starts[x] : starts[x + 1]] // 3
 
-        touched = np.zeros(len(f), dtype=bool)
         changed = False
         for fi in bad.tolist():
             if touched[fi]:
