@@ -185,3 +185,77 @@ def test_a_stall_above_the_budget_is_reported_not_forced(shared_assets):
     assert after.boundary_edges == 0
     note = budget_shortfall(250, low)
     assert note is not None and f"{low.n_faces} faces" in note
+
+
+def _pair(lift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cap (a, b, c) — c 0.02 from the edge a–b — and its neighbour (b, a, d) across that edge, in the z = 0
+    plane (d lifted by ``lift``), both wound counter-clockwise seen from +z."""
+    pos = torch.tensor(
+        [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.02, 0.0], [0.5, -0.8, lift], [0.5, 3.0, 0.0]], dtype=torch.float64
+    )
+    return pos, torch.tensor([[0, 1, 2], [1, 0, 3]])
+
+
+def test_caps_flip_their_longest_edge_as_the_cpu_repair_would():
+    from meshforge.mesh.decimate import REPAIR_TOLERANCE
+    from meshforge.mesh.torch_decimate import _flip_caps, _sliver_faces
+
+    pos, faces = _pair()
+    needle, cap, aspect, *_ = _sliver_faces(pos, faces, 1e-12)
+    assert cap.tolist() == [True, False] and not needle.any() and float(aspect[0]) == pytest.approx(50.0)
+    flipped, n = _flip_caps(pos, faces, 1e-12, REPAIR_TOLERANCE)
+    assert n == 1 and flipped.tolist() == [[0, 3, 2], [3, 1, 2]]
+    _, units = face_normals(pos.numpy(), flipped.numpy())
+    assert (units[:, 2] > 0.99).all()  # the same side up
+    assert float(_sliver_faces(pos, flipped, 1e-12)[2].max()) < 5.0
+    # not planar within the tolerance: kept (the flip would move the surface)
+    _, n = _flip_caps(*_pair(lift=0.5), 1e-12, REPAIR_TOLERANCE)
+    assert n == 0
+    # the edge c–d exists already (a third face holds it): kept, or it would be shared by three faces
+    pos, faces = _pair()
+    with_cd = torch.cat([faces, torch.tensor([[2, 3, 4]])])
+    _, n = _flip_caps(pos, with_cd, 1e-12, REPAIR_TOLERANCE)
+    assert n == 0
+
+
+def test_needles_give_their_shortest_edge():
+    from meshforge.mesh.torch_decimate import _needle_edges
+
+    pos = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.01, 0.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
+    faces = torch.tensor([[0, 1, 2], [1, 3, 2]])  # a needle (short edge 2–0), a fat triangle
+    assert _needle_edges(pos, faces, 1e-12).tolist() == [0 * 4 + 2]
+
+
+class Lumps(Sphere):
+    """Three overlapping balls (the union of their signed distances): creases where they meet, where the
+    decimation leaves slivers."""
+
+    def density(self, p):
+        centres = ((0.12, 0, 0), (-0.12, 0.05, 0), (0, -0.1, 0.12))
+        balls = [0.22 - np.linalg.norm(p - np.array(c), axis=1) for c in centres]
+        return np.maximum(np.maximum(balls[0], balls[1]), balls[2]).astype(np.float32)
+
+
+def test_the_device_sliver_rounds_leave_the_cpu_repair_fewer_slivers(monkeypatch):
+    """Needle collapses and cap flips on the device after the budget is met: the host repair gets fewer slivers,
+    the result stays closed and right side out."""
+    from meshforge.mesh import torch_decimate as td
+    from meshforge.mesh.decimate import MAX_ASPECT, _aspect
+
+    lumps = extract(Lumps(), ExtractConfig(resolution=128))  # 54k faces
+    handed: list[int] = []
+    original = td.repair
+
+    def spy(mesh, **kw):
+        handed.append(int((_aspect(mesh.vertices, mesh.faces.astype(np.int64))[0] > MAX_ASPECT).sum()))
+        return original(mesh, **kw)
+
+    monkeypatch.setattr(td, "repair", spy)
+    results = []
+    for rounds in (0, td.SLIVER_ROUNDS):
+        monkeypatch.setattr(td, "SLIVER_ROUNDS", rounds)
+        results.append(run(lumps, 6_000))
+    assert handed[0] >= 5 and handed[1] <= handed[0] // 2
+    for low, counts in results:
+        assert counts["watertight"] and counts["slivers_over_100"] == 0 and low.n_faces <= 6_000
+        assert orientation(low, lumps, n_samples=20_000)["facing_away_faces"] == 0

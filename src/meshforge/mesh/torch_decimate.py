@@ -29,8 +29,11 @@ Guards, as the CPU path's (:mod:`meshforge.mesh.decimate`) results must satisfy 
   the border); an edge from the border inwards moves the inner vertex onto the border vertex; boundary edges
   collapse along the border, held by the penalty planes;
 * **slivers**: no collapse makes a face of (nearly) zero area, or a face with aspect ratio (longest edge² /
-  twice the area) over 100 that is worse than the worst face it replaces. The small result is then handed to
-  the CPU path's :func:`~meshforge.mesh.decimate.repair` (flips and collapses of the remaining slivers).
+  twice the area) over 100 that is worse than the worst face it replaces. Once the budget is met, up to
+  :data:`SLIVER_ROUNDS` rounds remove slivers (aspect over :data:`~meshforge.mesh.decimate.MAX_ASPECT`) as the
+  CPU path's :func:`~meshforge.mesh.decimate.repair` does, but in parallel: a round collapses the short edges of
+  needles (a :func:`_round` restricted to them) and flips the long edges of caps (:func:`_flip_caps`). The small
+  result is then handed to that repair, for what is left.
 
 A chosen edge takes the cheapest of its candidate positions (optimum, endpoints, midpoint) that passes the
 geometric guards. A round selects in up to :data:`PASSES` passes, each adding local minima away from the edges
@@ -54,7 +57,7 @@ import torch
 from ..config import DecimateConfig
 from ..geometry.topology import topology
 from ..types import Mesh
-from .decimate import DEGENERATE_AREA, _aspect, decimate, repair
+from .decimate import DEGENERATE_AREA, MAX_ASPECT, REPAIR_TOLERANCE, _aspect, decimate, repair
 from .torch_clean import check_surface, union_find
 
 __all__ = ["BOUNDARY_WEIGHT", "MAX_NEW_ASPECT", "MIN_NORMAL_DOT", "decimate_torch", "fewest_faces_torch"]
@@ -340,6 +343,7 @@ def _round(
     fraction: float,
     guards: tuple[float, float],
     skip: torch.Tensor | None = None,
+    only: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, torch.Tensor]:
     """One round: cost every edge, collapse a maximal-ish independent set of the cheapest valid ones.
 
@@ -349,6 +353,7 @@ def _round(
 
     Args:
         skip: sorted edge keys that are no candidates this round (the previous round's refusals).
+        only: sorted edge keys: the only edges that may collapse (e.g. the short edges of needles).
 
     Returns:
         ``(pos, faces, q, collapsed, rejected, refused keys)``; the refused keys sorted, for the next ``skip``.
@@ -396,6 +401,8 @@ def _round(
     valid = ok & torch.isfinite(cost)
     if skip is not None and skip.numel():
         valid &= ~_member(e["key"], skip)
+    if only is not None:
+        valid &= _member(e["key"], only)
     n_valid = int(valid.sum().item())
     if n_valid == 0:
         return pos, faces, q, 0, 0, _NONE
@@ -450,6 +457,94 @@ def _round(
     faces = remap[faces]
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
     return pos, faces, q, int(win.numel()), rejected, refused_keys
+
+
+#: rounds of sliver removal on the device after the budget is met (needle collapses and cap flips, as the CPU
+#: path's :func:`~meshforge.mesh.decimate.repair` does one by one; what is left goes to that repair)
+SLIVER_ROUNDS = 3
+
+
+def _sliver_faces(pos: torch.Tensor, faces: torch.Tensor, min_area: float) -> tuple[torch.Tensor, ...]:
+    """Per face: (needle ``[F]`` bool, cap ``[F]`` bool, aspect, area, index of the shortest and the longest
+    edge ``[F]``; edge ``k`` runs from corner ``k`` to ``k + 1``), with :func:`~meshforge.mesh.decimate.repair`'s
+    classes: a sliver has an aspect ratio over :data:`~meshforge.mesh.decimate.MAX_ASPECT` or (nearly) no area;
+    a needle is a tiny face or a sliver whose shortest edge is under 0.3 × its longest, a cap is any other sliver."""
+    t = pos[faces]
+    length2 = torch.stack([((t[:, (k + 1) % 3] - t[:, k]) ** 2).sum(1) for k in range(3)], 1)
+    _, area, aspect = _triangle_geometry(t)
+    shortest, longest = length2.argmin(1), length2.argmax(1)
+    tiny = area < min_area
+    sliver = (aspect > MAX_ASPECT) | tiny
+    thin = length2.gather(1, shortest[:, None])[:, 0] < 0.09 * length2.gather(1, longest[:, None])[:, 0]
+    return sliver & (tiny | thin), sliver & ~tiny & ~thin, aspect, area, shortest, longest
+
+
+def _needle_edges(pos: torch.Tensor, faces: torch.Tensor, min_area: float) -> torch.Tensor:
+    """Sorted keys (``lo·V + hi``) of the shortest edges of the needles (:func:`_sliver_faces`)."""
+    nv = pos.shape[0]
+    needle, _, _, _, shortest, _ = _sliver_faces(pos, faces, min_area)
+    f = faces[needle]
+    k = shortest[needle]
+    u = f.gather(1, k[:, None])[:, 0]
+    w = f.gather(1, ((k + 1) % 3)[:, None])[:, 0]
+    return torch.unique(torch.minimum(u, w) * nv + torch.maximum(u, w))
+
+
+def _flip_caps(pos: torch.Tensor, faces: torch.Tensor, min_area: float, tol: float) -> tuple[torch.Tensor, int]:
+    """Flip the longest edge of every cap (:func:`_sliver_faces`) where :func:`~meshforge.mesh.decimate.repair`'s
+    ``_flip`` would, all at once: the edge ``(a, b)`` of cap ``(a, b, c)`` and its neighbour ``(b, a, d)`` become
+    ``(a, d, c)`` and ``(d, b, c)`` when ``c–d`` is no edge yet, neither new face turns against the pair's normal,
+    the pair is planar within ``tol`` (the tetrahedron's height over the pair's area) and the worse new aspect
+    ratio is below the worse old one. Flips that share a vertex are not made together (the worst cap first).
+
+    Returns:
+        ``(faces, flips)``.
+    """
+    nv = pos.shape[0]
+    _, cap, aspect, _, _, longest = _sliver_faces(pos, faces, min_area)
+    fi = torch.nonzero(cap).squeeze(1)
+    if fi.numel() == 0:
+        return faces, 0
+    k = longest[fi]
+    a = faces[fi].gather(1, k[:, None])[:, 0]
+    b = faces[fi].gather(1, ((k + 1) % 3)[:, None])[:, 0]
+    c = faces[fi].gather(1, ((k + 2) % 3)[:, None])[:, 0]
+    # the neighbour across (a, b) holds the directed edge (b, a)
+    directed = (faces * nv + faces[:, [1, 2, 0]]).reshape(-1)
+    dkeys, dorder = torch.sort(directed)
+    pos_in = torch.searchsorted(dkeys, b * nv + a).clamp_max(dkeys.numel() - 1)
+    found = dkeys[pos_in] == b * nv + a
+    g = dorder[pos_in] // 3
+    d = faces[g].sum(1) - a - b
+    e_keys = _edges(faces, nv)["key"]
+    ok = found & (c != d) & ~_member(torch.minimum(c, d) * nv + torch.maximum(c, d), e_keys)
+    cross_f, _, _ = _triangle_geometry(pos[faces[fi]])
+    cross_g, _, _ = _triangle_geometry(pos[faces[g]])
+    norm_f = torch.linalg.vector_norm(cross_f, dim=1)
+    norm_g = torch.linalg.vector_norm(cross_g, dim=1)
+    volume = ((cross_f * (pos[d] - pos[a])).sum(1)).abs() / 6.0
+    ok &= 3.0 * volume <= tol * 0.5 * (norm_f + norm_g)
+    old_n = cross_f / norm_f.clamp_min(1e-300)[:, None] + cross_g / norm_g.clamp_min(1e-300)[:, None]
+    new = torch.stack([torch.stack([a, d, c], 1), torch.stack([d, b, c], 1)], 1)  # [N, 2, 3]
+    new_cross, _, new_aspect = _triangle_geometry(pos[new])
+    ok &= ((new_cross * old_n[:, None]).sum(-1) > 0).all(1)
+    ok &= new_aspect.amax(1) < torch.maximum(aspect[fi], aspect[g])
+    ok &= g != fi
+    # one flip per vertex neighbourhood: the worst cap wins each of its four vertices
+    prio = torch.full_like(fi, _BIG)
+    rank = torch.empty_like(fi)
+    rank[torch.argsort(-aspect[fi], stable=True)] = torch.arange(fi.numel(), device=fi.device)
+    prio = torch.where(ok, rank, prio)
+    quad = torch.stack([a, b, c, d], 1)
+    vmin = torch.full((nv,), _BIG, dtype=torch.long, device=pos.device)
+    vmin.scatter_reduce_(0, quad.reshape(-1), prio[:, None].expand(-1, 4).reshape(-1), "amin")
+    win = ok & (vmin[quad] == prio[:, None]).all(1)
+    # a face may be the cap of one flip and the neighbour of another: both share its vertices, so one wins
+    w = torch.nonzero(win).squeeze(1)
+    faces = faces.clone()
+    faces[fi[w]] = new[w, 0]
+    faces[g[w]] = new[w, 1]
+    return faces, int(w.numel())
 
 
 def _clock(device: torch.device) -> float:
@@ -524,6 +619,15 @@ def decimate_torch(
                 break
         else:
             fraction = CANDIDATE_FRACTION
+    # slivers: collapse the short edges of needles and flip the long edges of caps, in parallel, a few rounds
+    for _ in range(SLIVER_ROUNDS):
+        needles = _needle_edges(pos, f, min_area)
+        collapsed = 0
+        if needles.numel():
+            pos, f, q, collapsed, _, _ = _round(pos, f, q, 0, min_area, 1.0, GUARDS[0], only=needles)
+        f, flipped = _flip_caps(pos, f, min_area, REPAIR_TOLERANCE)
+        if collapsed + flipped == 0:
+            break
     t2 = _clock(device)
     used = torch.zeros(nv, dtype=torch.bool, device=device)
     used[f.reshape(-1)] = True
