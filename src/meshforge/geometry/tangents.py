@@ -35,11 +35,11 @@ def compute_tangents(vertices: np.ndarray, normals: np.ndarray, uv: np.ndarray, 
     r = np.divide(1.0, det, out=np.zeros_like(det), where=np.abs(det) > 1e-20)[:, None]
     sdir = (e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) * r
     tdir = (e2 * d1[:, 0:1] - e1 * d2[:, 0:1]) * r
-    tan = np.zeros_like(v)
-    bit = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(tan, f[:, k], sdir)
-        np.add.at(bit, f[:, k], tdir)
+    # per-vertex sums of the faces' directions: bincount adds in input order, as ``np.add.at`` over corners 0, 1, 2
+    # would (the same float64 sums), and is several times faster
+    idx = np.asarray(f, dtype=np.int64).T.reshape(-1)
+    tan = np.stack([np.bincount(idx, weights=np.tile(sdir[:, c], 3), minlength=len(v)) for c in range(3)], 1)
+    bit = np.stack([np.bincount(idx, weights=np.tile(tdir[:, c], 3), minlength=len(v)) for c in range(3)], 1)
     # Gram-Schmidt against the normal.
     tan = tan - n * np.sum(n * tan, axis=1, keepdims=True)
     length = np.linalg.norm(tan, axis=1)
