@@ -32,7 +32,8 @@ Guards, as the CPU path's (:mod:`meshforge.mesh.decimate`) results must satisfy 
   twice the area) over 100 that is worse than the worst face it replaces. Once the budget is met, up to
   :data:`SLIVER_ROUNDS` rounds remove slivers (aspect over :data:`~meshforge.mesh.decimate.MAX_ASPECT`) as the
   CPU path's :func:`~meshforge.mesh.decimate.repair` does, but in parallel: a round collapses the short edges of
-  needles (a :func:`_round` restricted to them) and flips the long edges of caps (:func:`_flip_caps`). The small
+  needles (a :func:`_round` restricted to them, each moving the surface by at most the repair's tolerance) and
+  flips the long edges of caps (:func:`_flip_caps`). The small
   result is then handed to that repair, for what is left.
 
 A chosen edge takes the cheapest of its candidate positions (optimum, endpoints, midpoint) that passes the
@@ -294,10 +295,12 @@ def _geometry_ok(
     targets: torch.Tensor,
     min_area: float,
     guards: tuple[float, float],
+    tol: float = float("inf"),
 ) -> torch.Tensor:
     """For independent collapses ``(ca, cb)``, each tried at ``T`` positions ``targets`` ``[N, T, 3]``: does no face
     around it flip (normal dot below ``guards[0]``), shrink to (nearly) zero area, or become a sliver (aspect ratio
-    over ``guards[1]``) worse than the worst it replaces?
+    over ``guards[1]``) worse than the worst it replaces, and does the target lie within ``tol`` of the plane of
+    every face that moves (the CPU repair's bound on how far a sliver collapse may move the surface)?
 
     Returns:
         ``[N, T]`` bool.
@@ -330,7 +333,11 @@ def _geometry_ok(
         flips = dot < guards[0] * (old_norm[:, None] * torch.linalg.vector_norm(new_cross, dim=-1))
         tiny = (new_area <= min_area) & (new_area < old_area[:, None])
         sliver = tiny | ((new_aspect > guards[1]) & (new_aspect > worst_old[c_t, None]))
-        bad[:, i : i + group].index_add_(0, c_t, ((flips | sliver) & kept[:, None]).long())
+        wrong = flips | sliver
+        if tol < float("inf"):
+            height = ((tgt - corners[:, None, 0]) * old_cross[:, None]).sum(-1).abs()
+            wrong |= height > tol * old_norm[:, None]
+        bad[:, i : i + group].index_add_(0, c_t, (wrong & kept[:, None]).long())
     return bad == 0
 
 
@@ -344,6 +351,7 @@ def _round(
     guards: tuple[float, float],
     skip: torch.Tensor | None = None,
     only: torch.Tensor | None = None,
+    tol: float = float("inf"),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, torch.Tensor]:
     """One round: cost every edge, collapse a maximal-ish independent set of the cheapest valid ones.
 
@@ -354,6 +362,7 @@ def _round(
     Args:
         skip: sorted edge keys that are no candidates this round (the previous round's refusals).
         only: sorted edge keys: the only edges that may collapse (e.g. the short edges of needles).
+        tol: the farthest a target may lie from the plane of a face that moves (:func:`_geometry_ok`).
 
     Returns:
         ``(pos, faces, q, collapsed, rejected, refused keys)``; the refused keys sorted, for the next ``skip``.
@@ -416,28 +425,43 @@ def _round(
     prio = torch.full((n_edges,), _BIG, dtype=torch.long, device=device)
     prio[order[torch.argsort((bucket << 40) | mixed)]] = torch.arange(k, device=device)
 
-    free = torch.ones(nv, dtype=torch.bool, device=device)  # vertices on no face around a chosen collapse
-    picks: list[torch.Tensor] = []
-    for _ in range(PASSES):
+    adjacency = _adjacency(e)
+
+    def check(chosen: torch.Tensor) -> torch.Tensor:
+        """The guards for independent chosen collapses (each sees the round's starting mesh): link condition,
+        and the cheapest candidate position that passes the geometric guards (where the quadric is flat, e.g. a
+        planar region, the positions cost the same and only some keep every face the right way up)."""
+        good = _link_ok(a[chosen], b[chosen], count[chosen], adjacency, e["key"], deg, nv)
+        geo = _geometry_ok(pos, faces, a[chosen], b[chosen], cands[chosen], min_area, guards, tol)
+        best_cost, best = torch.where(geo, costs[chosen], torch.inf).min(1)
+        good &= torch.isfinite(best_cost)
+        cost[chosen] = best_cost
+        target[chosen] = cands[chosen, best]
+        return good
+
+    free = torch.ones(nv, dtype=torch.bool, device=device)  # vertices on no face around a collapse in the round
+    decided: list[tuple[torch.Tensor, torch.Tensor]] = []
+    unchecked: list[torch.Tensor] = []
+    for p in range(PASSES):
         chosen = _select(torch.where(free[a] & free[b], prio, _BIG), a, b, faces, nv)
         if chosen.numel() == 0:
             break
         prio[chosen] = _BIG
-        picks.append(chosen)
-        ring = _mark(nv, (a[chosen], b[chosen]), torch.ones_like(chosen, dtype=torch.bool))
+        if p == 0:  # most of a round's collapses: checked now, so that the refused ones block nothing
+            good = check(chosen)
+            decided.append((chosen, good))
+        else:  # the later passes' few: checked together at the end (a refused one blocked its neighbours)
+            good = torch.ones_like(chosen, dtype=torch.bool)
+            unchecked.append(chosen)
+        ring = _mark(nv, (a[chosen], b[chosen]), good)
         free &= ~_mark(nv, faces.unbind(1), ring[faces].any(1))
-    if not picks:
+    if unchecked:
+        chosen = torch.cat(unchecked)
+        decided.append((chosen, check(chosen)))
+    if not decided:
         return pos, faces, q, 0, 0, _NONE
-    # the guards, once for every chosen collapse (they are independent: each sees the round's starting mesh)
-    chosen = torch.cat(picks)
-    good = _link_ok(a[chosen], b[chosen], count[chosen], _adjacency(e), e["key"], deg, nv)
-    # the cheapest of the candidate positions that passes the geometric guards (where the quadric is flat,
-    # e.g. a planar region, the positions cost the same and only some keep every face the right way up)
-    geo = _geometry_ok(pos, faces, a[chosen], b[chosen], cands[chosen], min_area, guards)
-    best_cost, best = torch.where(geo, costs[chosen], torch.inf).min(1)
-    good &= torch.isfinite(best_cost)
-    cost[chosen] = best_cost
-    target[chosen] = cands[chosen, best]
+    chosen = torch.cat([c for c, _ in decided])
+    good = torch.cat([g for _, g in decided])
     win = chosen[good]
     refused_keys = torch.sort(e["key"][chosen[~good]])[0]
     rejected = int(refused_keys.numel())
@@ -624,7 +648,9 @@ def decimate_torch(
         needles = _needle_edges(pos, f, min_area)
         collapsed = 0
         if needles.numel():
-            pos, f, q, collapsed, _, _ = _round(pos, f, q, 0, min_area, 1.0, GUARDS[0], only=needles)
+            pos, f, q, collapsed, _, _ = _round(
+                pos, f, q, 0, min_area, 1.0, GUARDS[0], only=needles, tol=REPAIR_TOLERANCE
+            )
         f, flipped = _flip_caps(pos, f, min_area, REPAIR_TOLERANCE)
         if collapsed + flipped == 0:
             break
