@@ -182,18 +182,23 @@ def test_piece_size_cuts_large_meshes_and_meshes_of_few_large_parts_only():
 
 
 def test_a_distorted_piece_is_redone_in_halves(monkeypatch):
-    """A piece whose charts' stretch passes PIECE_STRETCH is unwrapped again in two halves (here every piece,
-    with the threshold below any stretch): twice the pieces, the same valid atlas guarantees."""
+    """A piece whose charts' stretch passes PIECE_STRETCH is unwrapped again in two halves, and a half still over
+    it again, up to _REDO_LEVELS times (here every piece, with the threshold below any stretch): twice the
+    pieces per level, the same valid atlas guarantees."""
     from meshforge.mesh import uv as uv_module
 
     mesh = decimate(extract(Sphere(0.3), ExtractConfig(resolution=64)), DecimateConfig(faces=6000))[0]
     cfg = UnwrapConfig(padding=2, piece_faces=1000)
     _, first = unwrap(mesh, cfg, 512)
+    assert first["pieces_redone"] == 0
     monkeypatch.setattr(uv_module, "PIECE_STRETCH", 0.5)
-    out, again = unwrap(mesh, cfg, 512)
-    assert again["pieces"] == 2 * first["pieces"]
-    assert np.array_equal(out.vertices[out.faces], mesh.vertices[mesh.faces])
-    assert uv_overlap_ratio(out) == pytest.approx(1.0, abs=0.03) and again["stretch"] < 1.05
+    for levels in (1, 2):
+        monkeypatch.setattr(uv_module, "_REDO_LEVELS", levels)
+        out, again = unwrap(mesh, cfg, 512)
+        assert again["pieces"] == 2**levels * first["pieces"]
+        assert again["pieces_redone"] == sum(2**k * first["pieces"] for k in range(1, levels + 1))
+        assert np.array_equal(out.vertices[out.faces], mesh.vertices[mesh.faces])
+        assert uv_overlap_ratio(out) == pytest.approx(1.0, abs=0.03) and again["stretch"] < 1.05
 
 
 def test_a_dust_of_fragments_falls_back_to_the_face_atlas_without_packing(monkeypatch):
