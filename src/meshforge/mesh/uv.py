@@ -59,6 +59,9 @@ _START_TIMEOUT_S = 60.0
 #: seconds a worker has, after its reply, to destroy xatlas's atlas before it is ended (it takes microseconds;
 #: xatlas's destructor now and then never returns: :mod:`~meshforge.mesh._unwrap_worker`)
 _FREE_TIMEOUT_S = 2.0
+#: how long a worker's next request waits for it to destroy its last atlas before a new worker takes over (the
+#: destruction takes milliseconds; a stuck one cost the unwrap the whole _FREE_TIMEOUT_S before)
+_SETTLE_S = 0.25
 
 
 #: xatlas packs by brute force (every 4×4-texel position) for meshes of at most this many faces, where
@@ -113,9 +116,31 @@ class _Worker:
             close_fds=True,
         )
         self.ready = False
+        self.freeing = False  # replied, and not yet said that the reply's atlas is destroyed
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def freed_now(self) -> bool:
+        """Whether the worker's "freed" message (or its end) is waiting in the pipe."""
+        assert self.proc.stdout is not None
+        poller = select.poll()
+        poller.register(self.proc.stdout.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the worker to say its last atlas is destroyed; True when it is ready for
+        a request, False when it has ended (a worker stuck in xatlas's destructor is ended here)."""
+        if not self.freeing:
+            return self.alive()
+        assert self.proc.stdout is not None
+        try:
+            _unwrap_worker.read_frame(self.proc.stdout.fileno(), time.monotonic() + timeout)
+        except (TimeoutError, EOFError, OSError):
+            self.close(kill=True)
+            return False
+        self.freeing = False
+        return True
 
     def run(self, request: tuple[Any, ...], time_limit: float) -> dict[str, Any] | str:
         """Send one request; the atlas, or a string saying why there is none (the worker is then ended)."""
@@ -138,10 +163,9 @@ class _Worker:
         except BaseException:  # e.g. KeyboardInterrupt: the request is abandoned, and so is the worker
             self.close(kill=True)
             raise
-        try:  # the worker's atlas destroyed: it can take the next request (see _unwrap_worker)
-            _unwrap_worker.read_frame(inp, time.monotonic() + _FREE_TIMEOUT_S)
-        except (TimeoutError, EOFError):
-            self.close(kill=True)  # stuck in xatlas's destructor: the reply stands, the worker is replaced
+        # the worker destroys the atlas after replying and then says so: waited for by settle() before its
+        # next request, off this reply's path (xatlas's destructor now and then never returns)
+        self.freeing = True
         if status != "ok":
             return f"xatlas failed: {payload}"
         result: dict[str, Any] = payload
@@ -211,17 +235,30 @@ def start_worker(count: int = 1) -> bool:
 
 def _take_worker() -> _Worker:
     """An idle live worker, else a new one (raises OSError when none can start)."""
-    with _idle_lock:
-        while _idle:
+    while True:
+        with _idle_lock:
+            if not _idle:
+                break
             w = _idle.pop()
-            if w.alive():
-                return w
-            w.close()
+        if w.settle(_SETTLE_S):
+            return w
+        w.close()
     return _Worker()
 
 
 def _give_back(worker: _Worker) -> None:
-    if worker.alive():
+    """Return a worker to the idle ones; one whose last atlas is not yet destroyed is waited for in a thread
+    (up to ``_FREE_TIMEOUT_S``, then ended), so the caller does not wait."""
+    if not worker.alive():
+        return
+    if worker.freeing and not worker.freed_now():
+        threading.Thread(target=_settle_then_idle, args=(worker,), name="unwrap-settle", daemon=True).start()
+        return
+    _settle_then_idle(worker)
+
+
+def _settle_then_idle(worker: _Worker) -> None:
+    if worker.settle(_FREE_TIMEOUT_S):
         with _idle_lock:
             _idle.append(worker)
 
@@ -252,8 +289,8 @@ def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[di
             if left <= 0:
                 out = f"xatlas exceeded the {time_limit:g} s time limit"
             else:
-                try:  # a worker ended after a hung destructor (see _Worker.run) is replaced
-                    worker = workers[first] if workers[first].alive() else _Worker()
+                try:  # a worker whose last atlas is not destroyed soon (see _Worker.run) is replaced
+                    worker = workers[first] if workers[first].settle(_SETTLE_S) else _Worker()
                 except OSError as exc:
                     out = f"the unwrap worker could not start: {one_line(exc)}"
                 else:
