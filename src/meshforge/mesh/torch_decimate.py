@@ -38,9 +38,10 @@ Guards, as the CPU path's (:mod:`meshforge.mesh.decimate`) results must satisfy 
 
 A chosen edge takes the cheapest of its candidate positions (optimum, endpoints, midpoint) that passes the
 geometric guards. A round selects in up to :data:`PASSES` passes, each adding local minima away from the edges
-already chosen; the guards then test every chosen collapse at once (they are independent, so each sees the
-round's starting mesh). A refused collapse drops out; it is not a candidate in the next round (its neighbours,
-which it blocked, go first), and may be again after that. A round that collapses nothing
+already accepted or chosen. The guards test the first pass's collapses at once, so a refused one blocks none of
+its neighbours in the later passes, and the later passes' (few) collapses together at the end (chosen collapses
+are independent, so each sees the round's starting mesh). A refused collapse drops out; it is not a candidate
+in the next round (its neighbours go first), and may be again after that. A round that collapses nothing
 widens the candidates (:data:`CANDIDATE_FRACTION`), then loosens the geometric guards (:data:`GUARDS`); the
 decimation stops at the budget or when even that collapses nothing (then
 :func:`~meshforge.mesh.decimate.budget_shortfall` says so). Vertices keep their numbers until the end (a
@@ -356,8 +357,9 @@ def _round(
     """One round: cost every edge, collapse a maximal-ish independent set of the cheapest valid ones.
 
     Up to :data:`PASSES` selection passes (Luby-style): each picks the local minima among the remaining candidate
-    edges away from the edges chosen so far. Then every chosen collapse is checked at once (link condition,
-    geometry), and those that pass are applied at once (cheapest first, stopping at the budget).
+    edges away from the collapses accepted (first pass) or chosen (later passes) so far. The first pass's
+    collapses are checked (link condition, geometry) right after it, the later passes' together after the last;
+    those that pass are applied at once (cheapest first, stopping at the budget).
 
     Args:
         skip: sorted edge keys that are no candidates this round (the previous round's refusals).
