@@ -418,7 +418,9 @@ class TriangleGrid:
         """Nearest hits of rays ``o + t·d``, ``0 ≤ t ≤ max_distance``, on either face of the triangles.
 
         Every ray walks the grid cell by cell (Amanatides & Woo 1987; all rays in lockstep, finished rays
-        dropped) and stops once its nearest hit lies before the exit of its current cell.
+        dropped) and stops once its nearest hit lies before the exit of its current cell. While many rays are
+        active a pass takes one cell each; once few are left (a tail walking empty space), up to
+        :data:`_MAX_STEPS` cells each (:func:`_walk`), and a ray stops after the pass's last cell.
 
         With ``rival``, rays compete in pairs (as in :meth:`DenseSurface.nearest_hit`, where the nearer of two
         opposite rays wins): a ray also stops, hitless, once its walk has passed the score of its rival's
