@@ -16,6 +16,15 @@ from meshforge.mesh.uv import _xatlas_options, unwrap
 from ..fields.test_isosurface import Sphere
 from .test_uv_bake import chart_gap, uv_overlap_ratio
 
+#: the torch paths run on CPU tensors everywhere and on CUDA on a GPU machine (``-m gpu``)
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
+    ),
+]
+
 
 class Lumpy(Sphere):
     """A sphere with bumps: xatlas cuts it into irregular, curved charts (like a generated surface's)."""
@@ -141,19 +150,7 @@ def test_the_default_unwrap_cuts_a_surface_of_one_part_into_pieces_that_pack_den
     assert 2.0 <= chart_gap(out, 512) <= 4.0
 
 
-@pytest.mark.parametrize(
-    "device",
-    [
-        "cpu",
-        pytest.param(
-            "cuda",
-            marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-            ],
-        ),
-    ],
-)
+@pytest.mark.parametrize("device", DEVICES)
 def test_the_torch_offset_search_lays_out_the_same_atlas_as_numpy(xatlas_only, device):
     """The layout's free-offset search by one batched float64 FFT per chart on a torch device (the GPU path)
     places every chart where numpy's windowed search does: the same UVs to the bit, at two resolutions."""
@@ -165,19 +162,7 @@ def test_the_torch_offset_search_lays_out_the_same_atlas_as_numpy(xatlas_only, d
         assert np.array_equal(got, ref)
 
 
-@pytest.mark.parametrize(
-    "device",
-    [
-        "cpu",
-        pytest.param(
-            "cuda",
-            marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-            ],
-        ),
-    ],
-)
+@pytest.mark.parametrize("device", DEVICES)
 def test_the_torch_triangle_runs_are_numpys(device):
     """The conservative raster's runs (triangle, row, first and last column) found on a torch device are
     numpy's, for random triangles, slivers, degenerate ones, edges along texel rows and corners on texel

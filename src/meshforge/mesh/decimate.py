@@ -32,6 +32,9 @@ DEGENERATE_AREA = 1e-12  # relative to the squared bounding-box diagonal (1e-12 
 MAX_ASPECT = 20.0
 #: the largest move of the surface by one sliver-repair operation, relative to the bounding diagonal
 REPAIR_TOLERANCE = 3e-3
+#: a sliver whose shortest edge is under this fraction of its longest is a needle (its short edge is collapsed);
+#: any other sliver is a cap (its long edge is flipped)
+NEEDLE_RATIO = 0.3
 
 
 def decimate(mesh: Mesh, cfg: DecimateConfig) -> tuple[Mesh, dict[str, object]]:
@@ -279,17 +282,14 @@ def repair(
         count = len(f)
         if full:
             f = _drop_duplicate_faces(f)
+            f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
         else:
             dup = np.flatnonzero(touched)
             _, inverse, counts = face_sets(f[dup])
-            keep = np.ones(len(f), dtype=bool)
+            keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
             keep[dup[counts[inverse] > 1]] = False
-            keep &= (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
             f, touched = f[keep], touched[keep]
             aspect, length, area = aspect[keep], length[keep], area[keep]
-        f_kept = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
-        if full:
-            f = f[f_kept]
         nonmanifold = full and pinches and _has_nonmanifold_edge(f, nv)
         if nonmanifold:  # (pockets and pinches both sit on such edges)
             f = _collapse_pinched_edges(v, _drop_pockets(v, f))
@@ -328,7 +328,7 @@ def repair(
                     if _collapse(v, f, fi, int(k), faces_of, touched, tol):
                         changed = True
                         break
-            elif length[fi, k_short] < 0.3 * length[fi, k_long]:
+            elif length[fi, k_short] < NEEDLE_RATIO * length[fi, k_long]:
                 changed |= _collapse(v, f, fi, k_short, faces_of, touched, tol)
             else:
                 changed |= _flip(v, f, fi, k_long, faces_of, touched, aspect[fi], tol)

@@ -59,7 +59,7 @@ import torch
 from ..config import DecimateConfig
 from ..geometry.topology import topology
 from ..types import Mesh
-from .decimate import DEGENERATE_AREA, MAX_ASPECT, REPAIR_TOLERANCE, _aspect, decimate, repair
+from .decimate import DEGENERATE_AREA, MAX_ASPECT, NEEDLE_RATIO, REPAIR_TOLERANCE, _aspect, decimate, repair
 from .torch_clean import check_surface, union_find
 
 __all__ = ["BOUNDARY_WEIGHT", "MAX_NEW_ASPECT", "MIN_NORMAL_DOT", "decimate_torch", "fewest_faces_torch"]
@@ -494,14 +494,15 @@ def _sliver_faces(pos: torch.Tensor, faces: torch.Tensor, min_area: float) -> tu
     """Per face: (needle ``[F]`` bool, cap ``[F]`` bool, aspect, area, index of the shortest and the longest
     edge ``[F]``; edge ``k`` runs from corner ``k`` to ``k + 1``), with :func:`~meshforge.mesh.decimate.repair`'s
     classes: a sliver has an aspect ratio over :data:`~meshforge.mesh.decimate.MAX_ASPECT` or (nearly) no area;
-    a needle is a tiny face or a sliver whose shortest edge is under 0.3 × its longest, a cap is any other sliver."""
+    a needle is a tiny face or a sliver whose shortest edge is under :data:`~meshforge.mesh.decimate.NEEDLE_RATIO` ×
+    its longest, a cap is any other sliver."""
     t = pos[faces]
     length2 = torch.stack([((t[:, (k + 1) % 3] - t[:, k]) ** 2).sum(1) for k in range(3)], 1)
     _, area, aspect = _triangle_geometry(t)
     shortest, longest = length2.argmin(1), length2.argmax(1)
     tiny = area < min_area
     sliver = (aspect > MAX_ASPECT) | tiny
-    thin = length2.gather(1, shortest[:, None])[:, 0] < 0.09 * length2.gather(1, longest[:, None])[:, 0]
+    thin = length2.gather(1, shortest[:, None])[:, 0] < NEEDLE_RATIO**2 * length2.gather(1, longest[:, None])[:, 0]
     return sliver & (tiny | thin), sliver & ~tiny & ~thin, aspect, area, shortest, longest
 
 
@@ -557,10 +558,9 @@ def _flip_caps(pos: torch.Tensor, faces: torch.Tensor, min_area: float, tol: flo
     ok &= new_aspect.amax(1) < torch.maximum(aspect[fi], aspect[g])
     ok &= g != fi
     # one flip per vertex neighbourhood: the worst cap wins each of its four vertices
-    prio = torch.full_like(fi, _BIG)
     rank = torch.empty_like(fi)
     rank[torch.argsort(-aspect[fi], stable=True)] = torch.arange(fi.numel(), device=fi.device)
-    prio = torch.where(ok, rank, prio)
+    prio = torch.where(ok, rank, _BIG)
     quad = torch.stack([a, b, c, d], 1)
     vmin = torch.full((nv,), _BIG, dtype=torch.long, device=pos.device)
     vmin.scatter_reduce_(0, quad.reshape(-1), prio[:, None].expand(-1, 4).reshape(-1), "amin")
