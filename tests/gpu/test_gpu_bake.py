@@ -468,3 +468,72 @@ def test_cuda_isosurface_bake_equals_cpu_tensors():
     covered = cbake.rasterize_atlas(low, 128).covered
     for name in ("base_color", "normal"):
         assert diff_stats(getattr(a, name), getattr(b, name), covered)[2] < 0.002, name
+
+
+class _ThreeLookups:
+    """A sparse voxel field seen through the plain Field methods only (no ``pbr``): the bake's old path."""
+
+    def __init__(self, field):  # type: ignore[no-untyped-def]
+        self.f = field
+        self.bbox_min, self.bbox_max, self.iso_level = field.bbox_min, field.bbox_max, 0.0
+        self.alpha_mode = field.alpha_mode
+
+    def density(self, points):  # type: ignore[no-untyped-def]
+        return self.f.density(points)
+
+    def color(self, points):  # type: ignore[no-untyped-def]
+        return self.f.color(points)
+
+    def material(self, points):  # type: ignore[no-untyped-def]
+        return self.f.material(points)
+
+    def alpha(self, points):  # type: ignore[no-untyped-def]
+        return self.f.alpha(points)
+
+
+def _sparse_voxel_bake_case():  # type: ignore[no-untyped-def]
+    from meshforge.fields.sparse_voxels import GLTF_TO_TRELLIS, SparseVoxelField
+
+    mesh = extract(Sphere(0.3), ExtractConfig(resolution=40))
+    low = decimate(mesh, DecimateConfig(faces=800))[0]
+    low, _ = unwrap(low, UnwrapConfig(), 128)
+    # voxels of a 32³ grid over the box, a shell around the sphere; colour by position, alpha clear below y = 0
+    ijk = np.argwhere(np.ones((32, 32, 32), bool))
+    centres = (ijk + 0.5) / 32 - 0.5  # TRELLIS.2 frame
+    shell = np.abs(np.linalg.norm(centres, axis=1) - 0.3) < 0.08
+    ijk, centres = ijk[shell], centres[shell]
+    attrs = np.concatenate(
+        [centres + 0.5, (centres[:, :1] > 0), 0.2 + centres[:, 1:2] + 0.5, (centres[:, 2:3] >= 0) * 1.0], 1
+    ).astype(np.float32)
+    field = SparseVoxelField(ijk, attrs, (-0.5, -0.5, -0.5), 1 / 32, transform=GLTF_TO_TRELLIS)
+    assert field.alpha_mode != "OPAQUE"
+    return low, field
+
+
+def test_sparse_voxel_bake_from_one_lookup_equals_three_lookups_on_both_engines():
+    """TRELLIS.2's attribute field bakes through ``pbr`` (host) and ``pbr_tensor`` (device) to the maps the
+    three plain Field calls give."""
+    low, field = _sparse_voxel_bake_case()
+    cfg = BakeConfig(texture_size=128)
+    ref, _ = cbake.bake(low, _ThreeLookups(field), cfg)
+    host, _ = cbake.bake(low, field, cfg)
+    dev, _ = tbake.bake(low, field, cfg, device="cpu")
+    assert np.array_equal(ref.base_color, host.base_color)
+    assert np.array_equal(ref.metallic_roughness, host.metallic_roughness)
+    covered = cbake.rasterize_atlas(low, 128).covered
+    alpha = ref.base_color[..., 3][covered]
+    assert (alpha == 0).mean() > 0.2 and (alpha == 255).mean() > 0.2  # the real alpha is baked
+    assert diff_stats(ref.base_color, dev.base_color, covered)[1] <= 1
+    assert diff_stats(ref.metallic_roughness, dev.metallic_roughness, covered)[1] <= 1
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_sparse_voxel_bake_equals_cpu_tensors():
+    low, field = _sparse_voxel_bake_case()
+    cfg = BakeConfig(texture_size=128)
+    ref, _ = tbake.bake(low, field, cfg, device="cpu")
+    got, _ = tbake.bake(low, field, cfg, device="cuda")
+    covered = cbake.rasterize_atlas(low, 128).covered
+    assert diff_stats(ref.base_color, got.base_color, covered)[1] <= 1
+    assert diff_stats(ref.metallic_roughness, got.metallic_roughness, covered)[1] <= 1

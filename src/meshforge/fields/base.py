@@ -99,6 +99,23 @@ class Opacity(Protocol):
         ...
 
 
+@runtime_checkable
+class PBRAttributes(Protocol):
+    """Optional hook of a :class:`Field` whose channels come from one lookup (TRELLIS.2's sparse PBR voxels):
+    the bake asks for all of them at once instead of calling ``color``, ``material`` and ``alpha`` (three
+    lookups of the same points), and on a torch device without a round trip to the host."""
+
+    def pbr(self, points: np.ndarray) -> dict[str, np.ndarray]:
+        """``[N, 3]`` float32 canonical points → ``base_color`` ``[N, 3]``, ``metallic`` ``[N]``, ``roughness``
+        ``[N]`` and, when the field has one, ``alpha`` ``[N]``: float32 in [0, 1], equal to what ``color``,
+        ``material`` and ``alpha`` return."""
+        ...
+
+    def pbr_tensor(self, points: Any) -> dict[str, Any]:
+        """:meth:`pbr` for a ``[N, 3]`` torch tensor: the same keys, float32 tensors on its device."""
+        ...
+
+
 def has_real_alpha(field: Any) -> bool:
     """Whether a field's opacity is real (an :class:`Opacity` field whose ``alpha_mode`` is not
     ``"OPAQUE"``): only then is it baked into the base colour's alpha."""

@@ -307,6 +307,40 @@ class SparseVoxelField:
         v = self._canonical_query(points)
         return np.ascontiguousarray(v[:, 3]), np.ascontiguousarray(v[:, 4])
 
+    def pbr(self, points: np.ndarray) -> dict[str, np.ndarray]:
+        """Every channel at once (:class:`~meshforge.fields.base.PBRAttributes`): one lookup instead of the
+        three of :meth:`color`, :meth:`material` and :meth:`alpha`, with the same values.
+
+        Args:
+            points: ``[N, 3]`` float canonical points.
+
+        Returns:
+            ``base_color`` ``[N, 3]``, ``metallic`` ``[N]``, ``roughness`` ``[N]`` and, with six channels,
+            ``alpha`` ``[N]``: float32 in [0, 1].
+        """
+        return _channels(self._canonical_query(points), self.attrs.shape[1], np.ascontiguousarray)
+
+    def pbr_tensor(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`pbr` on ``points``' torch device: the canonical → voxel map in float64, the lookup in float32
+        (:meth:`query`), as on the host; the values agree with :meth:`pbr` to float32 rounding.
+
+        Args:
+            points: ``[N, 3]`` float tensor of canonical points, on any device.
+
+        Returns:
+            The keys of :meth:`pbr`, float32 tensors on ``points``' device.
+
+        Raises:
+            InputError: ``points`` is not ``[N, 3]``.
+        """
+        import torch
+
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise InputError(f"sparse voxels: points must be [P, 3], got {tuple(points.shape)}")
+        t = torch.as_tensor(self.transform, dtype=torch.float64, device=points.device)
+        voxel = (points.to(torch.float64) @ t[:3, :3].T + t[:3, 3]).to(torch.float32)
+        return _channels(self._query_torch(voxel).clamp_(0.0, 1.0), self.attrs.shape[1], lambda x: x.contiguous())
+
     @property
     def alpha_mode(self) -> str:
         """The glTF ``alphaMode`` the stored voxels' opacity calls for (:func:`alpha_mode_of`)."""
@@ -361,6 +395,18 @@ class SparseVoxelField:
             transform=np.asarray(spec["transform"], dtype=np.float64),
             fallback=str(spec.get("fallback", "nearest")),
         )
+
+
+def _channels(values: Any, channels: int, contiguous: Any) -> dict[str, Any]:
+    """``[N, C]`` looked-up attributes (:data:`PBR_CHANNELS`) → the keys of :meth:`SparseVoxelField.pbr`."""
+    out = {
+        "base_color": contiguous(values[:, :3]),
+        "metallic": contiguous(values[:, 3]),
+        "roughness": contiguous(values[:, 4]),
+    }
+    if channels >= 6:
+        out["alpha"] = contiguous(values[:, 5])
+    return out
 
 
 def _is_torch(x: Any) -> bool:

@@ -17,9 +17,11 @@ the computation (``device``), so the same code runs on CPU tensors (tests, refer
 3. **Field query**: the source's attributes at the dense points, on the device for the parts
    :mod:`meshforge.gpu.sample` mirrors (a loaded :class:`~meshforge.io.scene.SourcePart`: textures, factors,
    vertex colours, normal maps; a :class:`~meshforge.fields.surface.FieldSurfacePart` whose field has
-   ``color_tensor``, TripoSR's). Other parts, other ``bake_attributes`` fields and plain
-   :class:`~meshforge.fields.base.Field` methods take numpy arrays: each chunk of texels is copied to the
-   host once for that call and its results copied back.
+   ``color_tensor``, TripoSR's) and a field with ``pbr_tensor``
+   (:class:`~meshforge.fields.base.PBRAttributes`: TRELLIS.2's sparse PBR voxels, every channel from one
+   lookup). Other parts, other ``bake_attributes`` fields and plain :class:`~meshforge.fields.base.Field`
+   methods take numpy arrays: each chunk of texels is copied to the host once for that call and its results
+   copied back.
 4. **Tangent-space normal map** from the dense shading normals in the low-poly tangent frame (the tangents
    the GLB writer stores, :func:`meshforge.geometry.tangents.compute_tangents`, glTF 2.0 §3.7.2.1).
 5. **Seam dilation** by the jump flooding algorithm (Rong & Tan, "Jump flooding in GPU with applications to
@@ -39,7 +41,7 @@ import torch
 
 from ..config import BakeConfig
 from ..errors import StageError
-from ..fields.base import Field, SurfaceAttributes, has_real_alpha
+from ..fields.base import Field, PBRAttributes, SurfaceAttributes, has_real_alpha
 from ..fields.surface import SurfaceField
 from ..geometry.tangents import compute_tangents
 from ..types import Mesh, Textures
@@ -795,8 +797,9 @@ def bake(
     A :class:`SurfaceField` is projected onto and sampled on the device (:class:`DenseSurface`, built once
     per field and device; parts :mod:`meshforge.gpu.sample` does not mirror are sampled by their numpy
     method, one host round trip per chunk); another field with ``bake_attributes`` is called with numpy
-    arrays per chunk (its own CPU projection); a plain :class:`Field` is sampled at the texels' low-poly
-    points with numpy arrays, one host round trip per chunk.
+    arrays per chunk (its own CPU projection); a :class:`~meshforge.fields.base.PBRAttributes` field (TRELLIS.2's
+    sparse voxels) is sampled at the texels' low-poly points on the device, all channels in one lookup; a plain
+    :class:`Field` with numpy arrays, one host round trip per chunk.
 
     Args:
         mesh: mesh with ``uv`` (glTF convention, v down) and ``normals`` (numpy, small).
@@ -884,6 +887,13 @@ def bake(
                 if occlusion is None:
                     occlusion = torch.ones(n_tex, dtype=torch.float32, device=dev)
                 occlusion[sl] = to_dev(attrs["occlusion"])
+        elif isinstance(field, PBRAttributes):  # every channel from one lookup, on the device
+            pbr = field.pbr_tensor(points[sl].to(torch.float32))  # float32 points, as the host path's
+            color[sl, :3] = pbr["base_color"].to(dev, torch.float32)
+            if has_real_alpha(field):
+                color[sl, 3] = pbr["alpha"].to(dev, torch.float32)
+            metallic[sl] = pbr["metallic"].to(dev, torch.float32)
+            roughness[sl] = pbr["roughness"].to(dev, torch.float32)
         else:
             p = _host(points[sl], np.float32)
             color[sl, :3] = to_dev(field.color(p))

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import BakeConfig
 from ..errors import StageError
-from ..fields.base import Field, SurfaceAttributes, has_real_alpha
+from ..fields.base import Field, PBRAttributes, SurfaceAttributes, has_real_alpha
 from ..geometry.raster import Raster, nearest_covered, rasterize
 from ..types import Mesh, Textures
 
@@ -183,6 +183,12 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
                 if occlusion is None:
                     occlusion = np.ones(n_tex, dtype=np.float32)
                 occlusion[sl] = attrs["occlusion"]
+        elif isinstance(field, PBRAttributes):  # every channel from one lookup
+            pbr = field.pbr(p)
+            color[sl, :3] = pbr["base_color"]
+            if has_alpha:
+                color[sl, 3] = pbr["alpha"]
+            metallic[sl], roughness[sl] = pbr["metallic"], pbr["roughness"]
         else:
             color[sl, :3] = field.color(p)
             if has_alpha:

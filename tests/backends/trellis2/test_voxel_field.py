@@ -220,3 +220,54 @@ def test_finish_bakes_a_decoded_trellis_shape_from_its_sparse_voxels():
     red, height = mesh.colors[:, 0], mesh.vertices[:, 1]
     assert np.corrcoef(red, height)[0, 1] > 0.99
     np.testing.assert_allclose(red, np.clip(height + 0.5, 0, 1), atol=0.03)
+
+
+def _canonical_field(channels: int = 6) -> tuple[SparseVoxelField, np.ndarray]:
+    rng = np.random.default_rng(7)
+    coords = np.unique(rng.integers(0, 16, (600, 3)), axis=0)
+    attrs = rng.uniform(-0.1, 1.1, (len(coords), channels)).astype(np.float32)  # a little out of [0, 1]: clipped
+    field = SparseVoxelField(coords, attrs, ORIGIN, 1 / 16, transform=GLTF_TO_TRELLIS @ np.diag([2.0, 2, 2, 1]))
+    pts = rng.uniform(field.bbox_min, field.bbox_max, (2000, 3)).astype(np.float32)
+    return field, pts
+
+
+def test_pbr_gives_every_channel_of_one_lookup():
+    from meshforge.fields.base import PBRAttributes
+
+    field, pts = _canonical_field()
+    assert isinstance(field, PBRAttributes)
+    calls = []
+    query = field.query
+    field.query = lambda p: calls.append(len(p)) or query(p)  # type: ignore[method-assign]
+    got = field.pbr(pts)
+    assert calls == [len(pts)]  # one lookup for the four channels
+    field.query = query  # type: ignore[method-assign]
+    np.testing.assert_array_equal(got["base_color"], field.color(pts))
+    metallic, roughness = field.material(pts)
+    np.testing.assert_array_equal(got["metallic"], metallic)
+    np.testing.assert_array_equal(got["roughness"], roughness)
+    np.testing.assert_array_equal(got["alpha"], field.alpha(pts))
+    assert got["base_color"].min() == 0.0 and got["base_color"].max() == 1.0  # clipped like color()
+    five, pts5 = _canonical_field(5)
+    assert sorted(five.pbr(pts5)) == ["base_color", "metallic", "roughness"]  # no alpha channel, no alpha
+
+
+def _assert_pbr_tensor_matches(device: str) -> None:
+    field, pts = _canonical_field()
+    ref = field.pbr(pts)
+    got = field.pbr_tensor(torch.from_numpy(pts).to(device))
+    for key, value in ref.items():
+        assert got[key].device.type == torch.device(device).type and got[key].dtype == torch.float32
+        np.testing.assert_allclose(got[key].cpu().numpy(), value, rtol=0, atol=1e-6, err_msg=key)
+    with pytest.raises(InputError, match=r"\[P, 3\]"):
+        field.pbr_tensor(torch.zeros(4, 2, device=device))
+
+
+def test_pbr_tensor_equals_pbr_on_cpu_tensors():
+    _assert_pbr_tensor_matches("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pbr_tensor_equals_pbr_on_cuda():
+    _assert_pbr_tensor_matches("cuda")
