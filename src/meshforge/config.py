@@ -153,7 +153,7 @@ class UnwrapConfig:
             parameterises each in its own worker process, all in parallel, and whose charts are then packed
             together by meshforge's packer (whatever ``repack`` says). Cut are meshes of over 24k faces
             (xatlas's time grows faster than its face count: a 200k-face surface ran past the 60 s limit on
-            an H200's 16 cores), in pieces of ``max(piece_faces, faces / 64)``, and meshes of over three
+            an H200's 16 cores), in pieces of ``max(piece_faces, min(faces / 64, 1600))``, and meshes of over three
             pieces' worth whose parts average over two (small pieces make compact charts that pack
             densely; :func:`meshforge.mesh.uv.piece_size`). 0 never cuts.
     """

@@ -157,9 +157,10 @@ def test_pieces_past_the_time_limit_fall_back_to_the_face_atlas(low_sphere):
     assert uv_overlap_ratio(mesh) == pytest.approx(1.0, abs=0.03)
 
 
-def test_piece_size_cuts_large_meshes_and_meshes_of_few_large_parts_only():
+def test_piece_size_cuts_large_meshes_and_meshes_of_few_large_parts_only(monkeypatch):
     import trimesh
 
+    from meshforge.mesh import uv as uv_module
     from meshforge.mesh.uv import LARGE_MESH_FACES, MAX_PIECES, piece_size
 
     ball = trimesh.creation.icosphere(subdivisions=4)  # one part of 5,120 faces
@@ -179,12 +180,18 @@ def test_piece_size_cuts_large_meshes_and_meshes_of_few_large_parts_only():
     assert len(many_f) > LARGE_MESH_FACES
     assert piece_size(many_v, many_f, 300) == int(np.ceil(len(many_f) / MAX_PIECES))  # 500 faces a piece
     assert piece_size(many_v, many_f, 600) == 600
+    # a much larger mesh: MAX_PIECES pieces would exceed MAX_PIECE_FACES, so there are more pieces
+    monkeypatch.setattr(uv_module, "MAX_PIECE_FACES", 400)
+    assert piece_size(many_v, many_f, 300) == 400
+    assert piece_size(many_v, many_f, 600) == 600  # piece_faces stays the floor
 
 
 def test_a_distorted_piece_is_redone_in_halves(monkeypatch):
     """A piece whose charts' stretch passes PIECE_STRETCH is unwrapped again in two halves, and a half still over
     it again, up to _REDO_LEVELS times (here every piece, with the threshold below any stretch): twice the
-    pieces per level, the same valid atlas guarantees."""
+    pieces per level while the halves come out less stretched, the same valid atlas guarantees; halves more
+    stretched than their piece are thrown away and the piece stays."""
+    from meshforge.geometry.raster import uv_stretch
     from meshforge.mesh import uv as uv_module
 
     mesh = decimate(extract(Sphere(0.3), ExtractConfig(resolution=64)), DecimateConfig(faces=6000))[0]
@@ -192,13 +199,22 @@ def test_a_distorted_piece_is_redone_in_halves(monkeypatch):
     _, first = unwrap(mesh, cfg, 512)
     assert first["pieces_redone"] == 0
     monkeypatch.setattr(uv_module, "PIECE_STRETCH", 0.5)
+    # the pieces' stretch as the redo sees it: larger pieces more stretched (halving pays) ...
+    monkeypatch.setattr(uv_module, "uv_stretch", lambda v, uv, f: 1.0 + len(f) / 1e4)
     for levels in (1, 2):
         monkeypatch.setattr(uv_module, "_REDO_LEVELS", levels)
         out, again = unwrap(mesh, cfg, 512)
         assert again["pieces"] == 2**levels * first["pieces"]
         assert again["pieces_redone"] == sum(2**k * first["pieces"] for k in range(1, levels + 1))
         assert np.array_equal(out.vertices[out.faces], mesh.vertices[mesh.faces])
-        assert uv_overlap_ratio(out) == pytest.approx(1.0, abs=0.03) and again["stretch"] < 1.05
+        assert uv_overlap_ratio(out) == pytest.approx(1.0, abs=0.03)
+        assert uv_stretch(out.vertices, out.uv, out.faces) < 1.05
+    # ... or smaller pieces more stretched: every piece's halves are tried once, and thrown away
+    monkeypatch.setattr(uv_module, "uv_stretch", lambda v, uv, f: 1.0 + 100.0 / len(f))
+    out, kept = unwrap(mesh, cfg, 512)
+    assert kept["pieces"] == first["pieces"] and kept["pieces_redone"] == 2 * first["pieces"]
+    assert kept["charts"] == first["charts"]
+    assert np.array_equal(out.vertices[out.faces], mesh.vertices[mesh.faces])
 
 
 def test_a_dust_of_fragments_falls_back_to_the_face_atlas_without_packing(monkeypatch):

@@ -265,9 +265,15 @@ def _settle_then_idle(worker: _Worker) -> None:
 
 def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[dict[str, Any]] | str:
     """Run worker requests on up to ``os.cpu_count()`` worker processes at once, all within ``time_limit``
-    seconds; the results in order, or a string saying why there are none (the first failure)."""
+    seconds; the results in order, or a string saying why there are none (the first failure).
+
+    The requests form one queue, the largest meshes first (xatlas's time grows faster than a piece's faces):
+    each worker takes the next request when it is done with its last, so one slow piece does not hold back
+    the requests that a fixed share would have queued behind it."""
     deadline = time.monotonic() + time_limit
     n_workers = max(1, min(len(requests), os.cpu_count() or 1))
+    queue = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]))
+    lock = threading.Lock()
     # taken (or started) in the calling thread: a worker dies with the thread that started it
     workers: list[_Worker] = []
     try:
@@ -281,9 +287,11 @@ def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[di
     failed = threading.Event()
 
     def drive(first: int) -> None:
-        for i in range(first, len(requests), n_workers):
-            if failed.is_set():
-                return
+        while True:
+            with lock:
+                if not queue or failed.is_set():
+                    return
+                i = queue.pop(0)
             left = deadline - time.monotonic()
             out: dict[str, Any] | str
             if left <= 0:
@@ -367,8 +375,12 @@ def split_pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> l
 
 #: a mesh of more faces than this is always cut into pieces: xatlas's time grows faster than its face count
 LARGE_MESH_FACES = 24_000
-#: pieces at most (a larger mesh gets larger pieces): each is a request to a worker and adds charts to pack
+#: pieces a large mesh is cut into, at least (more when they would exceed MAX_PIECE_FACES): each is a request to a
+#: worker and adds charts to pack
 MAX_PIECES = 64
+#: faces in a piece at most, whatever the mesh's size: xatlas's time per face grows with the piece (a noisy
+#: isosurface decimated to 200k faces: 45 µs a face in pieces of 780, 100 µs in pieces of 1,560 or 3,120)
+MAX_PIECE_FACES = 1600
 #: more charts than this are not packed (the per-face atlas instead): the packer handles each chart in Python,
 #: and a random checkpoint's TRELLIS.2 surface of 753,619 fragments would keep it busy for many minutes
 MAX_PACK_CHARTS = 20_000
@@ -391,7 +403,7 @@ def piece_size(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> int
     """The size of the pieces a mesh is unwrapped in (:func:`split_pieces`), or None to unwrap it whole.
 
     A mesh of more than :data:`LARGE_MESH_FACES` faces is cut, into pieces of
-    ``max(piece_faces, faces / MAX_PIECES)`` faces, for speed. A smaller one is cut into pieces of
+    ``max(piece_faces, min(faces / MAX_PIECES, MAX_PIECE_FACES))`` faces, for speed. A smaller one is cut into pieces of
     ``piece_faces`` when it has more than three pieces' worth of faces and its connected parts average more
     than two pieces' worth: small pieces make compact charts that pack densely (the seven shared pictures'
     assets at 20k faces: utilisation 0.516–0.602 → 0.651–0.665, stretch lower, 10 % more seam length;
@@ -408,7 +420,7 @@ def piece_size(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> int
     n = len(faces)
     if piece_faces <= 0 or n <= 3 * piece_faces:
         return None
-    size = max(piece_faces, math.ceil(n / MAX_PIECES))
+    size = max(piece_faces, min(math.ceil(n / MAX_PIECES), MAX_PIECE_FACES))
     if n > LARGE_MESH_FACES:
         return size
     _, label = vertex_components(len(vertices), faces)
@@ -464,35 +476,48 @@ def _unwrap_pieces(
     # xatlas now and then lets a badly distorted chart through (one chart of 211 faces at L2 stretch 3.6 in
     # a 310-face piece of a generated typewriter); such a piece is redone in two halves, and a half that is still
     # distorted in two halves again, up to _REDO_LEVELS times (a 1.4M-face noisy isosurface decimated to 200k
-    # faces kept an atlas stretch of 1.31 after one level, 1.03 after more)
+    # faces kept an atlas stretch of 1.31 after one level, 1.03 after more). The halves replace their piece
+    # only when their stretch together (area-weighted, as the atlas's) is lower: on a noisy surface a third of
+    # the halvings made it higher (a 1.058 piece's halves: 1.39 and 1.08)
+
+    def stretch(part: dict[str, Any], used: np.ndarray) -> float:
+        uv = part["uv"] * [part["width"], part["height"]]
+        return uv_stretch(vertices[used][part["vmapping"]], uv, part["faces"])
+
     redone_count = 0
     todo = list(range(len(pieces)))
+    level_of = [stretch(part, used) for part, used in zip(parts, used_of, strict=True)]
     for _ in range(_REDO_LEVELS):
-        bad = [
-            i
-            for i in todo
-            if len(pieces[i]) > 1
-            and uv_stretch(
-                vertices[used_of[i]][parts[i]["vmapping"]],
-                parts[i]["uv"] * [parts[i]["width"], parts[i]["height"]],
-                parts[i]["faces"],
-            )
-            > PIECE_STRETCH
-        ]
+        bad = [i for i in todo if len(pieces[i]) > 1 and level_of[i] > PIECE_STRETCH]
         if not bad:
             break
-        halves = [
-            pieces[i][half] for i in bad for half in split_pieces(vertices, faces[pieces[i]], (len(pieces[i]) + 1) // 2)
-        ]
+        pairs = [split_pieces(vertices, faces[pieces[i]], (len(pieces[i]) + 1) // 2) for i in bad]
+        halves = [pieces[i][h] for i, pair in zip(bad, pairs, strict=True) for h in pair]
         redone = run(halves)
         if isinstance(redone, str):
             return redone
-        keep = [i for i in range(len(pieces)) if i not in set(bad)]
-        pieces = [pieces[i] for i in keep] + halves
-        used_of = [used_of[i] for i in keep] + redone[0]
-        parts = [parts[i] for i in keep] + redone[1]
-        todo = list(range(len(keep), len(pieces)))
         redone_count += len(halves)
+        todo = []
+        k = 0
+        for i, pair in zip(bad, pairs, strict=True):
+            ks = range(k, k + len(pair))
+            k += len(pair)
+            got = [(halves[j], redone[0][j], redone[1][j]) for j in ks]
+            values = [stretch(part, used) for _, used, part in got]
+            weights = [float(area[h].sum()) for h, _, _ in got]
+            together = math.sqrt(sum(w * v**2 for w, v in zip(weights, values)) / max(sum(weights), 1e-30))
+            if not together < level_of[i]:
+                continue  # the piece stays as it is: its halves are no better
+            for n, ((h, used, part), value) in enumerate(zip(got, values, strict=True)):
+                if n == 0:  # the first half takes the piece's place, the others go at the end
+                    pieces[i], used_of[i], parts[i], level_of[i] = h, used, part, value
+                    todo.append(i)
+                else:
+                    todo.append(len(pieces))
+                    pieces.append(h)
+                    used_of.append(used)
+                    parts.append(part)
+                    level_of.append(value)
     charts = sum(int(part["charts"]) for part in parts)
     if charts > MAX_PACK_CHARTS:
         return f"{charts} charts (a surface of many separate fragments), too many to pack"
