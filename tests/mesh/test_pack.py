@@ -53,7 +53,8 @@ def xatlas_only(lumpy):
 
 def test_unwrap_repacks_denser_than_xatlas_with_the_same_charts(lumpy, xatlas_only):
     vertices, faces, uv = xatlas_only
-    out, counts = unwrap(lumpy, UnwrapConfig(padding=2, time_limit=0, repack=True), 512)
+    # whole (piece_faces=0), as xatlas_only: the same charts, re-packed
+    out, counts = unwrap(lumpy, UnwrapConfig(padding=2, time_limit=0, repack=True, piece_faces=0), 512)
     assert counts["engine"] == "xatlas" and counts["packer"] == "meshforge"
     assert counts["utilisation"] > uv_utilisation(uv, faces)
     assert counts["charts"] == len(np.unique(uv_charts(out.faces, len(out.uv))))
@@ -188,3 +189,46 @@ def test_the_unwrap_reports_where_its_time_went(lumpy):
     assert counts["seconds_charts"] > 0 and counts["seconds_pack"] > 0
     _, whole = unwrap(lumpy, UnwrapConfig(padding=2, piece_faces=0), 512)
     assert 0 < whole["seam_ratio"] < counts["seam_ratio"]  # the cuts between pieces are seams too
+
+
+def test_many_small_charts_pack_past_what_their_dilated_rasters_cover():
+    """The scale search skips scales whose charts cannot fit by their footprints (rasters dilated by half the
+    padding, which never overlap): 300 small square charts, padding 3, reach a layout whose rasters dilated by
+    the whole padding cover more than the square (so a bound on those would have stopped the search short), and
+    every two charts' conservative rasters are still at least 3 texels apart."""
+    from meshforge.mesh import pack
+
+    rng = np.random.default_rng(3)
+    n, size, padding = 300, 256, 3
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    uv = (corners[None] * rng.uniform(0.8, 1.2, (n, 1, 1)) + rng.uniform(0, 50, (n, 1, 2))).reshape(-1, 2)
+    quads = np.arange(4 * n).reshape(n, 4)
+    faces = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    packed, utilisation = pack_charts(uv, faces, size, padding, start=0.3, attempts=4, max_layouts=10)
+    assert utilisation == pytest.approx(uv_utilisation(packed, faces))
+    chart = uv_charts(faces, len(packed))
+    t, y, x0, x1 = pack._conservative_spans(packed[faces] * size)
+    lab = np.full((size, size), -1)
+    for ti, yy, a, b in zip(t, y, x0, x1, strict=True):
+        assert 0 <= yy < size and 0 <= a <= b < size
+        lab[yy, a : b + 1] = chart[ti]
+    dilated = sum(pack._dilate(np.pad(lab == c, padding), padding).sum() for c in range(n))
+    assert dilated > 1.0 * size**2  # the old bound (0.95 of the square on these) would not have laid this out
+    for dy in range(-padding, padding + 1):
+        for dx in range(-padding, padding + 1):
+            a = lab[max(0, dy) : size + min(0, dy), max(0, dx) : size + min(0, dx)]
+            b = lab[max(0, -dy) : size + min(0, -dy), max(0, -dx) : size + min(0, -dx)]
+            assert not np.any((a >= 0) & (b >= 0) & (a != b)), (dx, dy)
+
+
+def test_chart_options_reach_xatlas(lumpy):
+    """``chart_options`` are set on xatlas's ChartOptions (the unwrap passes CHART_OPTIONS): a heavier
+    roundness weight segments the same surface differently, and an unknown option is an error."""
+    v, f = lumpy.vertices, lumpy.faces
+    kw = {"resolution": 512, "padding": 1, "max_chart_area": None}
+    plain = _unwrap_worker.xatlas_atlas(v, f, **kw, chart_options={})
+    round_ = _unwrap_worker.xatlas_atlas(v, f, **kw, chart_options={"roundness_weight": 5.0})
+    assert plain["charts"] != round_["charts"] or not np.array_equal(plain["faces"], round_["faces"])
+    with pytest.raises(AttributeError):
+        _unwrap_worker.xatlas_atlas(v, f, **kw, chart_options={"no_such_option": 1.0})
+    assert _xatlas_options(v, f, UnwrapConfig(), 512)["chart_options"] == {"roundness_weight": 2.0}

@@ -41,8 +41,8 @@ import numpy as np
 _GRID = 256
 #: charts covering at most this many blocks are tested by shifted bitmaps, larger ones by FFT correlation
 _DIRECT_CELLS = 128
-#: a scale whose charts' dilated rasters cover more than this fraction of the square is not laid out (the
-#: bottom-left fill reaches 0.65-0.99 of its strip with dilated rasters, which may overlap by the padding)
+#: a scale whose charts' footprints (rasters dilated by half the padding: they never overlap in a layout) cover
+#: more than this fraction of the square is not laid out
 DENSEST = 0.95
 #: angles (radians) tried for each chart's minimum-area bounding rectangle, in [0°, 90°)
 _ANGLES = np.deg2rad(np.arange(0.0, 90.0, 2.0))
@@ -387,6 +387,12 @@ def _rasters(
     return real, [_dilate(r, padding) for r in real], mins
 
 
+def _footprint(real: list[np.ndarray], padding: int) -> int:
+    """Texels the charts' rasters cover once each is dilated by ``padding // 2``: two charts at least
+    ``padding`` empty texels apart have disjoint footprints, so a layout that fits covers at most the square."""
+    return sum(int(_dilate(r, padding // 2).sum()) for r in real)
+
+
 def _layout(
     real: list[np.ndarray], dilated: list[np.ndarray], resolution: int, device: str | None = None
 ) -> tuple[float, list[tuple[int, int, int]]]:
@@ -561,7 +567,7 @@ def pack_charts(
     # largest common scale whose layout fits: a layout's height h (texels) says how much the scale may change
     # (the strip has a fixed width, so h grows about as the area, scale²): next try scale·√(resolution/h),
     # kept inside the bracket of the largest fit and the smallest miss (bisection when it falls outside).
-    # Rasters are cheap and layouts are not: a scale whose dilated rasters alone cover more than
+    # Rasters are cheap and layouts are not: a scale whose charts' footprints alone cover more than
     # DENSEST of the square is stepped down before it is laid out.
     to_scale = resolution / math.sqrt(total)  # utilisation u ↔ scale √u · to_scale
     scale = math.sqrt(min(max(start, 0.05), 0.9)) * to_scale
@@ -570,8 +576,8 @@ def pack_charts(
     best: tuple[float, list[tuple[int, int, int]], np.ndarray] | None = None
     for i in range(max(1, max_layouts)):
         real, dilated, mins = _rasters(local, tris, chart, scale, padding, device)
-        covered = sum(int(d.sum()) for d in dilated)
-        # the dilated area grows more slowly than scale² (the padding is in texels): step by the growth
+        covered = _footprint(real, padding)
+        # the footprints' area grows more slowly than scale² (the padding is in texels): step by the growth
         # exponent seen between the last two rasters (secant in log-log), a hair under the target
         seen: tuple[float, int] | None = None
         while covered > DENSEST * resolution**2 and scale > lo:
@@ -581,7 +587,7 @@ def pack_charts(
             seen = (scale, covered)
             scale = max(scale * (DENSEST * resolution**2 / covered) ** (1.0 / power) * 0.999, lo)
             real, dilated, mins = _rasters(local, tris, chart, scale, padding, device)
-            covered = sum(int(d.sum()) for d in dilated)
+            covered = _footprint(real, padding)
         if scale <= lo:
             break  # no denser than ``floor`` or than the best fit so far
         height, place = _layout(real, dilated, resolution, device)
