@@ -413,6 +413,39 @@ def test_field_surface_part_samples_on_tensors():
         assert np.abs(got[key].numpy() - ref[key]).max() < 1e-6, key
 
 
+def _assert_sparse_voxel_surface_part_matches(device: str) -> None:
+    """A dense isosurface sampled through TRELLIS.2's sparse voxels (the pipeline's path for a decoded raw):
+    the numpy part (``pbr``: one lookup) equals the three plain lookups, and the device part (``pbr_tensor``)
+    equals the numpy part."""
+    from meshforge.fields.surface import FieldSurfacePart
+
+    _, field = _sparse_voxel_bake_case()
+    mesh = extract(Sphere(0.3), ExtractConfig(resolution=32))
+    rng = np.random.default_rng(8)
+    face = rng.integers(0, mesh.n_faces, 3000)
+    bary = rng.dirichlet((1.0, 1.0, 1.0), 3000)
+    ref = FieldSurfacePart(mesh, _ThreeLookups(field)).sample(face, bary)
+    host = FieldSurfacePart(mesh, field).sample(face, bary)
+    for key in ("base_color", "metallic", "roughness", "normal"):
+        assert np.array_equal(host[key], ref[key]), key
+    assert (host["base_color"][:, 3] == 0).any() and (host["base_color"][:, 3] == 1).any()  # the real alpha
+    dense = tbake.DenseSurface.from_field(SurfaceField([FieldSurfacePart(mesh, field)]), device)
+    assert type(dense.samplers[0]).__name__ == "TorchFieldPart"
+    got = dense.attributes(torch.as_tensor(face, device=device), torch.as_tensor(bary, device=device))
+    for key in ("base_color", "metallic", "roughness", "normal"):
+        assert np.abs(got[key].cpu().numpy() - host[key]).max() < 1e-6, key
+
+
+def test_sparse_voxel_surface_part_samples_every_channel_at_once():
+    _assert_sparse_voxel_surface_part_matches("cpu")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_sparse_voxel_surface_part_equals_numpy():
+    _assert_sparse_voxel_surface_part_matches("cuda")
+
+
 class OwnProjection:
     """A field with its own ``bake_attributes`` (not a SurfaceField): the torch bake calls it with numpy."""
 

@@ -11,7 +11,7 @@ Textures are sampled bilinearly with the glTF sampler wrap modes (§3.8.4), as
 
 A part of another type is sampled by its own numpy method: the (face, barycentric) rows are copied to
 the host once per call. A field's numpy methods (``material``; ``color`` without ``color_tensor``) get
-the points copied to the host.
+the points copied to the host; a field with ``pbr_tensor`` (TRELLIS.2's sparse voxels) is sampled on the device.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..fields.base import has_real_alpha
+from ..fields.base import PBRAttributes, has_real_alpha
 from ..fields.surface import FieldSurfacePart
 from ..gltf import CLAMP_TO_EDGE, MIRRORED_REPEAT, REPEAT
 from ..io.scene import SourcePart
@@ -197,9 +197,11 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 class TorchFieldPart:
     """A dense isosurface sampled through the field it was extracted from, on a device: the tensor twin of
     :class:`FieldSurfacePart`. Points and normals (area-weighted vertex normals) are interpolated on the
-    dense surface; the colour comes from the field's ``color_tensor`` when it has one (TripoSR's, on the
-    field's device), else from its numpy ``color``; the material from its numpy ``material``. The numpy
-    methods get the points copied to the host (``[N, 3]`` float32 per call).
+    dense surface; every channel comes from the field's ``pbr_tensor`` when it has one
+    (:class:`~meshforge.fields.base.PBRAttributes`: TRELLIS.2's sparse voxels, one lookup on the device); else
+    the colour from its ``color_tensor`` when it has one (TripoSR's, on the field's device) or its numpy
+    ``color``, the material from its numpy ``material``. The numpy methods get the points copied to the host
+    (``[N, 3]`` float32 per call).
 
     Args:
         vertices: ``[V, 3]`` float tensor; faces: ``[F, 3]`` int tensor (the device of the bake).
@@ -229,6 +231,20 @@ class TorchFieldPart:
         idx = self.faces[face]
         dev = bary.device
         pts = torch.einsum("nk,nkd->nd", bary, self.vertices[idx]).to(torch.float32)
+        normal = torch.einsum("nk,nkd->nd", bary, self.normals[idx])
+        normal = (normal / torch.linalg.norm(normal, dim=1, keepdim=True).clamp(min=1e-20)).to(torch.float32)
+        if isinstance(self.field, PBRAttributes):  # every channel from one lookup, on the device
+            pbr = self.field.pbr_tensor(pts)
+            if has_real_alpha(self.field):
+                opacity = pbr["alpha"].to(dev, torch.float32)[:, None]
+            else:
+                opacity = torch.ones((len(pts), 1), dtype=torch.float32, device=dev)
+            return {
+                "base_color": torch.cat([pbr["base_color"].to(dev, torch.float32), opacity], 1),
+                "metallic": pbr["metallic"].to(dev, torch.float32),
+                "roughness": pbr["roughness"].to(dev, torch.float32),
+                "normal": normal,
+            }
         host: np.ndarray | None = None
         if callable(getattr(self.field, "color_tensor", None)):
             color = self.field.color_tensor(pts).to(dev, torch.float32)
@@ -236,8 +252,6 @@ class TorchFieldPart:
             host = pts.cpu().numpy()
             color = torch.as_tensor(np.asarray(self.field.color(host), dtype=np.float32), device=dev)
         metallic, roughness = self.field.material(host if host is not None else pts.cpu().numpy())
-        normal = torch.einsum("nk,nkd->nd", bary, self.normals[idx])
-        normal = normal / torch.linalg.norm(normal, dim=1, keepdim=True).clamp(min=1e-20)
         if has_real_alpha(self.field):
             alpha = np.asarray(self.field.alpha(host if host is not None else pts.cpu().numpy()), dtype=np.float32)
             opacity = torch.as_tensor(alpha, device=dev)[:, None]
@@ -247,7 +261,7 @@ class TorchFieldPart:
             "base_color": torch.cat([color, opacity], 1),
             "metallic": torch.as_tensor(np.asarray(metallic, dtype=np.float32), device=dev),
             "roughness": torch.as_tensor(np.asarray(roughness, dtype=np.float32), device=dev),
-            "normal": normal.to(torch.float32),
+            "normal": normal,
         }
 
 
