@@ -232,3 +232,14 @@ def test_chart_options_reach_xatlas(lumpy):
     with pytest.raises(AttributeError):
         _unwrap_worker.xatlas_atlas(v, f, **kw, chart_options={"no_such_option": 1.0})
     assert _xatlas_options(v, f, UnwrapConfig(), 512)["chart_options"] == {"roundness_weight": 2.0}
+
+
+def test_an_atlas_of_very_many_charts_keeps_xatlas_packing(lumpy, monkeypatch):
+    """Past MANY_CHARTS the re-packing is not tried (its search blocks lose on many tiny charts): xatlas's own
+    packing comes back; under it the re-packing runs and wins on the same surface."""
+    kw = {"resolution": 512, "padding": 1, "max_chart_area": None, "gap": 2}
+    repacked = _unwrap_worker.xatlas_atlas(lumpy.vertices, lumpy.faces, **kw)
+    assert repacked["packer"] == "meshforge"
+    monkeypatch.setattr(_unwrap_worker, "MANY_CHARTS", repacked["charts"] - 1)
+    kept = _unwrap_worker.xatlas_atlas(lumpy.vertices, lumpy.faces, **kw)
+    assert kept["packer"] == "xatlas" and kept["charts"] == repacked["charts"]

@@ -43,10 +43,14 @@ _HEADER = struct.Struct("<Q")
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-#: an atlas of at most this many charts gets more layouts from the re-packing (6 fitting ones, at most 12; a layout
-#: of 100 charts takes ~0.05 s): the layouts of a few irregular charts vary much with the scale (Fox, 78 charts:
-#: 0.649 after 3 layouts, 0.661 after 12)
+#: an atlas of at most this many charts gets more layouts from the re-packing (4 layouts once one fits, at most 8;
+#: one of 100 charts takes 0.1-0.2 s on one core): the layouts of a few irregular charts vary much with the scale
+#: (Fox, 78 charts: 0.649 after 3 layouts, 0.658 after 4)
 FEW_CHARTS = 300
+#: an atlas of more charts than this keeps xatlas's packing: the re-packing's 4-texel search blocks lose more on
+#: many tiny charts than it gains (FlightHelmet, 2,191 charts: 0.58-0.61 against xatlas's 0.60-0.62), at 1.2 s a
+#: layout
+MANY_CHARTS = 1500
 
 
 def write_frame(fd: int, obj: Any) -> None:
@@ -120,7 +124,7 @@ def xatlas_atlas(
         brute_force: try every position (on 4×4-texel blocks, which keeps it affordable) instead of a
             random sample of them: a denser packing, at several times the packing time.
         gap: texels kept empty between charts by the re-packing (``UnwrapConfig.padding``); None keeps
-            xatlas's packing.
+            xatlas's packing (so does an atlas of more than :data:`MANY_CHARTS` charts).
         keep: a list the xatlas atlas object is appended to, so that it is destroyed when the caller clears
             the list rather than on return (its destructor can hang: see the module docstring).
         chart_options: other ``xatlas.ChartOptions`` attributes by name (e.g. ``roundness_weight``).
@@ -158,7 +162,7 @@ def xatlas_atlas(
     faces_out = np.asarray(indices, dtype=np.int64)
     uv = np.asarray(uvs, dtype=np.float64)
     packer = "xatlas"
-    if gap is not None and atlas.atlas_count == 1 and len(faces_out):
+    if gap is not None and atlas.atlas_count == 1 and len(faces_out) and int(atlas.chart_count) <= MANY_CHARTS:
         square = uv * np.array([width, height]) / max(width, height)
         e1 = square[faces_out[:, 1]] - square[faces_out[:, 0]]
         e2 = square[faces_out[:, 2]] - square[faces_out[:, 0]]
@@ -174,8 +178,8 @@ def xatlas_atlas(
                 int(gap),
                 start=before * 1.15,
                 floor=before * 1.03,
-                attempts=6 if few else 1,
-                max_layouts=12 if few else 2,
+                attempts=4 if few else 1,
+                max_layouts=8 if few else 2,
             )
         except (ValueError, RuntimeError):
             after = 0.0
