@@ -65,8 +65,8 @@ _SETTLE_S = 0.25
 
 
 #: xatlas ``ChartOptions`` set for every unwrap, whole meshes and pieces alike. Rounder charts (xatlas's default
-#: roundness weight is 0.01) pack more densely: on the shared assets at 20k faces utilisation 0.598-0.753 →
-#: 0.621-0.776 (Fox 0.598 → 0.661, spot 0.637 → 0.665), the seven pictures 0.651-0.665 → 0.665, stretch within
+#: roundness weight is 0.01) pack more densely: on the shared assets at 20k faces utilisation 0.589-0.753 →
+#: 0.621-0.777 (Fox 0.589 → 0.658, spot 0.637 → 0.665), the seven pictures 0.651-0.665 → 0.665, stretch within
 #: ±0.0005 of before and seams shorter (``benchmarks/results/atlas_quality.md``, session 21)
 CHART_OPTIONS: dict[str, float] = {"roundness_weight": 2.0}
 
