@@ -186,7 +186,8 @@ def test_piece_size_cuts_large_meshes_and_meshes_of_few_large_parts_only(monkeyp
     assert piece_size(many_v, many_f, 600) == 600  # piece_faces stays the floor
 
 
-def test_a_distorted_piece_is_redone_in_halves(monkeypatch):
+@pytest.mark.parametrize("time_limit", [60.0, 0.0])  # worker processes (one queue), and in this process
+def test_a_distorted_piece_is_redone_in_halves(monkeypatch, time_limit):
     """A piece whose charts' stretch passes PIECE_STRETCH is unwrapped again in two halves, and a half still over
     it again, up to _REDO_LEVELS times (here every piece, with the threshold below any stretch): twice the
     pieces per level while the halves come out less stretched, the same valid atlas guarantees; halves more
@@ -195,7 +196,7 @@ def test_a_distorted_piece_is_redone_in_halves(monkeypatch):
     from meshforge.mesh import uv as uv_module
 
     mesh = decimate(extract(Sphere(0.3), ExtractConfig(resolution=64)), DecimateConfig(faces=6000))[0]
-    cfg = UnwrapConfig(padding=2, piece_faces=1000)
+    cfg = UnwrapConfig(padding=2, piece_faces=1000, time_limit=time_limit)
     _, first = unwrap(mesh, cfg, 512)
     assert first["pieces_redone"] == 0
     monkeypatch.setattr(uv_module, "PIECE_STRETCH", 0.5)
@@ -230,3 +231,29 @@ def test_a_dust_of_fragments_falls_back_to_the_face_atlas_without_packing(monkey
     out, counts = unwrap(dust, UnwrapConfig(piece_faces=200), 256)
     assert counts["engine"] == "faces" and "1500 charts" in counts["fallback"], counts
     assert out.n_faces == 1500 and uv_overlap_ratio(out) == pytest.approx(1.0, abs=0.03)
+
+
+def test_worker_requests_take_follow_ups_and_a_failing_follow_up_ends_the_run():
+    """``_run_requests``' follow-ups join the queue and come back after the first requests, in order; a follow-up
+    that raises ends the run with a one-line reason instead of leaving the other workers waiting."""
+    from meshforge.mesh import uv as uv_module
+
+    mesh = decimate(extract(Sphere(0.3), ExtractConfig(resolution=32)), DecimateConfig(faces=400))[0]
+    options = {"resolution": 256, "padding": 0, "max_chart_area": None, "brute_force": False}
+    req = (mesh.vertices.astype(np.float64), mesh.faces.astype(np.int32), options, 0.0)
+    seen: list[int] = []
+
+    def follow(i, result):  # type: ignore[no-untyped-def]
+        seen.append(i)
+        assert result["atlas_count"] == 1
+        return [req] if i < 2 else []  # each of the first two asks for one more
+
+    out = uv_module._run_requests([req, req], 60.0, follow)
+    assert isinstance(out, list) and len(out) == 4 and sorted(seen) == [0, 1, 2, 3]
+    assert all(r["charts"] == out[0]["charts"] for r in out)
+
+    def broken(i, result):  # type: ignore[no-untyped-def]
+        raise ValueError("no good")
+
+    failed = uv_module._run_requests([req, req, req], 60.0, broken)
+    assert isinstance(failed, str) and "follow-up" in failed and "no good" in failed

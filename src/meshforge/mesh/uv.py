@@ -21,6 +21,7 @@ for the pieces of a large mesh); a worker killed at the time limit is replaced b
 from __future__ import annotations
 
 import atexit
+import heapq
 import math
 import os
 import select
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -270,17 +272,26 @@ def _settle_then_idle(worker: _Worker) -> None:
             _idle.append(worker)
 
 
-def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[dict[str, Any]] | str:
+def _run_requests(
+    requests: list[tuple[Any, ...]],
+    time_limit: float,
+    follow: Callable[[int, dict[str, Any]], list[tuple[Any, ...]]] | None = None,
+) -> list[dict[str, Any]] | str:
     """Run worker requests on up to ``os.cpu_count()`` worker processes at once, all within ``time_limit``
     seconds; the results in order, or a string saying why there are none (the first failure).
 
     The requests form one queue, the largest meshes first (xatlas's time grows faster than a piece's faces):
     each worker takes the next request when it is done with its last, so one slow piece does not hold back
-    the requests that a fixed share would have queued behind it."""
+    the requests that a fixed share would have queued behind it. ``follow(i, result)``, called (under a
+    lock) as each request ``i`` succeeds, may return more requests: they join the queue at once, numbered
+    after those already known, and their results come back after them."""
     deadline = time.monotonic() + time_limit
     n_workers = max(1, min(len(requests), os.cpu_count() or 1))
-    queue = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]))
-    lock = threading.Lock()
+    requests = list(requests)
+    queue = [(-len(r[1]), i) for i, r in enumerate(requests)]
+    heapq.heapify(queue)
+    cond = threading.Condition()
+    busy = [0]  # requests being run: while any is, the queue may still grow
     # taken (or started) in the calling thread: a worker dies with the thread that started it
     workers: list[_Worker] = []
     try:
@@ -295,10 +306,13 @@ def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[di
 
     def drive(first: int) -> None:
         while True:
-            with lock:
+            with cond:
+                while not queue and busy[0] and not failed.is_set():
+                    cond.wait()
                 if not queue or failed.is_set():
                     return
-                i = queue.pop(0)
+                i = heapq.heappop(queue)[1]
+                busy[0] += 1
             left = deadline - time.monotonic()
             out: dict[str, Any] | str
             if left <= 0:
@@ -311,9 +325,22 @@ def _run_requests(requests: list[tuple[Any, ...]], time_limit: float) -> list[di
                 else:
                     workers[first] = worker
                     out = worker.run(requests[i], left)
-            results[i] = out
+            with cond:
+                try:
+                    results[i] = out
+                    if not isinstance(out, str) and follow is not None:
+                        for extra in follow(i, out):
+                            heapq.heappush(queue, (-len(extra[1]), len(requests)))
+                            requests.append(extra)
+                            results.append(None)
+                except Exception as exc:  # a follow-up that fails ends the run, with its reason
+                    out = results[i] = f"the unwrap's follow-up of piece {i} failed: {one_line(exc)}"
+                finally:
+                    if isinstance(out, str):
+                        failed.set()
+                    busy[0] -= 1
+                    cond.notify_all()
             if isinstance(out, str):
-                failed.set()
                 return
 
     try:
@@ -464,68 +491,75 @@ def _unwrap_pieces(
         "chart_options": dict(CHART_OPTIONS),
     }
 
-    def run(pieces: list[np.ndarray]) -> tuple[list[np.ndarray], list[dict[str, Any]]] | str:
-        used_of, requests = [], []
-        for idx in pieces:
-            used, local = np.unique(faces[idx], return_inverse=True)
-            used_of.append(used)
-            requests.append((vertices[used], local.reshape(-1, 3).astype(np.int32), options, TEST_DELAY_S))
-        if not limited:
-            return used_of, [_unwrap_worker.xatlas_atlas(r[0], r[1], **options) for r in requests]
-        left = t_end - time.monotonic()
-        parts = _run_requests(requests, left) if left > 0 else f"xatlas exceeded the {cfg.time_limit:g} s time limit"
-        return parts if isinstance(parts, str) else (used_of, parts)
-
-    pieces = split_pieces(vertices, faces, size)
-    done = run(pieces)
-    if isinstance(done, str):
-        return done
-    used_of, parts = done
     # xatlas now and then lets a badly distorted chart through (one chart of 211 faces at L2 stretch 3.6 in
     # a 310-face piece of a generated typewriter); such a piece is redone in two halves, and a half that is still
     # distorted in two halves again, up to _REDO_LEVELS times (a 1.4M-face noisy isosurface decimated to 200k
     # faces kept an atlas stretch of 1.31 after one level, 1.03 after more). The halves replace their piece
     # only when their stretch together (area-weighted, as the atlas's) is lower: on a noisy surface a third of
-    # the halvings made it higher (a 1.058 piece's halves: 1.39 and 1.08)
+    # the halvings made it higher (a 1.058 piece's halves: 1.39 and 1.08). The halves join the workers' queue
+    # as soon as their piece is back, not after the whole level.
+    nodes: list[dict[str, Any]] = []  # per request: faces, used vertices, level, parent, halves, result, stretch
 
-    def stretch(part: dict[str, Any], used: np.ndarray) -> float:
+    def request(idx: np.ndarray, level: int, parent: int | None) -> tuple[Any, ...]:
+        used, local = np.unique(faces[idx], return_inverse=True)
+        nodes.append({"idx": idx, "used": used, "level": level, "parent": parent, "halves": [], "split": False})
+        return (vertices[used], local.reshape(-1, 3).astype(np.int32), options, TEST_DELAY_S)
+
+    def halve(k: int) -> list[tuple[Any, ...]]:
+        node = nodes[k]
+        if node["level"] >= _REDO_LEVELS or len(node["idx"]) <= 1 or not node["stretch"] > PIECE_STRETCH:
+            return []
+        out = []
+        for half in split_pieces(vertices, faces[node["idx"]], (len(node["idx"]) + 1) // 2):
+            node["halves"].append(len(nodes))
+            out.append(request(node["idx"][half], node["level"] + 1, k))
+        return out
+
+    def follow(k: int, part: dict[str, Any]) -> list[tuple[Any, ...]]:
+        node = nodes[k]
         uv = part["uv"] * [part["width"], part["height"]]
-        return uv_stretch(vertices[used][part["vmapping"]], uv, part["faces"])
+        node["part"], node["stretch"] = part, uv_stretch(vertices[node["used"]][part["vmapping"]], uv, part["faces"])
+        if node["parent"] is None:
+            return halve(k)
+        parent = nodes[node["parent"]]
+        halves = [nodes[j] for j in parent["halves"]]
+        if any("part" not in h for h in halves):
+            return []  # the other half is not back yet
+        weights = [float(area[h["idx"]].sum()) for h in halves]
+        together = math.sqrt(sum(w * h["stretch"] ** 2 for w, h in zip(weights, halves)) / max(sum(weights), 1e-30))
+        if not together < parent["stretch"]:
+            return []  # the piece stays as it is: its halves are no better
+        parent["split"] = True
+        return [r for j in parent["halves"] for r in halve(j)]
 
-    redone_count = 0
-    todo = list(range(len(pieces)))
-    level_of = [stretch(part, used) for part, used in zip(parts, used_of, strict=True)]
-    for _ in range(_REDO_LEVELS):
-        bad = [i for i in todo if len(pieces[i]) > 1 and level_of[i] > PIECE_STRETCH]
-        if not bad:
-            break
-        pairs = [split_pieces(vertices, faces[pieces[i]], (len(pieces[i]) + 1) // 2) for i in bad]
-        halves = [pieces[i][h] for i, pair in zip(bad, pairs, strict=True) for h in pair]
-        redone = run(halves)
-        if isinstance(redone, str):
-            return redone
-        redone_count += len(halves)
-        todo = []
-        k = 0
-        for i, pair in zip(bad, pairs, strict=True):
-            ks = range(k, k + len(pair))
-            k += len(pair)
-            got = [(halves[j], redone[0][j], redone[1][j]) for j in ks]
-            values = [stretch(part, used) for _, used, part in got]
-            weights = [float(area[h].sum()) for h, _, _ in got]
-            together = math.sqrt(sum(w * v**2 for w, v in zip(weights, values)) / max(sum(weights), 1e-30))
-            if not together < level_of[i]:
-                continue  # the piece stays as it is: its halves are no better
-            for n, ((h, used, part), value) in enumerate(zip(got, values, strict=True)):
-                if n == 0:  # the first half takes the piece's place, the others go at the end
-                    pieces[i], used_of[i], parts[i], level_of[i] = h, used, part, value
-                    todo.append(i)
-                else:
-                    todo.append(len(pieces))
-                    pieces.append(h)
-                    used_of.append(used)
-                    parts.append(part)
-                    level_of.append(value)
+    roots = split_pieces(vertices, faces, size)
+    requests = [request(idx, 0, None) for idx in roots]
+    if limited:
+        left = t_end - time.monotonic()
+        got = (
+            _run_requests(requests, left, follow)
+            if left > 0
+            else f"xatlas exceeded the {cfg.time_limit:g} s time limit"
+        )
+        if isinstance(got, str):
+            return got
+    else:  # in this process, one request after another, the same order of follow-ups
+        todo = [(-len(r[1]), i, r) for i, r in enumerate(requests)]
+        heapq.heapify(todo)
+        while todo:
+            _, i, r = heapq.heappop(todo)
+            extras = follow(i, _unwrap_worker.xatlas_atlas(r[0], r[1], **options))
+            for j, extra in enumerate(extras, start=len(nodes) - len(extras)):  # request j is node j
+                heapq.heappush(todo, (-len(extra[1]), j, extra))
+
+    def leaves(k: int) -> list[int]:
+        return [j for h in nodes[k]["halves"] for j in leaves(h)] if nodes[k]["split"] else [k]
+
+    final = [j for k in range(len(roots)) for j in leaves(k)]
+    pieces = [nodes[j]["idx"] for j in final]
+    used_of = [nodes[j]["used"] for j in final]
+    parts = [nodes[j]["part"] for j in final]
+    redone_count = sum(1 for node in nodes if node["parent"] is not None)
     charts = sum(int(part["charts"]) for part in parts)
     if charts > MAX_PACK_CHARTS:
         return f"{charts} charts (a surface of many separate fragments), too many to pack"
