@@ -324,7 +324,10 @@ def _run_requests(
                     out = f"the unwrap worker could not start: {one_line(exc)}"
                 else:
                     workers[first] = worker
-                    out = worker.run(requests[i], left)
+                    try:
+                        out = worker.run(requests[i], left)
+                    except Exception as exc:  # pragma: no cover - run answers with a reason; never leave others waiting
+                        out = f"an unwrap worker failed: {one_line(exc)}"
             with cond:
                 try:
                     results[i] = out
