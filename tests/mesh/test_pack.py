@@ -87,6 +87,17 @@ def test_packing_is_a_similarity_per_chart_with_one_scale(xatlas_only):
     assert uv_stretch(vertices, packed, faces) == pytest.approx(uv_stretch(vertices, uv, faces), rel=1e-6)
 
 
+def assert_charts_apart(lab: np.ndarray, padding: int) -> None:
+    """No two different charts' texels of a square ``[S, S]`` chart-label raster (-1: empty) lie within
+    ``padding`` texels of each other (Chebyshev)."""
+    size = len(lab)
+    for dy in range(-padding, padding + 1):
+        for dx in range(-padding, padding + 1):
+            a = lab[max(0, dy) : size + min(0, dy), max(0, dx) : size + min(0, dx)]
+            b = lab[max(0, -dy) : size + min(0, -dy), max(0, -dx) : size + min(0, -dx)]
+            assert not np.any((a >= 0) & (b >= 0) & (a != b)), (dx, dy)
+
+
 @pytest.mark.parametrize("padding", [0, 1, 3])
 def test_charts_keep_the_padding_on_the_texel_grid(xatlas_only, padding):
     """The conservative rasters (every texel a triangle touches) of two charts are ``padding`` texels apart."""
@@ -102,11 +113,7 @@ def test_charts_keep_the_padding_on_the_texel_grid(xatlas_only, padding):
     many = np.array([len(set(c[c >= 0].tolist())) for c in cells.reshape(-1, sub * sub)]).reshape(size, size)
     assert many.max() <= 1  # no texel is shared by two charts
     lab = cells.max(axis=-1)
-    for dy in range(-padding, padding + 1):
-        for dx in range(-padding, padding + 1):
-            a = lab[max(0, dy) : size + min(0, dy), max(0, dx) : size + min(0, dx)]
-            b = lab[max(0, -dy) : size + min(0, -dy), max(0, -dx) : size + min(0, -dx)]
-            assert not np.any((a >= 0) & (b >= 0) & (a != b)), (dx, dy)
+    assert_charts_apart(lab, padding)
 
 
 def test_bad_input_is_refused_in_one_line(xatlas_only):
@@ -214,11 +221,7 @@ def test_many_small_charts_pack_past_what_their_dilated_rasters_cover():
         lab[yy, a : b + 1] = chart[ti]
     dilated = sum(pack._dilate(np.pad(lab == c, padding), padding).sum() for c in range(n))
     assert dilated > 1.0 * size**2  # the old bound (0.95 of the square on these) would not have laid this out
-    for dy in range(-padding, padding + 1):
-        for dx in range(-padding, padding + 1):
-            a = lab[max(0, dy) : size + min(0, dy), max(0, dx) : size + min(0, dx)]
-            b = lab[max(0, -dy) : size + min(0, -dy), max(0, -dx) : size + min(0, -dx)]
-            assert not np.any((a >= 0) & (b >= 0) & (a != b)), (dx, dy)
+    assert_charts_apart(lab, padding)
 
 
 def test_chart_options_reach_xatlas(lumpy):

@@ -122,6 +122,25 @@ def has_real_alpha(field: Any) -> bool:
     return isinstance(field, Opacity) and field.alpha_mode != "OPAQUE"
 
 
+def sample_pbr(
+    field: Any, points: np.ndarray, alpha: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """A field's channels at ``[N, 3]`` float32 canonical points, the numpy way: one lookup for a
+    :class:`PBRAttributes` field (its ``pbr``), else ``color``, ``material`` and (``alpha=True``) ``alpha``.
+
+    Returns:
+        ``(base colour [N, 3], metallic [N], roughness [N], opacity [N] float32 or None when not asked)``.
+    """
+    if isinstance(field, PBRAttributes):
+        pbr = field.pbr(points)
+        opacity = np.asarray(pbr["alpha"], dtype=np.float32) if alpha else None
+        return pbr["base_color"], pbr["metallic"], pbr["roughness"], opacity
+    color = field.color(points)
+    metallic, roughness = field.material(points)
+    opacity = np.asarray(field.alpha(points), dtype=np.float32) if alpha else None
+    return color, metallic, roughness, opacity
+
+
 @runtime_checkable
 class PortableField(Protocol):
     """Optional hook of a backend's live :class:`Field`: its own form that needs no backend (for example

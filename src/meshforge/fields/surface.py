@@ -29,7 +29,7 @@ from scipy.spatial import cKDTree
 from ..errors import MissingDependency
 from ..geometry.closest import closest_point_on_triangles
 from ..geometry.normals import face_normals, vertex_normals
-from .base import PBRAttributes, has_real_alpha
+from .base import has_real_alpha, sample_pbr
 
 
 class SurfacePart(Protocol):
@@ -330,18 +330,8 @@ class FieldSurfacePart:
         idx = np.asarray(self.mesh.faces)[face]
         points = np.einsum("nk,nkd->nd", bary, np.asarray(self.mesh.vertices, dtype=np.float64)[idx])
         pts = points.astype(np.float32)
-        real_alpha = has_real_alpha(self.field)
-        if isinstance(self.field, PBRAttributes):  # every channel from one lookup
-            pbr = self.field.pbr(pts)
-            color, metallic, roughness = pbr["base_color"], pbr["metallic"], pbr["roughness"]
-            alpha = np.asarray(pbr["alpha"], dtype=np.float32) if real_alpha else np.ones(len(pts), dtype=np.float32)
-        else:
-            color = self.field.color(pts)
-            metallic, roughness = self.field.material(pts)
-            if real_alpha:
-                alpha = np.asarray(self.field.alpha(pts), dtype=np.float32)
-            else:
-                alpha = np.ones(len(pts), dtype=np.float32)
+        color, metallic, roughness, opacity = sample_pbr(self.field, pts, has_real_alpha(self.field))
+        alpha = opacity if opacity is not None else np.ones(len(pts), dtype=np.float32)
         normal = np.einsum("nk,nkd->nd", bary, self._normals[idx])
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-20)
         rgba = np.concatenate([color, alpha[:, None]], axis=1)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import BakeConfig
 from ..errors import StageError
-from ..fields.base import Field, PBRAttributes, SurfaceAttributes, has_real_alpha
+from ..fields.base import Field, SurfaceAttributes, has_real_alpha, sample_pbr
 from ..geometry.raster import Raster, nearest_covered, rasterize
 from ..types import Mesh, Textures
 
@@ -183,17 +183,10 @@ def bake(mesh: Mesh, field: Field, cfg: BakeConfig, *, chunk: int = 1 << 20) -> 
                 if occlusion is None:
                     occlusion = np.ones(n_tex, dtype=np.float32)
                 occlusion[sl] = attrs["occlusion"]
-        elif isinstance(field, PBRAttributes):  # every channel from one lookup
-            pbr = field.pbr(p)
-            color[sl, :3] = pbr["base_color"]
-            if has_alpha:
-                color[sl, 3] = pbr["alpha"]
-            metallic[sl], roughness[sl] = pbr["metallic"], pbr["roughness"]
-        else:
-            color[sl, :3] = field.color(p)
-            if has_alpha:
-                color[sl, 3] = field.alpha(p)  # type: ignore[attr-defined]
-            metallic[sl], roughness[sl] = field.material(p)
+        else:  # one lookup for every channel where the field offers it (sample_pbr)
+            color[sl, :3], metallic[sl], roughness[sl], opacity = sample_pbr(field, p, has_alpha)
+            if opacity is not None:
+                color[sl, 3] = opacity
     channels = [_to_u8(color), np.zeros((n_tex, 1), np.uint8), _to_u8(roughness)[:, None], _to_u8(metallic)[:, None]]
     if world_normal is not None:
         ts = encode_tangent_normals(mesh, face, bary, world_normal, low_normal)
@@ -221,8 +214,8 @@ def bake_vertex_colors(mesh: Mesh, field: Field) -> tuple[Mesh, float]:
     Returns:
         ``(mesh with [V, 4] sRGB colours, mean roughness over the vertices)``.
     """
-    color = field.color(mesh.vertices)
-    _, roughness = field.material(mesh.vertices)
-    alpha = field.alpha(mesh.vertices) if has_real_alpha(field) else np.ones(mesh.n_vertices, dtype=np.float32)  # type: ignore[attr-defined]
-    rgba = np.concatenate([color, np.asarray(alpha, dtype=np.float32)[:, None]], axis=1)
+    color, _, roughness, alpha = sample_pbr(field, mesh.vertices, has_real_alpha(field))
+    if alpha is None:
+        alpha = np.ones(mesh.n_vertices, dtype=np.float32)
+    rgba = np.concatenate([color, alpha[:, None]], axis=1)
     return mesh.replace(colors=rgba), float(np.mean(roughness)) if len(roughness) else 1.0

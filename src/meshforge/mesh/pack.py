@@ -361,13 +361,15 @@ def _rasters(
     scale: float,
     padding: int,
     device: str | None = None,
-) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, int]:
     """Each chart's conservative raster at ``scale`` (texels), in its box with a ``padding`` margin; the
     triangles' runs are found on ``device`` when given (:func:`_conservative_spans_torch`, the same runs).
 
     Returns:
-        ``(real, dilated, mins)``: per chart the ``[h, w]`` bool raster, the same dilated by ``padding``, and
-        ``[C, 2]`` the box corners (texels) the rasters start at.
+        ``(real, dilated, mins, footprint)``: per chart the ``[h, w]`` bool raster, the same dilated by
+        ``padding``, ``[C, 2]`` the box corners (texels) the rasters start at, and the texels the rasters cover
+        once each is dilated by ``padding // 2`` (on the way to ``padding``): two charts at least ``padding``
+        empty texels apart have disjoint footprints, so a layout that fits covers at most the square.
     """
     mins = np.array([c.min(axis=0) for c in local]) * scale
     maxs = np.array([c.max(axis=0) for c in local]) * scale
@@ -385,13 +387,9 @@ def _rasters(
     delta = np.bincount(start + x0, minlength=total + 1) - np.bincount(start + x1 + 1, minlength=total + 1)
     flat = np.cumsum(delta[:total]) > 0
     real = [flat[offset[c] : offset[c] + size[c]].reshape(heights[c], widths[c]) for c in range(len(local))]
-    return real, [_dilate(r, padding) for r in real], mins
-
-
-def _footprint(real: list[np.ndarray], padding: int) -> int:
-    """Texels the charts' rasters cover once each is dilated by ``padding // 2``: two charts at least
-    ``padding`` empty texels apart have disjoint footprints, so a layout that fits covers at most the square."""
-    return sum(int(_dilate(r, padding // 2).sum()) for r in real)
+    half = [_dilate(r, padding // 2) for r in real]
+    footprint = sum(int(h.sum()) for h in half)
+    return real, [_dilate(h, padding - padding // 2) for h in half], mins, footprint
 
 
 def _layout(
@@ -576,8 +574,7 @@ def pack_charts(
     lo, hi = least, math.inf
     best: tuple[float, list[tuple[int, int, int]], np.ndarray] | None = None
     for i in range(max(1, max_layouts)):
-        real, dilated, mins = _rasters(local, tris, chart, scale, padding, device)
-        covered = _footprint(real, padding)
+        real, dilated, mins, covered = _rasters(local, tris, chart, scale, padding, device)
         # the footprints' area grows more slowly than scale² (the padding is in texels): step by the growth
         # exponent seen between the last two rasters (secant in log-log), a hair under the target
         seen: tuple[float, int] | None = None
@@ -587,8 +584,7 @@ def pack_charts(
                 power = min(3.0, max(1.0, math.log(covered / seen[1]) / math.log(scale / seen[0])))
             seen = (scale, covered)
             scale = max(scale * (DENSEST * resolution**2 / covered) ** (1.0 / power) * 0.999, lo)
-            real, dilated, mins = _rasters(local, tris, chart, scale, padding, device)
-            covered = _footprint(real, padding)
+            real, dilated, mins, covered = _rasters(local, tris, chart, scale, padding, device)
         if scale <= lo:
             break  # no denser than ``floor`` or than the best fit so far
         height, place = _layout(real, dilated, resolution, device)
