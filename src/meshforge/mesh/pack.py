@@ -581,7 +581,12 @@ def _rasters(
 
 
 def _layout(
-    real: list[np.ndarray], dilated: list[np.ndarray], resolution: int, padding: int, device: str | None = None
+    real: list[np.ndarray],
+    dilated: list[np.ndarray],
+    resolution: int,
+    padding: int,
+    device: str | None = None,
+    exact_rows: int = EXACT_ROWS,
 ) -> tuple[float, list[tuple[int, int, int]]]:
     """Pack the charts' rasters into a strip ``resolution`` texels wide (bottom-left fill on a block bitmap).
 
@@ -591,8 +596,11 @@ def _layout(
     Args:
         real, dilated: each chart's raster and its dilation by the padding (:func:`_rasters`).
         resolution: the square's side, in texels.
+        padding: the padding the rasters were dilated by, in texels.
         device: a torch device for the free-offset search (:class:`_DeviceSearch`, all turns of a chart in one
             batched FFT); None: numpy (:func:`_first_free`). Both give the same layout.
+        exact_rows: charts whose padded raster is at most this many texels a side are placed texel-exactly
+            (:class:`_ExactSearch`, on the host either way); 0: every chart on the block grid.
 
     Returns:
         ``(height, placements)``: the height of the layout in texels (``inf`` when some chart found no place)
@@ -612,7 +620,7 @@ def _layout(
     occ = _blocks(fine, b)
     run = _row_runs(~occ)
     search = _DeviceSearch(occ, device) if device is not None else None
-    exact = _ExactSearch(fine, padding)
+    exact = _ExactSearch(fine, padding) if exact_rows > 0 else None
     top = 0  # block rows [top, rows) are empty: no placed chart reaches them
     height = 0  # texel rows [height, ...) are empty (the dilated rasters included)
 
@@ -621,7 +629,8 @@ def _layout(
         nonlocal top, height
         h, w = turned.shape
         fine[py : py + h, px : px + w] |= turned
-        exact.update(fine, py, py + h)
+        if exact is not None:
+            exact.update(fine, py, py + h)
         y0, x0 = py // b, px // b
         y1, x1 = -(-(py + h) // b), -(-(px + w) // b)
         occ[y0:y1, x0:x1] = _blocks(fine[y0 * b : y1 * b, x0 * b : x1 * b], b)
@@ -635,7 +644,7 @@ def _layout(
     order = np.argsort(-(heights + widths), kind="stable")  # longest bounding-box perimeter first
     for c in order:
         real0, dil0 = real[c], dilated[c]
-        if dil0.shape[0] <= EXACT_ROWS and dil0.shape[1] <= EXACT_ROWS:
+        if exact is not None and dil0.shape[0] <= exact_rows and dil0.shape[1] <= exact_rows:
             # a small chart: every turn at its first free texel offset (lowest row, then leftmost column)
             best_exact = None
             seen: list[np.ndarray] = []
@@ -721,6 +730,7 @@ def pack_charts(
     floor: float = 0.0,
     max_layouts: int = 40,
     device: str | None = None,
+    exact_rows: int = EXACT_ROWS,
 ) -> tuple[np.ndarray, float]:
     """Re-pack the charts of a UV atlas into the unit square (see the module docstring for the algorithm).
 
@@ -738,6 +748,9 @@ def pack_charts(
         max_layouts: packings tried at most.
         device: a torch device (``"cuda"``) for the layouts' free-offset search (one batched FFT per chart
             there, instead of numpy's per turn); None: numpy only. The layout is the same either way.
+        exact_rows: charts whose padded raster is at most this many texels a side are placed on the texels
+            themselves (:data:`EXACT_ROWS`); 0: all on the search grid's blocks (faster on a GPU's host when the
+            layout is not searched for density: a fixed utilisation that fits anyway).
 
     Returns:
         ``(uv, utilisation)``: ``[V, 2]`` float64 UVs in [0, 1] (vertices no face uses are set to 0) and the
@@ -808,7 +821,7 @@ def pack_charts(
             real, dilated, mins, covered = _rasters(local, tris, chart, scale, padding, device)
         if scale <= lo:
             break  # no denser than ``floor`` or than the best fit so far
-        height, place = _layout(real, dilated, resolution, padding, device)
+        height, place = _layout(real, dilated, resolution, padding, device, exact_rows)
         if height <= resolution:
             lo = scale
             best = (scale, place, mins)

@@ -590,6 +590,9 @@ def _unwrap_pieces(
             attempts=_PACK_ATTEMPTS,
             max_layouts=16,
             device=device,
+            # the pieces' layout is taken at the first that fits _PACK_START: placing small charts texel-exactly
+            # would not raise it, and on an H200's host it cost 0.03-0.05 s (captured 20k- and 50k-face atlases)
+            exact_rows=0,
         )
     except (ValueError, RuntimeError) as exc:
         return f"packing the charts of {len(pieces)} pieces failed: {one_line(exc)}"
