@@ -172,3 +172,32 @@ def test_a_worker_stuck_in_xatlas_destructor_keeps_its_atlas_and_is_replaced(mon
     monkeypatch.setattr(uv, "TEST_DELAY_S", 0.0)
     out2, counts2 = unwrap(mesh, UnwrapConfig(piece_faces=800, time_limit=60.0), 256)  # fresh workers
     assert counts2["engine"] == "xatlas" and np.array_equal(out2.uv, inline.uv)
+
+
+OPTIONS = {"resolution": 64, "padding": 1, "max_chart_area": None}
+
+
+def test_each_new_worker_is_kept_on_the_next_cpu_and_unpinned_when_pinning_is_off(monkeypatch):
+    """A new worker process runs on one CPU, the next of the parent's in turn (xatlas's task threads then share
+    it), and its atlas is the same; with ``PIN_WORKERS`` off it may use every CPU the parent may."""
+    mine = sorted(os.sched_getaffinity(0))
+    monkeypatch.setattr(uv, "_next_cpu", 0)
+    mesh = grid(8)
+    inline = uv._unwrap_worker.xatlas_atlas(mesh.vertices, mesh.faces, **OPTIONS)
+    workers = [uv._Worker() for _ in range(len(mine) + 1)]
+    try:
+        for w in workers:
+            got = w.run((mesh.vertices, mesh.faces, OPTIONS, 0.0), 30.0)
+            assert isinstance(got, dict) and np.array_equal(got["uv"], inline["uv"])
+        cpus = [os.sched_getaffinity(w.proc.pid) for w in workers]
+        assert all(len(c) == 1 for c in cpus)
+        assert {next(iter(c)) for c in cpus} == set(mine)  # every CPU once, then the first again
+        monkeypatch.setattr(uv, "PIN_WORKERS", False)
+        free = uv._Worker()
+        workers.append(free)
+        got = free.run((mesh.vertices, mesh.faces, OPTIONS, 0.0), 30.0)
+        assert isinstance(got, dict) and np.array_equal(got["faces"], inline["faces"])
+        assert sorted(os.sched_getaffinity(free.proc.pid)) == mine
+    finally:
+        for w in workers:
+            w.close(kill=True)

@@ -234,9 +234,27 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.25)
 
 
+def _pin(cpu: int) -> None:
+    """Keep this process (and every thread it starts later: xatlas's task threads, numpy's) on one CPU.
+
+    xatlas starts a task thread per CPU of the machine for each atlas and its calling thread spins (yields)
+    until they are done; with a worker per CPU, each of them waking a thread per CPU, the workers' threads
+    crowded every CPU: on an H200's 16-core host the xatlas runs of a 200k-face unwrap's pieces took 20-25 %
+    less time with each worker on its own CPU (``benchmarks/results/gpu_finish_h200.md``, session 22)."""
+    if cpu < 0 or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:  # not one of the CPUs this process may use: left as it is
+        pass
+
+
 def main(argv: list[str]) -> int:
-    """The worker's loop: ``argv`` is ``[parent pid]``; requests on stdin, replies on stdout."""
+    """The worker's loop: ``argv`` is ``[parent pid]`` or ``[parent pid, CPU]`` (:func:`_pin`, before numpy
+    and xatlas start their threads; -1: not pinned); requests on stdin, replies on stdout."""
     parent = int(argv[0])
+    if len(argv) > 1:
+        _pin(int(argv[1]))
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before the death signal was armed
         return 0

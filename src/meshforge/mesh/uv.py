@@ -112,6 +112,25 @@ def _xatlas_unwrap(vertices: np.ndarray, faces: np.ndarray, cfg: UnwrapConfig, r
     return _unwrap_worker.xatlas_atlas(vertices, faces, **_xatlas_options(vertices, faces, cfg, resolution))
 
 
+#: each new worker process is kept on one CPU, the next of this process's CPUs in turn
+#: (:func:`meshforge.mesh._unwrap_worker._pin`: xatlas's task threads then share that CPU instead of crowding all)
+PIN_WORKERS = True
+_next_cpu = 0
+_next_cpu_lock = threading.Lock()
+
+
+def _worker_cpu() -> int:
+    """The CPU the next worker is kept on (-1: none, where pinning is off or not supported)."""
+    global _next_cpu
+    if not PIN_WORKERS or not hasattr(os, "sched_getaffinity"):
+        return -1
+    cpus = sorted(os.sched_getaffinity(0))
+    with _next_cpu_lock:
+        cpu = cpus[_next_cpu % len(cpus)]
+        _next_cpu += 1
+    return cpu
+
+
 class _Worker:
     """One unwrap worker process (:mod:`meshforge.mesh._unwrap_worker`) and its two pipes."""
 
@@ -119,7 +138,7 @@ class _Worker:
         # a fresh interpreter (fork + exec), only its pipes and stderr inherited; -P: the script's folder
         # is not put on sys.path (it would shadow modules such as ``types`` with the package's own)
         self.proc = subprocess.Popen(
-            [sys.executable, "-P", _unwrap_worker.__file__, str(os.getpid())],
+            [sys.executable, "-P", _unwrap_worker.__file__, str(os.getpid()), str(_worker_cpu())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
@@ -199,9 +218,10 @@ _idle_lock = threading.Lock()
 
 
 def _forget_workers() -> None:  # in a forked child: the parent's workers are not ours to use
-    global _idle_lock
+    global _idle_lock, _next_cpu_lock
     _idle.clear()
     _idle_lock = threading.Lock()
+    _next_cpu_lock = threading.Lock()
 
 
 def _close_workers() -> None:
