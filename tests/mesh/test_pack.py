@@ -171,6 +171,23 @@ def test_the_torch_offset_search_lays_out_the_same_atlas_as_numpy(xatlas_only, d
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_the_chart_rasters_summed_on_a_device_are_numpys(xatlas_only, device):
+    """The charts' conservative rasters, their runs found and summed into the boxes on a torch device, are
+    numpy's texel for texel (and so are their dilations and footprint)."""
+    from meshforge.mesh import pack
+
+    _, faces, uv = xatlas_only
+    chart = uv_charts(faces, len(uv))
+    local = [uv[np.unique(faces[chart == c])] for c in range(int(chart.max()) + 1)]
+    for scale in (300.0, 1100.0):
+        ref = pack._rasters(local, uv[faces], chart, scale, 2)
+        got = pack._rasters(local, uv[faces], chart, scale, 2, device)
+        assert all(np.array_equal(a, b) for a, b in zip(ref[0], got[0], strict=True))
+        assert all(np.array_equal(a, b) for a, b in zip(ref[1], got[1], strict=True))
+        assert np.array_equal(ref[2], got[2]) and ref[3] == got[3] > 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_the_torch_triangle_runs_are_numpys(device):
     """The conservative raster's runs (triangle, row, first and last column) found on a torch device are
     numpy's, for random triangles, slivers, degenerate ones, edges along texel rows and corners on texel
@@ -222,6 +239,23 @@ def test_many_small_charts_pack_past_what_their_dilated_rasters_cover():
     dilated = sum(pack._dilate(np.pad(lab == c, padding), padding).sum() for c in range(n))
     assert dilated > 1.0 * size**2  # the old bound (0.95 of the square on these) would not have laid this out
     assert_charts_apart(lab, padding)
+
+
+def test_chart_ids_are_the_same_with_and_without_scipy(xatlas_only, monkeypatch):
+    """``uv_charts`` numbers the UV mesh's components the same way by SciPy's connected components (where SciPy
+    is loaded) and by the numpy label propagation (the unwrap worker, which does not load SciPy)."""
+    import sys
+
+    import scipy.sparse.csgraph  # noqa: F401
+
+    _, faces, uv = xatlas_only
+    rng = np.random.default_rng(0)
+    # a vertex no face uses, and the faces in a random order: the ids follow the charts' smallest vertices
+    faces = faces[rng.permutation(len(faces))] + 1
+    with_scipy = uv_charts(faces, len(uv) + 1)
+    monkeypatch.delitem(sys.modules, "scipy.sparse.csgraph")
+    without = uv_charts(faces, len(uv) + 1)
+    assert np.array_equal(with_scipy, without) and with_scipy.max() + 1 >= 10
 
 
 def _first_free_by_brute_force(taken: np.ndarray, mask: np.ndarray, last_row: int) -> tuple[int, int] | None:
