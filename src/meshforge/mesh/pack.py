@@ -403,16 +403,17 @@ class _ExactSearch:
 
     A chart's padded raster fits at an offset when no taken texel lies within ``padding`` texels (a square) of
     its conservative raster — when every texel of that raster is a corner of a free ``(2·padding + 1)²``
-    square (the dilation turned around: erosion, Serra 1982). The free squares' corners are kept as bit rows
-    (``uint64`` words; bit ``x`` of a row lies in word ``x // 64``): a row of free texels' runs of ``2·padding + 1``
-    AND-ed over as many rows. Low in a strip, where charts are packed close, almost no corner is left, so most
-    rows are ruled out by their first test.
+    square (the dilation turned around: an erosion, Serra 1982, "Image Analysis and Mathematical Morphology").
+    Each row of corners is kept as one Python int (bit ``x``: the square from column ``x`` is free), made from
+    the free texels' runs of ``2·padding + 1`` (``uint64`` word rows, numpy) AND-ed over as many rows. Low in a
+    strip, where charts are packed close, almost no corner is left, so most rows fail their first test.
 
-    Each corner row also has *run levels*: bit ``x`` of level ``k`` is set when the corners ``x … x + 2^k - 1`` are
-    all set (level ``k`` is level ``k - 1`` AND itself shifted by ``2^(k-1)``, the doubling of a sparse table). A
-    raster row's run of ``L`` texels from column ``a`` then fits at offset ``x`` when bit ``x + a`` of ``R_m & (R_m
-    >> (L - m))`` is set (``m`` the largest power of two ≤ ``L``): a few word operations per run, over every
-    column of a row at once.
+    A raster row's run of ``L`` texels from column ``a`` fits at offset ``x`` when bit ``x + a`` of the corner
+    row's ``L``-runs is set; the runs of ``2^k`` corners are level ``k`` (level ``k - 1`` AND itself shifted by
+    ``2^(k-1)``, the doubling of a sparse table), those of ``L`` two overlapping runs of the largest ``2^k ≤ L``.
+    Levels and runs are made per row when first asked for and forgotten when the row changes. A row of the strip
+    is screened by its longest run of corners (rounded down to a power of two) against the raster's first rows,
+    then tested a raster run at a time, rows far apart first, until one fails.
     """
 
     def __init__(self, fine: np.ndarray, padding: int) -> None:
