@@ -688,8 +688,8 @@ def _layout(
                 if found is None:
                     continue
                 yi, xi = found
-                centre = yi + float(np.nonzero(mask)[0].mean())
-                cand_e = ((yi + mask.shape[0] > resolution, centre * (2 * fine.shape[1]) + xi), k, xi, yi)
+                # as on the blocks: a turn that stays inside the square first, then the lowest centre of area
+                cand_e = ((yi + mask.shape[0] > resolution, _key(yi, xi, mask, fine.shape[1])), k, xi, yi)
                 if best_exact is None or cand_e[0] < best_exact[0]:
                     best_exact = cand_e
             if best_exact is None:
