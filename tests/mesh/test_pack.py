@@ -281,7 +281,7 @@ def test_the_exact_search_finds_the_first_free_offset(padding):
     for _ in range(60):
         shape = (int(rng.integers(8, 48)), int(rng.integers(8, 200)))
         taken = rng.random(shape) < rng.uniform(0.0, 0.3) / (1 + padding) ** 2
-        search = pack._ExactSearch(taken, padding)
+        search = pack._ExactSearch(taken, padding, 40)
         for _ in range(3):
             core = rng.random((int(rng.integers(1, 10)), int(rng.integers(1, 40)))) < 0.8
             core[0, 0] = core[-1, -1] = True  # the conservative raster spans its box

@@ -416,12 +416,14 @@ class _ExactSearch:
     then tested a raster run at a time, rows far apart first, until one fails.
     """
 
-    def __init__(self, fine: np.ndarray, padding: int) -> None:
+    def __init__(self, fine: np.ndarray, padding: int, longest: int) -> None:
+        """``fine``: the occupancy (True: taken); ``longest``: the longest raster row :meth:`first` will test."""
         self.rows, self.width = fine.shape
         self.side = 2 * padding + 1
+        self.cap = longest  # runs of corners are measured up to this length (longer ones screen the same)
         self.words = self.width // 64 + 1  # a spare word: texels past the row's end read as taken
         self.free = np.zeros((self.rows, self.words), dtype=np.uint64)  # runs of `side` free texels
-        self.longest = np.zeros(self.rows, dtype=np.int64)  # each row's longest run of corners, at least
+        self.longest = np.zeros(self.rows, dtype=np.int64)  # each row's longest run of corners (to `cap`), at least
         # level k of each corner row as one Python int (bit x: the corners x … x + 2^k - 1 are all set; None:
         # not computed since the row last changed): a row is tested with a handful of big-int operations
         self.bits: list[list[int | None]] = [[0] * self.rows]
@@ -447,7 +449,7 @@ class _ExactSearch:
         level, k = corners, 0
         while True:
             alive = level.any(axis=1)
-            if not alive.any() or 1 << k > self.width:
+            if not alive.any() or 1 << k > min(self.cap, self.width):
                 break
             longest[alive] = 1 << k
             level = level & _shr(level, 1 << k)
@@ -650,7 +652,7 @@ def _layout(
     occ = _blocks(fine, b)
     run = _row_runs(~occ)
     search = _DeviceSearch(occ, device) if device is not None else None
-    exact = _ExactSearch(fine, padding) if exact_rows > 0 else None
+    exact = _ExactSearch(fine, padding, exact_rows) if exact_rows > 0 else None
     top = 0  # block rows [top, rows) are empty: no placed chart reaches them
     height = 0  # texel rows [height, ...) are empty (the dilated rasters included)
 
