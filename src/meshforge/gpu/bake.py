@@ -41,12 +41,12 @@ import torch
 
 from ..config import BakeConfig
 from ..errors import StageError
-from ..fields.base import Field, PBRAttributes, SurfaceAttributes, has_real_alpha
+from ..fields.base import Field, PBRAttributes, SurfaceAttributes, has_real_alpha, sample_pbr
 from ..fields.surface import SurfaceField
 from ..geometry.tangents import compute_tangents
 from ..types import Mesh, Textures
 from .raster import TorchRaster, rasterize_atlas, texel_points
-from .sample import TorchFieldPart, sample_parts, torch_part
+from .sample import TorchFieldPart, sample_parts, sample_pbr_tensor, torch_part
 
 #: candidate (query, triangle) pairs tested per batch: bounds memory (~300 bytes each in float64)
 PAIR_BUDGET = 1 << 22
@@ -887,19 +887,18 @@ def bake(
                 if occlusion is None:
                     occlusion = torch.ones(n_tex, dtype=torch.float32, device=dev)
                 occlusion[sl] = to_dev(attrs["occlusion"])
-        elif isinstance(field, PBRAttributes):  # every channel from one lookup, on the device
-            pbr = field.pbr_tensor(points[sl].to(torch.float32))  # float32 points, as the host path's
-            color[sl, :3] = pbr["base_color"].to(dev, torch.float32)
-            if has_real_alpha(field):
-                color[sl, 3] = pbr["alpha"].to(dev, torch.float32)
-            metallic[sl] = pbr["metallic"].to(dev, torch.float32)
-            roughness[sl] = pbr["roughness"].to(dev, torch.float32)
         else:
-            p = _host(points[sl], np.float32)
-            color[sl, :3] = to_dev(field.color(p))
-            if has_real_alpha(field):
-                color[sl, 3] = to_dev(field.alpha(p))  # type: ignore[attr-defined]
-            met, rough = field.material(p)
+            real_alpha = has_real_alpha(field)
+            got: tuple[Any, Any, Any, Any]  # tensors on the device, or numpy arrays
+            if isinstance(field, PBRAttributes):  # every channel from one lookup, on the device
+                pts = points[sl].to(torch.float32)  # float32 points, as the host path's
+                got = sample_pbr_tensor(field, pts, dev, real_alpha)
+            else:
+                got = sample_pbr(field, _host(points[sl], np.float32), real_alpha)
+            rgb, met, rough, alpha = got
+            color[sl, :3] = to_dev(rgb)
+            if alpha is not None:
+                color[sl, 3] = to_dev(alpha)
             metallic[sl], roughness[sl] = to_dev(met), to_dev(rough)
         lap("query")
     channels = [_to_u8(color), torch.zeros((n_tex, 1), dtype=torch.uint8, device=dev)]

@@ -194,6 +194,22 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return torch.where(length > 0, n / length.clamp(min=1e-300), up)
 
 
+def sample_pbr_tensor(
+    field: PBRAttributes, points: torch.Tensor, device: torch.device, alpha: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The device twin of :func:`meshforge.fields.base.sample_pbr` for a field with one lookup for every channel
+    (``pbr_tensor``: TRELLIS.2's sparse voxels): at ``[N, 3]`` float32 canonical points on the field's device.
+
+    Returns:
+        ``(base colour [N, 3], metallic [N], roughness [N], opacity [N] or None when not asked)``, float32 on
+        ``device``.
+    """
+    pbr = field.pbr_tensor(points)
+    channels = [pbr[key].to(device, torch.float32) for key in ("base_color", "metallic", "roughness")]
+    opacity = pbr["alpha"].to(device, torch.float32) if alpha else None
+    return channels[0], channels[1], channels[2], opacity
+
+
 class TorchFieldPart:
     """A dense isosurface sampled through the field it was extracted from, on a device: the tensor twin of
     :class:`FieldSurfacePart`. Points and normals (area-weighted vertex normals) are interpolated on the
@@ -234,17 +250,11 @@ class TorchFieldPart:
         normal = torch.einsum("nk,nkd->nd", bary, self.normals[idx])
         normal = (normal / torch.linalg.norm(normal, dim=1, keepdim=True).clamp(min=1e-20)).to(torch.float32)
         if isinstance(self.field, PBRAttributes):  # every channel from one lookup, on the device
-            pbr = self.field.pbr_tensor(pts)
-            if has_real_alpha(self.field):
-                opacity = pbr["alpha"].to(dev, torch.float32)[:, None]
-            else:
-                opacity = torch.ones((len(pts), 1), dtype=torch.float32, device=dev)
-            return {
-                "base_color": torch.cat([pbr["base_color"].to(dev, torch.float32), opacity], 1),
-                "metallic": pbr["metallic"].to(dev, torch.float32),
-                "roughness": pbr["roughness"].to(dev, torch.float32),
-                "normal": normal,
-            }
+            rgb, met, rough, real = sample_pbr_tensor(self.field, pts, dev, has_real_alpha(self.field))
+            if real is None:
+                real = torch.ones(len(pts), dtype=torch.float32, device=dev)
+            rgba = torch.cat([rgb, real[:, None]], 1)
+            return {"base_color": rgba, "metallic": met, "roughness": rough, "normal": normal}
         host: np.ndarray | None = None
         if callable(getattr(self.field, "color_tensor", None)):
             color = self.field.color_tensor(pts).to(dev, torch.float32)
