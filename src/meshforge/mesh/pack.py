@@ -139,8 +139,9 @@ def _conservative_spans(tri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return t, y, x0, x1
 
 
-def _spans_on(tri: np.ndarray, device: str) -> tuple[Any, Any, Any, Any]:
-    """:func:`_conservative_spans` as int64 tensors on a torch device (see :func:`_conservative_spans_torch`)."""
+def _conservative_spans_torch(tri: np.ndarray, device: str) -> tuple[Any, Any, Any, Any]:
+    """:func:`_conservative_spans` on a torch device: the same float64 operations in the same order (IEEE
+    arithmetic rounds alike on every device), so the same runs, as int64 tensors on that device."""
     import torch
 
     t3 = torch.from_numpy(np.ascontiguousarray(tri, dtype=np.float64)).to(device)
@@ -176,15 +177,6 @@ def _spans_on(tri: np.ndarray, device: str) -> tuple[Any, Any, Any, Any]:
     x0 = torch.maximum(torch.floor(xmin - 1e-9), torch.floor(xlo[t])).long()
     x1 = torch.minimum(torch.floor(xmax + 1e-9), torch.floor(xhi[t])).long()
     return t, y, x0, x1
-
-
-def _conservative_spans_torch(tri: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_conservative_spans` on a torch device: the same float64 operations in the same order (IEEE
-    arithmetic rounds alike on every device), so the same runs; the runs come back as numpy arrays."""
-    import torch
-
-    runs = torch.stack(list(_spans_on(tri, device))).cpu().numpy()
-    return runs[0], runs[1], runs[2], runs[3]
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -471,12 +463,17 @@ class _ExactSearch:
             self.bits[k][y] = value
         return value
 
-    def _run(self, length: int, y: int) -> int:
-        """Corner row ``y``'s runs of ``length``: bit ``x`` set when the corners ``x … x + length - 1`` are all set
-        (two overlapping runs of the largest power of two at most ``length``)."""
+    def _runs_of(self, length: int) -> list[int | None]:
+        """The kept runs of ``length`` corners, per row (None: not made since the row last changed)."""
         row = self.spans.get(length)
         if row is None:
             row = self.spans[length] = [None] * self.rows
+        return row
+
+    def _run(self, length: int, y: int) -> int:
+        """Corner row ``y``'s runs of ``length``: bit ``x`` set when the corners ``x … x + length - 1`` are all set
+        (two overlapping runs of the largest power of two at most ``length``)."""
+        row = self._runs_of(length)
         value = row[y]
         if value is None:
             k = length.bit_length() - 1
@@ -509,11 +506,10 @@ class _ExactSearch:
         ok = np.ones(n, dtype=bool)
         for i in dict.fromkeys(int(rows[j]) for j in order[:_FILTER_ROWS]):
             ok &= self.longest[i + shift : i + shift + n] >= need[i]  # a necessary condition: a run that long
-        tests = []
-        for j in order:
-            length = int(lengths[j])
-            self._run(length, 0)  # (makes the length's list)
-            tests.append((self.spans[length], int(rows[j]) + shift, length, int(starts[j]) + shift))
+        tests = [
+            (self._runs_of(int(lengths[j])), int(rows[j]) + shift, int(lengths[j]), int(starts[j]) + shift)
+            for j in order
+        ]
         keep = (1 << (self.width - w + 1)) - 1  # offsets x ≤ width - w keep the box inside the rows
         for y in np.flatnonzero(ok).tolist():  # from the lowest row up: the first that passes is the answer
             acc = keep
@@ -599,7 +595,7 @@ def _rasters(
     else:  # the same integer sums on the device (the boxes' texels: millions at 2048²); the mask comes back
         import torch
 
-        ti_d, y_d, x0_d, x1_d = _spans_on(t, device)
+        ti_d, y_d, x0_d, x1_d = _conservative_spans_torch(t, device)
         ch_d = torch.from_numpy(tri_chart).to(ti_d.device)[ti_d]
         start_d = torch.from_numpy(offset).to(ti_d.device)[ch_d] + y_d * torch.from_numpy(widths).to(ti_d.device)[ch_d]
         delta_d = torch.bincount(start_d + x0_d, minlength=total + 1) - torch.bincount(
