@@ -59,10 +59,21 @@ import torch
 from ..config import DecimateConfig
 from ..geometry.topology import topology
 from ..types import Mesh
+from . import qem_triton
 from .decimate import DEGENERATE_AREA, MAX_ASPECT, NEEDLE_RATIO, REPAIR_TOLERANCE, _aspect, decimate, repair
+from .qem_triton import collapse_faults_triton, edge_costs_triton
 from .torch_clean import check_surface, union_find
 
-__all__ = ["BOUNDARY_WEIGHT", "MAX_NEW_ASPECT", "MIN_NORMAL_DOT", "decimate_torch", "fewest_faces_torch"]
+__all__ = [
+    "BOUNDARY_WEIGHT",
+    "FUSED",
+    "MAX_NEW_ASPECT",
+    "MIN_NORMAL_DOT",
+    "collapse_faults_torch",
+    "decimate_torch",
+    "edge_costs_torch",
+    "fewest_faces_torch",
+]
 
 #: weight of a boundary edge's penalty plane, times the edge's squared length (the faces' planes weigh by area)
 BOUNDARY_WEIGHT = 1000.0
@@ -84,6 +95,11 @@ BUCKETS = 8
 #: each round collapses only edges among the cheapest max(needed, this fraction of the valid edges); a round that
 #: collapses nothing doubles the fraction for the next, up to all valid edges
 CANDIDATE_FRACTION = 0.25
+
+#: on a CUDA device with Triton, a round's per-edge costs and per-face guards run in the fused kernels of
+#: :mod:`~meshforge.mesh.qem_triton`; False: always the torch reference (:func:`edge_costs_torch`,
+#: :func:`collapse_faults_torch`)
+FUSED = True
 
 _BIG = torch.iinfo(torch.int64).max
 _NONE = torch.zeros(0, dtype=torch.int64)
@@ -149,6 +165,40 @@ def _triangle_geometry(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     twice = torch.linalg.vector_norm(cross, dim=-1)
     longest = torch.maximum(torch.maximum((e0 * e0).sum(-1), (e1 * e1).sum(-1)), (e2 * e2).sum(-1))
     return cross, 0.5 * twice, longest / twice.clamp_min(1e-300)
+
+
+def edge_costs_torch(
+    q: torch.Tensor, pos: torch.Tensor, a: torch.Tensor, b: torch.Tensor, fixed_a: torch.Tensor, fixed_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Collapse positions and costs of edges ``(a, b)`` under the summed quadric ``Q_a + Q_b`` (Garland & Heckbert
+    1997): the candidates are ``a``, ``b``, the midpoint and the quadric's minimiser (:func:`_optimal_point`; ``a``
+    again where it is singular or lies more than twice the edge's length from the midpoint); an edge that must
+    keep ``a`` (``fixed_a``: from the border inwards) may only take ``a``, one that must keep ``b`` only ``b``.
+    The reference of :func:`~meshforge.mesh.qem_triton.edge_costs_triton`.
+
+    Args:
+        q: ``[V, 10]`` float64 packed quadrics (:func:`_packed_quadric`); pos: ``[V, 3]`` float64 positions.
+        a, b: ``[E]`` int64 endpoints; fixed_a, fixed_b: ``[E]`` bool.
+
+    Returns:
+        ``(cands [E, 4, 3], costs [E, 4], cost [E], target [E, 3])`` float64: the candidates, their errors
+        ``xᵀQx`` (``inf`` where barred), the least error and its candidate (the first of equal ones).
+    """
+    device = pos.device
+    qe = q[a] + q[b]
+    pa, pb = pos[a], pos[b]
+    opt, solvable = _optimal_point(qe)
+    # an optimum far from the edge (nearly flat quadrics) is no better than the candidates below
+    length = torch.linalg.vector_norm(pb - pa, dim=1)
+    solvable &= torch.linalg.vector_norm(opt - 0.5 * (pa + pb), dim=1) <= 2.0 * length
+    cands = torch.stack([pa, pb, 0.5 * (pa + pb), torch.where(solvable[:, None], opt, pa)], 1)
+    costs = _quadric_error(qe[:, None], cands)
+    barred = torch.tensor([[False, True, True, True]], device=device) & fixed_a[:, None]
+    barred |= torch.tensor([[True, False, True, True]], device=device) & fixed_b[:, None]
+    costs = costs.masked_fill(barred, torch.inf)
+    cost, which = costs.min(1)
+    target = cands[torch.arange(a.shape[0], device=device), which]
+    return cands, costs, cost, target
 
 
 def _edges(faces: torch.Tensor, nv: int) -> dict[str, torch.Tensor]:
@@ -288,6 +338,62 @@ def _link_ok(
     return common == expected
 
 
+def collapse_faults_torch(
+    pos: torch.Tensor,
+    f_t: torch.Tensor,
+    c_t: torch.Tensor,
+    ca: torch.Tensor,
+    cb: torch.Tensor,
+    targets: torch.Tensor,
+    limits: tuple[float, float, float, float],
+) -> torch.Tensor:
+    """For independent collapses ``(ca, cb)`` ``[N]``, each tried at ``T`` positions ``targets`` ``[N, T, 3]``
+    (float64), and the faces ``f_t`` ``[M, 3]`` around them (``c_t`` ``[M]``: the collapse of each): how many
+    of a collapse's surviving faces (those not holding both endpoints) break a guard at each position — turn
+    their normal's dot with the old one below ``limits[0]``, shrink to at most ``limits[2]`` area (and below
+    their old area), or get an aspect ratio (longest edge² / twice the area) over ``limits[1]`` that is also
+    worse than the worst surviving face of the collapse had, or (``limits[3]`` finite) the target lies farther
+    than ``limits[3]`` from the face's plane (the CPU repair's bound on how far a sliver collapse may move the
+    surface). The reference of :func:`~meshforge.mesh.qem_triton.collapse_faults_triton`.
+
+    Returns:
+        ``[N, T]`` int32 counts.
+    """
+    device = pos.device
+    n, n_targets = targets.shape[0], targets.shape[1]
+    on_edge = (f_t == ca[c_t, None]) | (f_t == cb[c_t, None])  # [M, 3]: corners that move
+    kept = on_edge.sum(1) < 2  # faces with both endpoints are the ones the collapse removes: not tested
+    old_cross, old_area, old_aspect = _face_geometry(pos, f_t)
+    worst_old = torch.zeros(n, dtype=pos.dtype, device=device)
+    worst_old.scatter_reduce_(0, c_t, torch.where(kept, old_aspect, 0.0), "amax")
+    corners = pos[f_t]  # [M, 3, 3]
+    old_norm = torch.linalg.vector_norm(old_cross, dim=1)
+    bad = torch.zeros((n, n_targets), dtype=torch.int32, device=device)
+    min_dot, max_aspect, min_area, tol = limits
+    # every target position at once ([M, T, 3, 3] corners), in groups that bound the memory on a huge first round
+    group = max(1, min(n_targets, _GEOMETRY_ELEMENTS // max(1, f_t.shape[0])))
+    for i in range(0, n_targets, group):
+        tgt = targets[c_t, i : i + group]  # [M, t, 3]
+        moved = torch.where(on_edge[:, None, :, None], tgt[:, :, None, :], corners[:, None])
+        new_cross, new_area, new_aspect = _triangle_geometry(moved)
+        dot = (old_cross[:, None] * new_cross).sum(-1)
+        flips = dot < min_dot * (old_norm[:, None] * torch.linalg.vector_norm(new_cross, dim=-1))
+        tiny = (new_area <= min_area) & (new_area < old_area[:, None])
+        sliver = tiny | ((new_aspect > max_aspect) & (new_aspect > worst_old[c_t, None]))
+        wrong = flips | sliver
+        if tol < float("inf"):
+            height = ((tgt - corners[:, None, 0]) * old_cross[:, None]).sum(-1).abs()
+            wrong |= height > tol * old_norm[:, None]
+        bad[:, i : i + group].index_add_(0, c_t, (wrong & kept[:, None]).to(torch.int32))
+    return bad
+
+
+def _fused(device: torch.device) -> bool:
+    """Whether the round's arithmetic runs in the Triton kernels (:mod:`~meshforge.mesh.qem_triton`): on a CUDA
+    device with Triton, unless :data:`FUSED` is off."""
+    return FUSED and device.type == "cuda" and qem_triton.AVAILABLE
+
+
 def _geometry_ok(
     pos: torch.Tensor,
     faces: torch.Tensor,
@@ -301,13 +407,13 @@ def _geometry_ok(
     """For independent collapses ``(ca, cb)``, each tried at ``T`` positions ``targets`` ``[N, T, 3]``: does no face
     around it flip (normal dot below ``guards[0]``), shrink to (nearly) zero area, or become a sliver (aspect ratio
     over ``guards[1]``) worse than the worst it replaces, and does the target lie within ``tol`` of the plane of
-    every face that moves (the CPU repair's bound on how far a sliver collapse may move the surface)?
+    every face that moves (:func:`collapse_faults_torch`, or its Triton twin on a GPU)?
 
     Returns:
         ``[N, T]`` bool.
     """
     device = pos.device
-    n, n_targets = targets.shape[0], targets.shape[1]
+    n = targets.shape[0]
     nv = pos.shape[0]
     cid = torch.full((nv,), -1, dtype=torch.long, device=device)
     cid[ca] = torch.arange(n, device=device)
@@ -316,30 +422,9 @@ def _geometry_ok(
     touched = torch.nonzero(face_c >= 0).squeeze(1)  # one wait for the device (a boolean index per tensor: two)
     f_t = faces[touched]
     c_t = face_c[touched]
-    on_edge = (f_t == ca[c_t, None]) | (f_t == cb[c_t, None])  # [M, 3]: corners that move
-    kept = on_edge.sum(1) < 2  # faces with both endpoints are the ones the collapse removes: not tested
-    old_cross, old_area, old_aspect = _face_geometry(pos, f_t)
-    worst_old = torch.zeros(n, dtype=pos.dtype, device=device)
-    worst_old.scatter_reduce_(0, c_t, torch.where(kept, old_aspect, 0.0), "amax")
-    corners = pos[f_t]  # [M, 3, 3]
-    old_norm = torch.linalg.vector_norm(old_cross, dim=1)
-    bad = torch.zeros((n, n_targets), dtype=torch.long, device=device)
-    # every target position at once ([M, T, 3, 3] corners), in groups that bound the memory on a huge first round
-    group = max(1, min(n_targets, _GEOMETRY_ELEMENTS // max(1, f_t.shape[0])))
-    for i in range(0, n_targets, group):
-        tgt = targets[c_t, i : i + group]  # [M, t, 3]
-        moved = torch.where(on_edge[:, None, :, None], tgt[:, :, None, :], corners[:, None])
-        new_cross, new_area, new_aspect = _triangle_geometry(moved)
-        dot = (old_cross[:, None] * new_cross).sum(-1)
-        flips = dot < guards[0] * (old_norm[:, None] * torch.linalg.vector_norm(new_cross, dim=-1))
-        tiny = (new_area <= min_area) & (new_area < old_area[:, None])
-        sliver = tiny | ((new_aspect > guards[1]) & (new_aspect > worst_old[c_t, None]))
-        wrong = flips | sliver
-        if tol < float("inf"):
-            height = ((tgt - corners[:, None, 0]) * old_cross[:, None]).sum(-1).abs()
-            wrong |= height > tol * old_norm[:, None]
-        bad[:, i : i + group].index_add_(0, c_t, (wrong & kept[:, None]).long())
-    return bad == 0
+    limits = (float(guards[0]), float(guards[1]), float(min_area), float(tol))
+    faults = collapse_faults_triton if _fused(device) else collapse_faults_torch
+    return faults(pos, f_t, c_t, ca, cb, targets, limits) == 0
 
 
 def _round(
@@ -390,21 +475,10 @@ def _round(
 
     # position and cost: optimal point, else the best of the endpoints and the midpoint; an edge from the border
     # inwards keeps the border vertex where it is
-    qe = q[a] + q[b]
-    pa, pb = pos[a], pos[b]
-    opt, solvable = _optimal_point(qe)
-    # an optimum far from the edge (nearly flat quadrics) is no better than the candidates below
-    length = torch.linalg.vector_norm(pb - pa, dim=1)
-    solvable &= torch.linalg.vector_norm(opt - 0.5 * (pa + pb), dim=1) <= 2.0 * length
-    cands = torch.stack([pa, pb, 0.5 * (pa + pb), torch.where(solvable[:, None], opt, pa)], 1)
-    costs = _quadric_error(qe[:, None], cands)
     fixed_a = interior & on_border[a] & ~on_border[b]
     fixed_b = interior & on_border[b] & ~on_border[a]
-    barred = torch.tensor([[False, True, True, True]], device=device) & fixed_a[:, None]
-    barred |= torch.tensor([[True, False, True, True]], device=device) & fixed_b[:, None]
-    costs = costs.masked_fill(barred, torch.inf)
-    cost, which = costs.min(1)
-    target = cands[torch.arange(n_edges, device=device), which]
+    costs_of = edge_costs_triton if _fused(device) else edge_costs_torch
+    cands, costs, cost, target = costs_of(q, pos, a, b, fixed_a, fixed_b)
     keep = torch.where(fixed_b, b, a)
     drop = torch.where(fixed_b, a, b)
 

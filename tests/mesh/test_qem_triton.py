@@ -1,0 +1,126 @@
+"""The fused Triton kernels of the GPU decimation (mesh/qem_triton.py) against their torch references.
+
+Marked ``gpu`` (Triton compiles for CUDA devices only): run on the device. The inputs are a real round's: the
+edges, quadrics and candidate collapses of a marching-cubes sphere and of spot.glb."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from meshforge.config import CleanConfig, DecimateConfig, ExtractConfig
+from meshforge.eval.metrics import chamfer_distance
+from meshforge.fields.isosurface import extract
+from meshforge.io.meshes import load_mesh
+from meshforge.mesh import qem_triton
+from meshforge.mesh import torch_decimate as td
+from meshforge.mesh.clean import clean
+from meshforge.optimize import flatten
+
+from ..fields.test_isosurface import Sphere
+
+#: TRITON_INTERPRET=1 runs the kernels on CPU tensors (Triton's interpreter), for a check without a GPU
+DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
+needs_triton = pytest.mark.skipif(
+    not qem_triton.AVAILABLE or (DEVICE == "cuda" and not torch.cuda.is_available()),
+    reason="needs Triton and a CUDA device (or TRITON_INTERPRET=1)",
+)
+pytestmark = [pytest.mark.gpu, needs_triton]
+
+
+def _round_inputs(mesh):
+    """Unit-scale positions, quadrics and edges of a mesh, as a first round sees them, on DEVICE."""
+    v = torch.from_numpy(mesh.vertices).to(DEVICE, torch.float64)
+    f = torch.from_numpy(mesh.faces).to(DEVICE).long()
+    lo, hi = v.amin(0), v.amax(0)
+    pos = (v - 0.5 * (lo + hi)) / torch.linalg.vector_norm(hi - lo)
+    e = td._edges(f, pos.shape[0])
+    q = td._quadrics(pos, f, e)
+    border = td._mark(pos.shape[0], (e["a"], e["b"]), e["count"] == 1)
+    interior = e["count"] == 2
+    fixed_a = interior & border[e["a"]] & ~border[e["b"]]
+    fixed_b = interior & border[e["b"]] & ~border[e["a"]]
+    return pos, f, q, e, fixed_a, fixed_b
+
+
+@pytest.fixture(scope="module")
+def meshes(shared_assets):
+    spot = clean(flatten(load_mesh(shared_assets / "spot.glb")), CleanConfig(min_component_fraction=0.0))[0]
+    sphere = extract(Sphere(0.3), ExtractConfig(resolution=64))
+    # an open disc: border edges, and edges from the border inwards (fixed endpoints)
+    from .test_clean_decimate import _disc
+
+    return [spot, sphere, _disc()]
+
+
+def test_edge_costs_match_the_torch_reference(meshes):
+    for mesh in meshes:
+        pos, _, q, e, fixed_a, fixed_b = _round_inputs(mesh)
+        want = td.edge_costs_torch(q, pos, e["a"], e["b"], fixed_a, fixed_b)
+        got = qem_triton.edge_costs_triton(q, pos, e["a"], e["b"], fixed_a, fixed_b)
+        cands, costs, cost, target = got
+        # the endpoints and the midpoint are exact; the quadric's minimiser solves a 3×3 system that may be badly
+        # conditioned, where fused multiply-adds move it (and may flip its "solvable" test): most agree closely
+        assert torch.allclose(cands[:, :3], want[0][:, :3], rtol=1e-12, atol=1e-15)
+        near = (cands[:, 3] - want[0][:, 3]).abs().amax(1) <= 1e-9
+        assert float(near.double().mean()) > 0.99
+        assert torch.equal(torch.isinf(costs), torch.isinf(want[1]))  # the same positions barred
+        finite = torch.isfinite(want[1])
+        finite[:, 3] &= near
+        # xᵀQx cancels to nearly 0 on flat regions: rounding is relative to the terms, i.e. to the largest costs
+        atol = 1e-10 * float(want[1][finite].max())
+        assert torch.allclose(costs[finite], want[1][finite], rtol=1e-9, atol=atol)
+        agree = near & torch.isfinite(want[2])
+        assert torch.allclose(cost[agree], want[2][agree], rtol=1e-9, atol=atol)
+        # the cheapest position: the same one, except between positions that cost the same within rounding
+        same = (target - want[3]).abs().amax(1) <= 1e-9
+        assert float(same.double().mean()) > 0.99
+        assert torch.allclose(cost[agree & ~same], want[2][agree & ~same], rtol=1e-6, atol=atol)
+        if fixed_a.any():
+            assert torch.equal(target[fixed_a], pos[e["a"][fixed_a]])
+
+
+def test_collapse_faults_match_the_torch_reference(meshes):
+    for mesh in meshes:
+        pos, f, q, e, fixed_a, fixed_b = _round_inputs(mesh)
+        cands, _, _, _ = td.edge_costs_torch(q, pos, e["a"], e["b"], fixed_a, fixed_b)
+        nv = pos.shape[0]
+        prio = td._hash(e["key"])
+        chosen = td._select(prio, e["a"], e["b"], f, nv)  # independent collapses, as a round picks them
+        ca, cb = e["a"][chosen], e["b"][chosen]
+        # the real candidates, and the same pushed off the surface by up to three edge lengths (many flips)
+        length = torch.linalg.vector_norm(pos[cb] - pos[ca], dim=1)[:, None, None]
+        g = torch.Generator(device="cpu").manual_seed(0)
+        push = torch.randn(cands[chosen].shape, generator=g, dtype=torch.float64).to(pos.device) * length
+        cid = torch.full((nv,), -1, dtype=torch.long, device=pos.device)
+        cid[ca] = torch.arange(ca.numel(), device=pos.device)
+        cid[cb] = torch.arange(ca.numel(), device=pos.device)
+        face_c = cid[f].amax(1)
+        touched = torch.nonzero(face_c >= 0).squeeze(1)
+        f_t, c_t = f[touched], face_c[touched]
+        refused = 0
+        for targets in (cands[chosen], cands[chosen] + push):
+            for limits in [(0.5, 100.0, 1e-12, float("inf")), (0.2, float("inf"), 1e-12, 1e-3)]:
+                want = td.collapse_faults_torch(pos, f_t, c_t, ca, cb, targets, limits)
+                got = qem_triton.collapse_faults_triton(pos, f_t, c_t, ca, cb, targets, limits)
+                assert got.dtype == want.dtype == torch.int32
+                assert torch.equal(got, want)
+                refused += int((want > 0).sum())
+        assert refused > 100  # many positions of many collapses are refused: the comparison can fail
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="a whole decimation: on the GPU")
+def test_fused_decimation_matches_the_torch_rounds(meshes, monkeypatch):
+    spot = meshes[0]
+    v = torch.from_numpy(spot.vertices).cuda()
+    f = torch.from_numpy(spot.faces).cuda()
+    fused, fused_counts = td.decimate_torch(v, f, DecimateConfig(faces=2_000))
+    monkeypatch.setattr(td, "FUSED", False)
+    plain, _ = td.decimate_torch(v, f, DecimateConfig(faces=2_000))
+    assert 1_900 <= fused.n_faces <= 2_000 and fused_counts["watertight"] and fused_counts["slivers_over_100"] == 0
+    assert abs(fused.n_faces - plain.n_faces) <= 20
+    assert chamfer_distance(fused, plain, n_samples=30_000) <= 5e-4
+    np.testing.assert_allclose(fused.vertices.mean(0), plain.vertices.mean(0), atol=2e-3)
