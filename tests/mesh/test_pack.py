@@ -347,3 +347,52 @@ def test_an_atlas_of_very_many_charts_keeps_xatlas_packing(lumpy, monkeypatch):
     monkeypatch.setattr(_unwrap_worker, "MANY_CHARTS", repacked["charts"] - 1)
     kept = _unwrap_worker.xatlas_atlas(lumpy.vertices, lumpy.faces, **kw)
     assert kept["packer"] == "xatlas" and kept["charts"] == repacked["charts"]
+
+
+def test_two_quarter_turns_lay_out_charts_apart_turned_at_most_once(xatlas_only, monkeypatch):
+    from meshforge.mesh import pack
+
+    _, faces, uv = xatlas_only
+    seen: list[list[int]] = []
+    real_layout = pack._layout
+
+    def spy(*args, **kwargs):
+        height, place = real_layout(*args, **kwargs)
+        seen.append([k for k, _, _ in place])
+        return height, place
+
+    monkeypatch.setattr(pack, "_layout", spy)
+    size = 512
+    pack_charts(uv, faces, size, 2, attempts=1, exact_rows=0)
+    turns4 = seen[-1]
+    two, u2 = pack_charts(uv, faces, size, 2, attempts=1, exact_rows=0, turns=2)
+    assert set(seen[-1]) <= {0, 1} and set(turns4) - {0, 1}  # the four-turn layout used the other two
+    assert u2 > 0.5 and u2 == pytest.approx(uv_utilisation(two, faces), rel=1e-6)
+    chart = uv_charts(faces, len(uv))
+    face = rasterize(two[faces] * size, size, size).face
+    lab = np.where(face >= 0, chart[np.maximum(face, 0)], -1)
+    assert_charts_apart(lab, 2)
+
+
+def test_the_pieces_layout_tries_two_turns_then_four(lumpy, monkeypatch):
+    from meshforge.mesh import pack
+    from meshforge.mesh import uv as uv_module
+
+    calls: list[int] = []
+    real = pack.pack_charts
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("turns", 4))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pack, "pack_charts", spy)
+    monkeypatch.setattr(uv_module, "_PACK_START", 0.55)  # (this small sphere's pieces fit 0.58 at 512²)
+    out, counts = unwrap(lumpy, UnwrapConfig(), 512)
+    assert counts["pieces"] >= 8 and calls == [2]  # the quick layout fits: one layout
+    assert counts["utilisation"] == pytest.approx(0.55, abs=1e-3)
+    assert uv_overlap_ratio(out) < 1.002
+    calls.clear()
+    monkeypatch.setattr(uv_module, "_PACK_START", 0.9)  # no quick layout fits that: the full search follows
+    out, counts = unwrap(lumpy, UnwrapConfig(), 512)
+    assert calls == [2, 4] and counts["engine"] == "xatlas" and 0.5 < counts["utilisation"] < 0.9
+    assert uv_overlap_ratio(out) < 1.002

@@ -615,6 +615,7 @@ def _layout(
     padding: int,
     device: str | None = None,
     exact_rows: int = EXACT_ROWS,
+    turns: int = 4,
 ) -> tuple[float, list[tuple[int, int, int]]]:
     """Pack the charts' rasters into a strip ``resolution`` texels wide (bottom-left fill on a block bitmap).
 
@@ -629,6 +630,7 @@ def _layout(
             batched FFT); None: numpy (:func:`_first_free`). Both give the same layout.
         exact_rows: charts whose padded raster is at most this many texels a side are placed texel-exactly
             (:class:`_ExactSearch`, on the host either way); 0: every chart on the block grid.
+        turns: quarter turns tried for a chart on the block grid (1–4; 2: upright and turned once).
 
     Returns:
         ``(height, placements)``: the height of the layout in texels (``inf`` when some chart found no place)
@@ -698,12 +700,12 @@ def _layout(
             continue
         full = occ[:top].all(axis=1)  # block rows with no free block: no offset starts there
         r0 = top if full.all() else int(full.argmin())
-        coarse_k = [_blocks(np.rot90(dil0, k), b) for k in range(4)]
+        coarse_k = [_blocks(np.rot90(dil0, k), b) for k in range(turns)]
         reach = max(m.shape[0] for m in coarse_k)
         # the lowest free offset is at most at row ``top`` (above every placed chart): search rows below
         end = min(rows, top + reach)
         best = None
-        turns = [
+        tried = [
             k
             for k, coarse in enumerate(coarse_k)
             # (a turn with an earlier turn's blocks finds its offset, and loses the tie)
@@ -711,11 +713,11 @@ def _layout(
             and coarse.shape[1] <= g
             and not any(np.array_equal(coarse, m) for m in coarse_k[:k])
         ]
-        if search is not None and turns:
-            offsets = search.first([coarse_k[k] for k in turns], r0, end)
+        if search is not None and tried:
+            offsets = search.first([coarse_k[k] for k in tried], r0, end)
         else:
-            offsets = _first_free(occ[:end], run, [coarse_k[k] for k in turns], r0)
-        for k, found in zip(turns, offsets, strict=True):
+            offsets = _first_free(occ[:end], run, [coarse_k[k] for k in tried], r0)
+        for k, found in zip(tried, offsets, strict=True):
             coarse = coarse_k[k]
             hc = coarse.shape[0]
             if found is None:
@@ -759,6 +761,7 @@ def pack_charts(
     max_layouts: int = 40,
     device: str | None = None,
     exact_rows: int = EXACT_ROWS,
+    turns: int = 4,
 ) -> tuple[np.ndarray, float]:
     """Re-pack the charts of a UV atlas into the unit square (see the module docstring for the algorithm).
 
@@ -779,6 +782,8 @@ def pack_charts(
         exact_rows: charts whose padded raster is at most this many texels a side are placed on the texels
             themselves (:data:`EXACT_ROWS`); 0: all on the search grid's blocks (faster on a GPU's host when the
             layout is not searched for density: a fixed utilisation that fits anyway).
+        turns: quarter turns a chart on the block grid is tried in (4: all; 2: upright and turned once, which
+            halves the search and, for a layout that fits anyway, often finds one as good).
 
     Returns:
         ``(uv, utilisation)``: ``[V, 2]`` float64 UVs in [0, 1] (vertices no face uses are set to 0) and the
@@ -849,7 +854,7 @@ def pack_charts(
             real, dilated, mins, covered = _rasters(local, tris, chart, scale, padding, device)
         if scale <= lo:
             break  # no denser than ``floor`` or than the best fit so far
-        height, place = _layout(real, dilated, resolution, padding, device, exact_rows)
+        height, place = _layout(real, dilated, resolution, padding, device, exact_rows, turns)
         if height <= resolution:
             lo = scale
             best = (scale, place, mins)
