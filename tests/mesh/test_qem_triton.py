@@ -112,6 +112,27 @@ def test_collapse_faults_match_the_torch_reference(meshes):
         assert refused > 100  # many positions of many collapses are refused: the comparison can fail
 
 
+def test_common_neighbours_match_the_torch_reference(meshes):
+    for mesh in meshes:
+        pos, _, _, e, _, _ = _round_inputs(mesh)
+        nv = pos.shape[0]
+        deg = torch.bincount(torch.cat([e["a"], e["b"]]), minlength=nv)
+        src, dst = td._adjacency(e)
+        # every edge, both ways round (the link condition looks from ``ca``'s side)
+        for ca, cb in ((e["a"], e["b"]), (e["b"], e["a"])):
+            first, count = torch.searchsorted(src, ca), deg[ca]
+            want = td.common_neighbours_torch(ca, cb, first, count, dst, e["key"], nv)
+            got = qem_triton.common_neighbours_triton(ca, cb, first, count, dst, e["key"], nv)
+            assert got.dtype == torch.int64 and torch.equal(got, want)
+            # a closed manifold's interior edge has its two opposite vertices in common; the disc's border edges one
+            assert set(want.unique().tolist()) <= {1, 2, 3, 4} and int((want == 2).sum()) > 0.5 * want.numel()
+        # vertex pairs that are no edge (two apart along a face's diagonal of a neighbour): counts too
+        far = torch.roll(e["b"], 7)
+        first, count = torch.searchsorted(src, e["a"]), deg[e["a"]]
+        want = td.common_neighbours_torch(e["a"], far, first, count, dst, e["key"], nv)
+        assert torch.equal(qem_triton.common_neighbours_triton(e["a"], far, first, count, dst, e["key"], nv), want)
+
+
 @pytest.mark.skipif(DEVICE != "cuda", reason="a whole decimation: on the GPU")
 def test_fused_decimation_matches_the_torch_rounds(meshes, monkeypatch):
     spot = meshes[0]

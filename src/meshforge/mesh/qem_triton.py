@@ -3,7 +3,7 @@
 A round of the parallel decimation is a few hundred small torch operations; on a GPU most of them are
 elementwise arithmetic over every edge (the collapse positions and their quadric errors) or over every face
 around the chosen collapses (the flip and sliver guards), each a kernel launch and a temporary in memory.
-Two kernels do that arithmetic in registers, float64 as the torch path:
+Three kernels do that work in registers, float64 as the torch path:
 
 * :func:`edge_costs_triton` — per edge ``(a, b)``: the summed quadric ``Q_a + Q_b``, its minimiser (the 3×3
   system by the adjugate), the four candidate positions (``a``, ``b``, the midpoint, the minimiser when it is
@@ -11,10 +11,13 @@ Two kernels do that arithmetic in registers, float64 as the torch path:
   edge from the border inwards may not take, and the cheapest candidate;
 * :func:`collapse_faults_triton` — per face around a collapse and per candidate position: the moved triangle's
   normal against the old one, its area and aspect ratio against the guards, and the distance of the target
-  from the face's plane; the faults are counted per collapse and position with atomic adds.
+  from the face's plane; the faults are counted per collapse and position with atomic adds;
+* :func:`common_neighbours_triton` — per collapse, the neighbours its endpoints share (the link condition of
+  Dey et al. 1999): a lane walks one endpoint's adjacency row and binary-searches each pair in the sorted edge keys.
 
 Each has its torch twin in :mod:`~meshforge.mesh.torch_decimate` (:func:`~.torch_decimate.edge_costs_torch`,
-:func:`~.torch_decimate.collapse_faults_torch`), which is the reference: the GPU tests run both on the same
+:func:`~.torch_decimate.collapse_faults_torch`, :func:`~.torch_decimate.common_neighbours_torch`), which is the
+reference: the GPU tests run both on the same
 inputs (``tests/mesh/test_qem_triton.py``). The kernels may round differently in the last bits (fused
 multiply-adds), so where two positions cost nearly the same they may pick the other one.
 
@@ -28,7 +31,7 @@ import importlib.util
 
 import torch
 
-__all__ = ["AVAILABLE", "BLOCK", "collapse_faults_triton", "edge_costs_triton"]
+__all__ = ["AVAILABLE", "BLOCK", "collapse_faults_triton", "common_neighbours_triton", "edge_costs_triton"]
 
 #: Triton importable (CUDA builds of PyTorch ship it)
 AVAILABLE = importlib.util.find_spec("triton") is not None
@@ -250,6 +253,47 @@ if AVAILABLE:
                     wrong = wrong | (height > tol * onorm)
                 tl.atomic_add(out_ptr + c * T + t, 1, mask=m & wrong & kept)
 
+    @triton.jit(do_not_specialize=["n", "n_keys", "nv", "max_count", "steps"])
+    def _common_kernel(
+        ca_ptr,
+        cb_ptr,
+        first_ptr,
+        count_ptr,
+        dst_ptr,
+        keys_ptr,
+        out_ptr,
+        n,
+        n_keys,
+        nv,
+        max_count,
+        steps,
+        BLOCK: tl.constexpr,
+    ):
+        """Per edge: the neighbours ``x`` of ``ca`` (CSR row) other than ``cb`` whose key ``(cb, x)`` is in the
+        sorted ``keys`` (a binary search of ``steps`` halvings each)."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        cb = tl.load(cb_ptr + i, mask=m, other=0)
+        first = tl.load(first_ptr + i, mask=m, other=0)
+        count = tl.load(count_ptr + i, mask=m, other=0)
+        common = tl.zeros([BLOCK], dtype=tl.int64)
+        for j in range(0, max_count):
+            live = m & (j < count)
+            x = tl.load(dst_ptr + first + j, mask=live, other=0)
+            key = tl.minimum(cb, x) * nv + tl.maximum(cb, x)
+            lo = tl.zeros([BLOCK], dtype=tl.int64)
+            hi = tl.zeros([BLOCK], dtype=tl.int64) + n_keys
+            for _ in range(0, steps):
+                open_ = lo < hi
+                mid = (lo + hi) // 2
+                v = tl.load(keys_ptr + mid, mask=live & open_, other=0)
+                right = v < key
+                lo = tl.where(open_ & right, mid + 1, lo)
+                hi = tl.where(open_ & ~right, mid, hi)
+            hit = tl.load(keys_ptr + lo, mask=live & (lo < n_keys), other=-1) == key
+            common += (live & hit & (x != cb)).to(tl.int64)
+        tl.store(out_ptr + i, common, mask=m)
+
 
 def edge_costs_triton(
     q: torch.Tensor, pos: torch.Tensor, a: torch.Tensor, b: torch.Tensor, fixed_a: torch.Tensor, fixed_b: torch.Tensor
@@ -326,4 +370,49 @@ def collapse_faults_triton(
     worst = torch.zeros(n, dtype=torch.float64, device=dev).scatter_reduce_(0, c_t, old, "amax")
     has_tol = bool(limits[3] < float("inf"))
     _faults_kernel[grid](*args, tgt, worst, lim, out, m, T=t, MODE=1, HAS_TOL=has_tol, BLOCK=BLOCK)
+    return out
+
+
+def common_neighbours_triton(
+    ca: torch.Tensor,
+    cb: torch.Tensor,
+    first: torch.Tensor,
+    count: torch.Tensor,
+    dst_sorted: torch.Tensor,
+    edge_keys: torch.Tensor,
+    nv: int,
+) -> torch.Tensor:
+    """:func:`~meshforge.mesh.torch_decimate.common_neighbours_torch` in one Triton kernel (same arguments, result):
+    each edge's lane walks ``ca``'s CSR row and binary-searches the keys.
+
+    Args:
+        ca, cb: ``[N]`` int64 endpoints; first, count: ``[N]`` int64 — ``ca``'s row in ``dst_sorted``.
+        dst_sorted: ``[2E]`` int64 neighbours, row by row; edge_keys: ``[E]`` int64 sorted ``min·nv + max`` keys.
+        nv: the vertex count the keys are built with.
+
+    Returns:
+        ``[N]`` int64 counts.
+    """
+    n = ca.numel()
+    out = torch.zeros(n, dtype=torch.int64, device=ca.device)
+    if n == 0:
+        return out
+    max_count = int(count.max().item())  # the one wait for the device here (the loop's bound)
+    n_keys = edge_keys.numel()
+    steps = max(1, int(n_keys).bit_length())
+    _common_kernel[(triton.cdiv(n, BLOCK),)](
+        ca.contiguous(),
+        cb.contiguous(),
+        first.contiguous(),
+        count.contiguous(),
+        dst_sorted.contiguous(),
+        edge_keys.contiguous(),
+        out,
+        n,
+        n_keys,
+        nv,
+        max_count,
+        steps,
+        BLOCK=BLOCK,
+    )
     return out

@@ -61,7 +61,7 @@ from ..geometry.topology import topology
 from ..types import Mesh
 from . import qem_triton
 from .decimate import DEGENERATE_AREA, MAX_ASPECT, NEEDLE_RATIO, REPAIR_TOLERANCE, _aspect, decimate, repair
-from .qem_triton import collapse_faults_triton, edge_costs_triton
+from .qem_triton import collapse_faults_triton, common_neighbours_triton, edge_costs_triton
 from .torch_clean import check_surface, union_find
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "MAX_NEW_ASPECT",
     "MIN_NORMAL_DOT",
     "collapse_faults_torch",
+    "common_neighbours_torch",
     "decimate_torch",
     "edge_costs_torch",
     "fewest_faces_torch",
@@ -308,6 +309,38 @@ def _adjacency(e: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return src[by_src], dst[by_src]
 
 
+def common_neighbours_torch(
+    ca: torch.Tensor,
+    cb: torch.Tensor,
+    first: torch.Tensor,
+    count: torch.Tensor,
+    dst_sorted: torch.Tensor,
+    edge_keys: torch.Tensor,
+    nv: int,
+) -> torch.Tensor:
+    """How many neighbours the endpoints of each edge ``(ca, cb)`` ``[N]`` share: each neighbour ``x`` of ``ca``
+    (``dst_sorted[first[i] : first[i] + count[i]]``, the CSR rows of :func:`_adjacency`) other than ``cb`` counts when
+    ``(cb, x)`` is an edge (its key ``min·nv + max`` in the sorted ``edge_keys``). The reference of
+    :func:`~meshforge.mesh.qem_triton.common_neighbours_triton`.
+
+    Returns:
+        ``[N]`` int64 counts.
+    """
+    device = ca.device
+    n = ca.numel()
+    total = int(count.sum().item())  # the one wait for the device here (the output sizes below)
+    owner = torch.repeat_interleave(torch.arange(n, device=device), count, output_size=total)
+    offset = torch.arange(total, device=device) - torch.repeat_interleave(
+        torch.cumsum(count, 0) - count, count, output_size=total
+    )
+    x = dst_sorted[first[owner] + offset]
+    cbo = cb[owner]
+    pair = torch.minimum(cbo, x) * nv + torch.maximum(cbo, x)
+    common = torch.zeros(n, dtype=torch.long, device=device)
+    common.index_add_(0, owner, ((x != cbo) & _member(pair, edge_keys)).long())
+    return common
+
+
 def _link_ok(
     ca: torch.Tensor,
     cb: torch.Tensor,
@@ -319,23 +352,13 @@ def _link_ok(
 ) -> torch.Tensor:
     """Link condition (Dey et al. 1999) for edges ``(ca, cb)``: their endpoints have exactly ``expected`` common
     neighbours (the vertices opposite the edge: 2 inside, 1 on the border). Each neighbour ``x`` of ``ca`` (from
-    :func:`_adjacency`) is looked up as the edge key ``(cb, x)`` in the sorted ``edge_keys``."""
-    device = ca.device
-    n = ca.numel()
+    :func:`_adjacency`) is looked up as the edge key ``(cb, x)`` in the sorted ``edge_keys``
+    (:func:`common_neighbours_torch`, or its Triton twin on a GPU)."""
     src_sorted, dst_sorted = adjacency
     first = torch.searchsorted(src_sorted, ca)
-    reps = deg[ca]
-    total = int(reps.sum().item())  # the one wait for the device here (the output sizes below)
-    owner = torch.repeat_interleave(torch.arange(n, device=device), reps, output_size=total)
-    offset = torch.arange(total, device=device) - torch.repeat_interleave(
-        torch.cumsum(reps, 0) - reps, reps, output_size=total
-    )
-    x = dst_sorted[first[owner] + offset]
-    cbo = cb[owner]
-    pair = torch.minimum(cbo, x) * nv + torch.maximum(cbo, x)
-    common = torch.zeros(n, dtype=torch.long, device=device)
-    common.index_add_(0, owner, ((x != cbo) & _member(pair, edge_keys)).long())
-    return common == expected
+    count = deg[ca]
+    common_of = common_neighbours_triton if _fused(ca.device) else common_neighbours_torch
+    return common_of(ca, cb, first, count, dst_sorted, edge_keys, nv) == expected
 
 
 def collapse_faults_torch(
