@@ -201,3 +201,24 @@ def test_each_new_worker_is_kept_on_the_next_cpu_and_unpinned_when_pinning_is_of
     finally:
         for w in workers:
             w.close(kill=True)
+
+
+def test_a_worker_measures_its_atlas_stretch_as_the_host_would():
+    """The unwrap in pieces asks each worker for its atlas's L2 stretch (the worker loads geometry/raster.py by
+    path, without the package): the same figure as :func:`uv_stretch` on the host, and absent unless asked."""
+    from meshforge.geometry.raster import uv_stretch
+
+    mesh = grid(12)
+    worker = uv._Worker()
+    try:
+        got = worker.run((mesh.vertices, mesh.faces, {**OPTIONS, "stretch": True}, 0.0), 30.0)
+        assert worker.settle(5.0)
+        plain = worker.run((mesh.vertices, mesh.faces, OPTIONS, 0.0), 30.0)
+    finally:
+        worker.close(kill=True)
+    assert isinstance(got, dict) and isinstance(plain, dict) and "stretch" not in plain
+    uv_texels = got["uv"] * np.array([got["width"], got["height"]])
+    want = uv_stretch(mesh.vertices[got["vmapping"]], uv_texels, got["faces"])
+    assert got["stretch"] == want and 1.0 < want < 1.2  # a wavy sheet: slightly stretched
+    inline = uv._unwrap_worker.xatlas_atlas(mesh.vertices, mesh.faces, **OPTIONS, stretch=True)
+    assert inline["stretch"] == want

@@ -108,6 +108,7 @@ def xatlas_atlas(
     gap: int | None = None,
     keep: list[Any] | None = None,
     chart_options: dict[str, float] | None = None,
+    stretch: bool = False,
 ) -> dict[str, Any]:
     """Segment, parameterise (LSCM) and pack a mesh with xatlas (Jonathan Young, MIT; ``xatlas`` binding),
     then re-pack its charts with :func:`meshforge.mesh.pack.pack_charts` when that covers more of the atlas.
@@ -127,11 +128,14 @@ def xatlas_atlas(
         keep: a list the xatlas atlas object is appended to, so that it is destroyed when the caller clears
             the list rather than on return (its destructor can hang: see the module docstring).
         chart_options: other ``xatlas.ChartOptions`` attributes by name (e.g. ``roundness_weight``).
+        stretch: also return the atlas's normalised L2 stretch (:func:`meshforge.geometry.raster.uv_stretch`),
+            computed here, in the worker process, rather than by the caller (the unwrap in pieces decides on it
+            which pieces to redo).
 
     Returns:
         ``vmapping`` ``[V']`` int64 (source vertex of each atlas vertex), ``faces`` ``[F, 3]`` int64,
         ``uv`` ``[V', 2]`` float64 in [0, 1], ``width``/``height`` (texels), ``atlas_count``, ``charts``,
-        ``packer`` (``"meshforge"`` when the re-packing was kept, else ``"xatlas"``).
+        ``packer`` (``"meshforge"`` when the re-packing was kept, else ``"xatlas"``), and ``stretch`` when asked.
 
     Raises:
         ImportError: xatlas is not installed.
@@ -184,8 +188,9 @@ def xatlas_atlas(
             after = 0.0
         if after > before:
             uv, width, height, packer = packed, int(resolution), int(resolution), "meshforge"
-    return {
-        "vmapping": np.asarray(vmapping, dtype=np.int64),
+    vmap = np.asarray(vmapping, dtype=np.int64)
+    out: dict[str, Any] = {
+        "vmapping": vmap,
         "faces": faces_out,
         "uv": uv,
         "width": width,
@@ -194,6 +199,10 @@ def xatlas_atlas(
         "charts": int(atlas.chart_count),
         "packer": packer,
     }
+    if stretch:
+        src = np.asarray(vertices, dtype=np.float64)[vmap]
+        out["stretch"] = _raster_module().uv_stretch(src, uv * np.array([width, height]), faces_out)
+    return out
 
 
 def _pack_module() -> Any:
@@ -211,6 +220,25 @@ def _pack_module() -> Any:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules[name] = module
+    return sys.modules[name]
+
+
+def _raster_module() -> Any:
+    """:mod:`meshforge.geometry.raster` (standard library and numpy only), loaded by path in the worker."""
+    if __package__:
+        from ..geometry import raster
+
+        return raster
+    name = "_meshforge_raster"
+    if name not in sys.modules:
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "geometry", "raster.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # (its dataclasses look their module up while the file runs)
+        spec.loader.exec_module(module)
     return sys.modules[name]
 
 

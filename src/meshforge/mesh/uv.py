@@ -441,6 +441,9 @@ MAX_PIECE_FACES = 1600
 #: more charts than this are not packed (the per-face atlas instead): the packer handles each chart in Python,
 #: and a random checkpoint's TRELLIS.2 surface of 753,619 fragments would keep it busy for many minutes
 MAX_PACK_CHARTS = 20_000
+#: each piece's stretch is measured by its worker process (in parallel) rather than by the follow-up that decides on
+#: redoing it, which runs under the queue's lock (0.9 ms a piece on an H200's host; False: measured there)
+STRETCH_IN_WORKER = True
 #: a piece whose charts' L2 stretch exceeds this is unwrapped again in two halves (whole-mesh xatlas gives
 #: 1.001–1.011 on the shared assets)
 PIECE_STRETCH = 1.05
@@ -516,6 +519,7 @@ def _unwrap_pieces(
         "max_chart_area": max_chart,
         "brute_force": False,
         "chart_options": dict(CHART_OPTIONS),
+        "stretch": STRETCH_IN_WORKER,
     }
 
     # xatlas now and then lets a badly distorted chart through (one chart of 211 faces at L2 stretch 3.6 in
@@ -545,7 +549,12 @@ def _unwrap_pieces(
     def follow(k: int, part: dict[str, Any]) -> list[tuple[Any, ...]]:
         node = nodes[k]
         uv = part["uv"] * [part["width"], part["height"]]
-        node["part"], node["stretch"] = part, uv_stretch(vertices[node["used"]][part["vmapping"]], uv, part["faces"])
+        node["part"] = part
+        node["stretch"] = (
+            part["stretch"]
+            if "stretch" in part
+            else uv_stretch(vertices[node["used"]][part["vmapping"]], uv, part["faces"])
+        )
         if node["parent"] is None:
             return halve(k)
         parent = nodes[node["parent"]]
