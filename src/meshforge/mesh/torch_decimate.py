@@ -46,6 +46,10 @@ widens the candidates (:data:`CANDIDATE_FRACTION`), then loosens the geometric g
 decimation stops at the budget or when even that collapses nothing (then
 :func:`~meshforge.mesh.decimate.budget_shortfall` says so). Vertices keep their numbers until the end (a
 collapse merges one into the other).
+
+On a CUDA device the round's arithmetic over every edge (collapse positions and costs), over the faces around the
+chosen collapses (the geometric guards) and the link condition run in fused Triton kernels
+(:mod:`meshforge.mesh.qem_triton`, :data:`FUSED`); the torch functions here are their reference.
 """
 
 from __future__ import annotations
@@ -97,9 +101,9 @@ BUCKETS = 8
 #: collapses nothing doubles the fraction for the next, up to all valid edges
 CANDIDATE_FRACTION = 0.25
 
-#: on a CUDA device with Triton, a round's per-edge costs and per-face guards run in the fused kernels of
-#: :mod:`~meshforge.mesh.qem_triton`; False: always the torch reference (:func:`edge_costs_torch`,
-#: :func:`collapse_faults_torch`)
+#: on a CUDA device with Triton, a round's per-edge costs, per-face guards and link condition run in the fused
+#: kernels of :mod:`~meshforge.mesh.qem_triton`; False: always the torch reference (:func:`edge_costs_torch`,
+#: :func:`collapse_faults_torch`, :func:`common_neighbours_torch`)
 FUSED = True
 
 _BIG = torch.iinfo(torch.int64).max
