@@ -259,3 +259,32 @@ def test_the_device_sliver_rounds_leave_the_cpu_repair_fewer_slivers(monkeypatch
     for low, counts in results:
         assert counts["watertight"] and counts["slivers_over_100"] == 0 and low.n_faces <= 6_000
         assert orientation(low, lumps, n_samples=20_000)["facing_away_faces"] == 0
+
+
+def test_a_fused_kernel_that_cannot_compile_leaves_the_torch_path_to_answer(sphere, monkeypatch):
+    """Triton needs a C compiler for its launcher and a supported GPU: where a fused kernel raises, the decimation
+    logs why, takes the torch reference from then on and gives its result; running out of memory still raises."""
+    from meshforge.mesh import torch_decimate as td
+
+    want, _ = run(sphere, 2_000)
+    monkeypatch.setattr(td, "FUSED_FAILURE", None)
+    monkeypatch.setattr(td, "_fused", lambda device: td.FUSED_FAILURE is None)  # as on a CUDA device with Triton
+    calls = []
+
+    def broken(*args):
+        calls.append(len(args))
+        raise RuntimeError("Failed to find C compiler.\nPlease specify via CC environment variable.")
+
+    monkeypatch.setattr(td, "edge_costs_triton", broken)
+    got, _ = run(sphere, 2_000)
+    assert calls == [6]  # tried once, then never again in this process
+    assert td.FUSED_FAILURE == "Failed to find C compiler. Please specify via CC environment variable."
+    assert np.array_equal(got.faces, want.faces) and np.array_equal(got.vertices, want.vertices)
+
+    def out_of_memory(*args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(td, "FUSED_FAILURE", None)
+    monkeypatch.setattr(td, "edge_costs_triton", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        run(sphere, 2_000)

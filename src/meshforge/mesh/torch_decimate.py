@@ -55,12 +55,14 @@ chosen collapses (the geometric guards) and the link condition run in fused Trit
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Any
 
 import torch
 
 from ..config import DecimateConfig
+from ..errors import one_line
 from ..geometry.topology import topology
 from ..types import Mesh
 from . import qem_triton
@@ -107,6 +109,7 @@ CANDIDATE_FRACTION = 0.25
 FUSED = True
 
 _BIG = torch.iinfo(torch.int64).max
+_log = logging.getLogger(__name__)
 _NONE = torch.zeros(0, dtype=torch.int64)
 #: the geometric guards test (faces around the collapses) × (target positions) at once up to this many pairs
 _GEOMETRY_ELEMENTS = 1 << 22
@@ -361,8 +364,10 @@ def _link_ok(
     src_sorted, dst_sorted = adjacency
     first = torch.searchsorted(src_sorted, ca)
     count = deg[ca]
-    common_of = common_neighbours_triton if _fused(ca.device) else common_neighbours_torch
-    return common_of(ca, cb, first, count, dst_sorted, edge_keys, nv) == expected
+    common = _kernel_or_torch(
+        common_neighbours_triton, common_neighbours_torch, ca.device, ca, cb, first, count, dst_sorted, edge_keys, nv
+    )
+    return common == expected
 
 
 def collapse_faults_torch(
@@ -415,10 +420,31 @@ def collapse_faults_torch(
     return bad
 
 
+#: why the fused kernels could not run in this process (Triton failed to compile or launch them, e.g. no C compiler
+#: for its launcher); None while they work. Once set, every decimation here takes the torch path.
+FUSED_FAILURE: str | None = None
+
+
 def _fused(device: torch.device) -> bool:
     """Whether the round's arithmetic runs in the Triton kernels (:mod:`~meshforge.mesh.qem_triton`): on a CUDA
-    device with Triton, unless :data:`FUSED` is off."""
-    return FUSED and device.type == "cuda" and qem_triton.AVAILABLE
+    device with Triton, unless :data:`FUSED` is off or they already failed here (:data:`FUSED_FAILURE`)."""
+    return FUSED and FUSED_FAILURE is None and device.type == "cuda" and qem_triton.AVAILABLE
+
+
+def _kernel_or_torch(fused: Any, reference: Any, device: torch.device, *args: Any) -> Any:
+    """``fused(*args)`` where :func:`_fused` allows it, else ``reference(*args)``; a fused kernel that raises (Triton
+    could not compile or launch it) sets :data:`FUSED_FAILURE`, logs it once, and the torch reference answers — the
+    same result up to rounding. Running out of device memory is not such a failure: it propagates."""
+    global FUSED_FAILURE
+    if _fused(device):
+        try:
+            return fused(*args)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # a compile or launch failure of Triton (its errors have no common base class)
+            FUSED_FAILURE = one_line(exc)
+            _log.warning("fused decimation kernels unavailable, using the torch path: %s", FUSED_FAILURE)
+    return reference(*args)
 
 
 def _geometry_ok(
@@ -450,8 +476,10 @@ def _geometry_ok(
     f_t = faces[touched]
     c_t = face_c[touched]
     limits = (float(guards[0]), float(guards[1]), float(min_area), float(tol))
-    faults = collapse_faults_triton if _fused(device) else collapse_faults_torch
-    return faults(pos, f_t, c_t, ca, cb, targets, limits) == 0
+    faults = _kernel_or_torch(
+        collapse_faults_triton, collapse_faults_torch, device, pos, f_t, c_t, ca, cb, targets, limits
+    )
+    return faults == 0
 
 
 def _round(
@@ -504,8 +532,9 @@ def _round(
     # inwards keeps the border vertex where it is
     fixed_a = interior & on_border[a] & ~on_border[b]
     fixed_b = interior & on_border[b] & ~on_border[a]
-    costs_of = edge_costs_triton if _fused(device) else edge_costs_torch
-    cands, costs, cost, target = costs_of(q, pos, a, b, fixed_a, fixed_b)
+    cands, costs, cost, target = _kernel_or_torch(
+        edge_costs_triton, edge_costs_torch, device, q, pos, a, b, fixed_a, fixed_b
+    )
     keep = torch.where(fixed_b, b, a)
     drop = torch.where(fixed_b, a, b)
 
@@ -704,7 +733,9 @@ def decimate_torch(
     Returns:
         ``(mesh, counts)``: a host :class:`~meshforge.types.Mesh` (float32 vertices, int32 faces, positions
         only) and counts holding ``attempts`` (1), ``rounds``, ``rejected`` (collapses refused by the guards),
-        the topology check of the result and ``slivers_over_20``/``slivers_over_100`` — the CPU path's keys.
+        the topology check of the result and ``slivers_over_20``/``slivers_over_100`` — the CPU path's keys; on
+        CUDA also ``kernels`` (``"fused"``: :mod:`~meshforge.mesh.qem_triton`'s, or ``"torch"``) and, where the fused
+        kernels failed in this process, ``kernels_failure`` (why).
         :func:`~meshforge.mesh.decimate.budget_shortfall` says why a result stayed above the budget.
 
     Raises:
@@ -772,4 +803,9 @@ def decimate_torch(
     topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * diag2)
     aspect, _, _ = _aspect(result.vertices, result.faces)
     slivers = {"slivers_over_20": int((aspect > 20).sum()), "slivers_over_100": int((aspect > 100).sum())}
-    return result, {"attempts": 1, "rounds": rounds, "rejected": rejected, **topo.to_dict(), **slivers}
+    kernels: dict[str, str] = {}
+    if device.type == "cuda":
+        kernels["kernels"] = "fused" if _fused(device) else "torch"
+        if FUSED_FAILURE is not None:
+            kernels["kernels_failure"] = FUSED_FAILURE
+    return result, {"attempts": 1, "rounds": rounds, "rejected": rejected, **kernels, **topo.to_dict(), **slivers}
