@@ -166,3 +166,41 @@ def test_model_runs_its_grid_path_without_triton():
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_a_kernel_that_cannot_compile_leaves_the_torch_layers_to_answer(monkeypatch):
+    """Triton needs a C compiler for its launcher and a supported GPU: where the fused grid kernel raises, the
+    ``"auto"`` grid logs why and the torch layers answer (the float32 reference grid), and from then on the kernels
+    are not tried; an explicit ``kernel="triton"`` still raises, as does running out of device memory."""
+    from meshforge.backends.triposr import model as model_mod
+
+    model, _ = load_model(FIXTURES, device="cpu")
+    code = torch.randn(3, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+    axis = torch.linspace(-0.87, 0.87, 12)
+    monkeypatch.setattr(kernels, "FAILURE", None)
+    monkeypatch.setattr(model_mod, "_auto_triton", lambda m, c, p: kernels.FAILURE is None)  # as on a CUDA GPU
+    calls = []
+
+    def broken(*args):
+        calls.append(len(args))
+        raise RuntimeError("Failed to find C compiler.\nPlease specify via CC environment variable.")
+
+    monkeypatch.setattr(kernels, "triton_density_grid", broken)
+    with torch.inference_mode():
+        ref = model.query_grid(code, axis)["density"]
+        fast = model.density_grid_fast(code, axis, precision="fp32", kernel="auto")
+        again = model.density_grid_fast(code, axis, precision="fp32", kernel="auto")
+        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+        assert torch.equal(again, fast) and calls == [8]  # tried once
+        assert kernels.FAILURE == "Failed to find C compiler. Please specify via CC environment variable."
+        assert not kernels.triton_grid_supported(model)
+        with pytest.raises(RuntimeError, match="C compiler"):
+            model.density_grid_fast(code, axis, precision="fp32", kernel="triton")
+
+        def out_of_memory(*args):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+        monkeypatch.setattr(kernels, "FAILURE", None)
+        monkeypatch.setattr(kernels, "triton_density_grid", out_of_memory)
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            model.density_grid_fast(code, axis, precision="fp32", kernel="auto")

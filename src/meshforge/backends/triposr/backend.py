@@ -135,29 +135,37 @@ class TripoSRField:
 
         On CUDA with a reduced ``grid_precision`` the decoder runs at that precision (fp16: at most 1.2e-3 from
         float32 on 4.7 M vertices, a third of an 8-bit step): by the fused Triton kernel
-        (:func:`.kernels.triton_color`) where it applies, else under autocast. Otherwise in float32
-        (:meth:`.model.TripoSRModel.query`).
+        (:func:`.kernels.triton_color`) where it applies (and compiles: else :func:`.kernels.note_failure` and the
+        next), else under autocast. Otherwise in float32 (:meth:`.model.TripoSRModel.query`).
         """
         import torch
 
-        from .kernels import triton_color, triton_grid_supported
+        from . import kernels
 
         native = points.to(self.scene_code.device, torch.float32)[:, [2, 0, 1]].contiguous()
         reduced = native.is_cuda and self.grid_precision != "fp32"
-        fused = (
-            reduced
-            and triton_grid_supported(self.model)
-            and self.model.renderer.color_activation.lower() in ("sigmoid", "none")
-        )
         with torch.inference_mode():
-            if fused:
-                rgb = triton_color(self.model, self.scene_code, native, self.grid_precision)
-            else:
+            rgb = None
+            if reduced and self._fused_color():
+                try:
+                    rgb = kernels.triton_color(self.model, self.scene_code, native, self.grid_precision)
+                except torch.cuda.OutOfMemoryError:
+                    raise
+                except Exception as exc:  # Triton could not compile or launch it: the torch query answers
+                    kernels.note_failure(exc)
+            if rgb is None:
                 half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.grid_precision)
                 cast = torch.autocast("cuda", dtype=half) if reduced and half is not None else contextlib.nullcontext()
                 with cast:
                     rgb = self.model.query(self.scene_code, native, chunk=self._query_chunk(len(native)))["rgb"]
         return rgb.float().clamp(0.0, 1.0)
+
+    def _fused_color(self) -> bool:
+        """Whether the colour may take the fused Triton kernel (:func:`.kernels.triton_color`): Triton works here and
+        fits the decoder, whose colour activation is a sigmoid or none."""
+        from .kernels import triton_grid_supported
+
+        return triton_grid_supported(self.model) and self.model.renderer.color_activation.lower() in ("sigmoid", "none")
 
     def material(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Metallic 0 and the constant roughness, ``[N]`` float32 each."""

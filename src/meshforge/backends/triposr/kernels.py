@@ -21,6 +21,7 @@ GPU path may run.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,20 +31,36 @@ if TYPE_CHECKING:
     from .model import TripoSRModel
 
 __all__ = [
+    "FAILURE",
     "TRITON_COLOR_CONFIG",
     "TRITON_GRID_CONFIG",
     "triton_color",
     "triton_density_grid",
+    "note_failure",
     "triton_grid_supported",
 ]
 
 
+#: why the kernels could not run in this process (Triton failed to compile or launch one, e.g. no C compiler for its
+#: launcher); None while they work. Once set, :func:`triton_grid_supported` is False: the torch paths answer.
+FAILURE: str | None = None
+
+
+def note_failure(exc: BaseException) -> None:
+    """Record (and log once) that a kernel could not be compiled or launched here: :data:`FAILURE`."""
+    global FAILURE
+    if FAILURE is None:
+        FAILURE = " ".join(str(exc).split()) or type(exc).__name__
+        logging.getLogger(__name__).warning("TripoSR's Triton kernels unavailable, using torch: %s", FAILURE)
+
+
 def triton_grid_supported(model: TripoSRModel) -> bool:
-    """Whether :func:`triton_density_grid` can run this model's decoder: Triton importable, ``silu``/``relu``,
-    ``n_neurons`` a power of two in [16, 128], at least one hidden layer."""
+    """Whether :func:`triton_density_grid` can run this model's decoder: Triton importable and not failed here
+    (:data:`FAILURE`), ``silu``/``relu``, ``n_neurons`` a power of two in [16, 128], at least one hidden layer."""
     n = model.cfg.decoder.n_neurons
     return (
         _grid_mlp_kernel is not None
+        and FAILURE is None
         and model.cfg.decoder.activation in ("silu", "relu")
         and 16 <= n <= 128
         and n & (n - 1) == 0

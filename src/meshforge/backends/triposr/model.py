@@ -230,6 +230,13 @@ def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 # ----------------------------------------------------------------------------------------------- the model
 
 
+def _auto_triton(model: TripoSRModel, scene_code: torch.Tensor, precision: str) -> bool:
+    """Whether ``kernel="auto"`` takes the fused Triton grid kernel: on CUDA, a reduced precision, a decoder it fits."""
+    from .kernels import triton_grid_supported
+
+    return bool(scene_code.is_cuda) and precision != "fp32" and triton_grid_supported(model)
+
+
 class TripoSRModel(nn.Module):
     """The whole TripoSR network; parameter names equal the official checkpoint's.
 
@@ -447,7 +454,8 @@ class TripoSRModel(nn.Module):
             axis: ``[R]`` float32 coordinates (world units), on the scene code's device.
             precision: see above.
             batch_points: points per slab of the torch path.
-            kernel: ``"auto"``, ``"triton"`` or ``"torch"``.
+            kernel: ``"auto"``, ``"triton"`` or ``"torch"``; with ``"auto"`` a Triton kernel that cannot be compiled
+                or launched here (:func:`.kernels.note_failure`) leaves the torch layers to answer.
             fast_act: Triton only: SiLU as ``x·(1 + tanh(x/2))/2`` through the hardware ``tanh.approx`` (one
                 special-function op instead of an exponential and a division: 8.2 → 5.2 ms for a 256³ grid on an
                 H200; relative error about 1e-3, at the level of the 16-bit operands' rounding, and the same
@@ -463,14 +471,20 @@ class TripoSRModel(nn.Module):
         last = self.decoder.layers[-1]
         assert isinstance(last, nn.Linear)
         act_name = self.cfg.decoder.activation
-        from .kernels import triton_density_grid, triton_grid_supported  # here: Triton loads only where it runs
+        from . import kernels  # here: Triton loads only where it runs
 
-        use_triton = kernel == "triton" or (
-            kernel == "auto" and scene_code.is_cuda and precision != "fp32" and triton_grid_supported(self)
-        )
+        use_triton = kernel == "triton" or (kernel == "auto" and _auto_triton(self, scene_code, precision))
+        raw = None
         if use_triton:
-            raw = triton_density_grid(pxy, pxz, pyz, hidden, last, act_name, precision, fast_act)
-        else:
+            try:
+                raw = kernels.triton_density_grid(pxy, pxz, pyz, hidden, last, act_name, precision, fast_act)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as exc:  # Triton could not compile or launch it (no C compiler, an unsupported GPU)
+                if kernel == "triton":
+                    raise
+                kernels.note_failure(exc)  # "auto": the torch layers, now and from now on
+        if raw is None:
             raw = self._torch_density_grid(pxy, pxz, pyz, hidden, last, act_name, precision, batch_points)
         return self._density_act(raw + self.renderer.density_bias)
 
