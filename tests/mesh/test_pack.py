@@ -396,3 +396,30 @@ def test_the_pieces_layout_tries_two_turns_then_four(lumpy, monkeypatch):
     out, counts = unwrap(lumpy, UnwrapConfig(), 512)
     assert calls == [2, 4] and counts["engine"] == "xatlas" and 0.5 < counts["utilisation"] < 0.9
     assert uv_overlap_ratio(out) < 1.002
+
+
+def test_small_masks_run_tests_find_the_free_offsets_of_the_cell_by_cell_test():
+    """A small chart's free offsets come from its rows' runs against the occupancy's free runs (one comparison per
+    run): the same offsets as AND-ing a shifted copy of the free cells per cell of the mask."""
+    from meshforge.mesh.pack import _free_positions, _free_positions_by_cells, _mask_runs, _reach
+
+    rng = np.random.default_rng(11)
+    free = rng.random((9, 13)) > 0.3
+    reach = _reach(free)
+    for y in range(9):
+        for x in range(13):
+            n = 0
+            while x + n < 13 and free[y, x + n]:
+                n += 1
+            assert reach[y, x] == n
+    mask = np.array([[0, 1, 1, 0, 1], [1, 1, 1, 1, 1], [0, 0, 1, 0, 0]], dtype=bool)
+    assert _mask_runs(mask) == [(0, 1, 2), (0, 4, 1), (1, 0, 5), (2, 2, 1)]
+    for density in (0.05, 0.2, 0.5):
+        occ = rng.random((60, 48)) < density
+        for shape in ((1, 1), (3, 7), (7, 3), (11, 11)):
+            m = rng.random(shape) < 0.7
+            m[0, 0] = True  # not empty
+            want = _free_positions_by_cells(occ, m)
+            assert np.array_equal(_free_positions(occ, m, {}), want)
+            assert np.array_equal(_free_positions(occ, m, {"reach": _reach(~occ)}), want)
+            assert want.any() or density > 0.1

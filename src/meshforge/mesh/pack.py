@@ -16,8 +16,9 @@ scale common to all charts, a rotation, a translation — so stretch does not ch
    for each of the four quarter-turns, every offset is tested at once on a grid of texel blocks
    (``resolution / 256`` texels a side; a block is taken when any texel in it is; only the rows from the
    lowest one with a free block up to the top of the placed charts, skipping rows whose free runs are too
-   short for the chart's) — small charts by AND-ing shifted copies of the free cells, larger ones by FFT
-   correlation of chart and occupancy (on a torch device, all four turns in one batched FFT: the same
+   short for the chart's) — small charts (at most 128 blocks) by testing each run of their rows against the
+   length of the free run at every block (on the host, also when a device is given), larger ones by FFT
+   correlation of chart and occupancy (on a torch device, all the turns in one batched FFT: the same
    offsets) — and the lowest, then leftmost, free offset is taken; of the four turns, one that stays inside
    the square and whose chart centre of area sits lowest wins; the chart then slides down and left texel by
    texel on the exact bitmap while its dilated raster stays clear of every placed chart's raster. A small
@@ -234,22 +235,44 @@ def _blocks(mask: np.ndarray, b: int) -> np.ndarray:
     return out != 0
 
 
+def _reach(free: np.ndarray) -> np.ndarray:
+    """``[R, W]`` int32: per cell of a bool ``[R, W]`` array, how many free (True) cells start there going right
+    (0 on a taken cell) — a run of ``L`` cells fits at ``(y, x)`` exactly when ``reach[y, x] >= L``."""
+    w = free.shape[1]
+    idx = np.arange(w)
+    nxt = np.where(free, w, idx)  # the first taken cell at or right of each cell (w: none)
+    nxt = np.minimum.accumulate(nxt[:, ::-1], axis=1)[:, ::-1]
+    return (nxt - idx).astype(np.int32)
+
+
+def _mask_runs(mask: np.ndarray) -> list[tuple[int, int, int]]:
+    """The horizontal runs of a bool mask's True cells: ``(row, first column, length)`` each."""
+    h, w = mask.shape
+    edged = np.zeros((h, w + 2), dtype=np.int8)
+    edged[:, 1:-1] = mask
+    step = np.diff(edged, axis=1)
+    rows, starts = np.nonzero(step == 1)
+    _, ends = np.nonzero(step == -1)
+    return list(zip(rows.tolist(), starts.tolist(), (ends - starts).tolist(), strict=True))
+
+
 def _free_positions(occ: np.ndarray, mask: np.ndarray, cache: dict[str, np.ndarray]) -> np.ndarray:
     """``[H-h+1, W-w+1]`` bool: offsets where ``mask`` ``[h, w]`` overlaps no set cell of ``occ`` ``[H, W]``.
 
-    Small masks AND shifted copies of the free cells; larger ones use FFT correlation (the occupancy's
-    transform is computed once per ``cache``, i.e. per chart and occupancy state).
+    Small masks test their rows' runs against the free runs of the occupancy (:func:`_reach`, kept in
+    ``cache["reach"]``: one comparison per run of the mask, not per cell); larger ones use FFT correlation (the
+    occupancy's transform is computed once per ``cache``, i.e. per chart and occupancy state).
     """
     gh, gw = occ.shape
     h, w = mask.shape
     cells = np.flatnonzero(mask)
     if len(cells) <= _DIRECT_CELLS:
-        if "vacant" not in cache:
-            cache["vacant"] = ~occ
-        vacant = cache["vacant"]
+        if "reach" not in cache:
+            cache["reach"] = _reach(~occ)
+        reach = cache["reach"]
         free = np.ones((gh - h + 1, gw - w + 1), dtype=bool)
-        for i, j in zip(*np.divmod(cells, w), strict=True):
-            free &= vacant[i : i + gh - h + 1, j : j + gw - w + 1]
+        for i, j, length in _mask_runs(mask):
+            free &= reach[i : i + gh - h + 1, j : j + gw - w + 1] >= length
         return free
     # circular correlation needs no margin: the offsets kept (y ≤ H-h, x ≤ W-w) never wrap around
     nh, nw = _fft_size(gh), _fft_size(gw)
@@ -260,6 +283,18 @@ def _free_positions(occ: np.ndarray, mask: np.ndarray, cache: dict[str, np.ndarr
     rows = np.fft.ifft(cache["fft"] * np.conj(spec), axis=0)[: gh - h + 1]
     corr = np.fft.irfft(rows, n=nw, axis=1)
     return corr[:, : gw - w + 1] < 0.5
+
+
+def _free_positions_by_cells(occ: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """:func:`_free_positions` by AND-ing a shifted copy of the free cells per cell of the mask (the reference of
+    its run-based test)."""
+    gh, gw = occ.shape
+    h, w = mask.shape
+    vacant = ~occ
+    free = np.ones((gh - h + 1, gw - w + 1), dtype=bool)
+    for i, j in zip(*np.nonzero(mask), strict=True):
+        free &= vacant[i : i + gh - h + 1, j : j + gw - w + 1]
+    return free
 
 
 def _row_runs(cells: np.ndarray) -> np.ndarray:
@@ -275,7 +310,9 @@ def _row_runs(cells: np.ndarray) -> np.ndarray:
     return out
 
 
-def _first_free(occ: np.ndarray, run: np.ndarray, masks: list[np.ndarray], r0: int) -> list[tuple[int, int] | None]:
+def _first_free(
+    occ: np.ndarray, run: np.ndarray, masks: list[np.ndarray], r0: int, reach: np.ndarray | None = None
+) -> list[tuple[int, int] | None]:
     """Per mask (a chart's turns), the first offset (lowest row, then leftmost column) where it overlaps no set
     block of ``occ``, among the offsets of rows ``r0 … len(occ) - h``.
 
@@ -285,6 +322,9 @@ def _first_free(occ: np.ndarray, run: np.ndarray, masks: list[np.ndarray], r0: i
     (:func:`_free_positions`) then runs on the rows from the lowest candidate of any turn up, the occupancy's
     transform shared by the turns. Rows low in a strip are mostly full of small holes that a large chart
     cannot use: it skips them.
+
+    ``reach``: :func:`_reach` of ``~occ`` where the caller keeps it up to date (else computed when a small mask
+    needs it).
 
     Returns:
         Per mask, ``(row, column)`` in blocks, or None when no offset in those rows is free.
@@ -307,7 +347,7 @@ def _first_free(occ: np.ndarray, run: np.ndarray, masks: list[np.ndarray], r0: i
         return out
     y0 = min(firsts)
     sub = occ[r0 + y0 :]
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[str, np.ndarray] = {} if reach is None else {"reach": reach[r0 + y0 :]}
     for j, (m, rows_ok) in enumerate(zip(masks, oks, strict=True)):
         if rows_ok is None:
             continue
@@ -649,7 +689,9 @@ def _layout(
     fine[:, resolution:] = True
     occ = _blocks(fine, b)
     run = _row_runs(~occ)
+    free_reach = _reach(~occ)  # per block, the free run starting there (small charts' search)
     search = _DeviceSearch(occ, device) if device is not None else None
+    stale = np.zeros(rows, dtype=bool)  # with a device search: block rows whose run and reach wait for a host search
     exact = _ExactSearch(fine, padding, exact_rows) if exact_rows > 0 else None
     top = 0  # block rows [top, rows) are empty: no placed chart reaches them
     height = 0  # texel rows [height, ...) are empty (the dilated rasters included)
@@ -666,8 +708,10 @@ def _layout(
         occ[y0:y1, x0:x1] = _blocks(fine[y0 * b : y1 * b, x0 * b : x1 * b], b)
         if search is not None:
             search.update(y0, x0, occ[y0:y1, x0:x1])
+            stale[y0:y1] = True
         else:
             run[y0:y1] = _row_runs(~occ[y0:y1])
+            free_reach[y0:y1] = _reach(~occ[y0:y1])
         top = max(top, y1)
         height = max(height, py + h)
 
@@ -713,10 +757,18 @@ def _layout(
             and coarse.shape[1] <= g
             and not any(np.array_equal(coarse, m) for m in coarse_k[:k])
         ]
-        if search is not None and tried:
+        # small masks run-test on the host (a few comparisons each: faster than a device round trip); the same
+        # offsets either way
+        small = all(int(np.count_nonzero(coarse_k[k])) <= _DIRECT_CELLS for k in tried)
+        if search is not None and tried and not small:
             offsets = search.first([coarse_k[k] for k in tried], r0, end)
         else:
-            offsets = _first_free(occ[:end], run, [coarse_k[k] for k in tried], r0)
+            if stale.any():  # brought up to date only when a host search needs them
+                redo = np.flatnonzero(stale)
+                run[redo] = _row_runs(~occ[redo])
+                free_reach[redo] = _reach(~occ[redo])
+                stale[:] = False
+            offsets = _first_free(occ[:end], run, [coarse_k[k] for k in tried], r0, free_reach[:end])
         for k, found in zip(tried, offsets, strict=True):
             coarse = coarse_k[k]
             hc = coarse.shape[0]
