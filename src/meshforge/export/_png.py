@@ -148,6 +148,12 @@ def _assemble(shape: tuple[int, ...], level: int, parts: Sequence[tuple[bytes, i
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
 
 
+def _plan(arr: np.ndarray) -> tuple[np.ndarray, int, list[tuple[int, int]]]:
+    """A checked picture's ``[H, W·C]`` scanlines, its bytes per pixel ``C`` and its stripes (:func:`stripes`)."""
+    flat = arr.reshape(arr.shape[0], -1)
+    return flat, 1 if arr.ndim == 2 else arr.shape[2], stripes(flat.shape[0], flat.shape[1] + 1)
+
+
 def encode_png(pixels: np.ndarray, *, compress_level: int = 3, drop_opaque_alpha: bool = False) -> bytes:
     """Encode an 8-bit picture as PNG bytes, on the calling thread (the module docstring's encoder).
 
@@ -169,9 +175,7 @@ def encode_png(pixels: np.ndarray, *, compress_level: int = 3, drop_opaque_alpha
         InputError: wrong dtype or shape, an empty picture, or a compress level outside 0–9.
     """
     arr = _checked(pixels, compress_level, drop_opaque_alpha)
-    channels = 1 if arr.ndim == 2 else arr.shape[2]
-    flat = arr.reshape(arr.shape[0], -1)
-    spans = stripes(flat.shape[0], flat.shape[1] + 1)
+    flat, channels, spans = _plan(arr)
     level = int(compress_level)
     parts = [_deflate_stripe(flat, r0, r1, channels, level, i == len(spans) - 1) for i, (r0, r1) in enumerate(spans)]
     return _assemble(arr.shape, level, parts)
@@ -190,9 +194,7 @@ def encode_png_pillow(pixels: np.ndarray, *, compress_level: int = 3, drop_opaqu
 def _submit_one(arr: np.ndarray, level: int) -> Future[bytes]:
     """Start one picture's stripes on the pool; the returned future is completed by the last stripe to finish
     (its thread assembles the file), so no pool thread ever waits on another."""
-    channels = 1 if arr.ndim == 2 else arr.shape[2]
-    flat = arr.reshape(arr.shape[0], -1)
-    spans = stripes(flat.shape[0], flat.shape[1] + 1)
+    flat, channels, spans = _plan(arr)
     out: Future[bytes] = Future()
     parts: list[tuple[bytes, int, int] | None] = [None] * len(spans)
     left = [len(spans)]

@@ -548,13 +548,12 @@ def _unwrap_pieces(
 
     def follow(k: int, part: dict[str, Any]) -> list[tuple[Any, ...]]:
         node = nodes[k]
-        uv = part["uv"] * [part["width"], part["height"]]
         node["part"] = part
-        node["stretch"] = (
-            part["stretch"]
-            if "stretch" in part
-            else uv_stretch(vertices[node["used"]][part["vmapping"]], uv, part["faces"])
-        )
+        if "stretch" in part:  # measured by the worker
+            node["stretch"] = part["stretch"]
+        else:
+            uv = part["uv"] * [part["width"], part["height"]]
+            node["stretch"] = uv_stretch(vertices[node["used"]][part["vmapping"]], uv, part["faces"])
         if node["parent"] is None:
             return halve(k)
         parent = nodes[node["parent"]]
@@ -613,42 +612,25 @@ def _unwrap_pieces(
     from . import pack  # the pieces' charts are packed here: each chart is a UV-connected component
 
     t_pack = time.perf_counter()
+
     # the pieces' layout is taken at the first that fits _PACK_START: placing small charts texel-exactly would not
     # raise it, and on an H200's host it cost 0.03-0.05 s (captured 20k- and 50k-face atlases). A first layout
     # tries each chart in _PACK_QUICK_TURNS quarter turns only; where that one does not fit, the full search runs.
+    def layout(**search: Any) -> tuple[np.ndarray, float]:
+        return pack.pack_charts(
+            uv_cat, f_cat, int(resolution), int(cfg.padding), start=_PACK_START, device=device, exact_rows=0, **search
+        )
+
     uv_packed = None
     try:
-        uv_quick, util = pack.pack_charts(
-            uv_cat,
-            f_cat,
-            int(resolution),
-            int(cfg.padding),
-            start=_PACK_START,
-            attempts=1,
-            max_layouts=1,
-            device=device,
-            exact_rows=0,
-            turns=_PACK_QUICK_TURNS,
-        )
+        uv_quick, util = layout(attempts=1, max_layouts=1, turns=_PACK_QUICK_TURNS)
         if util >= _PACK_START - 1e-9:
             uv_packed = uv_quick
-    except RuntimeError:
-        pass  # the quick layout does not fit: the full search below
-    except ValueError as exc:
-        return f"packing the charts of {len(pieces)} pieces failed: {one_line(exc)}"
+    except (ValueError, RuntimeError):
+        pass  # the quick layout does not fit (or the input is bad: the full search below says so)
     if uv_packed is None:
         try:
-            uv_packed, _ = pack.pack_charts(
-                uv_cat,
-                f_cat,
-                int(resolution),
-                int(cfg.padding),
-                start=_PACK_START,
-                attempts=_PACK_ATTEMPTS,
-                max_layouts=16,
-                device=device,
-                exact_rows=0,
-            )
+            uv_packed, _ = layout(attempts=_PACK_ATTEMPTS, max_layouts=16)
         except (ValueError, RuntimeError) as exc:
             return f"packing the charts of {len(pieces)} pieces failed: {one_line(exc)}"
     result: dict[str, Any] = {

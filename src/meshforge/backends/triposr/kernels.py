@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ...errors import one_line
+
 if TYPE_CHECKING:
     from .model import TripoSRModel
 
@@ -50,7 +52,7 @@ def note_failure(exc: BaseException) -> None:
     """Record (and log once) that a kernel could not be compiled or launched here: :data:`FAILURE`."""
     global FAILURE
     if FAILURE is None:
-        FAILURE = " ".join(str(exc).split()) or type(exc).__name__
+        FAILURE = one_line(exc)
         logging.getLogger(__name__).warning("TripoSR's Triton kernels unavailable, using torch: %s", FAILURE)
 
 
