@@ -133,6 +133,72 @@ def test_common_neighbours_match_the_torch_reference(meshes):
         assert torch.equal(qem_triton.common_neighbours_triton(e["a"], far, first, count, dst, e["key"], nv), want)
 
 
+def test_edge_flags_match_the_torch_reference(meshes):
+    """Which edges may collapse and which keep an endpoint: the same flags both ways, on closed surfaces, an open
+    disc (border edges, edges from the border inwards) and the disc with a fin (edges of three faces)."""
+    fin = meshes[2]
+    extra = np.array([[fin.faces[0, 0], fin.faces[0, 1], fin.n_vertices]])  # a third face on the first face's edge
+    fin_v = np.concatenate([fin.vertices, fin.vertices[fin.faces[0]].mean(0, keepdims=True) + [0, 0, 0.1]])
+    cases = [(m.vertices, m.faces) for m in meshes] + [(fin_v, np.concatenate([fin.faces, extra]))]
+    for vertices, faces in cases:
+        f = torch.from_numpy(np.asarray(faces)).to(DEVICE).long()
+        nv = len(vertices)
+        e = td._edges(f, nv)
+        deg = torch.bincount(torch.cat([e["a"], e["b"]]), minlength=nv)
+        args = (e["a"], e["b"], e["count"], e["opp0"], e["opp1"], deg, nv)
+        want = td.edge_flags_torch(*args)
+        got = qem_triton.edge_flags_triton(*args)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == torch.bool and torch.equal(g, w)
+        assert int(want[0].sum()) > 0.5 * e["a"].numel()  # most edges may collapse
+    # the fin's edge may not collapse
+    assert int((e["count"] > 2).sum()) == 1 and int(want[0][e["count"] > 2].sum()) == 0
+    assert int(want[1].sum()) + int(want[2].sum()) > 0  # the disc's edges from the border inwards keep it
+
+
+def test_local_minima_and_blocking_match_the_torch_reference(meshes):
+    """A round's selection passes, both ways: the local minima of the priorities among the free vertices' edges,
+    then the faces around the taken ones blocked; the same edges and the same free vertices after every pass."""
+    for mesh in meshes:
+        pos, f, _, e, _, _ = _round_inputs(mesh)
+        nv = pos.shape[0]
+        a, b = e["a"], e["b"]
+        prio = td._hash(e["key"])
+        prio[::5] = td._BIG  # some edges take no part
+        free_t = torch.ones(nv, dtype=torch.bool, device=pos.device)
+        free_k = free_t.clone()
+        prio_t, prio_k = prio.clone(), prio.clone()
+        picked_total = 0
+        for p in range(4):
+            want = td.local_minima_torch(prio_t, free_t, a, b, f, nv)
+            got = qem_triton.local_minima_triton(prio_k, free_k, a, b, f, nv)
+            assert got.dtype == torch.bool and torch.equal(got, want)
+            picked_total += int(want.sum())
+            # independent: no face holds endpoints of two picked edges
+            owner = torch.full((nv,), -1, dtype=torch.long, device=pos.device)
+            idx = torch.nonzero(want).squeeze(1)
+            owner[a[idx]] = idx
+            owner[b[idx]] = idx
+            o = owner[f]
+            assert not bool(((o[:, 0] >= 0) & (o[:, 1] >= 0) & (o[:, 0] != o[:, 1])).any())
+            prio_t.masked_fill_(want, td._BIG)
+            prio_k.masked_fill_(got, td._BIG)
+            if p == 0:  # the first pass blocks around the collapses that passed their checks: here every other one
+                keep = torch.arange(idx.numel(), device=pos.device) % 2 == 0
+                td.block_around_torch(free_t, a[idx], b[idx], f, keep)
+                out = qem_triton.block_around_triton(free_k, a[idx], b[idx], f, keep)
+            else:
+                td.block_around_torch(free_t, a, b, f, want)
+                out = qem_triton.block_around_triton(free_k, a, b, f, got)
+            assert out is free_k and torch.equal(free_k, free_t)
+            assert 0 < int(free_t.sum()) < nv or p > 0
+        assert picked_total > 0.05 * a.numel()  # the passes pick many edges: the comparison can fail
+        # all vertices free (None) is the reference of the round's first selection
+        assert torch.equal(
+            qem_triton.local_minima_triton(prio, None, a, b, f, nv), td.local_minima_torch(prio, None, a, b, f, nv)
+        )
+
+
 @pytest.mark.skipif(DEVICE != "cuda", reason="a whole decimation: on the GPU")
 def test_fused_decimation_matches_the_torch_rounds(meshes, monkeypatch):
     spot = meshes[0]

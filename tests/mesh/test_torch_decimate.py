@@ -275,9 +275,9 @@ def test_a_fused_kernel_that_cannot_compile_leaves_the_torch_path_to_answer(sphe
         calls.append(len(args))
         raise RuntimeError("Failed to find C compiler.\nPlease specify via CC environment variable.")
 
-    monkeypatch.setattr(td, "edge_costs_triton", broken)
+    monkeypatch.setattr(td, "edge_flags_triton", broken)  # the first fused kernel a round launches
     got, _ = run(sphere, 2_000)
-    assert calls == [6]  # tried once, then never again in this process
+    assert calls == [7]  # tried once, then never again in this process
     assert td.FUSED_FAILURE == "Failed to find C compiler. Please specify via CC environment variable."
     assert np.array_equal(got.faces, want.faces) and np.array_equal(got.vertices, want.vertices)
 
@@ -285,6 +285,6 @@ def test_a_fused_kernel_that_cannot_compile_leaves_the_torch_path_to_answer(sphe
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(td, "FUSED_FAILURE", None)
-    monkeypatch.setattr(td, "edge_costs_triton", out_of_memory)
+    monkeypatch.setattr(td, "edge_flags_triton", out_of_memory)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         run(sphere, 2_000)

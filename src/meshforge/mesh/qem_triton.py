@@ -3,21 +3,28 @@
 A round of the parallel decimation is a few hundred small torch operations; on a GPU most of them are
 elementwise arithmetic over every edge (the collapse positions and their quadric errors) or over every face
 around the chosen collapses (the flip and sliver guards), each a kernel launch and a temporary in memory.
-Three kernels do that work in registers, float64 as the torch path:
+Kernels do that work in registers, float64 as the torch path:
 
+* :func:`edge_flags_triton` — per edge: may it collapse (manifold, no pinched border, enough neighbours left)
+  and does it keep a border endpoint where it is (two launches: the border and non-manifold edges' endpoints
+  marked, then the flags);
 * :func:`edge_costs_triton` — per edge ``(a, b)``: the summed quadric ``Q_a + Q_b``, its minimiser (the 3×3
   system by the adjugate), the four candidate positions (``a``, ``b``, the midpoint, the minimiser when it is
   solvable and near the edge, else ``a``), their errors ``xᵀQx`` (Garland & Heckbert 1997), the positions an
   edge from the border inwards may not take, and the cheapest candidate;
+* :func:`local_minima_triton` and :func:`block_around_triton` — a selection pass of the round's independent set
+  (Luby 1986): the edges whose priority is the least around both endpoints (atomic minima per vertex, then
+  per face), and the faces around the taken collapses blocked for the later passes — no wait for the device;
 * :func:`collapse_faults_triton` — per face around a collapse and per candidate position: the moved triangle's
   normal against the old one, its area and aspect ratio against the guards, and the distance of the target
   from the face's plane; the faults are counted per collapse and position with atomic adds;
 * :func:`common_neighbours_triton` — per collapse, the neighbours its endpoints share (the link condition of
   Dey et al. 1999): a lane walks one endpoint's adjacency row and binary-searches each pair in the sorted edge keys.
 
-Each has its torch twin in :mod:`~meshforge.mesh.torch_decimate` (:func:`~.torch_decimate.edge_costs_torch`,
-:func:`~.torch_decimate.collapse_faults_torch`, :func:`~.torch_decimate.common_neighbours_torch`), which is the
-reference: the GPU tests run both on the same
+Each has its torch twin in :mod:`~meshforge.mesh.torch_decimate` (:func:`~.torch_decimate.edge_flags_torch`,
+:func:`~.torch_decimate.edge_costs_torch`, :func:`~.torch_decimate.local_minima_torch`,
+:func:`~.torch_decimate.block_around_torch`, :func:`~.torch_decimate.collapse_faults_torch`,
+:func:`~.torch_decimate.common_neighbours_torch`), which is the reference: the GPU tests run both on the same
 inputs (``tests/mesh/test_qem_triton.py``). The kernels may round differently in the last bits (fused
 multiply-adds), so where two positions cost nearly the same they may pick the other one.
 
@@ -31,7 +38,16 @@ import importlib.util
 
 import torch
 
-__all__ = ["AVAILABLE", "BLOCK", "collapse_faults_triton", "common_neighbours_triton", "edge_costs_triton"]
+__all__ = [
+    "AVAILABLE",
+    "BLOCK",
+    "block_around_triton",
+    "collapse_faults_triton",
+    "common_neighbours_triton",
+    "edge_costs_triton",
+    "edge_flags_triton",
+    "local_minima_triton",
+]
 
 #: Triton importable (CUDA builds of PyTorch ship it)
 AVAILABLE = importlib.util.find_spec("triton") is not None
@@ -294,6 +310,127 @@ if AVAILABLE:
             common += (live & hit & (x != cb)).to(tl.int64)
         tl.store(out_ptr + i, common, mask=m)
 
+    @triton.jit(do_not_specialize=["n", "big"])
+    def _edge_min_kernel(prio_ptr, free_ptr, a_ptr, b_ptr, vmin_ptr, n, big, BLOCK: tl.constexpr):
+        """Per edge with both endpoints free and a priority below ``big``: ``vmin[a]``, ``vmin[b]`` = the least
+        priority (atomic minimum)."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        a = tl.load(a_ptr + i, mask=m, other=0)
+        b = tl.load(b_ptr + i, mask=m, other=0)
+        p = tl.load(prio_ptr + i, mask=m, other=big)
+        fa = tl.load(free_ptr + a, mask=m, other=0)
+        fb = tl.load(free_ptr + b, mask=m, other=0)
+        live = m & (fa != 0) & (fb != 0) & (p < big)
+        tl.atomic_min(vmin_ptr + a, p, mask=live)
+        tl.atomic_min(vmin_ptr + b, p, mask=live)
+
+    @triton.jit(do_not_specialize=["n", "big"])
+    def _face_min_kernel(faces_ptr, vmin_ptr, rmin_ptr, n, big, BLOCK: tl.constexpr):
+        """Per face: the least ``vmin`` of its corners, spread to ``rmin`` of each corner (atomic minimum)."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        f0 = tl.load(faces_ptr + i * 3 + 0, mask=m, other=0)
+        f1 = tl.load(faces_ptr + i * 3 + 1, mask=m, other=0)
+        f2 = tl.load(faces_ptr + i * 3 + 2, mask=m, other=0)
+        v0 = tl.load(vmin_ptr + f0, mask=m, other=big)
+        v1 = tl.load(vmin_ptr + f1, mask=m, other=big)
+        v2 = tl.load(vmin_ptr + f2, mask=m, other=big)
+        low = tl.minimum(tl.minimum(v0, v1), v2)
+        live = m & (low < big)
+        tl.atomic_min(rmin_ptr + f0, low, mask=live)
+        tl.atomic_min(rmin_ptr + f1, low, mask=live)
+        tl.atomic_min(rmin_ptr + f2, low, mask=live)
+
+    @triton.jit(do_not_specialize=["n", "big"])
+    def _choose_kernel(prio_ptr, free_ptr, a_ptr, b_ptr, rmin_ptr, out_ptr, n, big, BLOCK: tl.constexpr):
+        """Per edge: 1 when it takes part (both endpoints free, priority below ``big``) and its priority is
+        ``rmin`` at both endpoints, else 0 (int8)."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        a = tl.load(a_ptr + i, mask=m, other=0)
+        b = tl.load(b_ptr + i, mask=m, other=0)
+        p = tl.load(prio_ptr + i, mask=m, other=big)
+        fa = tl.load(free_ptr + a, mask=m, other=0)
+        fb = tl.load(free_ptr + b, mask=m, other=0)
+        ra = tl.load(rmin_ptr + a, mask=m, other=big)
+        rb = tl.load(rmin_ptr + b, mask=m, other=big)
+        hit = (fa != 0) & (fb != 0) & (p < big) & (p == ra) & (p == rb)
+        tl.store(out_ptr + i, hit.to(tl.int8), mask=m)
+
+    @triton.jit(do_not_specialize=["n"])
+    def _ring_kernel(a_ptr, b_ptr, flag_ptr, ring_ptr, n, BLOCK: tl.constexpr):
+        """``ring[a] = ring[b] = 1`` for the flagged edges (int8)."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        hit = m & (tl.load(flag_ptr + i, mask=m, other=0) != 0)
+        a = tl.load(a_ptr + i, mask=hit, other=0)
+        b = tl.load(b_ptr + i, mask=hit, other=0)
+        one = tl.full([BLOCK], 1, dtype=tl.int8)
+        tl.store(ring_ptr + a, one, mask=hit)
+        tl.store(ring_ptr + b, one, mask=hit)
+
+    @triton.jit(do_not_specialize=["n"])
+    def _block_kernel(faces_ptr, ring_ptr, free_ptr, n, BLOCK: tl.constexpr):
+        """``free[v] = 0`` for the corners ``v`` of every face with a corner in ``ring`` (int8)."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        f0 = tl.load(faces_ptr + i * 3 + 0, mask=m, other=0)
+        f1 = tl.load(faces_ptr + i * 3 + 1, mask=m, other=0)
+        f2 = tl.load(faces_ptr + i * 3 + 2, mask=m, other=0)
+        r0 = tl.load(ring_ptr + f0, mask=m, other=0)
+        r1 = tl.load(ring_ptr + f1, mask=m, other=0)
+        r2 = tl.load(ring_ptr + f2, mask=m, other=0)
+        hit = m & ((r0 != 0) | (r1 != 0) | (r2 != 0))
+        zero = tl.zeros([BLOCK], dtype=tl.int8)
+        tl.store(free_ptr + f0, zero, mask=hit)
+        tl.store(free_ptr + f1, zero, mask=hit)
+        tl.store(free_ptr + f2, zero, mask=hit)
+
+    @triton.jit(do_not_specialize=["n"])
+    def _ends_kernel(a_ptr, b_ptr, count_ptr, marks_ptr, nv, n, BLOCK: tl.constexpr):
+        """``marks[0, v] = 1`` for the endpoints of border edges (one face), ``marks[1, v] = 1`` for those of
+        non-manifold edges (more than two faces); int8 ``[2, nv]``."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        c = tl.load(count_ptr + i, mask=m, other=2)
+        a = tl.load(a_ptr + i, mask=m, other=0)
+        b = tl.load(b_ptr + i, mask=m, other=0)
+        one = tl.full([BLOCK], 1, dtype=tl.int8)
+        row = tl.where(c > 2, nv, 0)
+        hit = m & (c != 2)
+        tl.store(marks_ptr + row + a, one, mask=hit)
+        tl.store(marks_ptr + row + b, one, mask=hit)
+
+    @triton.jit(do_not_specialize=["n"])
+    def _flags_kernel(
+        a_ptr, b_ptr, count_ptr, opp0_ptr, opp1_ptr, deg_ptr, marks_ptr, out_ptr, nv, n, BLOCK: tl.constexpr
+    ):
+        """Per edge: ``out[0]`` may collapse, ``out[1]`` keeps ``a``, ``out[2]`` keeps ``b`` (int8 ``[3, n]``)."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        c = tl.load(count_ptr + i, mask=m, other=0)
+        a = tl.load(a_ptr + i, mask=m, other=0)
+        b = tl.load(b_ptr + i, mask=m, other=0)
+        o0 = tl.load(opp0_ptr + i, mask=m, other=0)
+        o1 = tl.maximum(tl.load(opp1_ptr + i, mask=m, other=0), 0)
+        ba = tl.load(marks_ptr + a, mask=m, other=0) != 0
+        bb = tl.load(marks_ptr + b, mask=m, other=0) != 0
+        na = tl.load(marks_ptr + nv + a, mask=m, other=0) != 0
+        nb = tl.load(marks_ptr + nv + b, mask=m, other=0) != 0
+        da = tl.load(deg_ptr + a, mask=m, other=0)
+        db = tl.load(deg_ptr + b, mask=m, other=0)
+        d0 = tl.load(deg_ptr + o0, mask=m, other=0)
+        d1 = tl.load(deg_ptr + o1, mask=m, other=0)
+        interior = c == 2
+        ok = ((c == 1) | interior) & ~(na & nb)
+        ok = ok & ~(interior & ba & bb)
+        ok = ok & tl.where(interior, da + db - 4 >= 3, da + db - 3 >= 2)
+        ok = ok & tl.where(interior, (d0 > 3) & (d1 > 3), d0 > 2)
+        tl.store(out_ptr + i, ok.to(tl.int8), mask=m)
+        tl.store(out_ptr + n + i, (interior & ba & ~bb).to(tl.int8), mask=m)
+        tl.store(out_ptr + 2 * n + i, (interior & bb & ~ba).to(tl.int8), mask=m)
+
 
 def edge_costs_triton(
     q: torch.Tensor, pos: torch.Tensor, a: torch.Tensor, b: torch.Tensor, fixed_a: torch.Tensor, fixed_b: torch.Tensor
@@ -416,3 +553,92 @@ def common_neighbours_triton(
         BLOCK=BLOCK,
     )
     return out
+
+
+def local_minima_triton(
+    prio: torch.Tensor, free: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor, faces: torch.Tensor, nv: int
+) -> torch.Tensor:
+    """:func:`~meshforge.mesh.torch_decimate.local_minima_torch` in three Triton launches (same arguments,
+    result): the least priority per vertex over its edges, per vertex over the faces around it (atomic minima),
+    then the edges that hold it at both endpoints.
+
+    Args:
+        prio: ``[E]`` int64 priorities (``big`` = ``int64`` max: takes no part); free: ``[nv]`` bool, the vertices
+            an edge may still touch (None: all); a, b: ``[E]`` int64 endpoints; faces: ``[F, 3]`` int64.
+
+    Returns:
+        ``[E]`` bool.
+    """
+    n, nf = a.numel(), faces.shape[0]
+    dev = prio.device
+    big = torch.iinfo(torch.int64).max
+    out = torch.zeros(n, dtype=torch.bool, device=dev)
+    if n == 0:
+        return out
+    vmin = torch.full((2, nv), big, dtype=torch.int64, device=dev)  # per vertex: over edges, over faces
+    ok = (torch.ones(nv, dtype=torch.bool, device=dev) if free is None else free).view(torch.int8)
+    args = (prio.contiguous(), ok, a.contiguous(), b.contiguous())
+    f = faces.contiguous()
+    _edge_min_kernel[(triton.cdiv(n, BLOCK),)](*args, vmin[0], n, big, BLOCK=BLOCK)
+    if nf:
+        _face_min_kernel[(triton.cdiv(nf, BLOCK),)](f, vmin[0], vmin[1], nf, big, BLOCK=BLOCK)
+    _choose_kernel[(triton.cdiv(n, BLOCK),)](*args, vmin[1], out.view(torch.int8), n, big, BLOCK=BLOCK)
+    return out
+
+
+def block_around_triton(
+    free: torch.Tensor, a: torch.Tensor, b: torch.Tensor, faces: torch.Tensor, flag: torch.Tensor
+) -> torch.Tensor:
+    """:func:`~meshforge.mesh.torch_decimate.block_around_torch` in two Triton launches (same arguments, result,
+    ``free`` updated in place): the flagged edges' endpoints, then every corner of a face touching one.
+
+    Args:
+        free: ``[nv]`` bool, updated in place; a, b: ``[N]`` int64 endpoints; faces: ``[F, 3]`` int64;
+            flag: ``[N]`` bool.
+
+    Returns:
+        ``free``.
+    """
+    n, nf = a.numel(), faces.shape[0]
+    if n == 0 or nf == 0:
+        return free
+    ring = torch.zeros(free.shape[0], dtype=torch.int8, device=free.device)
+    _ring_kernel[(triton.cdiv(n, BLOCK),)](
+        a.contiguous(), b.contiguous(), flag.contiguous().view(torch.int8), ring, n, BLOCK=BLOCK
+    )
+    _block_kernel[(triton.cdiv(nf, BLOCK),)](faces.contiguous(), ring, free.view(torch.int8), nf, BLOCK=BLOCK)
+    return free
+
+
+def edge_flags_triton(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    count: torch.Tensor,
+    opp0: torch.Tensor,
+    opp1: torch.Tensor,
+    deg: torch.Tensor,
+    nv: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`~meshforge.mesh.torch_decimate.edge_flags_torch` in two Triton launches (same arguments, result):
+    the border and non-manifold edges' endpoints marked, then each edge's flags.
+
+    Args:
+        a, b, count, opp0, opp1: ``[E]`` int64 edges as :func:`~meshforge.mesh.torch_decimate._edges` gives them;
+            deg: ``[nv]`` int64 vertex degrees.
+
+    Returns:
+        ``(ok, fixed_a, fixed_b)`` ``[E]`` bool.
+    """
+    n = a.numel()
+    dev = a.device
+    out = torch.zeros((3, n), dtype=torch.bool, device=dev)
+    if n == 0:
+        return out[0], out[1], out[2]
+    marks = torch.zeros((2, nv), dtype=torch.int8, device=dev)
+    ends = (a.contiguous(), b.contiguous(), count.contiguous())
+    grid = (triton.cdiv(n, BLOCK),)
+    _ends_kernel[grid](*ends, marks, nv, n, BLOCK=BLOCK)
+    _flags_kernel[grid](
+        *ends, opp0.contiguous(), opp1.contiguous(), deg.contiguous(), marks, out.view(torch.int8), nv, n, BLOCK=BLOCK
+    )
+    return out[0], out[1], out[2]

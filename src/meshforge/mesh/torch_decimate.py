@@ -67,7 +67,14 @@ from ..geometry.topology import topology
 from ..types import Mesh
 from . import qem_triton
 from .decimate import DEGENERATE_AREA, MAX_ASPECT, NEEDLE_RATIO, REPAIR_TOLERANCE, _aspect, decimate, repair
-from .qem_triton import collapse_faults_triton, common_neighbours_triton, edge_costs_triton
+from .qem_triton import (
+    block_around_triton,
+    collapse_faults_triton,
+    common_neighbours_triton,
+    edge_costs_triton,
+    edge_flags_triton,
+    local_minima_triton,
+)
 from .torch_clean import check_surface, union_find
 
 __all__ = [
@@ -285,17 +292,44 @@ def _hash(x: torch.Tensor) -> torch.Tensor:
     return x & ((1 << 62) - 1)
 
 
-def _select(prio: torch.Tensor, a: torch.Tensor, b: torch.Tensor, faces: torch.Tensor, nv: int) -> torch.Tensor:
-    """Edges (indices) whose priority is the smallest of every edge with an endpoint on a face around either of
-    their endpoints (``prio`` = :data:`_BIG` for edges that take no part): no face holds endpoints of two of them."""
+def local_minima_torch(
+    prio: torch.Tensor, free: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor, faces: torch.Tensor, nv: int
+) -> torch.Tensor:
+    """``[E]`` bool: the edges whose priority is the smallest of every taking-part edge with an endpoint on a face
+    around either of their endpoints — no face holds endpoints of two of them (a Luby-style independent set).
+    An edge takes part when its priority is below :data:`_BIG` and both its endpoints are ``free`` (``[nv]`` bool;
+    None: all are). The reference of :func:`~meshforge.mesh.qem_triton.local_minima_triton`."""
     device = prio.device
+    if free is not None:
+        prio = torch.where(free[a] & free[b], prio, _BIG)
     vmin = torch.full((nv,), _BIG, dtype=torch.long, device=device)
     vmin.scatter_reduce_(0, a, prio, "amin")
     vmin.scatter_reduce_(0, b, prio, "amin")
     fmin = vmin[faces].amin(1)
     rmin = torch.full((nv,), _BIG, dtype=torch.long, device=device)
     rmin.scatter_reduce_(0, faces.reshape(-1), fmin[:, None].expand(-1, 3).reshape(-1), "amin")
-    return torch.nonzero((prio < _BIG) & (prio == rmin[a]) & (prio == rmin[b])).squeeze(1)
+    return (prio < _BIG) & (prio == rmin[a]) & (prio == rmin[b])
+
+
+def _select(prio: torch.Tensor, a: torch.Tensor, b: torch.Tensor, faces: torch.Tensor, nv: int) -> torch.Tensor:
+    """Indices of the edges :func:`local_minima_torch` picks (all vertices free)."""
+    return torch.nonzero(local_minima_torch(prio, None, a, b, faces, nv)).squeeze(1)
+
+
+def block_around_torch(
+    free: torch.Tensor, a: torch.Tensor, b: torch.Tensor, faces: torch.Tensor, flag: torch.Tensor
+) -> torch.Tensor:
+    """Clear, in the ``[nv]`` bool ``free`` (in place), every corner of a face that touches an endpoint of a
+    flagged edge (``a``, ``b``, ``flag`` ``[N]``): no later collapse of the round may touch a face around a
+    collapse already taken. The reference of :func:`~meshforge.mesh.qem_triton.block_around_triton`.
+
+    Returns:
+        ``free``.
+    """
+    nv = free.shape[0]
+    ring = _mark(nv, (a, b), flag)
+    free &= ~_mark(nv, faces.unbind(1), ring[faces].any(1))
+    return free
 
 
 def _mark(nv: int, ends: tuple[torch.Tensor, ...], flag: torch.Tensor) -> torch.Tensor:
@@ -306,6 +340,42 @@ def _mark(nv: int, ends: tuple[torch.Tensor, ...], flag: torch.Tensor) -> torch.
     for idx in ends:
         hits.index_add_(0, idx, f)
     return hits > 0
+
+
+def edge_flags_torch(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    count: torch.Tensor,
+    opp0: torch.Tensor,
+    opp1: torch.Tensor,
+    deg: torch.Tensor,
+    nv: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which edges (:func:`_edges`: endpoints ``a``, ``b``, face ``count``, opposite vertices ``opp0``, ``opp1``,
+    all ``[E]`` int64; ``deg`` ``[nv]`` the vertex degrees) a round may collapse, and which keep an endpoint.
+
+    An edge may collapse when it is manifold (one or two faces) and does not join two vertices of non-manifold
+    edges (one such vertex is left to the link condition), an interior edge does not join two border vertices
+    (that would pinch the border), the endpoints keep enough neighbours (degree sum over 6 inside, over 4 on the
+    border) and so do the opposite vertices (degree over 3, over 2 for a border edge's). An interior edge from a
+    border vertex inwards keeps the border vertex where it is. The reference of
+    :func:`~meshforge.mesh.qem_triton.edge_flags_triton`.
+
+    Returns:
+        ``(ok, fixed_a, fixed_b)`` ``[E]`` bool.
+    """
+    # (vertex flags by scatter-adds of the edge flags: no boolean indexing, so no wait for the device)
+    on_border = _mark(nv, (a, b), count == 1)
+    near_nm = _mark(nv, (a, b), count > 2)
+    interior = count == 2
+    border_edge = count == 1
+    ok = (interior | border_edge) & ~(near_nm[a] & near_nm[b])
+    ok &= ~(interior & on_border[a] & on_border[b])
+    ok &= torch.where(interior, deg[a] + deg[b] - 4 >= 3, deg[a] + deg[b] - 3 >= 2)
+    ok &= torch.where(interior, (deg[opp0] > 3) & (deg[opp1.clamp_min(0)] > 3), deg[opp0] > 2)
+    fixed_a = interior & on_border[a] & ~on_border[b]
+    fixed_b = interior & on_border[b] & ~on_border[a]
+    return ok, fixed_a, fixed_b
 
 
 def _adjacency(e: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -516,22 +586,11 @@ def _round(
     a, b, count, opp0, opp1 = e["a"], e["b"], e["count"], e["opp0"], e["opp1"]
     n_edges = a.shape[0]
     deg = torch.bincount(torch.cat([a, b]), minlength=nv)
-    # (vertex flags by scatter-adds of the edge flags: no boolean indexing, so no wait for the device)
-    on_border = _mark(nv, (a, b), count == 1)
-    near_nm = _mark(nv, (a, b), count > 2)
-
-    interior = count == 2
-    border_edge = count == 1
-    # a manifold edge may touch one vertex of a non-manifold edge (the link condition guards it), not join two
-    ok = (interior | border_edge) & ~(near_nm[a] & near_nm[b])
-    ok &= ~(interior & on_border[a] & on_border[b])  # would pinch the border
-    ok &= torch.where(interior, deg[a] + deg[b] - 4 >= 3, deg[a] + deg[b] - 3 >= 2)
-    ok &= torch.where(interior, (deg[opp0] > 3) & (deg[opp1.clamp_min(0)] > 3), deg[opp0] > 2)
-
-    # position and cost: optimal point, else the best of the endpoints and the midpoint; an edge from the border
-    # inwards keeps the border vertex where it is
-    fixed_a = interior & on_border[a] & ~on_border[b]
-    fixed_b = interior & on_border[b] & ~on_border[a]
+    # which edges may collapse, and which keep an endpoint where it is
+    ok, fixed_a, fixed_b = _kernel_or_torch(
+        edge_flags_triton, edge_flags_torch, device, a, b, count, opp0, opp1, deg, nv
+    )
+    # position and cost: optimal point, else the best of the endpoints and the midpoint
     cands, costs, cost, target = _kernel_or_torch(
         edge_costs_triton, edge_costs_torch, device, q, pos, a, b, fixed_a, fixed_b
     )
@@ -573,23 +632,26 @@ def _round(
 
     free = torch.ones(nv, dtype=torch.bool, device=device)  # vertices on no face around a collapse in the round
     decided: list[tuple[torch.Tensor, torch.Tensor]] = []
-    unchecked: list[torch.Tensor] = []
+    later = torch.zeros(n_edges, dtype=torch.int8, device=device)  # the pass (1, 2, ...) that chose an edge
     for p in range(PASSES):
-        chosen = _select(torch.where(free[a] & free[b], prio, _BIG), a, b, faces, nv)
-        if chosen.numel() == 0:
-            break
-        prio[chosen] = _BIG
+        picked = _kernel_or_torch(local_minima_triton, local_minima_torch, device, prio, free, a, b, faces, nv)
+        prio.masked_fill_(picked, _BIG)
         if p == 0:  # most of a round's collapses: checked now, so that the refused ones block nothing
+            chosen = torch.nonzero(picked).squeeze(1)  # the round's one wait for the passes
+            if chosen.numel() == 0:
+                break
             good = check(chosen)
             decided.append((chosen, good))
-        else:  # the later passes' few: checked together at the end (a refused one blocked its neighbours)
-            good = torch.ones_like(chosen, dtype=torch.bool)
-            unchecked.append(chosen)
-        ring = _mark(nv, (a[chosen], b[chosen]), good)
-        free &= ~_mark(nv, faces.unbind(1), ring[faces].any(1))
-    if unchecked:
-        chosen = torch.cat(unchecked)
-        decided.append((chosen, check(chosen)))
+            _kernel_or_torch(block_around_triton, block_around_torch, device, free, a[chosen], b[chosen], faces, good)
+        else:  # the later passes' few: checked together at the end (a refused one blocked its neighbours); a pass
+            # that picks none leaves the next the same choice (none), so no pass waits for the device
+            later.masked_fill_(picked, p)
+            _kernel_or_torch(block_around_triton, block_around_torch, device, free, a, b, faces, picked)
+    if decided:
+        unchecked = torch.nonzero(later).squeeze(1)
+        if unchecked.numel():
+            unchecked = unchecked[torch.argsort(later[unchecked], stable=True)]  # pass by pass, as they were picked
+            decided.append((unchecked, check(unchecked)))
     if not decided:
         return pos, faces, q, 0, 0, _NONE
     chosen = torch.cat([c for c, _ in decided])
