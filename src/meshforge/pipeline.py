@@ -334,6 +334,7 @@ def finish(
             )
     field = raw.attributes
     textures = None
+    mesh_facts: Future[Any] | None = None
     through_dense = cfg.bake.normal_map and not isinstance(field, SurfaceAttributes)
     dense_source: Future[SurfaceField] | None = None
     device_target: Future[Any] | None = None
@@ -366,6 +367,8 @@ def finish(
             # the atlas's figures for the report are computed on the host while the bake runs
             unwrap_counts = c
             atlas_figures = _BAKE_TARGET_POOL.get().submit(atlas_quality, mesh, cfg.bake.texture_size)
+            # so are the final mesh's topology facts (the bake changes no geometry)
+            mesh_facts = _BAKE_TARGET_POOL.get().submit(topology, mesh.vertices, mesh.faces, weld_positions=True)
         step(3)
         with _profiling.stage(report, "bake") as c:
             if engine == "torch":
@@ -392,7 +395,9 @@ def finish(
             material = dataclasses.replace(raw.material, metallic_factor=0.0, roughness_factor=roughness)
             # vertex colours are sampled by the field's numpy methods on the host, whatever the engine
             c.update(mode="vertex_colors", engine="cpu", device="cpu", vertices=mesh.n_vertices)
-    report.info["mesh"] = topology(mesh.vertices, mesh.faces, weld_positions=True).to_dict()
+    report.info["mesh"] = (
+        mesh_facts.result() if mesh_facts is not None else topology(mesh.vertices, mesh.faces, weld_positions=True)
+    ).to_dict()
     provenance = {k: v for k, v in raw.provenance.items() if k not in ("warnings",)}
     parameters = dict(provenance.get("parameters", {}))
     parameters.update(faces=cfg.decimate.faces, texture_size=cfg.bake.texture_size if cfg.bake.textures else None)

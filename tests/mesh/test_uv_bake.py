@@ -258,3 +258,51 @@ def test_worker_requests_take_follow_ups_and_a_failing_follow_up_ends_the_run():
 
     failed = uv_module._run_requests([req, req, req], 60.0, broken)
     assert isinstance(failed, str) and "follow-up" in failed and "no good" in failed
+
+
+def test_worker_requests_fed_while_running_are_numbered_as_they_join():
+    """Requests fed by the calling thread (the pieces as the split makes them) join the running queue: each is
+    made under the queue's lock, numbered as it joins (follow-ups may come between them), and all come back;
+    a feed that raises ends the run after the workers finish what they have, and the error propagates."""
+    from meshforge.mesh import uv as uv_module
+
+    mesh = decimate(extract(Sphere(0.3), ExtractConfig(resolution=32)), DecimateConfig(faces=400))[0]
+    options = {"resolution": 256, "padding": 0, "max_chart_area": None, "brute_force": False}
+    req = (mesh.vertices.astype(np.float64), mesh.faces.astype(np.int32), options, 0.0)
+    made: list[str] = []
+
+    def maker(name):  # type: ignore[no-untyped-def]
+        def make():  # type: ignore[no-untyped-def]
+            made.append(name)
+            return req
+
+        return make
+
+    followed: list[int] = []
+
+    def follow(i, result):  # type: ignore[no-untyped-def]
+        followed.append(i)
+        return [req] if i == 0 else []  # the first asks for one more
+
+    out = uv_module._run_requests([], 60.0, follow, feed=(maker(n) for n in "abc"), fed=3)
+    assert made == ["a", "b", "c"]
+    assert isinstance(out, list) and len(out) == 4 and sorted(followed) == [0, 1, 2, 3]
+    assert all(r["charts"] == out[0]["charts"] for r in out)
+
+    def feed():  # type: ignore[no-untyped-def]
+        yield maker("d")
+        raise RuntimeError("the split failed")
+
+    with pytest.raises(RuntimeError, match="the split failed"):
+        uv_module._run_requests([], 60.0, None, feed=feed(), fed=2)
+    assert made[-1] == "d"
+
+
+def test_count_pieces_is_the_number_split_pieces_makes():
+    from meshforge.mesh.uv import count_pieces, split_pieces
+
+    rng = np.random.default_rng(3)
+    for n, size in [(1, 5), (10, 10), (11, 10), (1000, 313), (20_000, 313), (777, 50)]:
+        faces = rng.integers(0, 50, (n, 3))
+        vertices = rng.normal(size=(50, 3))
+        assert count_pieces(n, size) == len(split_pieces(vertices, faces, size))

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -296,6 +296,8 @@ def _run_requests(
     requests: list[tuple[Any, ...]],
     time_limit: float,
     follow: Callable[[int, dict[str, Any]], list[tuple[Any, ...]]] | None = None,
+    feed: Iterable[Callable[[], tuple[Any, ...]]] | None = None,
+    fed: int = 0,
 ) -> list[dict[str, Any]] | str:
     """Run worker requests on up to ``os.cpu_count()`` worker processes at once, all within ``time_limit``
     seconds; the results in order, or a string saying why there are none (the first failure).
@@ -304,14 +306,20 @@ def _run_requests(
     each worker takes the next request when it is done with its last, so one slow piece does not hold back
     the requests that a fixed share would have queued behind it. ``follow(i, result)``, called (under a
     lock) as each request ``i`` succeeds, may return more requests: they join the queue at once, numbered
-    after those already known, and their results come back after them."""
+    after those already known, and their results come back after them.
+
+    ``feed``: more requests made by the calling thread while the workers run (e.g. the pieces of a mesh as its
+    split makes them): each item is called under the queue's lock — so a request is numbered as it joins,
+    between follow-ups — and its request joins the queue. ``fed``: how many it will yield (the workers to take).
+    """
     deadline = time.monotonic() + time_limit
-    n_workers = max(1, min(len(requests), os.cpu_count() or 1))
+    n_workers = max(1, min(len(requests) + fed, os.cpu_count() or 1))
     requests = list(requests)
     queue = [(-len(r[1]), i) for i, r in enumerate(requests)]
     heapq.heapify(queue)
     cond = threading.Condition()
     busy = [0]  # requests being run: while any is, the queue may still grow
+    feeding = [feed is not None]  # the calling thread may still add requests
     # taken (or started) in the calling thread: a worker dies with the thread that started it
     workers: list[_Worker] = []
     try:
@@ -327,7 +335,7 @@ def _run_requests(
     def drive(first: int) -> None:
         while True:
             with cond:
-                while not queue and busy[0] and not failed.is_set():
+                while not queue and (busy[0] or feeding[0]) and not failed.is_set():
                     cond.wait()
                 if not queue or failed.is_set():
                     return
@@ -366,15 +374,32 @@ def _run_requests(
             if isinstance(out, str):
                 return
 
+    def add(make: Callable[[], tuple[Any, ...]]) -> None:
+        with cond:
+            request = make()
+            heapq.heappush(queue, (-len(request[1]), len(requests)))
+            requests.append(request)
+            results.append(None)
+            cond.notify()
+
     try:
-        if n_workers == 1:
+        if n_workers == 1 and feed is None:
             drive(0)
         else:
             threads = [threading.Thread(target=drive, args=(i,), name=f"unwrap-{i}") for i in range(n_workers)]
             for t in threads:
                 t.start()
-            for t in threads:
-                t.join()
+            try:
+                for make in feed or ():
+                    if failed.is_set():
+                        break
+                    add(make)
+            finally:  # (also when making a request raised: the workers finish what they have, then it propagates)
+                with cond:
+                    feeding[0] = False
+                    cond.notify_all()
+                for t in threads:
+                    t.join()
     finally:
         for w in workers:
             _give_back(w)
@@ -405,29 +430,42 @@ def _run_with_limit(
 def split_pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> list[np.ndarray]:
     """Cut a mesh's faces into pieces of at most ``piece_faces`` faces by median cuts of their centroids.
 
-    Each cut halves a piece across the longest side of its centroids' bounding box (a k-d tree's split), so
-    pieces are compact in space and about equal in size (between half and all of ``piece_faces``).
+    Each cut halves a piece across the longest side of its centroids' bounding box (a k-d tree's split, by
+    ``np.argpartition``), so pieces are compact in space and about equal in size (between half and all of
+    ``piece_faces``).
 
     Args:
         vertices: ``[V, 3]`` float positions. faces: ``[F, 3]`` integer indices. piece_faces: ``>= 1``.
 
     Returns:
-        Face index arrays (int64), together a partition of ``range(F)``, each sorted.
+        Face index arrays (int64), together a partition of ``range(F)``, each sorted (:func:`iter_pieces`'s).
     """
+    return list(iter_pieces(vertices, faces, piece_faces))
+
+
+def iter_pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> Iterator[np.ndarray]:
+    """:func:`split_pieces`' pieces one by one, as the cuts make them (depth first: the first after as many cuts
+    as the tree is deep)."""
     centroids = vertices[faces].mean(axis=1)
-    pieces: list[np.ndarray] = []
     stack = [np.arange(len(faces))]
     while stack:
         idx = stack.pop()
         if len(idx) <= piece_faces:
-            pieces.append(np.sort(idx))
+            yield np.sort(idx)
             continue
         c = centroids[idx]
         axis = int(np.argmax(c.max(axis=0) - c.min(axis=0)))
-        order = np.argsort(c[:, axis], kind="stable")
         half = len(idx) // 2
+        order = np.argpartition(c[:, axis], half)  # a median cut needs no full sort
         stack += [idx[order[half:]], idx[order[:half]]]
-    return pieces
+
+
+def count_pieces(n_faces: int, piece_faces: int) -> int:
+    """How many pieces :func:`split_pieces` makes of ``n_faces`` faces (halving until at most ``piece_faces``)."""
+    if n_faces <= piece_faces:
+        return 1
+    half = n_faces // 2
+    return count_pieces(half, piece_faces) + count_pieces(n_faces - half, piece_faces)
 
 
 #: a mesh of more faces than this is always cut into pieces: xatlas's time grows faster than its face count
@@ -567,18 +605,28 @@ def _unwrap_pieces(
         parent["split"] = True
         return [r for j in parent["halves"] for r in halve(j)]
 
-    roots = split_pieces(vertices, faces, size)
-    requests = [request(idx, 0, None) for idx in roots]
+    roots: list[int] = []  # the pieces' nodes (their follow-ups' nodes may come between them)
+
+    def root(idx: np.ndarray) -> Callable[[], tuple[Any, ...]]:
+        def make() -> tuple[Any, ...]:
+            roots.append(len(nodes))
+            return request(idx, 0, None)
+
+        return make
+
     if limited:
+        # the pieces go to the workers as the cuts make them: the first start while the mesh is still being cut
         left = t_end - time.monotonic()
+        feed = (root(idx) for idx in iter_pieces(vertices, faces, size))
         got = (
-            _run_requests(requests, left, follow)
+            _run_requests([], left, follow, feed=feed, fed=count_pieces(len(faces), size))
             if left > 0
             else f"xatlas exceeded the {cfg.time_limit:g} s time limit"
         )
         if isinstance(got, str):
             return got
     else:  # in this process, one request after another, the same order of follow-ups
+        requests = [root(idx)() for idx in split_pieces(vertices, faces, size)]
         todo = [(-len(r[1]), i, r) for i, r in enumerate(requests)]
         heapq.heapify(todo)
         while todo:
@@ -590,7 +638,7 @@ def _unwrap_pieces(
     def leaves(k: int) -> list[int]:
         return [j for h in nodes[k]["halves"] for j in leaves(h)] if nodes[k]["split"] else [k]
 
-    final = [j for k in range(len(roots)) for j in leaves(k)]
+    final = [j for k in roots for j in leaves(k)]
     pieces = [nodes[j]["idx"] for j in final]
     used_of = [nodes[j]["used"] for j in final]
     parts = [nodes[j]["part"] for j in final]
