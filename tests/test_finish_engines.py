@@ -67,6 +67,33 @@ def test_the_report_names_the_engine_and_device_of_each_stage(chair_results):
     assert "rounds" not in stage_counts(chair_results["cpu"], "decimate")
 
 
+def test_the_torch_bake_counts_the_atlas_texels_never_written_as_the_host_raster_does(chair_results):
+    """The torch engine takes the unwrap's ``texels_never_written`` from its bake's own raster (the host does not
+    rasterise the atlas again): the same figure as :func:`atlas_quality`'s host raster of the same mesh, up to
+    texel centres on a triangle's edge; the bake stage keeps only its own counts."""
+    from meshforge.mesh.uv import atlas_quality
+
+    result = chair_results["torch"]
+    figure = stage_counts(result, "unwrap")["texels_never_written"]
+    host = atlas_quality(result.asset.mesh, 256)["texels_never_written"]
+    assert 0.05 < host < 0.95 and figure == pytest.approx(host, abs=2e-3)
+    assert "texels_never_written" not in stage_counts(result, "bake")
+    assert stage_counts(chair_results["cpu"], "unwrap")["texels_never_written"] is not None
+
+
+def test_never_written_torch_equals_the_host_definition():
+    from meshforge.geometry.raster import never_written
+    from meshforge.gpu.bake import never_written_torch
+
+    rng = np.random.default_rng(5)
+    for density in (0.0, 0.002, 0.02, 0.3):
+        covered = rng.random((97, 130)) < density
+        for dilation in (0.0, 1.0, 1.5, 2.0, 3.5):
+            want = never_written(covered, dilation)
+            got = never_written_torch(torch.from_numpy(covered), dilation).numpy()
+            assert np.array_equal(got, want), (density, dilation)
+
+
 def test_cpu_and_torch_engines_give_valid_close_assets(chair_results, validate):
     glbs = {engine: meshforge.export(r.asset, "glb") for engine, r in chair_results.items()}
     for engine, glb in glbs.items():

@@ -32,6 +32,7 @@ the computation (``device``), so the same code runs on CPU tensors (tests, refer
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,7 @@ from ..config import BakeConfig
 from ..errors import StageError
 from ..fields.base import Field, PBRAttributes, SurfaceAttributes, has_real_alpha, sample_pbr
 from ..fields.surface import SurfaceField
+from ..geometry.raster import DILATION_TEXELS
 from ..geometry.tangents import compute_tangents
 from ..types import Mesh, Textures
 from .raster import TorchRaster, rasterize_atlas, texel_points
@@ -713,6 +715,25 @@ def jump_flood(covered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return seed, torch.sqrt(best).to(torch.float32)
 
 
+def never_written_torch(covered: torch.Tensor, dilation: float) -> torch.Tensor:
+    """The torch twin of :func:`meshforge.geometry.raster.never_written`: texels farther than ``dilation`` texels
+    (Euclidean, centre to centre) from every covered texel — all of them when none is covered.
+
+    Args:
+        covered: ``[H, W]`` bool tensor, the texels a UV triangle covers.
+        dilation: the gutter width in texels.
+
+    Returns:
+        ``[H, W]`` bool tensor on ``covered``'s device: the OR of the covered texels shifted by every offset of
+        the disk of radius ``dilation`` (one convolution), negated.
+    """
+    r = math.floor(max(dilation, 0.0))
+    offsets = torch.arange(-r, r + 1, device=covered.device, dtype=torch.float32)
+    disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= dilation * dilation).float()
+    hits = torch.nn.functional.conv2d(covered.float()[None, None], disk[None, None], padding=r)[0, 0]
+    return hits < 0.5
+
+
 def fill_gutters(values: torch.Tensor, covered: torch.Tensor, radius: float | None = None) -> torch.Tensor:
     """Give uncovered texels the value of the nearest covered texel (:func:`jump_flood`); the torch twin of
     :func:`meshforge.mesh.bake.fill_gutters`.
@@ -790,6 +811,7 @@ def bake(
     chunk: int = 1 << 20,
     timings: dict[str, float] | None = None,
     surface: DenseSurface | None = None,
+    never_written_figure: bool = False,
 ) -> tuple[Textures, dict[str, Any]]:
     """Bake PBR maps from a field onto a UV-unwrapped mesh, on ``device``; the twin of
     :func:`meshforge.mesh.bake.bake` (same arguments, same maps, same counts).
@@ -814,11 +836,15 @@ def bake(
         timings: if given, filled with seconds per stage (``raster``, ``index`` (the dense surface's grid, 0
             when cached), ``project``, ``query``, ``normals``, ``dilate`` (with the copy to the host)), CUDA
             synchronised at each boundary.
+        never_written_figure: also count ``texels_never_written``, the atlas figure of
+            :func:`meshforge.mesh.uv.atlas_quality` (:func:`never_written_torch` of this bake's raster, so the host
+            need not rasterise the atlas again).
 
     Returns:
         ``(textures, counts)`` as :func:`meshforge.mesh.bake.bake`: ``base_color`` ``[S, S, 4]``,
         ``metallic_roughness`` ``[S, S, 3]``, optional ``normal`` ``[S, S, 3]`` and ``occlusion`` ``[S, S]``,
-        uint8 numpy arrays; ``texels_baked`` and ``coverage``.
+        uint8 numpy arrays; ``texels_baked`` and ``coverage`` (and ``texels_never_written``, a fraction of the
+        texels, with ``never_written_figure``).
 
     Raises:
         StageError: the mesh has no UVs, covers no texel, or lacks the normals a dense surface needs.
@@ -917,6 +943,9 @@ def bake(
         image[:, 7:10] = torch.tensor([128, 128, 255], dtype=torch.uint8, device=dev)
     image[flat] = packed
     image = fill_gutters(image.view(size, size, -1), raster.covered)
+    figures: dict[str, Any] = {}
+    if never_written_figure:
+        figures["texels_never_written"] = never_written_torch(raster.covered, DILATION_TEXELS).float().mean()
     out = image.cpu().numpy()
     lap("dilate")
     textures = Textures(
@@ -925,4 +954,5 @@ def bake(
         normal=np.ascontiguousarray(out[..., 7:10]) if world_normal is not None else None,
         occlusion=np.ascontiguousarray(out[..., -1]) if occlusion is not None else None,
     )
-    return textures, {"texels_baked": n_tex, "coverage": round(n_tex / size**2, 4)}
+    figures = {k: round(float(v), 4) for k, v in figures.items()}  # (after the maps' copy: no extra wait)
+    return textures, {"texels_baked": n_tex, "coverage": round(n_tex / size**2, 4), **figures}

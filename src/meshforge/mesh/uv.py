@@ -803,7 +803,7 @@ def unwrap(
     return out, counts
 
 
-def atlas_quality(mesh: Mesh, texture_size: int) -> dict[str, Any]:
+def atlas_quality(mesh: Mesh, texture_size: int, *, coverage_figure: bool = True) -> dict[str, Any]:
     """The figures the unwrap stage reports for an atlas (``meshforge inspect`` gives the same ones).
 
     Args:
@@ -819,19 +819,24 @@ def atlas_quality(mesh: Mesh, texture_size: int) -> dict[str, Any]:
         ``uv_degenerate_faces`` (faces whose UV triangle has less than 10⁻⁶ texel² of area) and
         ``seam_ratio`` (:func:`~meshforge.geometry.raster.uv_seam_ratio`: seam length over the square root of
         the surface area).
+        coverage_figure: False leaves ``texels_never_written`` None (the atlas is not rasterised: the caller has
+            the figure from a bake's own raster of the same size, e.g. :func:`meshforge.gpu.bake.bake`'s).
 
     Raises:
         ValueError: the mesh has no UVs.
     """
     if mesh.uv is None:
         raise ValueError("atlas_quality needs a mesh with UVs")
-    side = max(1, min(int(texture_size), MAX_UV_RASTER))
-    covered = coverage(mesh.uv[mesh.faces].astype(np.float64) * side, side, side)
+    unwritten = None
+    if coverage_figure:
+        side = max(1, min(int(texture_size), MAX_UV_RASTER))
+        covered = coverage(mesh.uv[mesh.faces].astype(np.float64) * side, side, side)
+        unwritten = round(float(never_written(covered, DILATION_TEXELS).mean()), 4)
     stretch = uv_stretch(mesh.vertices, mesh.uv, mesh.faces)
     return {
         "utilisation": round(uv_utilisation(mesh.uv, mesh.faces), 4),
         "stretch": round(stretch, 4) if math.isfinite(stretch) else None,
-        "texels_never_written": round(float(never_written(covered, DILATION_TEXELS).mean()), 4),
+        "texels_never_written": unwritten,
         "uv_degenerate_faces": int((uv_triangle_areas(mesh.uv, mesh.faces) * texture_size**2 < 1e-6).sum()),
         "seam_ratio": uv_seam_ratio(mesh.vertices, mesh.uv, mesh.faces),
     }
