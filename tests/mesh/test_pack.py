@@ -423,3 +423,36 @@ def test_small_masks_run_tests_find_the_free_offsets_of_the_cell_by_cell_test():
             assert np.array_equal(_free_positions(occ, m, {}), want)
             assert np.array_equal(_free_positions(occ, m, {"reach": _reach(~occ)}), want)
             assert want.any() or density > 0.1
+
+
+def test_the_candidate_rows_run_search_finds_the_first_free_offset(monkeypatch):
+    """The block grid's host search tests a chart's row runs against the occupancy's free runs on the candidate rows
+    only, a few rows at a time from the lowest up: the same first offset (lowest row, then leftmost column) as the
+    whole window's test, and as the cell-by-cell reference."""
+    from meshforge.mesh import pack
+    from meshforge.mesh.pack import _first_free, _free_positions_by_cells, _reach, _row_runs
+
+    rng = np.random.default_rng(12)
+    found = 0
+    for density in (0.02, 0.1, 0.3, 0.6):
+        occ = rng.random((80, 64)) < density
+        occ[: int(80 * density)] |= rng.random((int(80 * density), 64)) < 0.8  # fuller at the bottom
+        run, reach = _row_runs(~occ), _reach(~occ)
+        for shape in ((1, 1), (2, 9), (9, 2), (6, 6), (15, 20), (40, 3)):
+            masks = []
+            for _ in range(2):
+                m = rng.random(shape) < 0.75
+                m[0, 0] = m[-1, -1] = True
+                masks.append(m)
+            for r0 in (0, 7):
+                monkeypatch.setattr(pack, "RUN_SEARCH", True)
+                got = _first_free(occ, run, masks, r0, reach)
+                monkeypatch.setattr(pack, "RUN_SEARCH", False)
+                assert got == _first_free(occ, run, masks, r0, reach)
+                for m, g in zip(masks, got, strict=True):
+                    free = _free_positions_by_cells(occ, m)
+                    free[:r0] = False
+                    ys, xs = np.nonzero(free)
+                    assert g == ((int(ys[0]), int(xs[0])) if len(ys) else None)
+                    found += g is not None
+    assert found > 20  # most masks find a place: the comparison can fail

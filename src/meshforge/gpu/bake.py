@@ -46,6 +46,7 @@ from ..fields.base import Field, PBRAttributes, SurfaceAttributes, has_real_alph
 from ..fields.surface import SurfaceField
 from ..geometry.raster import DILATION_TEXELS
 from ..geometry.tangents import compute_tangents
+from ..threads import SMALL_POOL_THREADS, LazyThreadPool
 from ..types import Mesh, Textures
 from .raster import TorchRaster, rasterize_atlas, texel_points
 from .sample import TorchFieldPart, sample_parts, sample_pbr_tensor, torch_part
@@ -715,6 +716,10 @@ def jump_flood(covered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return seed, torch.sqrt(best).to(torch.float32)
 
 
+#: the bake's host threads (the tangent frames beside the device's raster and projection); one per bake at a time
+_TANGENT_POOL = LazyThreadPool(SMALL_POOL_THREADS, "meshforge-gpu-bake")
+
+
 def never_written_torch(covered: torch.Tensor, dilation: float) -> torch.Tensor:
     """The torch twin of :func:`meshforge.geometry.raster.never_written`: texels farther than ``dilation`` texels
     (Euclidean, centre to centre) from every covered texel — all of them when none is covered.
@@ -866,6 +871,12 @@ def bake(
     if mesh.uv is None:
         raise StageError("baking needs a UV-unwrapped mesh")
     size = int(cfg.texture_size)
+    # the tangent frames (numpy, on the host) are computed in a thread while the device rasterises and projects
+    frames = (
+        _TANGENT_POOL.get().submit(compute_tangents, mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
+        if cfg.normal_map and mesh.normals is not None
+        else None
+    )
     verts = torch.as_tensor(np.asarray(mesh.vertices), device=dev)
     faces = torch.as_tensor(np.asarray(mesh.faces, dtype=np.int64), device=dev)
     normals = torch.as_tensor(np.asarray(mesh.normals), device=dev) if mesh.normals is not None else None
@@ -931,7 +942,12 @@ def bake(
     channels += [_to_u8(roughness)[:, None], _to_u8(metallic)[:, None]]
     if world_normal is not None:
         assert normals is not None and mesh.normals is not None
-        tangents = torch.as_tensor(compute_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces), device=dev)
+        frame = (
+            frames.result()
+            if frames is not None
+            else compute_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
+        )
+        tangents = torch.as_tensor(frame, device=dev)
         ts = encode_tangent_normals(tangents, normals, faces, face, bary, world_normal)
         channels.append(_to_u8(ts * 0.5 + 0.5))
     if occlusion is not None:

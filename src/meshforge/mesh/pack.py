@@ -47,6 +47,12 @@ import numpy as np
 _GRID = 256
 #: charts covering at most this many blocks are tested by shifted bitmaps, larger ones by FFT correlation
 _DIRECT_CELLS = 128
+#: the block grid's free-offset search on the host tests a chart's row runs against the occupancy's free runs,
+#: candidate row by candidate row from the lowest (:func:`_first_by_runs`); False: the whole window at once
+RUN_SEARCH = True
+#: with a device search, charts covering more than this many blocks (in every turn tried) are searched on the device,
+#: smaller ones on the host (a device round trip per small chart cost more)
+DEVICE_CELLS = _DIRECT_CELLS
 #: a scale whose charts' footprints (rasters dilated by half the padding: they never overlap in a layout) cover
 #: more than this fraction of the square is not laid out (the bottom-left fill's layouts that fit the square,
 #: on the shared assets: footprints over 0.71-0.86 of it)
@@ -310,6 +316,32 @@ def _row_runs(cells: np.ndarray) -> np.ndarray:
     return out
 
 
+def _first_by_runs(
+    reach: np.ndarray, runs: list[tuple[int, int, int]], rows: np.ndarray, width: int
+) -> tuple[int, int] | None:
+    """The first offset (lowest row, then leftmost column) among the candidate ``rows`` (ascending) and columns
+    ``0 … width - 1`` where a mask given by its ``runs`` (:func:`_mask_runs`) overlaps no taken cell: each run of
+    ``length`` cells from ``(i, j)`` needs ``reach[y + i, x + j] >= length`` (:func:`_reach`). The candidate rows
+    are tested a few at a time, from the lowest up, and the test stops at the first batch with a free offset:
+    in a bottom-left fill it is usually one of the first."""
+    runs = sorted(runs, key=lambda r: -r[2])  # the longest runs first: they rule out the most offsets
+    batch = 4
+    start = 0
+    while start < len(rows):
+        ys = rows[start : start + batch]
+        free = np.ones((len(ys), width), dtype=bool)
+        for t, (i, j, length) in enumerate(runs):
+            free &= reach[ys + i, j : j + width] >= length
+            if (t < 4 or t % 4 == 3) and not free.any():
+                break  # (every offset of these rows is ruled out)
+        if free.any():
+            k = int(free.argmax())
+            return int(ys[k // width]), k % width
+        start += len(ys)
+        batch *= 2
+    return None
+
+
 def _first_free(
     occ: np.ndarray, run: np.ndarray, masks: list[np.ndarray], r0: int, reach: np.ndarray | None = None
 ) -> list[tuple[int, int] | None]:
@@ -344,6 +376,13 @@ def _first_free(
     out: list[tuple[int, int] | None] = [None] * len(masks)
     firsts = [int(ok.argmax()) for ok in oks if ok is not None]
     if not firsts:
+        return out
+    if reach is not None and RUN_SEARCH:
+        for j, (m, rows_ok) in enumerate(zip(masks, oks, strict=True)):
+            if rows_ok is not None:
+                out[j] = _first_by_runs(
+                    reach, _mask_runs(m), r0 + np.flatnonzero(rows_ok), occ.shape[1] - m.shape[1] + 1
+                )
         return out
     y0 = min(firsts)
     sub = occ[r0 + y0 :]
@@ -759,7 +798,7 @@ def _layout(
         ]
         # small masks run-test on the host (a few comparisons each: faster than a device round trip); the same
         # offsets either way
-        small = all(int(np.count_nonzero(coarse_k[k])) <= _DIRECT_CELLS for k in tried)
+        small = all(int(np.count_nonzero(coarse_k[k])) <= DEVICE_CELLS for k in tried)
         if search is not None and tried and not small:
             offsets = search.first([coarse_k[k] for k in tried], r0, end)
         else:
