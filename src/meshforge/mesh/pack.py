@@ -410,26 +410,33 @@ class _DeviceSearch:
     """
 
     def __init__(self, occ: np.ndarray, device: str) -> None:
+        """``occ``: the host occupancy, updated in place by the caller (who says where: :meth:`update`)."""
         import torch
 
         self.torch = torch
         self.device = torch.device(device)
+        self.host = occ
         self.rows, self.g = occ.shape
         self.nh, self.nw = _fft_size(self.rows), _fft_size(self.g)
         self.occ = torch.from_numpy(occ.astype(np.float64)).to(self.device)
         self.spec: Any = None
-        self.ys = torch.arange(self.nh, device=self.device).view(1, -1, 1)
+        self.dirty: tuple[int, int] | None = None  # host rows changed since the last copy to the device
         self.xs = torch.arange(self.nw, device=self.device).view(1, 1, -1)
 
     def update(self, y0: int, x0: int, blocks: np.ndarray) -> None:
-        """Copy a changed ``blocks`` region (bool, at block ``(y0, x0)``) of the occupancy to the device."""
-        h, w = blocks.shape
-        self.occ[y0 : y0 + h, x0 : x0 + w] = self.torch.from_numpy(blocks.astype(np.float64)).to(self.device)
+        """Note that a ``blocks`` region (at block ``(y0, x0)``) of the host occupancy changed: its rows are copied
+        to the device before the next search (all changes since the last one in one copy)."""
+        y1 = y0 + blocks.shape[0]
+        self.dirty = (y0, y1) if self.dirty is None else (min(self.dirty[0], y0), max(self.dirty[1], y1))
         self.spec = None
 
     def first(self, masks: list[np.ndarray], r0: int, end: int) -> list[tuple[int, int] | None]:
         """Per mask, the first free offset ``(row, column)`` in rows ``r0 … end - h`` (None: none is free)."""
         torch = self.torch
+        if self.dirty is not None:
+            lo, hi = self.dirty
+            self.occ[lo:hi] = torch.from_numpy(self.host[lo:hi].astype(np.float64)).to(self.device)
+            self.dirty = None
         if self.spec is None:
             self.spec = torch.fft.rfft2(self.occ, s=(self.nh, self.nw))
         hm, wm = max(m.shape[0] for m in masks), max(m.shape[1] for m in masks)
@@ -440,14 +447,16 @@ class _DeviceSearch:
         corr = torch.fft.irfft2(
             self.spec[None] * torch.fft.rfft2(mk, s=(self.nh, self.nw)).conj(), s=(self.nh, self.nw)
         )
-        hs = torch.tensor([m.shape[0] for m in masks], device=self.device).view(-1, 1, 1)
+        # offsets from row r0 on (a view); a mask's columns stay inside the strip (x ≤ g - w: the correlation is
+        # circular). Rows past end - h are ruled out below, on the host: they come after every row before them
         ws = torch.tensor([m.shape[1] for m in masks], device=self.device).view(-1, 1, 1)
-        ok = (corr < 0.5) & (self.ys >= r0) & (self.ys <= end - hs) & (self.xs <= self.g - ws)
-        flat = ok.view(len(masks), -1)
+        flat = ((corr[:, r0:] < 0.5) & (self.xs <= self.g - ws)).reshape(len(masks), -1)
         first = torch.stack([flat.to(torch.uint8).argmax(1), flat.any(1).long()]).cpu().numpy()
-        return [
-            (int(i) // self.nw, int(i) % self.nw) if hit else None for i, hit in zip(first[0], first[1], strict=True)
-        ]
+        out: list[tuple[int, int] | None] = []
+        for m, i, hit in zip(masks, first[0].tolist(), first[1].tolist(), strict=True):
+            y, x = r0 + i // self.nw, i % self.nw
+            out.append((y, x) if hit and y <= end - m.shape[0] else None)
+        return out
 
 
 def _shr(x: np.ndarray, s: int) -> np.ndarray:
@@ -635,7 +644,9 @@ def _spread(rows: np.ndarray, h: int) -> list[int]:
 
 def _key(yi: int, xi: int, coarse: np.ndarray, g: int) -> float:
     """Bottom-left order of a placement: the height of the chart's centre of area, then the column."""
-    return (yi + float(np.nonzero(coarse)[0].mean())) * (2 * g) + xi
+    per_row = np.count_nonzero(coarse, axis=1)
+    centre = int(per_row @ np.arange(len(per_row))) / int(per_row.sum())  # the mean row of the cells, exactly
+    return (yi + centre) * (2 * g) + xi
 
 
 def _rasters(
