@@ -68,6 +68,9 @@ def test_the_report_names_the_engine_and_device_of_each_stage(chair_results):
             assert counts["engine"] == engine and counts["device"] == devices[engine], (engine, stage)
     # the torch engine ran torch_clean / torch_decimate (their own count keys) and the torch bake
     assert "rounds" in stage_counts(chair_results["torch"], "decimate")
+    # the decimated mesh's checks, computed beside the unwrap for the torch engine, reach the report all the same
+    for result in chair_results.values():
+        assert {"watertight", "degenerate_faces", "slivers_over_100"} <= stage_counts(result, "decimate").keys()
     assert "rounds" not in stage_counts(chair_results["cpu"], "decimate")
 
 

@@ -311,8 +311,10 @@ def finish(
         n_clean = _counts(cleaned)
         c.update(**on, faces_in=dense.n_faces, faces=n_clean[1], vertices=n_clean[0], **clean_counts)
     step(1)
+    later: list[Callable[[], dict[str, Any]]] = []
     with _profiling.stage(report, "decimate") as c:
-        low, counts = decimate_surface(cleaned, cfg.decimate, engine=engine)
+        # the torch engine leaves the result's checks (host work) to run beside the unwrap
+        low, counts = decimate_surface(cleaned, cfg.decimate, engine=engine, deferred=later)
         before = edge_topology(cleaned)
         winding: dict[str, Any] = {}
         if not cfg.clean.orient:  # the one orientation check (inspect --reference reports the same)
@@ -321,7 +323,9 @@ def finish(
         shortfall = budget_shortfall(cfg.decimate.faces, low)
         if shortfall:
             report.warn(shortfall)
-        if before["watertight"] and not counts.get("watertight", False):
+        decimate_counts = c
+        decimate_facts = _BAKE_TARGET_POOL.get().submit(later[0]) if later else None
+        if decimate_facts is None and before["watertight"] and not counts.get("watertight", False):
             report.warn("the decimated mesh is not watertight")
         if winding and (
             winding["facing_away_area"] > FACING_AWAY_WARNING
@@ -407,6 +411,10 @@ def finish(
             material = dataclasses.replace(raw.material, metallic_factor=0.0, roughness_factor=roughness)
             # vertex colours are sampled by the field's numpy methods on the host, whatever the engine
             c.update(mode="vertex_colors", engine="cpu", device="cpu", vertices=mesh.n_vertices)
+    if decimate_facts is not None:  # the decimated mesh's checks, computed meanwhile
+        decimate_counts.update(decimate_facts.result())
+        if before["watertight"] and not decimate_counts.get("watertight", False):
+            report.warn("the decimated mesh is not watertight")
     report.info["mesh"] = (
         mesh_facts.result() if mesh_facts is not None else topology(mesh.vertices, mesh.faces, weld_positions=True)
     ).to_dict()

@@ -69,6 +69,21 @@ def test_spot_to_2000_faces_is_closed_faithful_and_keeps_its_winding(spot):
     assert ours <= 0.01 and ours <= 1.5 * cpu, (ours, cpu)
 
 
+def test_the_result_checks_can_be_left_to_the_caller(sphere):
+    """``deferred``: the topology check and sliver counts are not computed by the decimation but appended as a
+    function (the pipeline runs it beside the unwrap): the same mesh, and the function gives the same facts."""
+    from meshforge.mesh import torch_decimate as td
+
+    v, f = torch.from_numpy(sphere.vertices), torch.from_numpy(sphere.faces.astype(np.int64))
+    want_mesh, want = td.decimate_torch(v, f, DecimateConfig(faces=2_000))
+    later: list = []
+    got_mesh, got = td.decimate_torch(v, f, DecimateConfig(faces=2_000), deferred=later)
+    assert np.array_equal(got_mesh.faces, want_mesh.faces) and np.array_equal(got_mesh.vertices, want_mesh.vertices)
+    assert len(later) == 1 and "watertight" not in got and "slivers_over_100" not in got
+    facts = later[0]()
+    assert facts["watertight"] and {**got, **facts} == want
+
+
 def test_isosurface_decimates_closed_with_its_volume(sphere):
     low, counts = run(sphere, 2_000)
     assert 1_800 < low.n_faces <= 2_000

@@ -17,6 +17,7 @@ The entry points :func:`meshforge.pipeline.finish` uses (``FinishingConfig.engin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -149,9 +150,18 @@ def clean_surface(
     return clean(_host(surface), cfg)
 
 
-def decimate_surface(cleaned: Any, cfg: DecimateConfig, *, engine: str | None = None) -> tuple[Mesh, dict[str, Any]]:
+def decimate_surface(
+    cleaned: Any,
+    cfg: DecimateConfig,
+    *,
+    engine: str | None = None,
+    deferred: list[Callable[[], dict[str, Any]]] | None = None,
+) -> tuple[Mesh, dict[str, Any]]:
     """Decimate a cleaned dense surface to ``cfg.faces`` faces with an engine (``"torch"``:
     :func:`~.torch_decimate.decimate_torch` on the tensors' device; ``"cpu"``: :func:`~.decimate.decimate`).
+
+    ``deferred``: ``"torch"`` only, as :func:`~.torch_decimate.decimate_torch`'s (the result's checks left to a
+    function appended there); the CPU engine computes them in place and appends nothing.
 
     Returns:
         ``(mesh, counts)``: the decimated host :class:`~meshforge.types.Mesh` and the CPU path's count keys.
@@ -164,7 +174,7 @@ def decimate_surface(cleaned: Any, cfg: DecimateConfig, *, engine: str | None = 
     if engine == "torch":
         from .torch_decimate import decimate_torch
 
-        return decimate_torch(*_tensors(cleaned), cfg)
+        return decimate_torch(*_tensors(cleaned), cfg, deferred=deferred)
     from .decimate import decimate
 
     return decimate(_host(cleaned), cfg)

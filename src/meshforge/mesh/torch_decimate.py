@@ -55,8 +55,10 @@ chosen collapses (the geometric guards) and the link condition run in fused Trit
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -773,7 +775,12 @@ def _clock(device: torch.device) -> float:
 
 
 def decimate_torch(
-    vertices: torch.Tensor, faces: torch.Tensor, cfg: DecimateConfig, *, timings: dict[str, float] | None = None
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    cfg: DecimateConfig,
+    *,
+    timings: dict[str, float] | None = None,
+    deferred: list[Callable[[], dict[str, Any]]] | None = None,
 ) -> tuple[Mesh, dict[str, Any]]:
     """Reduce a mesh held in tensors to at most ``cfg.faces`` faces on its device; return the small result on
     the host.
@@ -791,6 +798,9 @@ def decimate_torch(
         faces: ``[F, 3]`` integer indices on the same device.
         cfg: ``faces`` (the budget); ``engine`` and ``aggressiveness`` belong to the CPU engine and are ignored.
         timings: if given, receives seconds per stage: ``quadrics``, ``rounds``, ``to_host``, ``repair``.
+        deferred: if given, the result's topology check and sliver counts (host work, 15-25 ms at 20k faces) are
+            not computed here: a function computing them (:func:`decimation_facts`) is appended instead, for the
+            caller to run beside the next stage and add to the counts.
 
     Returns:
         ``(mesh, counts)``: a host :class:`~meshforge.types.Mesh` (float32 vertices, int32 faces, positions
@@ -861,13 +871,25 @@ def decimate_torch(
     result = repair(small)
     if timings is not None:
         timings.update(quadrics=t1 - t0, rounds=t2 - t1, to_host=t3 - t2, repair=time.perf_counter() - t3)
-    diag2 = scale**2
-    topo = topology(result.vertices, result.faces, area_eps=DEGENERATE_AREA * diag2)
-    aspect, _, _ = _aspect(result.vertices, result.faces)
-    slivers = {"slivers_over_20": int((aspect > 20).sum()), "slivers_over_100": int((aspect > 100).sum())}
+    facts: dict[str, Any] = {}
+    if deferred is None:
+        facts = decimation_facts(result, scale)
+    else:
+        deferred.append(functools.partial(decimation_facts, result, scale))
     kernels: dict[str, str] = {}
     if device.type == "cuda":
         kernels["kernels"] = "fused" if _fused(device) else "torch"
         if FUSED_FAILURE is not None:
             kernels["kernels_failure"] = FUSED_FAILURE
-    return result, {"attempts": 1, "rounds": rounds, "rejected": rejected, **kernels, **topo.to_dict(), **slivers}
+    return result, {"attempts": 1, "rounds": rounds, "rejected": rejected, **kernels, **facts}
+
+
+def decimation_facts(mesh: Mesh, diagonal: float) -> dict[str, Any]:
+    """The decimate stage's checks of a result: :func:`~meshforge.geometry.topology.topology` (faces of less than
+    :data:`~meshforge.mesh.decimate.DEGENERATE_AREA` × ``diagonal``² counted degenerate; ``diagonal``: the source's
+    bounding-box diagonal, metres) and ``slivers_over_20`` / ``slivers_over_100`` (aspect ratio, longest edge² over
+    twice the area, :func:`~meshforge.mesh.decimate._aspect`) — the CPU path's keys."""
+    topo = topology(mesh.vertices, mesh.faces, area_eps=DEGENERATE_AREA * diagonal**2)
+    aspect, _, _ = _aspect(mesh.vertices, mesh.faces)
+    slivers = {"slivers_over_20": int((aspect > 20).sum()), "slivers_over_100": int((aspect > 100).sum())}
+    return {**topo.to_dict(), **slivers}
