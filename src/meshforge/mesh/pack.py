@@ -251,15 +251,22 @@ def _reach(free: np.ndarray) -> np.ndarray:
     return (nxt - idx).astype(np.int32)
 
 
-def _mask_runs(mask: np.ndarray) -> list[tuple[int, int, int]]:
-    """The horizontal runs of a bool mask's True cells: ``(row, first column, length)`` each."""
-    h, w = mask.shape
-    edged = np.zeros((h, w + 2), dtype=np.int8)
-    edged[:, 1:-1] = mask
+def _runs(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The horizontal runs of a bool ``[R, W]`` array's True cells, in row-major order: ``(rows, first columns,
+    lengths)``, int64 arrays of one entry per run."""
+    r, w = cells.shape
+    edged = np.zeros((r, w + 2), dtype=np.int8)
+    edged[:, 1:-1] = cells
     step = np.diff(edged, axis=1)
-    rows, starts = np.nonzero(step == 1)
+    rows, starts = np.nonzero(step == 1)  # runs start and end in the same (row-major) order
     _, ends = np.nonzero(step == -1)
-    return list(zip(rows.tolist(), starts.tolist(), (ends - starts).tolist(), strict=True))
+    return rows, starts, ends - starts
+
+
+def _mask_runs(mask: np.ndarray) -> list[tuple[int, int, int]]:
+    """The horizontal runs of a bool mask's True cells: ``(row, first column, length)`` each (:func:`_runs`)."""
+    rows, starts, lengths = _runs(mask)
+    return list(zip(rows.tolist(), starts.tolist(), lengths.tolist(), strict=True))
 
 
 def _free_positions(occ: np.ndarray, mask: np.ndarray, cache: dict[str, np.ndarray]) -> np.ndarray:
@@ -305,14 +312,9 @@ def _free_positions_by_cells(occ: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _row_runs(cells: np.ndarray) -> np.ndarray:
     """``[R]`` int64: the longest run of consecutive True cells in each row of a bool ``[R, W]`` array."""
-    r, w = cells.shape
-    edged = np.zeros((r, w + 2), dtype=np.int8)
-    edged[:, 1:-1] = cells
-    step = np.diff(edged, axis=1)
-    rows, starts = np.nonzero(step == 1)  # runs start and end in the same (row-major) order
-    _, ends = np.nonzero(step == -1)
-    out = np.zeros(r, dtype=np.int64)
-    np.maximum.at(out, rows, ends - starts)
+    rows, _, lengths = _runs(cells)
+    out = np.zeros(cells.shape[0], dtype=np.int64)
+    np.maximum.at(out, rows, lengths)
     return out
 
 
@@ -423,10 +425,9 @@ class _DeviceSearch:
         self.dirty: tuple[int, int] | None = None  # host rows changed since the last copy to the device
         self.xs = torch.arange(self.nw, device=self.device).view(1, 1, -1)
 
-    def update(self, y0: int, x0: int, blocks: np.ndarray) -> None:
-        """Note that a ``blocks`` region (at block ``(y0, x0)``) of the host occupancy changed: its rows are copied
-        to the device before the next search (all changes since the last one in one copy)."""
-        y1 = y0 + blocks.shape[0]
+    def update(self, y0: int, y1: int) -> None:
+        """Note that block rows ``y0 … y1 - 1`` of the host occupancy changed: they are copied to the device before
+        the next search (all changes since the last one in one copy)."""
         self.dirty = (y0, y1) if self.dirty is None else (min(self.dirty[0], y0), max(self.dirty[1], y1))
         self.spec = None
 
@@ -580,12 +581,8 @@ class _ExactSearch:
         n = min(last_row, self.rows - h) + 1
         if n <= 0 or w > self.width:
             return None
-        hc, wc = core.shape
-        edged = np.zeros((hc, wc + 2), dtype=np.int8)
-        edged[:, 1:-1] = core
-        step = np.diff(edged, axis=1)
-        rows, starts = np.nonzero(step == 1)  # the runs of the raster's rows (row-major, so ends match)
-        lengths = np.nonzero(step == -1)[1] - starts
+        hc = core.shape[0]
+        rows, starts, lengths = _runs(core)  # the runs of the raster's rows
         # the corner of the free square around the raster's texel (i, j), for the box at (y, x)
         shift = margin - (self.side - 1) // 2
         need = np.zeros(hc, dtype=np.int64)
@@ -757,7 +754,7 @@ def _layout(
         y1, x1 = -(-(py + h) // b), -(-(px + w) // b)
         occ[y0:y1, x0:x1] = _blocks(fine[y0 * b : y1 * b, x0 * b : x1 * b], b)
         if search is not None:
-            search.update(y0, x0, occ[y0:y1, x0:x1])
+            search.update(y0, y1)
             stale[y0:y1] = True
         else:
             run[y0:y1] = _row_runs(~occ[y0:y1])
