@@ -211,16 +211,7 @@ def _pack_module() -> Any:
         from . import pack
 
         return pack
-    name = "_meshforge_pack"
-    if name not in sys.modules:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), "pack.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
+    return _by_path("_meshforge_pack", "pack.py")
 
 
 def _raster_module() -> Any:
@@ -229,16 +220,23 @@ def _raster_module() -> Any:
         from ..geometry import raster
 
         return raster
-    name = "_meshforge_raster"
+    return _by_path("_meshforge_raster", os.pardir, "geometry", "raster.py")
+
+
+def _by_path(name: str, *parts: str) -> Any:
+    """The module in the file at ``parts`` (relative to this file's folder), loaded once as ``name``."""
     if name not in sys.modules:
         import importlib.util
 
-        path = os.path.join(os.path.dirname(__file__), os.pardir, "geometry", "raster.py")
-        spec = importlib.util.spec_from_file_location(name, path)
+        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), *parts))
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # (its dataclasses look their module up while the file runs)
-        spec.loader.exec_module(module)
+        sys.modules[name] = module  # (dataclasses look their module up while the file runs)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
     return sys.modules[name]
 
 
