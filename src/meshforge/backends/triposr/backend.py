@@ -146,13 +146,8 @@ class TripoSRField:
         reduced = native.is_cuda and self.grid_precision != "fp32"
         with torch.inference_mode():
             rgb = None
-            if reduced and self._fused_color():
-                try:
-                    rgb = kernels.triton_color(self.model, self.scene_code, native, self.grid_precision)
-                except torch.cuda.OutOfMemoryError:
-                    raise
-                except Exception as exc:  # Triton could not compile or launch it: the torch query answers
-                    kernels.note_failure(exc)
+            if reduced and self._fused_color():  # (None where Triton could not compile or launch it)
+                rgb = kernels.attempt(kernels.triton_color, self.model, self.scene_code, native, self.grid_precision)
             if rgb is None:
                 half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.grid_precision)
                 cast = torch.autocast("cuda", dtype=half) if reduced and half is not None else contextlib.nullcontext()

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAILURE",
+    "attempt",
     "TRITON_COLOR_CONFIG",
     "TRITON_GRID_CONFIG",
     "triton_color",
@@ -54,6 +56,21 @@ def note_failure(exc: BaseException) -> None:
     if FAILURE is None:
         FAILURE = one_line(exc)
         logging.getLogger(__name__).warning("TripoSR's Triton kernels unavailable, using torch: %s", FAILURE)
+
+
+def attempt(kernel: Callable[..., torch.Tensor], *args: Any, strict: bool = False) -> torch.Tensor | None:
+    """``kernel(*args)``, or None where Triton could not compile or launch it here (no C compiler for its launcher, an
+    unsupported GPU): :func:`note_failure` records why, and the caller's torch path answers, now and from then on.
+    Running out of device memory is no such failure: it propagates; so does every failure with ``strict``."""
+    try:
+        return kernel(*args)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:  # Triton's compile and launch errors have no common base class
+        if strict:
+            raise
+        note_failure(exc)
+        return None
 
 
 def triton_grid_supported(model: TripoSRModel) -> bool:

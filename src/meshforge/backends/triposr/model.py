@@ -475,15 +475,9 @@ class TripoSRModel(nn.Module):
 
         use_triton = kernel == "triton" or (kernel == "auto" and _auto_triton(self, scene_code, precision))
         raw = None
-        if use_triton:
-            try:
-                raw = kernels.triton_density_grid(pxy, pxz, pyz, hidden, last, act_name, precision, fast_act)
-            except torch.cuda.OutOfMemoryError:
-                raise
-            except Exception as exc:  # Triton could not compile or launch it (no C compiler, an unsupported GPU)
-                if kernel == "triton":
-                    raise
-                kernels.note_failure(exc)  # "auto": the torch layers, now and from now on
+        if use_triton:  # "auto": None where Triton could not compile or launch it (the torch layers, from now on)
+            args = (pxy, pxz, pyz, hidden, last, act_name, precision, fast_act)
+            raw = kernels.attempt(kernels.triton_density_grid, *args, strict=kernel == "triton")
         if raw is None:
             raw = self._torch_density_grid(pxy, pxz, pyz, hidden, last, act_name, precision, batch_points)
         return self._density_act(raw + self.renderer.density_bias)
