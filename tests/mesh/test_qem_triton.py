@@ -89,7 +89,8 @@ def test_collapse_faults_match_the_torch_reference(meshes):
         cands, _, _, _ = td.edge_costs_torch(q, pos, e["a"], e["b"], fixed_a, fixed_b)
         nv = pos.shape[0]
         prio = td._hash(e["key"])
-        chosen = td._select(prio, e["a"], e["b"], f, nv)  # independent collapses, as a round picks them
+        # independent collapses, as a round picks them
+        chosen = torch.nonzero(td.local_minima_torch(prio, None, e["a"], e["b"], f, nv)).squeeze(1)
         ca, cb = e["a"][chosen], e["b"][chosen]
         # the real candidates, and the same pushed off the surface by up to three edge lengths (many flips)
         length = torch.linalg.vector_norm(pos[cb] - pos[ca], dim=1)[:, None, None]

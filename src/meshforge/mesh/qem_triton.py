@@ -310,18 +310,23 @@ if AVAILABLE:
             common += (live & hit & (x != cb)).to(tl.int64)
         tl.store(out_ptr + i, common, mask=m)
 
-    @triton.jit(do_not_specialize=["n", "big"])
-    def _edge_min_kernel(prio_ptr, free_ptr, a_ptr, b_ptr, vmin_ptr, n, big, BLOCK: tl.constexpr):
-        """Per edge with both endpoints free and a priority below ``big``: ``vmin[a]``, ``vmin[b]`` = the least
-        priority (atomic minimum)."""
-        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        m = i < n
+    @triton.jit
+    def _taking_part(prio_ptr, free_ptr, a_ptr, b_ptr, i, m, big):
+        """Edges ``i`` (lanes ``m``): their endpoints, priority, and whether they take part in a selection pass
+        (both endpoints free, a priority below ``big``)."""
         a = tl.load(a_ptr + i, mask=m, other=0)
         b = tl.load(b_ptr + i, mask=m, other=0)
         p = tl.load(prio_ptr + i, mask=m, other=big)
         fa = tl.load(free_ptr + a, mask=m, other=0)
         fb = tl.load(free_ptr + b, mask=m, other=0)
-        live = m & (fa != 0) & (fb != 0) & (p < big)
+        return a, b, p, m & (fa != 0) & (fb != 0) & (p < big)
+
+    @triton.jit(do_not_specialize=["n", "big"])
+    def _edge_min_kernel(prio_ptr, free_ptr, a_ptr, b_ptr, vmin_ptr, n, big, BLOCK: tl.constexpr):
+        """Per edge with both endpoints free and a priority below ``big``: ``vmin[a]``, ``vmin[b]`` = the least
+        priority (atomic minimum)."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        a, b, p, live = _taking_part(prio_ptr, free_ptr, a_ptr, b_ptr, i, i < n, big)
         tl.atomic_min(vmin_ptr + a, p, mask=live)
         tl.atomic_min(vmin_ptr + b, p, mask=live)
 
@@ -348,15 +353,10 @@ if AVAILABLE:
         ``rmin`` at both endpoints, else 0 (int8)."""
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = i < n
-        a = tl.load(a_ptr + i, mask=m, other=0)
-        b = tl.load(b_ptr + i, mask=m, other=0)
-        p = tl.load(prio_ptr + i, mask=m, other=big)
-        fa = tl.load(free_ptr + a, mask=m, other=0)
-        fb = tl.load(free_ptr + b, mask=m, other=0)
+        a, b, p, live = _taking_part(prio_ptr, free_ptr, a_ptr, b_ptr, i, m, big)
         ra = tl.load(rmin_ptr + a, mask=m, other=big)
         rb = tl.load(rmin_ptr + b, mask=m, other=big)
-        hit = (fa != 0) & (fb != 0) & (p < big) & (p == ra) & (p == rb)
-        tl.store(out_ptr + i, hit.to(tl.int8), mask=m)
+        tl.store(out_ptr + i, (live & (p == ra) & (p == rb)).to(tl.int8), mask=m)
 
     @triton.jit(do_not_specialize=["n"])
     def _ring_kernel(a_ptr, b_ptr, flag_ptr, ring_ptr, n, BLOCK: tl.constexpr):

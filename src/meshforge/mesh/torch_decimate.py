@@ -313,11 +313,6 @@ def local_minima_torch(
     return (prio < _BIG) & (prio == rmin[a]) & (prio == rmin[b])
 
 
-def _select(prio: torch.Tensor, a: torch.Tensor, b: torch.Tensor, faces: torch.Tensor, nv: int) -> torch.Tensor:
-    """Indices of the edges :func:`local_minima_torch` picks (all vertices free)."""
-    return torch.nonzero(local_minima_torch(prio, None, a, b, faces, nv)).squeeze(1)
-
-
 def block_around_torch(
     free: torch.Tensor, a: torch.Tensor, b: torch.Tensor, faces: torch.Tensor, flag: torch.Tensor
 ) -> torch.Tensor:
