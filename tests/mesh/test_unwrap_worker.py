@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from meshforge.config import UnwrapConfig
+from meshforge.geometry.raster import uv_triangle_areas
+from meshforge.geometry.topology import face_areas
 from meshforge.mesh import uv
 from meshforge.mesh.uv import unwrap
 from meshforge.types import Mesh
@@ -222,3 +225,63 @@ def test_a_worker_measures_its_atlas_stretch_as_the_host_would():
     assert got["stretch"] == want and 1.0 < want < 1.2  # a wavy sheet: slightly stretched
     inline = uv._unwrap_worker.xatlas_atlas(mesh.vertices, mesh.faces, **OPTIONS, stretch=True)
     assert inline["stretch"] == want
+
+
+def test_a_batch_request_unwraps_each_mesh_in_one_atlas_with_threads_on_every_cpu():
+    """The unwrap in pieces sends its pieces in batches: one xatlas atlas of several meshes in a worker kept on one
+    CPU, its task threads let onto every CPU of the parent while it runs (then kept on one again). Each mesh's
+    charts come back as the same call in this process gives them (to the bit), with their stretch as the host
+    measures it; a wrong batch (meshes and faces of different counts) is answered with a reason."""
+    from meshforge.geometry.raster import uv_stretch
+
+    meshes = [grid(6), grid(9), grid(4)]
+    options = {"batch": True, "max_chart_area": None, "stretch": True}
+    worker = uv._Worker()
+    try:
+        got = worker.run(([m.vertices for m in meshes], [m.faces for m in meshes], options, 0.0), 30.0)
+        assert worker.settle(5.0)
+        assert len(os.sched_getaffinity(worker.proc.pid)) == 1  # (pinning on, as by default)
+        wrong = worker.run(([m.vertices for m in meshes], [m.faces for m in meshes[:2]], options, 0.0), 30.0)
+    finally:
+        worker.close(kill=True)
+    assert isinstance(got, dict) and len(got["atlases"]) == 3
+    assert isinstance(wrong, str) and "xatlas failed" in wrong
+    inline = uv._unwrap_worker.xatlas_charts([(m.vertices, m.faces) for m in meshes], max_chart_area=None, stretch=True)
+    for mesh, part, same in zip(meshes, got["atlases"], inline, strict=True):
+        assert np.array_equal(part["uv"], same["uv"]) and np.array_equal(part["faces"], same["faces"])
+        assert len(part["faces"]) == len(mesh.faces) and part["charts"] >= 1
+        src = mesh.vertices[part["vmapping"]]
+        assert np.array_equal(src[part["faces"]], mesh.vertices[mesh.faces])  # every face, in order
+        assert part["stretch"] == uv_stretch(src, part["uv"], part["faces"]) and 1.0 <= part["stretch"] < 1.2
+
+
+def test_chart_scales_undo_a_per_axis_scaling_and_give_the_least_stretch():
+    """Two flat charts mapped with a per-axis scaling each (as xatlas's packing does to small charts) come back
+    isometric: stretch 1 each and together, each chart's UV area its surface area; a chart mapped conformally
+    but stretched keeps its shape, sized as the least atlas stretch asks (UV area ∝ area × L2)."""
+    from meshforge.geometry.raster import uv_stretch
+    from meshforge.mesh.pack import uv_charts
+
+    sheet = grid(6)
+    flat = sheet.vertices.astype(np.float64).copy()
+    flat[:, 2] = 0.0
+    n = len(flat)
+    vertices = np.concatenate([flat, 2.0 * flat])  # the second chart has 4× the area
+    faces = np.concatenate([sheet.faces, sheet.faces + n]).astype(np.int64)
+    uv_in = np.concatenate([flat[:, :2] * [3.0, 1.0 / 3.0], 2.0 * flat[:, :2] * [0.1, 0.7] + 5.0])
+    chart_of = uv_charts(faces, len(uv_in))
+    assert chart_of.max() == 1
+    out = uv._unwrap_worker._chart_scales(vertices, uv_in, faces, chart_of, 2)
+    assert uv_stretch(vertices, uv_in, faces) > 1.2
+    assert uv_stretch(vertices, out, faces) == pytest.approx(1.0, abs=1e-9)
+    for c in range(2):
+        sel = faces[chart_of == c]
+        assert uv_stretch(vertices, out, sel) == pytest.approx(1.0, abs=1e-9)
+        uv_area = uv_triangle_areas(out, sel).sum()
+        assert uv_area == pytest.approx(face_areas(vertices, sel).sum(), rel=1e-9)
+    # a conformal map with stretch (the sheet's first chart, curved): scaled as a whole, its stretch as before
+    curved = sheet.vertices.astype(np.float64)
+    uv_c = curved[:, :2] * 7.0
+    one = np.zeros(len(sheet.faces), dtype=np.int64)
+    got = uv._unwrap_worker._chart_scales(curved, uv_c, sheet.faces.astype(np.int64), one, 1)
+    assert uv_stretch(curved, got, sheet.faces) <= uv_stretch(curved, uv_c, sheet.faces) + 1e-12

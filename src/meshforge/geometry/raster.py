@@ -354,6 +354,26 @@ def uv_stretch(vertices: np.ndarray, uv: np.ndarray, faces: np.ndarray) -> float
     Returns:
         The normalised L2 stretch (≥ 1), or NaN when no face has both a 3D and a UV area.
     """
+    ss2, st2, area, uv_area = uv_stretch_terms(vertices, uv, faces)
+    l2_sq = 0.5 * (ss2 + st2)
+    ok = np.isfinite(l2_sq)
+    if not ok.any():
+        return float("nan")
+    total = float(area[ok].sum())
+    return float(np.sqrt((l2_sq[ok] * area[ok]).sum() / total) * np.sqrt(uv_area[ok].sum() / total))
+
+
+def uv_stretch_terms(vertices: np.ndarray, uv: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per face, the terms of :func:`uv_stretch` (Sander et al. 2001): ``|S_s|²`` and ``|S_t|²``, the squared
+    lengths of the partial derivatives of the map from UV to the surface (``L2(T)² = (|S_s|² + |S_t|²) / 2``; NaN
+    where the UV or the 3D triangle has no area), the 3D area and the UV area.
+
+    Args:
+        vertices: ``[V, 3]`` float positions. uv: ``[V, 2]`` float UVs. faces: ``[F, 3]`` int indices.
+
+    Returns:
+        ``(ss2, st2, area, uv_area)``, ``[F]`` float64 each (areas in the units² of ``vertices`` and of ``uv``).
+    """
     f = np.asarray(faces, dtype=np.int64)
     q = np.asarray(vertices, dtype=np.float64)[f]
     t = np.asarray(uv, dtype=np.float64)[f]
@@ -362,15 +382,17 @@ def uv_stretch(vertices: np.ndarray, uv: np.ndarray, faces: np.ndarray) -> float
     uv_area2 = (s2 - s1) * (t3 - t1) - (s3 - s1) * (t2 - t1)  # twice the signed UV area
     area = 0.5 * np.linalg.norm(np.cross(q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]), axis=1)
     ok = (np.abs(uv_area2) > 1e-14) & (area > 0.0)
-    if not ok.any():
-        return float("nan")
-    q, a2, area = q[ok], uv_area2[ok][:, None], area[ok]
-    s1, s2, s3, t1, t2, t3 = (x[ok][:, None] for x in (s1, s2, s3, t1, t2, t3))
-    ss = (q[:, 0] * (t2 - t3) + q[:, 1] * (t3 - t1) + q[:, 2] * (t1 - t2)) / a2
-    st = (q[:, 0] * (s3 - s2) + q[:, 1] * (s1 - s3) + q[:, 2] * (s2 - s1)) / a2
-    l2_sq = 0.5 * ((ss * ss).sum(1) + (st * st).sum(1))
-    total = float(area.sum())
-    return float(np.sqrt((l2_sq * area).sum() / total) * np.sqrt(0.5 * np.abs(a2).sum() / total))
+    ss2 = np.full(len(f), np.nan)
+    st2 = np.full(len(f), np.nan)
+    if ok.any():
+        a2 = uv_area2[ok][:, None]
+        qk = q[ok]
+        s1, s2, s3, t1, t2, t3 = (x[ok][:, None] for x in (s1, s2, s3, t1, t2, t3))
+        ss = (qk[:, 0] * (t2 - t3) + qk[:, 1] * (t3 - t1) + qk[:, 2] * (t1 - t2)) / a2
+        st = (qk[:, 0] * (s3 - s2) + qk[:, 1] * (s1 - s3) + qk[:, 2] * (s2 - s1)) / a2
+        ss2[ok] = (ss * ss).sum(1)
+        st2[ok] = (st * st).sum(1)
+    return ss2, st2, area, 0.5 * np.abs(uv_area2)
 
 
 def never_written(covered: np.ndarray, dilation: float) -> np.ndarray:

@@ -485,9 +485,11 @@ STRETCH_IN_WORKER = True
 #: a piece whose charts' L2 stretch exceeds this is unwrapped again in two halves (whole-mesh xatlas gives
 #: 1.001–1.011 on the shared assets)
 PIECE_STRETCH = 1.05
-#: atlas size xatlas packs each piece for (its packing is thrown away; at 128 one piece once ran into the time
-#: limit)
-_PIECE_RESOLUTION = 512
+#: requests the pieces of a mesh are sent to the unwrap workers in: each a batch of pieces in one xatlas atlas, its
+#: task threads on all the CPUs (:func:`~meshforge.mesh._unwrap_worker.xatlas_charts`); several, so that the first
+#: starts while the mesh is still being cut (the 256³ benchmark surface's 64 pieces on an H200's 16-core host:
+#: 0.07-0.08 s in 1, 2, 4 or 8 batches side by side, against 0.11 s a piece per request in 16 workers)
+UNWRAP_BATCHES = 4
 #: levels of halving a piece whose charts stay over PIECE_STRETCH
 _REDO_LEVELS = 3
 #: the pieces' packing starts at this utilisation and keeps the first layout that fits (a layout costs ~0.33 s
@@ -538,10 +540,12 @@ def _unwrap_pieces(
     size: int,
     device: str | None = None,
 ) -> dict[str, Any] | str:
-    """xatlas on pieces of the mesh in parallel worker processes, then one packing of all their charts.
+    """xatlas on pieces of the mesh, in batches (:data:`UNWRAP_BATCHES`) in parallel worker processes, then one
+    packing of all their charts.
 
-    Each piece's charts come out of xatlas at its own scale; they are brought to one (UV area = surface
-    area, piece by piece) before the packing, so texel density is even over the whole atlas. The result
+    Each chart comes out of the workers at the scale of its surface (UV area = surface area × the chart's L2
+    stretch, :func:`~meshforge.mesh._unwrap_worker.xatlas_charts`): texel density is even over the whole atlas but
+    where a chart's stretch asks for more. The result
     has :func:`~meshforge.mesh._unwrap_worker.xatlas_atlas`'s keys, faces in the input's order, and
     ``seconds_charts`` / ``seconds_pack`` (wall time of the pieces' xatlas runs and of the packing); a string
     says why there is none. ``device``: :func:`~meshforge.mesh.pack.pack_charts`'s.
@@ -552,10 +556,8 @@ def _unwrap_pieces(
     area = face_areas(vertices, faces)
     max_chart = float(area.sum()) * cfg.max_chart_fraction if cfg.max_chart_fraction > 0 else None
     options: dict[str, Any] = {
-        "resolution": _PIECE_RESOLUTION,
-        "padding": 0,
+        "batch": True,
         "max_chart_area": max_chart,
-        "brute_force": False,
         "chart_options": dict(CHART_OPTIONS),
         "stretch": STRETCH_IN_WORKER,
     }
@@ -565,33 +567,37 @@ def _unwrap_pieces(
     # distorted in two halves again, up to _REDO_LEVELS times (a 1.4M-face noisy isosurface decimated to 200k
     # faces kept an atlas stretch of 1.31 after one level, 1.03 after more). The halves replace their piece
     # only when their stretch together (area-weighted, as the atlas's) is lower: on a noisy surface a third of
-    # the halvings made it higher (a 1.058 piece's halves: 1.39 and 1.08). The halves join the workers' queue
-    # as soon as their piece is back, not after the whole level.
-    nodes: list[dict[str, Any]] = []  # per request: faces, used vertices, level, parent, halves, result, stretch
+    # the halvings made it higher (a 1.058 piece's halves: 1.39 and 1.08). The halves of a batch's pieces join the
+    # workers' queue, as one batch, as soon as that batch is back.
+    nodes: list[dict[str, Any]] = []  # per piece: faces, used vertices, level, parent, halves, result, stretch
+    batches: list[list[int]] = []  # per request (a batch of pieces): its pieces' nodes
 
-    def request(idx: np.ndarray, level: int, parent: int | None) -> tuple[Any, ...]:
+    def piece(idx: np.ndarray, level: int, parent: int | None) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
         used, local = np.unique(faces[idx], return_inverse=True)
         nodes.append({"idx": idx, "used": used, "level": level, "parent": parent, "halves": [], "split": False})
-        return (vertices[used], local.reshape(-1, 3).astype(np.int32), options, TEST_DELAY_S)
+        return len(nodes) - 1, (vertices[used], local.reshape(-1, 3).astype(np.int32))
 
-    def halve(k: int) -> list[tuple[Any, ...]]:
+    def batch(made: list[tuple[int, tuple[np.ndarray, np.ndarray]]]) -> tuple[Any, ...]:
+        batches.append([k for k, _ in made])
+        return ([m[0] for _, m in made], [m[1] for _, m in made], options, TEST_DELAY_S)
+
+    def halve(k: int) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
         node = nodes[k]
         if node["level"] >= _REDO_LEVELS or len(node["idx"]) <= 1 or not node["stretch"] > PIECE_STRETCH:
             return []
         out = []
         for half in split_pieces(vertices, faces[node["idx"]], (len(node["idx"]) + 1) // 2):
             node["halves"].append(len(nodes))
-            out.append(request(node["idx"][half], node["level"] + 1, k))
+            out.append(piece(node["idx"][half], node["level"] + 1, k))
         return out
 
-    def follow(k: int, part: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def follow(k: int, part: dict[str, Any]) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
         node = nodes[k]
         node["part"] = part
         if "stretch" in part:  # measured by the worker
             node["stretch"] = part["stretch"]
         else:
-            uv = part["uv"] * [part["width"], part["height"]]
-            node["stretch"] = uv_stretch(vertices[node["used"]][part["vmapping"]], uv, part["faces"])
+            node["stretch"] = uv_stretch(vertices[node["used"]][part["vmapping"]], part["uv"], part["faces"])
         if node["parent"] is None:
             return halve(k)
         parent = nodes[node["parent"]]
@@ -605,35 +611,51 @@ def _unwrap_pieces(
         parent["split"] = True
         return [r for j in parent["halves"] for r in halve(j)]
 
+    def follow_batch(i: int, result: dict[str, Any]) -> list[tuple[Any, ...]]:
+        made = [m for k, part in zip(batches[i], result["atlases"], strict=True) for m in follow(k, part)]
+        return [batch(made)] if made else []
+
     roots: list[int] = []  # the pieces' nodes (their follow-ups' nodes may come between them)
 
-    def root(idx: np.ndarray) -> Callable[[], tuple[Any, ...]]:
+    def root(group: list[np.ndarray]) -> Callable[[], tuple[Any, ...]]:
         def make() -> tuple[Any, ...]:
-            roots.append(len(nodes))
-            return request(idx, 0, None)
+            made = [piece(idx, 0, None) for idx in group]
+            roots.extend(k for k, _ in made)
+            return batch(made)
 
         return make
 
+    n_pieces = count_pieces(len(faces), size)
+    per = max(1, math.ceil(n_pieces / max(1, UNWRAP_BATCHES)))
+
+    def groups() -> Iterator[list[np.ndarray]]:
+        group: list[np.ndarray] = []
+        for idx in iter_pieces(vertices, faces, size):
+            group.append(idx)
+            if len(group) == per:
+                yield group
+                group = []
+        if group:
+            yield group
+
     if limited:
-        # the pieces go to the workers as the cuts make them: the first start while the mesh is still being cut
+        # the batches go to the workers as the cuts make them: the first starts while the mesh is still being cut
         left = t_end - time.monotonic()
-        feed = (root(idx) for idx in iter_pieces(vertices, faces, size))
         got = (
-            _run_requests([], left, follow, feed=feed, fed=count_pieces(len(faces), size))
+            _run_requests([], left, follow_batch, feed=(root(g) for g in groups()), fed=math.ceil(n_pieces / per))
             if left > 0
             else f"xatlas exceeded the {cfg.time_limit:g} s time limit"
         )
         if isinstance(got, str):
             return got
-    else:  # in this process, one request after another, the same order of follow-ups
-        requests = [root(idx)() for idx in split_pieces(vertices, faces, size)]
-        todo = [(-len(r[1]), i, r) for i, r in enumerate(requests)]
-        heapq.heapify(todo)
-        while todo:
-            _, i, r = heapq.heappop(todo)
-            extras = follow(i, _unwrap_worker.xatlas_atlas(r[0], r[1], **options))
-            for j, extra in enumerate(extras, start=len(nodes) - len(extras)):  # request j is node j
-                heapq.heappush(todo, (-len(extra[1]), j, extra))
+    else:  # in this process, one batch after another (xatlas's own threads run a batch's pieces side by side)
+        todo = [root(g)() for g in groups()]
+        charts_options = {k: v for k, v in options.items() if k != "batch"}
+        i = 0
+        while i < len(todo):
+            meshes = list(zip(todo[i][0], todo[i][1], strict=True))
+            todo += follow_batch(i, {"atlases": _unwrap_worker.xatlas_charts(meshes, **charts_options)})
+            i += 1
 
     def leaves(k: int) -> list[int]:
         return [j for h in nodes[k]["halves"] for j in leaves(h)] if nodes[k]["split"] else [k]
@@ -646,16 +668,14 @@ def _unwrap_pieces(
     charts = sum(int(part["charts"]) for part in parts)
     if charts > MAX_PACK_CHARTS:
         return f"{charts} charts (a surface of many separate fragments), too many to pack"
+    # each chart comes at the scale of its surface (xatlas_charts): texel density is even over the atlas
     uv_all, faces_all, source = [], [], []
     offset = 0
-    for idx, used, part in zip(pieces, used_of, parts):
-        uv = part["uv"] * np.array([part["width"], part["height"]], dtype=np.float64)
-        uv_area = float(uv_triangle_areas(uv, part["faces"]).sum())
-        scale = math.sqrt(float(area[idx].sum()) / uv_area) if uv_area > 0 else 1.0
-        uv_all.append(uv * scale)
+    for used, part in zip(used_of, parts):
+        uv_all.append(part["uv"])
         faces_all.append(part["faces"] + offset)
         source.append(used[part["vmapping"]])
-        offset += len(uv)
+        offset += len(part["uv"])
     uv_cat, f_cat = np.concatenate(uv_all), np.concatenate(faces_all)
     from . import pack  # the pieces' charts are packed here: each chart is a UV-connected component
 
