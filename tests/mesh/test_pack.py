@@ -397,6 +397,13 @@ def test_the_pieces_layout_tries_two_turns_then_four(lumpy, monkeypatch):
     assert counts["utilisation"] == pytest.approx(0.55, abs=1e-3)
     assert uv_overlap_ratio(out) < 1.002
     calls.clear()
+    # a start just too dense: the first quick layout (531 texels tall) does not fit, the second (at the scale its
+    # height suggests, above _PACK_QUICK_FLOOR × the start) does; no full search
+    monkeypatch.setattr(uv_module, "_PACK_START", 0.585)
+    out, counts = unwrap(lumpy, UnwrapConfig(), 512)
+    assert calls == [2] and 0.585 * uv_module._PACK_QUICK_FLOOR < counts["utilisation"] < 0.585
+    assert uv_overlap_ratio(out) < 1.002
+    calls.clear()
     monkeypatch.setattr(uv_module, "_PACK_START", 0.9)  # no quick layout fits that: the full search follows
     out, counts = unwrap(lumpy, UnwrapConfig(), 512)
     assert calls == [2, 4] and counts["engine"] == "xatlas" and 0.5 < counts["utilisation"] < 0.9

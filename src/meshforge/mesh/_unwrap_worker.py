@@ -238,8 +238,9 @@ def xatlas_charts(
         chart_options: other ``xatlas.ChartOptions`` attributes by name (e.g. ``roundness_weight``).
         stretch: also return each mesh's normalised L2 stretch (:func:`meshforge.geometry.raster.uv_stretch`).
         keep: a list the xatlas atlas object is appended to (see :func:`xatlas_atlas`).
-        cpus: the CPUs xatlas's threads may run on (this process's affinity while it runs; restored after), e.g.
-            all of them for a worker that is otherwise kept on one; None: as the process is.
+        cpus: the CPUs xatlas's threads may run on (this thread's affinity while the atlas and its threads are
+            made; restored after), e.g. all of them for a worker that is otherwise kept on one; None: as the process
+            is.
 
     Returns:
         Per mesh, a dict: ``vmapping`` ``[V']`` int64 (source vertex of each atlas vertex), ``faces`` ``[F, 3]``
@@ -262,41 +263,73 @@ def xatlas_charts(
     pack.padding = 0
     pack.bilinear = False
     pack.create_image = False
-    atlas = xatlas.Atlas()
-    if keep is not None:
-        keep.append(atlas)
-    for vertices, faces in meshes:
-        atlas.add_mesh(vertices, faces)
     before = os.sched_getaffinity(0) if cpus and hasattr(os, "sched_setaffinity") else None
     if before is not None:
-        try:  # xatlas starts its threads in generate(): they take this thread's affinity
+        try:  # xatlas starts its task threads with the atlas (xatlas::Create): they take this thread's affinity
             os.sched_setaffinity(0, set(cpus or ()))
         except OSError:
             before = None
     try:
-        atlas.generate(chart, pack)
+        atlas = xatlas.Atlas()
     finally:
         if before is not None:
             os.sched_setaffinity(0, before)
-    charts = _pack_module().uv_charts
+    if keep is not None:
+        keep.append(atlas)
+    for vertices, faces in meshes:
+        atlas.add_mesh(vertices, faces)
+    atlas.generate(chart, pack)
+    # every mesh's charts scaled at once (one chart search and one stretch over all of them: per mesh, the numpy
+    # calls cost more than the arithmetic)
+    got = [atlas[i] for i in range(len(meshes))]
+    vmaps = [np.asarray(g[0], dtype=np.int64) for g in got]
+    faces = [np.asarray(g[1], dtype=np.int64) for g in got]
+    uvs = [np.asarray(g[2], dtype=np.float64) for g in got]
+    src = np.concatenate(
+        [np.asarray(v, dtype=np.float64)[vm] for (v, _), vm in zip(meshes, vmaps, strict=True)] or [np.zeros((0, 3))]
+    )
+    n_uv = np.array([len(u) for u in uvs], dtype=np.int64)
+    n_f = np.array([len(f) for f in faces], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(n_uv)])
+    f_all = np.concatenate([f + o for f, o in zip(faces, starts[:-1], strict=True)] or [np.zeros((0, 3), np.int64)])
+    uv_all = np.concatenate(uvs or [np.zeros((0, 2))])
+    mesh_of = np.repeat(np.arange(len(meshes)), n_f)
+    charts = np.zeros(len(meshes), dtype=np.int64)
+    if len(f_all):
+        chart_of = _pack_module().uv_charts(f_all, len(uv_all))  # charts never span meshes: no vertex is shared
+        n = int(chart_of.max()) + 1
+        uv_all = _chart_scales(src, uv_all, f_all, chart_of, n)
+        first = np.zeros(n, dtype=np.int64)
+        first[chart_of[::-1]] = mesh_of[::-1]  # each chart's mesh
+        charts = np.bincount(first, minlength=len(meshes))
+    stretch_of = _mesh_stretch(src, uv_all, f_all, mesh_of, len(meshes)) if stretch else None
     out = []
-    for i, (vertices, _) in enumerate(meshes):
-        vmapping, indices, uvs = atlas[i]
-        vmap = np.asarray(vmapping, dtype=np.int64)
-        f = np.asarray(indices, dtype=np.int64)
-        uv = np.asarray(uvs, dtype=np.float64)
-        src = np.asarray(vertices, dtype=np.float64)[vmap]
-        if len(f):
-            chart_of = charts(f, len(uv))
-            n_charts = int(chart_of.max()) + 1
-            uv = _chart_scales(src, uv, f, chart_of, n_charts)
-        else:
-            n_charts = 0
-        item: dict[str, Any] = {"vmapping": vmap, "faces": f, "uv": uv, "width": 1, "height": 1, "charts": n_charts}
-        if stretch:
-            item["stretch"] = _raster_module().uv_stretch(src, uv, f)
+    for i in range(len(meshes)):
+        item: dict[str, Any] = {
+            "vmapping": vmaps[i],
+            "faces": faces[i],
+            "uv": uv_all[starts[i] : starts[i + 1]],
+            "width": 1,
+            "height": 1,
+            "charts": int(charts[i]),
+        }
+        if stretch_of is not None:
+            item["stretch"] = float(stretch_of[i])
         out.append(item)
     return out
+
+
+def _mesh_stretch(src: Any, uv: Any, f: Any, mesh_of: Any, n: int) -> Any:
+    """``[n]`` float64: each mesh's normalised L2 stretch (:func:`meshforge.geometry.raster.uv_stretch`), for the
+    faces ``f`` ``[F, 3]`` of meshes ``mesh_of`` ``[F]`` in one atlas (NaN for a mesh with no measurable face)."""
+    import numpy as np
+
+    ss2, st2, area, uv_area = _raster_module().uv_stretch_terms(src, uv, f)
+    ok = np.isfinite(ss2)
+    m, a, l2, u = mesh_of[ok], area[ok], 0.5 * (ss2[ok] + st2[ok]), uv_area[ok]
+    total = np.bincount(m, a, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(np.bincount(m, l2 * a, minlength=n) / total) * np.sqrt(np.bincount(m, u, minlength=n) / total)
 
 
 def _chart_scales(src: Any, uv: Any, f: Any, chart_of: Any, n: int) -> Any:

@@ -501,6 +501,16 @@ _PACK_ATTEMPTS = 1
 #: pictures at 20k faces and of the GPU benchmark's surfaces fit _PACK_START with two turns but one (skimage's
 #: coffee photo, then laid out again with four); 0.16-0.26 s instead of 0.25-0.41 s a layout on 2 cores
 _PACK_QUICK_TURNS = 2
+#: quick layouts tried before the full search: the first at _PACK_START, the next at the scale its height suggests
+#: (kept above _PACK_QUICK_FLOOR): the quick layouts of twelve captured atlases (the pictures', the benchmark's) at
+#: 0.665 came out 979-1038 texels tall for 1024, and one that did not fit cost a full search (0.3-0.5 s on an H200's
+#: host)
+_PACK_QUICK_LAYOUTS = 2
+#: no quick layout is tried at this fraction of _PACK_START or below (0.652): the second one comes between the two
+#: where the first's height would put it lower (skimage's coffee photo: 1038 texels at 0.665 → 0.658 rather than
+#: 0.650), and a surface whose atlas is far from fitting goes to the full search, which finds a denser layout than a
+#: quick one would (a 9k-face lumpy surface at 512²: 0.578 against 0.563)
+_PACK_QUICK_FLOOR = 0.98
 
 
 def piece_size(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> int | None:
@@ -682,8 +692,9 @@ def _unwrap_pieces(
     t_pack = time.perf_counter()
 
     # the pieces' layout is taken at the first that fits _PACK_START: placing small charts texel-exactly would not
-    # raise it, and on an H200's host it cost 0.03-0.05 s (captured 20k- and 50k-face atlases). A first layout
-    # tries each chart in _PACK_QUICK_TURNS quarter turns only; where that one does not fit, the full search runs.
+    # raise it, and on an H200's host it cost 0.03-0.05 s (captured 20k- and 50k-face atlases). The first layouts
+    # (_PACK_QUICK_LAYOUTS) try each chart in _PACK_QUICK_TURNS quarter turns only; where none fits, the full search
+    # runs.
     def layout(**search: Any) -> tuple[np.ndarray, float]:
         return pack.pack_charts(
             uv_cat, f_cat, int(resolution), int(cfg.padding), start=_PACK_START, device=device, exact_rows=0, **search
@@ -691,11 +702,14 @@ def _unwrap_pieces(
 
     uv_packed = None
     try:
-        uv_quick, util = layout(attempts=1, max_layouts=1, turns=_PACK_QUICK_TURNS)
-        if util >= _PACK_START - 1e-9:
-            uv_packed = uv_quick
+        uv_packed, _ = layout(
+            attempts=1,
+            max_layouts=_PACK_QUICK_LAYOUTS,
+            turns=_PACK_QUICK_TURNS,
+            floor=_PACK_START * _PACK_QUICK_FLOOR,
+        )
     except (ValueError, RuntimeError):
-        pass  # the quick layout does not fit (or the input is bad: the full search below says so)
+        pass  # the quick layouts do not fit (or the input is bad: the full search below says so)
     if uv_packed is None:
         try:
             uv_packed, _ = layout(attempts=_PACK_ATTEMPTS, max_layouts=16)
