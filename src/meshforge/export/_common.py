@@ -9,7 +9,7 @@ import numpy as np
 
 from meshforge.errors import InputError
 from meshforge.geometry.color import linear_to_srgb, srgb_to_linear
-from meshforge.geometry.normals import vertex_normals
+from meshforge.geometry.normals import unit_normals as unit_normals  # (the exporters import it from here)
 from meshforge.geometry.texture import CLAMP_TO_EDGE, sample_texture
 from meshforge.gltf import ALPHA_MODES
 from meshforge.types import Asset, Material, Textures
@@ -80,31 +80,6 @@ def check_asset(asset: Asset) -> None:
             raise InputError(f"asset {asset.name!r}: has textures but the mesh has no UVs")
         check_textures(asset.textures)
     check_material(asset.material)
-
-
-def unit_normals(normals: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Normalise vertex normals defensively (glTF 2.0 §3.7.2.1 requires unit NORMAL vectors).
-
-    Zero-length or non-finite rows are replaced by the area-weighted normal from the faces, and, where
-    that is zero too (isolated or degenerate vertices), by ``+Z``.
-
-    Returns:
-        ``[V, 3]`` float32 unit vectors.
-    """
-    n = np.asarray(normals, dtype=np.float64)
-    length = np.linalg.norm(n, axis=1, keepdims=True)
-    good = np.isfinite(length[:, 0]) & (length[:, 0] > 1e-12)
-    out = np.zeros_like(n)
-    out[good] = n[good] / length[good]
-    if not np.all(good):
-        fallback = vertex_normals(vertices, faces)
-        out[~good] = fallback[~good]
-        still = np.linalg.norm(out, axis=1) < 0.5
-        out[still] = (0.0, 0.0, 1.0)
-    # Re-normalise in float32 so the stored values are unit to float32 precision.
-    out32 = out.astype(np.float32)
-    out32 /= np.linalg.norm(out32, axis=1, keepdims=True)
-    return out32
 
 
 def vertex_colors_srgb(asset: Asset) -> np.ndarray:

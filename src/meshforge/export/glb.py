@@ -23,7 +23,7 @@ from meshforge.export._common import check_asset, unit_normals
 from meshforge.export._png import submit_pngs
 from meshforge.geometry.color import srgb_to_linear
 from meshforge.geometry.normals import vertex_normals
-from meshforge.geometry.tangents import compute_tangents
+from meshforge.geometry.tangents import asset_tangents
 from meshforge.gltf import (
     ARRAY_BUFFER,
     CHUNK_BIN,
@@ -139,17 +139,17 @@ def build_gltf(asset: Asset, *, png_compress_level: int = 3) -> tuple[dict[str, 
     attributes: dict[str, int] = {
         "POSITION": builder.add_accessor(mesh.vertices, FLOAT, ARRAY_BUFFER, with_min_max=True)
     }
-    normals: np.ndarray | None = None
-    if mesh.normals is not None:
-        normals = unit_normals(mesh.normals, mesh.vertices, mesh.faces)
-    elif textures is not None and textures.normal is not None:
+    given: np.ndarray | None = mesh.normals
+    if given is None and textures is not None and textures.normal is not None:
         # A normal map needs a tangent frame, hence smooth vertex normals (§3.7.2.1: without NORMAL the
         # client uses flat normals and ignores TANGENT).
-        normals = unit_normals(vertex_normals(mesh.vertices, mesh.faces), mesh.vertices, mesh.faces)
-    if normals is not None:
+        given = vertex_normals(mesh.vertices, mesh.faces)
+    if given is not None:
+        normals = unit_normals(given, mesh.vertices, mesh.faces)
         attributes["NORMAL"] = builder.add_accessor(normals, FLOAT, ARRAY_BUFFER)
-    if textures is not None and textures.normal is not None and normals is not None and mesh.uv is not None:
-        tangents = compute_tangents(mesh.vertices, normals, mesh.uv, mesh.faces)
+    if textures is not None and textures.normal is not None and given is not None and mesh.uv is not None:
+        # the frames of these unit normals, as the bake encoded its normal map in (computed once for both)
+        tangents = asset_tangents(mesh.vertices, given, mesh.uv, mesh.faces)
         attributes["TANGENT"] = builder.add_accessor(tangents, FLOAT, ARRAY_BUFFER)
     if mesh.uv is not None:
         attributes["TEXCOORD_0"] = builder.add_accessor(mesh.uv, FLOAT, ARRAY_BUFFER)

@@ -61,3 +61,28 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
         n[:, c] = np.bincount(idx, weights=np.repeat(cross[:, c], 3), minlength=len(vertices))
     length = np.linalg.norm(n, axis=1, keepdims=True)
     return np.where(length > 0, n / np.maximum(length, 1e-300), np.array([0.0, 0.0, 1.0]))
+
+
+def unit_normals(normals: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Normalise vertex normals defensively (glTF 2.0 §3.7.2.1 requires unit NORMAL vectors).
+
+    Zero-length or non-finite rows are replaced by the area-weighted normal from the faces, and, where
+    that is zero too (isolated or degenerate vertices), by ``+Z``.
+
+    Returns:
+        ``[V, 3]`` float32 unit vectors.
+    """
+    n = np.asarray(normals, dtype=np.float64)
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    good = np.isfinite(length[:, 0]) & (length[:, 0] > 1e-12)
+    out = np.zeros_like(n)
+    out[good] = n[good] / length[good]
+    if not np.all(good):
+        fallback = vertex_normals(vertices, faces)
+        out[~good] = fallback[~good]
+        still = np.linalg.norm(out, axis=1) < 0.5
+        out[still] = (0.0, 0.0, 1.0)
+    # Re-normalise in float32 so the stored values are unit to float32 precision.
+    out32 = out.astype(np.float32)
+    out32 /= np.linalg.norm(out32, axis=1, keepdims=True)
+    return out32

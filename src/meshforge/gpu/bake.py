@@ -23,7 +23,7 @@ the computation (``device``), so the same code runs on CPU tensors (tests, refer
    methods take numpy arrays: each chunk of texels is copied to the host once for that call and its results
    copied back.
 4. **Tangent-space normal map** from the dense shading normals in the low-poly tangent frame (the tangents
-   the GLB writer stores, :func:`meshforge.geometry.tangents.compute_tangents`, glTF 2.0 §3.7.2.1).
+   the GLB writer stores, :func:`meshforge.geometry.tangents.asset_tangents`, glTF 2.0 §3.7.2.1).
 5. **Seam dilation** by the jump flooding algorithm (Rong & Tan, "Jump flooding in GPU with applications to
    Voronoi diagram and distance transform", I3D 2006, with the two extra passes of "JFA+2"): every texel no
    triangle covers takes the value of (very nearly) the nearest covered texel, as the CPU path's exact
@@ -45,7 +45,7 @@ from ..errors import StageError
 from ..fields.base import Field, PBRAttributes, SurfaceAttributes, has_real_alpha, sample_pbr
 from ..fields.surface import SurfaceField
 from ..geometry.raster import DILATION_TEXELS
-from ..geometry.tangents import compute_tangents
+from ..geometry.tangents import asset_tangents
 from ..threads import SMALL_POOL_THREADS, LazyThreadPool
 from ..types import Mesh, Textures
 from .raster import TorchRaster, rasterize_atlas, texel_points
@@ -784,7 +784,7 @@ def encode_tangent_normals(
     glTF 2.0 §3.7.2.1; the z component clamped to ≥ 0.05 before re-normalising).
 
     Args:
-        tangents: ``[V, 4]`` low-poly tangents (:func:`compute_tangents`); normals: ``[V, 3]``; faces ``[F, 3]``.
+        tangents: ``[V, 4]`` low-poly tangents (:func:`asset_tangents`); normals: ``[V, 3]``; faces ``[F, 3]``.
         face: ``[N]`` low-poly face per texel; bary: ``[N, 3]``; world_normals: ``[N, 3]``.
 
     Returns:
@@ -873,7 +873,7 @@ def bake(
     size = int(cfg.texture_size)
     # the tangent frames (numpy, on the host) are computed in a thread while the device rasterises and projects
     frames = (
-        _TANGENT_POOL.get().submit(compute_tangents, mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
+        _TANGENT_POOL.get().submit(asset_tangents, mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
         if cfg.normal_map and mesh.normals is not None
         else None
     )
@@ -943,9 +943,7 @@ def bake(
     if world_normal is not None:
         assert normals is not None and mesh.normals is not None
         frame = (
-            frames.result()
-            if frames is not None
-            else compute_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
+            frames.result() if frames is not None else asset_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
         )
         tangents = torch.as_tensor(frame, device=dev)
         ts = encode_tangent_normals(tangents, normals, faces, face, bary, world_normal)

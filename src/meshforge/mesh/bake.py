@@ -90,7 +90,7 @@ def encode_tangent_normals(
     """Express world-space normals in the low-poly mesh's tangent frames (glTF normal-map encoding).
 
     The frame at a texel interpolates the vertex normals and the tangents of
-    :func:`meshforge.geometry.tangents.compute_tangents` (the ones the GLB writer stores as ``TANGENT``),
+    :func:`meshforge.geometry.tangents.asset_tangents` (the ones the GLB writer stores as ``TANGENT``),
     re-orthogonalised (Gram-Schmidt); bitangent = cross(normal, tangent)·w (glTF 2.0 §3.7.2.1).
 
     Args:
@@ -103,10 +103,10 @@ def encode_tangent_normals(
     Returns:
         ``[N, 3]`` float32 tangent-space unit normals (x along +u, y up the texture, z out of the surface).
     """
-    from ..geometry.tangents import compute_tangents
+    from ..geometry.tangents import asset_tangents
 
     assert mesh.normals is not None and mesh.uv is not None
-    tangents = compute_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
+    tangents = asset_tangents(mesh.vertices, mesh.normals, mesh.uv, mesh.faces)
     idx = mesh.faces[face]
     n = surface_normals if surface_normals is not None else _texel_normals(mesh, face, bary)
     t = np.einsum("nk,nkd->nd", bary, tangents[idx, :3].astype(np.float64))
