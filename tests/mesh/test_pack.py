@@ -146,10 +146,10 @@ def test_the_default_unwrap_repacks_a_generated_like_surface_above_the_floor(lum
 
 def test_the_default_unwrap_cuts_a_surface_of_one_part_into_pieces_that_pack_denser(lumpy, xatlas_only):
     """At defaults the same one-part surface is unwrapped in pieces: compact charts, packed about as densely as
-    the whole mesh's re-packed atlas (0.5782 against 0.5826 at 512², 0.6254 against 0.6172 at 1024²; the pieces
-    get the first layout that fits, the whole mesh the best of up to eight, so at 512², 134 charts, which is
-    denser varies by ±0.006 with the charts' scales), no overlap, stretch no worse than xatlas's on the whole
-    mesh."""
+    the whole mesh's re-packed atlas (0.5869 against 0.5826 at 512², 0.6178 against 0.6172 at 1024²; the pieces
+    get the first layout that fits, the whole mesh the best of up to eight, so which is denser varies by ±0.01
+    with the charts' scales: 0.5782 and 0.6127 in another version of the pieces' layouts), no overlap, stretch no
+    worse than xatlas's on the whole mesh."""
     vertices, faces, uv = xatlas_only
     whole, _ = unwrap(lumpy, UnwrapConfig(piece_faces=0), 512)
     out, counts = unwrap(lumpy, UnwrapConfig(), 512)
@@ -157,7 +157,7 @@ def test_the_default_unwrap_cuts_a_surface_of_one_part_into_pieces_that_pack_den
     assert counts["utilisation"] >= uv_utilisation(whole.uv, whole.faces) - 0.01
     whole_1k, _ = unwrap(lumpy, UnwrapConfig(piece_faces=0), 1024)
     _, counts_1k = unwrap(lumpy, UnwrapConfig(), 1024)
-    assert counts_1k["utilisation"] >= uv_utilisation(whole_1k.uv, whole_1k.faces)
+    assert counts_1k["utilisation"] >= uv_utilisation(whole_1k.uv, whole_1k.faces) - 0.01
     assert counts["stretch"] <= uv_stretch(vertices, uv, faces) + 1e-3
     assert uv_overlap_ratio(out) < 1.002
     assert 2.0 <= chart_gap(out, 512) <= 4.0
@@ -397,11 +397,11 @@ def test_the_pieces_layout_tries_two_turns_then_four(lumpy, monkeypatch):
     assert counts["utilisation"] == pytest.approx(0.55, abs=1e-3)
     assert uv_overlap_ratio(out) < 1.002
     calls.clear()
-    # a start just too dense: the first quick layout (531 texels tall) does not fit, the second (at the scale its
+    # a start just too dense: the first quick layout (521 texels tall) does not fit, the second (at the scale its
     # height suggests, above _PACK_QUICK_FLOOR × the start) does; no full search
-    monkeypatch.setattr(uv_module, "_PACK_START", 0.585)
+    monkeypatch.setattr(uv_module, "_PACK_START", 0.587)
     out, counts = unwrap(lumpy, UnwrapConfig(), 512)
-    assert calls == [2] and 0.585 * uv_module._PACK_QUICK_FLOOR < counts["utilisation"] < 0.585
+    assert calls == [2] and 0.587 * uv_module._PACK_QUICK_FLOOR < counts["utilisation"] < 0.587
     assert uv_overlap_ratio(out) < 1.002
     calls.clear()
     monkeypatch.setattr(uv_module, "_PACK_START", 0.9)  # no quick layout fits that: the full search follows

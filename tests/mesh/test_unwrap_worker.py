@@ -109,6 +109,7 @@ def test_pieces_give_the_in_process_result_and_their_workers_stay_for_the_next_u
     with the thread that started it), so the next unwrap finds the same processes; the atlas is the one
     the in-process path makes."""
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(uv, "PIECES_PER_BATCH", 1)  # a request per piece: four requests
     mesh = grid(40)  # 3,200 faces
     cfg = UnwrapConfig(piece_faces=800)
     inline, c0 = unwrap(mesh, UnwrapConfig(piece_faces=800, time_limit=0), 256)

@@ -485,32 +485,33 @@ STRETCH_IN_WORKER = True
 #: a piece whose charts' L2 stretch exceeds this is unwrapped again in two halves (whole-mesh xatlas gives
 #: 1.001–1.011 on the shared assets)
 PIECE_STRETCH = 1.05
-#: requests the pieces of a mesh are sent to the unwrap workers in: each a batch of pieces in one xatlas atlas, its
-#: task threads on all the CPUs (:func:`~meshforge.mesh._unwrap_worker.xatlas_charts`); several, so that the first
-#: starts while the mesh is still being cut (the 256³ benchmark surface's 64 pieces on an H200's 16-core host:
-#: 0.07-0.08 s in 1, 2, 4 or 8 batches side by side, against 0.11 s a piece per request in 16 workers)
-UNWRAP_BATCHES = 4
+#: pieces per request to the unwrap workers: each request a batch of pieces in one xatlas atlas, its task threads on
+#: all the CPUs (:func:`~meshforge.mesh._unwrap_worker.xatlas_charts`), the requests side by side, the first starting
+#: while the mesh is still being cut. A fixed number, not one from the CPU count: xatlas's packing of a batch, thrown
+#: away, still leaves its mark on the charts (turned, resized), so the batches are the same on every machine. The 256³
+#: benchmark surface's 64 pieces on an H200's 16-core host, the xatlas part of the unwrap: 0.14-0.15 s in one batch,
+#: 0.105-0.11 s in 4, 0.10-0.12 s in 8, 0.095-0.10 s in 16, against 0.11-0.14 s a piece per request in 16 workers
+#: (``benchmarks/results/gpu_finish_h200.md``)
+PIECES_PER_BATCH = 4
 #: levels of halving a piece whose charts stay over PIECE_STRETCH
 _REDO_LEVELS = 3
-#: the pieces' packing starts at this utilisation and keeps the first layout that fits (a layout costs ~0.33 s
-#: for 170 charts on one core): the pictures' assets fit there at the first layout, five of seven (a start of
-#: 0.7 took two or three layouts for 0.650–0.700; 0.655 packed one at 0.639)
-_PACK_START = 0.665
+#: the pieces' packing starts at this utilisation and keeps the first layout that fits (a layout costs 0.13-0.3 s
+#: for 190 charts on one core): the quick layouts (below) of the seven pictures' captured atlases and the 256³
+#: benchmark surface's at 0.66 came out 972-1017 texels tall for 1024 (all fit), at 0.665 988-1053 (two of eight
+#: too tall; the heights move by ±3 % from one scale to the next: 0.655 made one 1038 tall)
+_PACK_START = 0.66
 _PACK_ATTEMPTS = 1
 #: quarter turns of the pieces' first layout (the packing's search halved): the captured atlases of the seven shared
 #: pictures at 20k faces and of the GPU benchmark's surfaces fit _PACK_START with two turns but one (skimage's
 #: coffee photo, then laid out again with four); 0.16-0.26 s instead of 0.25-0.41 s a layout on 2 cores
 _PACK_QUICK_TURNS = 2
 #: quick layouts tried before the full search: the first at _PACK_START, the next at the scale its height suggests
-#: (kept above _PACK_QUICK_FLOOR): the quick layouts of twelve captured atlases (the pictures', the benchmark's) at
-#: 0.665 came out 979-1038 texels tall for 1024, and one that did not fit cost a full search (0.3-0.5 s on an H200's
-#: host)
+#: (kept above _PACK_QUICK_FLOOR): a first layout that did not fit cost a full search (0.3-0.5 s on an H200's host)
 _PACK_QUICK_LAYOUTS = 2
-#: no quick layout is tried at this fraction of _PACK_START or below (0.652): the second one comes between the two
-#: where the first's height would put it lower (skimage's coffee photo: 1038 texels at 0.665 → 0.658 rather than
-#: 0.650), and a surface whose atlas is far from fitting goes to the full search, which finds a denser layout than a
-#: quick one would (a 9k-face lumpy surface at 512²: 0.578 against 0.563)
-_PACK_QUICK_FLOOR = 0.98
+#: no quick layout is tried at this fraction of _PACK_START or below (0.650): the second one comes between the two
+#: where the first's height would put it lower, and a surface whose atlas is far from fitting goes to the full
+#: search, which finds a denser layout than a quick one would (a 9k-face lumpy surface at 512²: 0.578 against 0.563)
+_PACK_QUICK_FLOOR = 0.985
 
 
 def piece_size(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> int | None:
@@ -550,7 +551,7 @@ def _unwrap_pieces(
     size: int,
     device: str | None = None,
 ) -> dict[str, Any] | str:
-    """xatlas on pieces of the mesh, in batches (:data:`UNWRAP_BATCHES`) in parallel worker processes, then one
+    """xatlas on pieces of the mesh, in batches (:data:`PIECES_PER_BATCH`) in parallel worker processes, then one
     packing of all their charts.
 
     Each chart comes out of the workers at the scale of its surface (UV area = surface area × the chart's L2
@@ -636,7 +637,7 @@ def _unwrap_pieces(
         return make
 
     n_pieces = count_pieces(len(faces), size)
-    per = max(1, math.ceil(n_pieces / max(1, UNWRAP_BATCHES)))
+    per = max(1, PIECES_PER_BATCH)
 
     def groups() -> Iterator[list[np.ndarray]]:
         group: list[np.ndarray] = []
