@@ -906,22 +906,26 @@ def pack_charts(
     vchart = np.full(len(uv), -1, dtype=np.int64)
     vchart[f.ravel()] = np.repeat(chart, 3)
     rot_uv = np.zeros_like(uv)
-    local: list[np.ndarray] = []
-    members: list[np.ndarray] = []
     order = np.argsort(vchart, kind="stable")
     bounds = np.searchsorted(vchart[order], np.arange(n + 1))
     dirs = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1)
-    for c in range(n):
-        idx = order[bounds[c] : bounds[c + 1]]
-        p = uv[idx] - uv[idx].mean(axis=0)
-        u = p @ dirs.T
-        v = p @ np.stack([-dirs[:, 1], dirs[:, 0]], axis=0)
-        area = np.ptp(u, axis=0) * np.ptp(v, axis=0)
-        a = int(np.argmin(area))
-        q = np.stack([u[:, a], v[:, a]], axis=1)
-        rot_uv[idx] = q
-        local.append(q)
-        members.append(idx)
+    # all charts at once: each centred, its extents along every angle (reduceat over the charts' vertex ranges)
+    ov = order[bounds[0] :]  # the vertices of some face, chart by chart
+    cv = vchart[ov]
+    starts = bounds[:-1] - bounds[0]
+    mean = np.stack([np.bincount(cv, uv[ov, k], minlength=n) for k in range(2)], 1) / np.diff(bounds)[:, None]
+    p = uv[ov] - mean[cv]
+    u = dirs @ p.T  # [angles, vertices]: the reductions run along contiguous rows
+    v = np.stack([-dirs[:, 1], dirs[:, 0]], axis=1) @ p.T
+    area = (np.maximum.reduceat(u, starts, axis=1) - np.minimum.reduceat(u, starts, axis=1)) * (
+        np.maximum.reduceat(v, starts, axis=1) - np.minimum.reduceat(v, starts, axis=1)
+    )
+    angle = np.argmin(area, axis=0)[cv]  # per vertex, its chart's angle
+    rows = np.arange(len(ov))
+    q_all = np.stack([u[angle, rows], v[angle, rows]], axis=1)
+    rot_uv[ov] = q_all
+    local: list[np.ndarray] = np.split(q_all, starts[1:])
+    members: list[np.ndarray] = np.split(ov, starts[1:])
     tris = rot_uv[f]
     e1 = tris[:, 1] - tris[:, 0]
     e2 = tris[:, 2] - tris[:, 0]
