@@ -163,6 +163,24 @@ def test_the_default_unwrap_cuts_a_surface_of_one_part_into_pieces_that_pack_den
     assert 2.0 <= chart_gap(out, 512) <= 4.0
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pack_charts_on_a_gpu_lays_out_every_chart_on_the_blocks_as_the_host(xatlas_only):
+    """With a CUDA device and every chart on the blocks (``exact_rows=0``, the pieces' packing) the layout runs as
+    one Triton program (:mod:`meshforge.mesh.pack_triton`): the same UVs to the bit as the host's, at two
+    resolutions and in two and four quarter turns."""
+    from meshforge.mesh import pack
+
+    _, faces, uv = xatlas_only
+    for resolution, turns in ((512, 2), (1024, 4)):
+        kw = {"attempts": 1, "exact_rows": 0, "turns": turns}
+        ref, u_ref = pack_charts(uv, faces, resolution, 2, **kw)
+        got, u_got = pack_charts(uv, faces, resolution, 2, device="cuda", **kw)
+        assert pack.TRITON_FAILURE is None
+        assert u_got == u_ref > 0.5
+        assert np.array_equal(got, ref)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_torch_offset_search_lays_out_the_same_atlas_as_numpy(xatlas_only, device):
     """The layout's free-offset search by one batched float64 FFT per chart on a torch device (the GPU path)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import sys
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -639,11 +640,12 @@ def _spread(rows: np.ndarray, h: int) -> list[int]:
     return [int(j) for j in np.lexsort((np.arange(len(rows)), rank[rows]))]
 
 
-def _key(yi: int, xi: int, coarse: np.ndarray, g: int) -> float:
-    """Bottom-left order of a placement: the height of the chart's centre of area, then the column."""
+def _key(yi: int, xi: int, coarse: np.ndarray, g: int) -> Fraction:
+    """Bottom-left order of a placement: the height of the chart's centre of area, then the column (an exact
+    fraction: the GPU layout, :mod:`~meshforge.mesh.pack_triton`, compares the same numbers as integers)."""
     per_row = np.count_nonzero(coarse, axis=1)
-    centre = int(per_row @ np.arange(len(per_row))) / int(per_row.sum())  # the mean row of the cells, exactly
-    return (yi + centre) * (2 * g) + xi
+    num, den = int(per_row @ np.arange(len(per_row))), int(per_row.sum())  # the mean row of the cells: num / den
+    return Fraction((yi * den + num) * 2 * g + xi * den, den)
 
 
 def _rasters(
@@ -848,6 +850,49 @@ def _layout(
     return float(height), place
 
 
+#: with a CUDA device and every chart on the block grid (``exact_rows=0``), the layout runs as one Triton program
+#: (:func:`meshforge.mesh.pack_triton.layout_triton`: the same layout, without the host's per-chart work); False: the
+#: host loop, its larger charts' offset search on the device (:class:`_DeviceSearch`)
+TRITON_LAYOUT = True
+#: why the Triton layout could not run in this process (Triton failed to compile or launch it); None while it works.
+#: Once set, layouts run on the host
+TRITON_FAILURE: str | None = None
+
+
+def _layout_on(
+    real: list[np.ndarray],
+    dilated: list[np.ndarray],
+    resolution: int,
+    padding: int,
+    device: str | None,
+    exact_rows: int,
+    turns: int,
+) -> tuple[float, list[tuple[int, int, int]]]:
+    """:func:`_layout`, as one Triton program where :data:`TRITON_LAYOUT` allows it (a CUDA ``device``,
+    ``exact_rows=0``, Triton importable, no earlier failure here); a Triton failure is noted in
+    :data:`TRITON_FAILURE`, logged once, and the host loop lays out instead (the same layout). Running out of device
+    memory propagates."""
+    global TRITON_FAILURE
+    if TRITON_LAYOUT and TRITON_FAILURE is None and exact_rows == 0 and str(device or "").startswith("cuda"):
+        import logging
+
+        import torch
+
+        from . import pack_triton
+
+        if pack_triton.AVAILABLE:
+            try:
+                return pack_triton.layout_triton(real, dilated, resolution, padding, str(device), turns)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as exc:  # a compile or launch failure of Triton (no common base class)
+                TRITON_FAILURE = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                logging.getLogger(__name__).warning(
+                    "Triton chart layout unavailable, using the host: %s", TRITON_FAILURE
+                )
+    return _layout(real, dilated, resolution, padding, device, exact_rows, turns)
+
+
 def pack_charts(
     uv: np.ndarray,
     faces: np.ndarray,
@@ -957,7 +1002,7 @@ def pack_charts(
             real, dilated, mins, covered = _rasters(local, tris, chart, scale, padding, device)
         if scale <= lo:
             break  # no denser than ``floor`` or than the best fit so far
-        height, place = _layout(real, dilated, resolution, padding, device, exact_rows, turns)
+        height, place = _layout_on(real, dilated, resolution, padding, device, exact_rows, turns)
         if height <= resolution:
             lo = scale
             best = (scale, place, mins)
