@@ -10,16 +10,17 @@ block masks and reads the placements back once.
 Per chart, exactly as :func:`~meshforge.mesh.pack._layout` on the block grid (``exact_rows=0``):
 
 1. for each quarter turn tried, the first free offset on the block grid — lowest row, then leftmost column — among
-   rows ``0 … end - h`` (``end``: the top of the placed charts plus the chart's tallest turn) and columns
-   ``0 … g - w``: the offset is free when every run ``(i, j, L)`` of the chart's block mask lies on free blocks,
-   ``reach[y + i, x + j] ≥ L`` (``reach``: per block, the free run starting there), tested for ``YB`` rows of offsets
-   at a time from the bottom up (rows below the lowest free block fail at their first run: a block mask's first row
-   is never empty);
+   rows ``low … end - h`` (``low``: the lowest row with a free block; ``end``: the top of the placed charts plus the
+   chart's tallest turn) and columns ``0 … g - w``: the offset is free when every run ``(i, j, L)`` of the chart's
+   block mask lies on free blocks, ``reach[y + i, x + j] ≥ L`` (``reach``: per block, the free run starting there),
+   tested for ``YB`` rows of offsets at a time from the bottom up, on the rows where each run's row has a free run
+   that long at all (``rowrun``, the necessary condition of :func:`~meshforge.mesh.pack._first_free`);
 2. of the turns, one inside the square first, then the lowest centre of area (:func:`~meshforge.mesh.pack._key`,
    compared as exact fractions), then the first turn;
 3. the slide down, then left, texel by texel on the texel bitmap while the dilated raster stays clear
    (at most ``4·b`` steps);
-4. the raster marked taken in the texel bitmap, the blocks it touches and the free runs of their rows updated.
+4. the raster marked taken in the texel bitmap, the blocks it touches, the free runs of their rows (and each row's
+   longest) updated, and ``low`` moved up past rows that are now full.
 
 :func:`layout_triton` returns the same layout as ``_layout(..., exact_rows=0)`` (the tests compare them on the same
 charts); it needs Triton and a CUDA device (or ``TRITON_INTERPRET=1``, Triton's interpreter, on CPU tensors).
@@ -71,6 +72,7 @@ if AVAILABLE:
         fine_ptr,
         occ_ptr,
         reach_ptr,
+        rowrun_ptr,
         info_ptr,
         runs_ptr,
         rast_ptr,
@@ -92,6 +94,7 @@ if AVAILABLE:
         top = tl.full([], 0, tl.int32)
         height = tl.full([], 0, tl.int32)
         failed = tl.full([], 0, tl.int32)
+        low = tl.full([], 0, tl.int32)  # the lowest row with a free block: no offset starts below it
         xs1 = tl.arange(0, GP)
         for ci in range(0, n):
             reach_c = tl.load(info_ptr + (ci * TURNS) * NF + 9).to(tl.int32)
@@ -114,12 +117,19 @@ if AVAILABLE:
                 found = tl.full([], 0, tl.int32)
                 fy = tl.full([], 0, tl.int32)
                 fx = tl.full([], 0, tl.int32)
-                y0 = tl.full([], 0, tl.int32)
-                go = (tried != 0) & (ymax >= 0) & (failed == 0)
+                y0 = low
+                go = (tried != 0) & (ymax >= low) & (failed == 0)
                 while go:
+                    # rows whose every run has a free run that long in its row (a necessary condition, per row)
+                    ys1 = y0 + tl.arange(0, YB)
+                    rows_ok = ys1 <= ymax
+                    for r in range(r0, r1):
+                        ri = tl.load(runs_ptr + 3 * r + 0)
+                        rl = tl.load(runs_ptr + 3 * r + 2)
+                        rows_ok = rows_ok & (tl.load(rowrun_ptr + ys1 + ri, mask=rows_ok, other=0) >= rl)
                     ys = y0 + tl.arange(0, YB)[:, None]
                     xs = tl.arange(0, GP)[None, :]
-                    valid = (ys <= ymax) & (xs <= g - wc)
+                    valid = rows_ok[:, None] & (xs <= g - wc)
                     for r in range(r0, r1):
                         ri = tl.load(runs_ptr + 3 * r + 0)
                         rj = tl.load(runs_ptr + 3 * r + 1)
@@ -202,8 +212,15 @@ if AVAILABLE:
                 taken = tl.load(occ_ptr + y * g + xs1, mask=inrow, other=1)
                 nxt = tl.where(taken != 0, xs1, g)
                 nxt = tl.associative_scan(nxt, 0, _min_combine, reverse=True)
-                tl.store(reach_ptr + y * g + xs1, (nxt - xs1).to(tl.int32), mask=inrow)
+                run = tl.where(inrow, nxt - xs1, 0).to(tl.int32)
+                tl.store(reach_ptr + y * g + xs1, run, mask=inrow)
+                tl.store(rowrun_ptr + y, tl.max(run))
             tl.debug_barrier()
+            full = low < rows
+            while full:
+                full = tl.load(rowrun_ptr + low) == 0
+                low = tl.where(full, low + 1, low)
+                full = full & (low < rows)
             top = tl.where(ok, tl.maximum(top, y1b), top)
             height = tl.where(ok, tl.maximum(height, py + hd), height)
             tl.store(out_ptr + 3 * ci + 0, best_t, mask=ok)
@@ -257,6 +274,7 @@ def layout_triton(
     fine[:, resolution:] = True
     occ = _blocks(fine, b)
     reach = _reach(~occ)
+    rowrun = reach.max(axis=1)  # each row's longest free run
     order = np.argsort(-(heights + widths), kind="stable")
     info = np.zeros((n, turns, _FIELDS), dtype=np.int64)
     runs: list[np.ndarray] = []
@@ -287,6 +305,7 @@ def layout_triton(
     fine_d = torch.from_numpy(fine.astype(np.uint8).reshape(-1)).to(dev)
     occ_d = torch.from_numpy(occ.astype(np.uint8).reshape(-1)).to(dev)
     reach_d = torch.from_numpy(reach.astype(np.int32).reshape(-1)).to(dev)
+    rowrun_d = torch.from_numpy(rowrun.astype(np.int32)).to(dev)
     info_d = torch.from_numpy(info.reshape(-1)).to(dev)
     runs_d = torch.from_numpy(np.concatenate(runs).astype(np.int32).reshape(-1)).to(dev)
     rast_d = torch.from_numpy(np.concatenate(rasters)).to(dev)
@@ -296,6 +315,7 @@ def layout_triton(
         fine_d,
         occ_d,
         reach_d,
+        rowrun_d,
         info_d,
         runs_d,
         rast_d,
