@@ -169,12 +169,15 @@ if AVAILABLE:
             px = best_x * b
             py = best_y * b
             # gravity: down, else left, a texel at a time while the dilated raster stays clear
+            # (a test that is not needed gets an empty raster: its loops do not run)
             moving = ok
             for _ in range(STEPS):
                 down = moving & (py > 0)
-                down = down & _clear(fine_ptr, fw, rast_ptr, dil, hd, wd, tl.maximum(py - 1, 0), px, TH, TW)
+                hd_down = tl.where(down, hd, 0)
+                down = down & _clear(fine_ptr, fw, rast_ptr, dil, hd_down, wd, tl.maximum(py - 1, 0), px, TH, TW)
                 left = moving & (down == 0) & (px > 0)
-                left = left & _clear(fine_ptr, fw, rast_ptr, dil, hd, wd, py, tl.maximum(px - 1, 0), TH, TW)
+                hd_left = tl.where(left, hd, 0)
+                left = left & _clear(fine_ptr, fw, rast_ptr, dil, hd_left, wd, py, tl.maximum(px - 1, 0), TH, TW)
                 py = py - down.to(tl.int32)
                 px = px - left.to(tl.int32)
                 moving = down | left

@@ -505,9 +505,10 @@ _PACK_ATTEMPTS = 1
 #: pictures at 20k faces and of the GPU benchmark's surfaces fit _PACK_START with two turns but one (skimage's
 #: coffee photo, then laid out again with four); 0.16-0.26 s instead of 0.25-0.41 s a layout on 2 cores
 _PACK_QUICK_TURNS = 2
-#: quick layouts tried before the full search: the first at _PACK_START, the next at the scale its height suggests
-#: (kept above _PACK_QUICK_FLOOR): a first layout that did not fit cost a full search (0.3-0.5 s on an H200's host)
-_PACK_QUICK_LAYOUTS = 2
+#: quick layouts tried before the full search: the first at _PACK_START, the next ones at the scale the last's height
+#: suggests (kept above _PACK_QUICK_FLOOR): a first layout that did not fit cost a full search (0.3-0.5 s on an H200's
+#: host at 20k faces, 1.35 s at 50k)
+_PACK_QUICK_LAYOUTS = 3
 #: no quick layout is tried at this fraction of _PACK_START or below (0.650): the second one comes between the two
 #: where the first's height would put it lower, and a surface whose atlas is far from fitting goes to the full
 #: search, which finds a denser layout than a quick one would (a 9k-face lumpy surface at 512²: 0.578 against 0.563)
