@@ -89,6 +89,7 @@ if AVAILABLE:
         TH: tl.constexpr,
         TW: tl.constexpr,
         BB: tl.constexpr,
+        RB: tl.constexpr,
         STEPS: tl.constexpr,
     ):
         top = tl.full([], 0, tl.int32)
@@ -209,15 +210,18 @@ if AVAILABLE:
                             )
                     tl.store(occ_ptr + byy * g + bxx, (acc != 0).to(tl.uint8), mask=inb)
             tl.debug_barrier()
-            # ... and the free runs of their rows
-            for y in range(y0b, y1b):
-                inrow = xs1 < g
-                taken = tl.load(occ_ptr + y * g + xs1, mask=inrow, other=1)
-                nxt = tl.where(taken != 0, xs1, g)
-                nxt = tl.associative_scan(nxt, 0, _min_combine, reverse=True)
-                run = tl.where(inrow, nxt - xs1, 0).to(tl.int32)
-                tl.store(reach_ptr + y * g + xs1, run, mask=inrow)
-                tl.store(rowrun_ptr + y, tl.max(run))
+            # ... and the free runs of their rows, RB rows at a time (a suffix minimum along each row)
+            for yr0 in range(y0b, y1b, RB):
+                yr = yr0 + tl.arange(0, RB)
+                ys2 = yr[:, None]
+                xs2 = xs1[None, :]
+                inb = (ys2 < y1b) & (xs2 < g)
+                taken = tl.load(occ_ptr + ys2 * g + xs2, mask=inb, other=1)
+                nxt = tl.where(taken != 0, xs2, g)
+                nxt = tl.associative_scan(nxt, 1, _min_combine, reverse=True)
+                run = tl.where(inb, nxt - xs2, 0).to(tl.int32)
+                tl.store(reach_ptr + ys2 * g + xs2, run, mask=inb)
+                tl.store(rowrun_ptr + yr, tl.max(run, axis=1), mask=yr < y1b)
             tl.debug_barrier()
             full = low < rows
             while full:
@@ -332,9 +336,10 @@ def layout_triton(
         NF=_FIELDS,
         YB=max(1, 2048 // gp),
         GP=gp,
-        TH=32,
-        TW=32,
+        TH=64,
+        TW=64,
         BB=16,
+        RB=max(1, 2048 // gp),
         STEPS=4 * b,
         num_warps=8,
     )
