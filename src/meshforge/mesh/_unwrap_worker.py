@@ -227,10 +227,11 @@ def xatlas_charts(
 
     One atlas of many meshes lets xatlas's own task threads run the meshes' segmentations and parameterisations
     side by side (one thread per CPU, started once), where an atlas per mesh would start and stop them per mesh
-    (on an H200's 16-core host the 256³ benchmark surface's 64 pieces took 0.11 s in 16 workers, one piece after
-    another each, and 0.07 s in one atlas). xatlas's packing of the atlas is not used: it scales small charts up
-    to a least size in texels, which is why each chart's scale is set here from its own areas and stretch (the
-    caller packs the charts again, :func:`meshforge.mesh.pack.pack_charts`).
+    (the 256³ benchmark surface's 64 pieces: 0.63 → 0.32 s in one process on 2 cores; on an H200's 16-core host
+    0.07 s in one atlas on their own, and in the unwrap's workers, 4 pieces a request, about as fast as a piece a
+    request, 0.10-0.15 s: the work is CPU-bound there). xatlas's packing of the atlas is not used: it scales small
+    charts up to a least size in texels, which is why each chart's scale is set here from its own areas and stretch
+    (the caller packs the charts again, :func:`meshforge.mesh.pack.pack_charts`).
 
     Args:
         meshes: per mesh, ``[V, 3]`` float positions and ``[F, 3]`` integer indices.
