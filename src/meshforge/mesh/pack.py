@@ -878,6 +878,7 @@ def _layout_on(
 
         import torch
 
+        from ..errors import one_line
         from . import pack_triton
 
         if pack_triton.AVAILABLE:
@@ -886,7 +887,7 @@ def _layout_on(
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as exc:  # a compile or launch failure of Triton (no common base class)
-                TRITON_FAILURE = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                TRITON_FAILURE = one_line(exc)
                 logging.getLogger(__name__).warning(
                     "Triton chart layout unavailable, using the host: %s", TRITON_FAILURE
                 )
