@@ -212,3 +212,61 @@ def test_fused_decimation_matches_the_torch_rounds(meshes, monkeypatch):
     assert abs(fused.n_faces - plain.n_faces) <= 20
     assert chamfer_distance(fused, plain, n_samples=30_000) <= 5e-4
     np.testing.assert_allclose(fused.vertices.mean(0), plain.vertices.mean(0), atol=2e-3)
+
+
+def test_round_edges_match_the_torch_edges(meshes):
+    for mesh in meshes:
+        pos, f, _, e, _, _ = _round_inputs(mesh)
+        nv = pos.shape[0]
+        edges, deg, marks = qem_triton.round_edges(f.contiguous(), nv)
+        assert edges.shape == (6, e["a"].numel())
+        for row, name in enumerate(("a", "b")):
+            assert torch.equal(edges[row], e[name])
+        assert torch.equal(edges[2], e["count"].clamp_max(3))
+        assert torch.equal(edges[3], e["opp0"]) and torch.equal(edges[4], e["opp1"])
+        assert torch.equal(edges[5], e["key"])
+        assert torch.equal(deg, torch.bincount(torch.cat([e["a"], e["b"]]), minlength=nv))
+        border = td._mark(nv, (e["a"], e["b"]), e["count"] == 1)
+        assert torch.equal(marks[0] != 0, border) and bool(border.any()) == (mesh is meshes[2])
+        assert not marks[1].any()
+
+
+def _rounds(mesh, n_rounds):
+    """``n_rounds`` rounds towards half the faces, each from the torch round's result, and the fused round's results
+    beside (the same inputs), with the refused keys of each round the next one's skip list."""
+    pos, f, q, _, _, _ = _round_inputs(mesh)
+    goal = f.shape[0] // 2
+    skip = None
+    out = []
+    for _ in range(n_rounds):
+        args = (pos, f, q, goal, td.DEGENERATE_AREA, td.CANDIDATE_FRACTION, td.GUARDS[0])
+        want = td._round(pos.clone(), f, q.clone(), *args[3:], skip)
+        got = qem_triton.fused_round(pos.clone(), f, q.clone(), *args[3:], skip, 1, float("inf"), td.PASSES, 8)
+        out.append((want, got))
+        pos, f, q, _, _, skip = want
+    return out
+
+
+def test_a_fused_round_collapses_what_the_torch_round_does(meshes):
+    """The whole round in Triton kernels (fused_round) against _round — on a GPU with its per-step kernels (the
+    same arithmetic: the torch references may round the costs differently in the last bits), in Triton's
+    interpreter with the torch references: the same collapses (faces, positions, quadrics), counts and refused
+    keys, round after round; and restricted to given edges (the sliver rounds: only those keys, a plane
+    tolerance) the same again."""
+    collapsed = 0
+    for mesh in meshes[1:]:
+        for want, got in _rounds(mesh, 3):
+            assert got[3] == want[3] and got[4] == want[4]
+            assert torch.equal(got[1], want[1]) and torch.equal(got[5], want[5])
+            assert torch.allclose(got[0], want[0], rtol=0, atol=1e-12)
+            assert torch.allclose(got[2], want[2], rtol=1e-9, atol=1e-18)
+            collapsed += want[3]
+    assert collapsed > 300  # the rounds collapse many edges: the comparison can fail
+    # only the short edges of some faces may collapse, each moving the surface by at most 1e-3
+    pos, f, q, e, _, _ = _round_inputs(meshes[1])
+    only = torch.sort(e["key"][::7])[0]
+    args = (0, td.DEGENERATE_AREA, 1.0, td.GUARDS[0])
+    want = td._round(pos.clone(), f, q.clone(), *args, only=only, tol=1e-3)
+    got = qem_triton.fused_round(pos.clone(), f, q.clone(), *args, only, 2, 1e-3, td.PASSES, 8)
+    assert want[3] > 10 and got[3] == want[3] and torch.equal(got[1], want[1])
+    assert torch.allclose(got[0], want[0], rtol=0, atol=1e-12)

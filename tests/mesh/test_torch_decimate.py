@@ -269,9 +269,10 @@ def test_the_device_sliver_rounds_leave_the_cpu_repair_fewer_slivers(monkeypatch
     results = []
     for rounds in (0, td.SLIVER_ROUNDS):
         monkeypatch.setattr(td, "SLIVER_ROUNDS", rounds)
-        results.append(run(lumps, 6_000))
-    assert handed[0] >= 5 and handed[1] <= handed[0] // 2
-    for low, counts in results:
+        handed.clear()
+        results.append((*run(lumps, 6_000), sum(handed)))  # (no call: repair_is_noop found nothing to repair)
+    assert results[0][2] >= 5 and results[1][2] <= results[0][2] // 2
+    for low, counts, _ in results:
         assert counts["watertight"] and counts["slivers_over_100"] == 0 and low.n_faces <= 6_000
         assert orientation(low, lumps, n_samples=20_000)["facing_away_faces"] == 0
 
@@ -290,9 +291,10 @@ def test_a_fused_kernel_that_cannot_compile_leaves_the_torch_path_to_answer(sphe
         calls.append(len(args))
         raise RuntimeError("Failed to find C compiler.\nPlease specify via CC environment variable.")
 
-    monkeypatch.setattr(td, "edge_flags_triton", broken)  # the first fused kernel a round launches
+    monkeypatch.setattr(td.qem_triton, "fused_round", broken)  # a whole round in the fused kernels
+    monkeypatch.setattr(td, "edge_flags_triton", broken)  # (and the kernels the torch round would call)
     got, _ = run(sphere, 2_000)
-    assert calls == [7]  # tried once, then never again in this process
+    assert calls == [12]  # tried once, then never again in this process
     assert td.FUSED_FAILURE == "Failed to find C compiler. Please specify via CC environment variable."
     assert np.array_equal(got.faces, want.faces) and np.array_equal(got.vertices, want.vertices)
 
@@ -300,6 +302,52 @@ def test_a_fused_kernel_that_cannot_compile_leaves_the_torch_path_to_answer(sphe
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(td, "FUSED_FAILURE", None)
-    monkeypatch.setattr(td, "edge_flags_triton", out_of_memory)
+    monkeypatch.setattr(td.qem_triton, "fused_round", out_of_memory)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         run(sphere, 2_000)
+
+
+def test_the_host_repair_is_skipped_only_when_it_would_change_nothing(sphere):
+    """repair_is_noop (on the device, one wait) against what repair() does: a decimated sphere it returns as is; a
+    sliver, a repeated vertex or a duplicate face make it work, and the test says so; so does a non-manifold edge
+    (which the repair may or may not be able to mend: here it cannot, and keeps it)."""
+    from meshforge.mesh.decimate import MAX_ASPECT, _aspect, repair
+    from meshforge.mesh.torch_decimate import repair_is_noop
+
+    low, _ = decimate(sphere, DecimateConfig(faces=2_000))
+    assert (_aspect(low.vertices, low.faces)[0] <= MAX_ASPECT).all()
+
+    def noop(mesh: Mesh) -> bool:
+        return repair_is_noop(torch.from_numpy(mesh.vertices), torch.from_numpy(mesh.faces.astype(np.int64)))
+
+    def unchanged(mesh: Mesh) -> bool:
+        fixed = repair(mesh)
+        return np.array_equal(fixed.faces, mesh.faces) and np.array_equal(fixed.vertices, mesh.vertices)
+
+    assert noop(low) and unchanged(low)
+    f = low.faces
+    # a cap: one vertex pulled onto the line through two others (a face with aspect ratio far over 20)
+    v = low.vertices.copy()
+    a, b, c = f[0]
+    v[c] = v[a] + 0.5 * (v[b] - v[a]) + 1e-4 * (v[c] - v[a])
+    sliver = low.replace(vertices=v)
+    # the same mesh with a face repeating a vertex, a face twice, and two faces glued on an edge (non-manifold)
+    repeated = low.replace(faces=np.concatenate([f, [[f[0, 0], f[0, 0], f[0, 1]]]]).astype(f.dtype))
+    twice = low.replace(faces=np.concatenate([f, f[:1, ::-1]]).astype(f.dtype))
+    other = int(np.setdiff1d(np.arange(low.n_vertices), f[0])[0])
+    glued = low.replace(faces=np.concatenate([f, [[f[0, 1], f[0, 0], other]]]).astype(f.dtype))
+    for broken in (sliver, repeated, twice):
+        assert not noop(broken) and not unchanged(broken)
+    assert not noop(glued)
+    # the topology checks apart: a sliver on a clean mesh lets the repair skip its whole-mesh checks, same result
+    from meshforge.mesh.torch_decimate import repair_checks
+
+    def checks(mesh: Mesh) -> tuple[bool, bool]:
+        return repair_checks(torch.from_numpy(mesh.vertices), torch.from_numpy(mesh.faces.astype(np.int64)))
+
+    assert checks(sliver) == (True, False) and checks(low) == (True, True)
+    assert all(not checks(m)[0] for m in (repeated, twice, glued))
+    for mesh in (sliver, low):
+        fast, full = repair(mesh, clean_topology=True), repair(mesh)
+        assert np.array_equal(fast.faces, full.faces) and np.array_equal(fast.vertices, full.vertices)
+    assert noop(low.replace(vertices=low.vertices * 3.0))  # scale-free (the area limit follows the diagonal)

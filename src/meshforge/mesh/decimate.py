@@ -225,6 +225,7 @@ def repair(
     max_passes: int = 8,
     pinches: bool = True,
     tolerance: float = REPAIR_TOLERANCE,
+    clean_topology: bool = False,
 ) -> Mesh:
     """Fix the local defects fast QEM collapses leave behind, keeping the surface closed and manifold.
 
@@ -260,6 +261,10 @@ def repair(
             diagonal (0.3 %: the slivers of a decimated isosurface move it less — the chair's are all
             fixed — while collapsing a bevel strip of FlightHelmet's plinth moved a corner by 3.6 %;
             ``np.inf``: no bound).
+        clean_topology: the caller vouches that no face repeats a vertex, no two faces share their vertex set, no
+            edge has more than two faces and every vertex is referenced (the GPU decimation tests this on the
+            device, :func:`~meshforge.mesh.torch_decimate.repair_is_noop`): the whole-mesh checks for those are
+            skipped, and a mesh no sliver operation changes is returned as it is — the same result, sooner.
 
     Returns:
         The repaired :class:`Mesh` (positions only).
@@ -276,13 +281,16 @@ def repair(
     # duplicates among the touched faces only, re-measures only those, and skips the whole-mesh checks for pockets
     # and pinched edges unless some edge is non-manifold: the same result as checking everything every pass.
     full = True  # every face may have changed (the first pass; after pockets or pinched edges were dealt with)
+    vouched = clean_topology  # the first pass's duplicate, repeated-vertex and non-manifold checks are known to fail
+    changed_any = False
     touched = np.zeros(len(f), dtype=bool)
     aspect = length = area = np.zeros(0)
     for _ in range(max_passes):
         count = len(f)
         if full:
-            f = _drop_duplicate_faces(f)
-            f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+            if not vouched:
+                f = _drop_duplicate_faces(f)
+                f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
         else:
             dup = np.flatnonzero(touched)
             _, inverse, counts = face_sets(f[dup])
@@ -290,7 +298,8 @@ def repair(
             keep[dup[counts[inverse] > 1]] = False
             f, touched = f[keep], touched[keep]
             aspect, length, area = aspect[keep], length[keep], area[keep]
-        nonmanifold = full and pinches and _has_nonmanifold_edge(f, nv)
+        nonmanifold = full and pinches and not vouched and _has_nonmanifold_edge(f, nv)
+        vouched = False
         if nonmanifold:  # (pockets and pinches both sit on such edges)
             f = _collapse_pinched_edges(v, _drop_pockets(v, f))
         pinched = len(f) != count  # a collapse can fold faces into pairs the next pass removes
@@ -332,8 +341,11 @@ def repair(
                 changed |= _collapse(v, f, fi, k_short, faces_of, touched, tol)
             else:
                 changed |= _flip(v, f, fi, k_long, faces_of, touched, aspect[fi], tol)
+        changed_any |= changed or pinched
         if not changed and not pinched:
             break
+    if clean_topology and not changed_any and len(f) == mesh.n_faces:
+        return Mesh(vertices=v, faces=f.astype(np.int32))
     return remove_degenerate_faces(Mesh(vertices=v, faces=f.astype(np.int32)))
 
 

@@ -34,7 +34,8 @@ Guards, as the CPU path's (:mod:`meshforge.mesh.decimate`) results must satisfy 
   CPU path's :func:`~meshforge.mesh.decimate.repair` does, but in parallel: a round collapses the short edges of
   needles (a :func:`_round` restricted to them, each moving the surface by at most the repair's tolerance) and
   flips the long edges of caps (:func:`_flip_caps`). The small
-  result is then handed to that repair, for what is left.
+  result is then handed to that repair, for what is left — unless :func:`repair_checks` find nothing it would
+  change.
 
 A chosen edge takes the cheapest of its candidate positions (optimum, endpoints, midpoint) that passes the
 geometric guards. A round selects in up to :data:`PASSES` passes, each adding local minima away from the edges
@@ -47,9 +48,11 @@ decimation stops at the budget or when even that collapses nothing (then
 :func:`~meshforge.mesh.decimate.budget_shortfall` says so). Vertices keep their numbers until the end (a
 collapse merges one into the other).
 
-On a CUDA device the round's arithmetic over every edge (collapse positions and costs), over the faces around the
-chosen collapses (the geometric guards) and the link condition run in fused Triton kernels
-(:mod:`meshforge.mesh.qem_triton`, :data:`FUSED`); the torch functions here are their reference.
+On a CUDA device with Triton a whole round runs in fused kernels (:func:`~meshforge.mesh.qem_triton.fused_round`:
+the edges, flags, costs, priorities, selection passes, guards and collapses, with the chosen collapses kept as
+per-edge masks; :data:`FUSED`): about 25 kernel launches and 40 other operations a round instead of about 350
+torch operations, which on a GPU cost the host more than the device. :func:`_round`, with the torch functions
+here, is its reference: the same collapses on the same input (tests compare whole decimations).
 """
 
 from __future__ import annotations
@@ -112,9 +115,8 @@ BUCKETS = 8
 #: collapses nothing doubles the fraction for the next, up to all valid edges
 CANDIDATE_FRACTION = 0.25
 
-#: on a CUDA device with Triton, a round's per-edge costs, per-face guards and link condition run in the fused
-#: kernels of :mod:`~meshforge.mesh.qem_triton`; False: always the torch reference (:func:`edge_costs_torch`,
-#: :func:`collapse_faults_torch`, :func:`common_neighbours_torch`)
+#: on a CUDA device with Triton, whole rounds run in the fused kernels of :mod:`~meshforge.mesh.qem_triton`
+#: (:func:`~meshforge.mesh.qem_triton.fused_round`); False: always the torch reference (:func:`_round`)
 FUSED = True
 
 _BIG = torch.iinfo(torch.int64).max
@@ -674,6 +676,36 @@ def _round(
     return pos, faces, q, int(win.numel()), rejected, refused_keys
 
 
+def _next_round(
+    pos: torch.Tensor,
+    faces: torch.Tensor,
+    q: torch.Tensor,
+    goal: int,
+    min_area: float,
+    fraction: float,
+    guards: tuple[float, float],
+    skip: torch.Tensor | None = None,
+    only: torch.Tensor | None = None,
+    tol: float = float("inf"),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, torch.Tensor]:
+    """A round (:func:`_round`'s arguments and result): on a CUDA device with Triton the whole round in the fused
+    kernels (:func:`~meshforge.mesh.qem_triton.fused_round`, which updates ``pos`` and ``q`` in place), else
+    :func:`_round`. A Triton failure sets :data:`FUSED_FAILURE` (logged once) and the torch round answers."""
+    global FUSED_FAILURE
+    if _fused(pos.device):
+        keys, mode = (only, 2) if only is not None else (skip, 1)
+        try:
+            return qem_triton.fused_round(
+                pos, faces, q, goal, min_area, fraction, guards, keys, mode, tol, PASSES, BUCKETS
+            )
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # a compile or launch failure of Triton (its errors have no common base class)
+            FUSED_FAILURE = one_line(exc)
+            _log.warning("fused decimation kernels unavailable, using the torch path: %s", FUSED_FAILURE)
+    return _round(pos, faces, q, goal, min_area, fraction, guards, skip, only, tol)
+
+
 #: rounds of sliver removal on the device after the budget is met (needle collapses and cap flips, as the CPU
 #: path's :func:`~meshforge.mesh.decimate.repair` does one by one; what is left goes to that repair)
 SLIVER_ROUNDS = 3
@@ -762,6 +794,55 @@ def _flip_caps(pos: torch.Tensor, faces: torch.Tensor, min_area: float, tol: flo
     return faces, int(w.numel())
 
 
+#: :func:`repair_is_noop` tests the aspect ratio and area limits this much inside :func:`~.decimate.repair`'s
+#: (float64 on both sides, rounded differently)
+_NOOP_MARGIN = 1e-9
+
+
+def repair_is_noop(vertices: torch.Tensor, faces: torch.Tensor) -> bool:
+    """Whether :func:`~meshforge.mesh.decimate.repair` would return this mesh as it is (:func:`repair_checks`)."""
+    return all(repair_checks(vertices, faces))
+
+
+def repair_checks(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[bool, bool]:
+    """What :func:`~meshforge.mesh.decimate.repair` would find in a mesh, tested where it lies (one wait for the
+    device instead of copying it to the host first: the repair's whole-mesh checks take 12–21 ms at 20k faces).
+
+    Args:
+        vertices: ``[V, 3]`` float32 positions; faces: ``[F, 3]`` int64 indices; on any device. Every vertex must
+            be referenced (the caller's compaction makes it so).
+
+    Returns:
+        ``(topology clean, no sliver)``: the first True when no face repeats a vertex, no two faces share their
+        vertex set and no edge has more than two faces (``repair(clean_topology=True)`` may skip those checks);
+        the second when no face is a sliver by the repair's measures — aspect ratio (longest edge² over twice the
+        area, float64 from the float32 positions) over :data:`~meshforge.mesh.decimate.MAX_ASPECT`, or area under
+        :data:`~meshforge.mesh.decimate.DEGENERATE_AREA` × the squared bounding-box diagonal — with a relative margin
+        of :data:`_NOOP_MARGIN` towards "sliver". Both False when in doubt (also for ``V ≥ 2²¹``, where a face's
+        sorted indices no longer fit one int64 key).
+    """
+    nv, nf = vertices.shape[0], faces.shape[0]
+    if nf == 0 or nv >= 1 << 21:
+        return nf == 0, nf == 0
+    f = faces.long()
+    s = torch.sort(f, dim=1)[0]
+    face_keys = torch.sort((s[:, 0] * nv + s[:, 1]) * nv + s[:, 2])[0]
+    e = torch.stack([f, f[:, [1, 2, 0]]], 2).reshape(-1, 2)
+    edge_keys = torch.sort(e.amin(1) * nv + e.amax(1))[0]
+    diag2 = (vertices.amax(0) - vertices.amin(0)).double().pow(2).sum()
+    t = vertices[f].double()
+    edges = torch.stack([t[:, 1] - t[:, 0], t[:, 2] - t[:, 1], t[:, 0] - t[:, 2]], 1)
+    length = torch.linalg.vector_norm(edges, dim=-1)
+    area = 0.5 * torch.linalg.vector_norm(torch.linalg.cross(edges[:, 0], -edges[:, 2], dim=-1), dim=-1)
+    aspect = length.amax(1).pow(2) / (2.0 * area).clamp_min(1e-300)
+    topology_bad = ((s[:, 0] == s[:, 1]) | (s[:, 1] == s[:, 2])).any()
+    topology_bad |= (face_keys[1:] == face_keys[:-1]).any() | (edge_keys[2:] == edge_keys[:-2]).any()
+    sliver = (aspect > MAX_ASPECT * (1.0 - _NOOP_MARGIN)).any()
+    sliver |= (area < DEGENERATE_AREA * diag2 * (1.0 + _NOOP_MARGIN)).any()
+    bad_topology, bad_sliver = torch.stack([topology_bad, sliver]).tolist()  # the one wait for the device
+    return not bad_topology, not bad_sliver
+
+
 def _clock(device: torch.device) -> float:
     """Wall time after the device's queued work is done (CUDA kernels run asynchronously)."""
     if device.type == "cuda":
@@ -784,8 +865,10 @@ def decimate_torch(
     keys): works at unit scale (centred, divided by the bounding-box diagonal) in float64, runs parallel
     rounds of independent collapses (module docstring) down to ``max(cfg.faces, fewest_faces)`` (collapses
     never remove a part; a closed part keeps at least a tetrahedron), copies the result to the host and gives
-    it to the CPU path's :func:`~meshforge.mesh.decimate.repair`. A mesh already within budget goes straight
-    to the CPU path (it is small). Every face keeps the winding of the faces it stands for.
+    it to the CPU path's :func:`~meshforge.mesh.decimate.repair` (unless :func:`repair_checks`, on the device,
+    find nothing it would change; with the whole-mesh topology checks skipped when they find those clean). A mesh
+    already within budget goes straight to the CPU path (it is small). Every face keeps the winding of the faces it
+    stands for.
 
     Args:
         vertices: ``[V, 3]`` float positions (metres) of a cleaned mesh (:func:`~.torch_clean.clean_torch`), on
@@ -830,7 +913,7 @@ def decimate_torch(
     level = 0
     skip = _NONE
     while f.shape[0] > goal and rounds < MAX_ROUNDS:
-        pos, f, q, collapsed, refused, skip = _round(pos, f, q, goal, min_area, fraction, GUARDS[level], skip)
+        pos, f, q, collapsed, refused, skip = _next_round(pos, f, q, goal, min_area, fraction, GUARDS[level], skip)
         rounds += 1
         rejected += refused
         if collapsed == 0:
@@ -849,7 +932,7 @@ def decimate_torch(
         needles = _needle_edges(pos, f, min_area)
         collapsed = 0
         if needles.numel():
-            pos, f, q, collapsed, _, _ = _round(
+            pos, f, q, collapsed, _, _ = _next_round(
                 pos, f, q, 0, min_area, 1.0, GUARDS[0], only=needles, tol=REPAIR_TOLERANCE
             )
         f, flipped = _flip_caps(pos, f, min_area, REPAIR_TOLERANCE)
@@ -860,10 +943,11 @@ def decimate_torch(
     used[f.reshape(-1)] = True
     remap = torch.cumsum(used.long(), 0) - 1
     out_v = (pos[used] * scale + centre).to(torch.float32)
-    out_f = remap[f].to(torch.int32)
-    small = Mesh(out_v.cpu().numpy(), out_f.cpu().numpy())
+    out_f = remap[f]
+    clean_topology, no_sliver = repair_checks(out_v, out_f)
+    small = Mesh(out_v.cpu().numpy(), out_f.to(torch.int32).cpu().numpy())
     t3 = time.perf_counter()
-    result = repair(small)
+    result = small if clean_topology and no_sliver else repair(small, clean_topology=clean_topology)
     if timings is not None:
         timings.update(quadrics=t1 - t0, rounds=t2 - t1, to_host=t3 - t2, repair=time.perf_counter() - t3)
     facts: dict[str, Any] = {}
