@@ -342,12 +342,18 @@ def test_the_host_repair_is_skipped_only_when_it_would_change_nothing(sphere):
     # the topology checks apart: a sliver on a clean mesh lets the repair skip its whole-mesh checks, same result
     from meshforge.mesh.torch_decimate import repair_checks
 
-    def checks(mesh: Mesh) -> tuple[bool, bool]:
+    def checks(mesh: Mesh) -> tuple[bool, np.ndarray]:
         return repair_checks(torch.from_numpy(mesh.vertices), torch.from_numpy(mesh.faces.astype(np.int64)))
 
-    assert checks(sliver) == (True, False) and checks(low) == (True, True)
+    clean, suspects = checks(sliver)
+    around = set(np.flatnonzero((f == c).any(1)).tolist())
+    assert clean and 0 in suspects and set(suspects.tolist()) <= around  # the pulled face, others around its vertex
+    assert checks(low)[0] and checks(low)[1].size == 0
     assert all(not checks(m)[0] for m in (repeated, twice, glued))
+    # the repair told what the device found: the same result as the full repair's
     for mesh in (sliver, low):
-        fast, full = repair(mesh, clean_topology=True), repair(mesh)
-        assert np.array_equal(fast.faces, full.faces) and np.array_equal(fast.vertices, full.vertices)
+        _, suspects = checks(mesh)
+        full = repair(mesh)
+        for fast in (repair(mesh, clean_topology=True), repair(mesh, clean_topology=True, suspects=suspects)):
+            assert np.array_equal(fast.faces, full.faces) and np.array_equal(fast.vertices, full.vertices)
     assert noop(low.replace(vertices=low.vertices * 3.0))  # scale-free (the area limit follows the diagonal)

@@ -953,20 +953,30 @@ def bake(
     lap("normals")
     packed = torch.cat(channels, 1)
     image = torch.zeros((size * size, packed.shape[1]), dtype=torch.uint8, device=dev)
-    if world_normal is not None:
-        image[:, 7:10] = torch.tensor([128, 128, 255], dtype=torch.uint8, device=dev)
+    if world_normal is not None:  # the flat normal (0, 0, 1) where nothing is baked (fills: no copy from the host)
+        image[:, 7:9] = 128
+        image[:, 9] = 255
     image[flat] = packed
     image = fill_gutters(image.view(size, size, -1), raster.covered)
     figures: dict[str, Any] = {}
     if never_written_figure:
         figures["texels_never_written"] = never_written_torch(raster.covered, DILATION_TEXELS).float().mean()
-    out = image.cpu().numpy()
+    # each map made contiguous on the device and all copied in one go (strided copies of the interleaved channels
+    # on the host took ~5 ms a map on the H200's host)
+    spans = [(0, 4), (4, 7)] + ([(7, 10)] if world_normal is not None else [])
+    spans += [(image.shape[-1] - 1, image.shape[-1])] if occlusion is not None else []
+    planar = torch.cat([image[..., lo:hi].reshape(-1) for lo, hi in spans]).cpu().numpy()
+    maps, at = [], 0
+    for lo, hi in spans:
+        flat_map = planar[at : at + size * size * (hi - lo)]
+        maps.append(flat_map.reshape(size, size, hi - lo) if hi - lo > 1 else flat_map.reshape(size, size))
+        at += size * size * (hi - lo)
     lap("dilate")
     textures = Textures(
-        base_color=np.ascontiguousarray(out[..., :4]),
-        metallic_roughness=np.ascontiguousarray(out[..., 4:7]),
-        normal=np.ascontiguousarray(out[..., 7:10]) if world_normal is not None else None,
-        occlusion=np.ascontiguousarray(out[..., -1]) if occlusion is not None else None,
+        base_color=maps[0],
+        metallic_roughness=maps[1],
+        normal=maps[2] if world_normal is not None else None,
+        occlusion=maps[-1] if occlusion is not None else None,
     )
     figures = {k: round(float(v), 4) for k, v in figures.items()}  # (after the maps' copy: no extra wait)
     return textures, {"texels_baked": n_tex, "coverage": round(n_tex / size**2, 4), **figures}

@@ -226,6 +226,7 @@ def repair(
     pinches: bool = True,
     tolerance: float = REPAIR_TOLERANCE,
     clean_topology: bool = False,
+    suspects: np.ndarray | None = None,
 ) -> Mesh:
     """Fix the local defects fast QEM collapses leave behind, keeping the surface closed and manifold.
 
@@ -265,6 +266,8 @@ def repair(
             edge has more than two faces and every vertex is referenced (the GPU decimation tests this on the
             device, :func:`~meshforge.mesh.torch_decimate.repair_is_noop`): the whole-mesh checks for those are
             skipped, and a mesh no sliver operation changes is returned as it is — the same result, sooner.
+        suspects: with ``clean_topology``, the caller also vouches that no face outside these indices is a sliver
+            by the measures above (the device tested every face with a margin): the first pass measures only them.
 
     Returns:
         The repaired :class:`Mesh` (positions only).
@@ -303,7 +306,11 @@ def repair(
         if nonmanifold:  # (pockets and pinches both sit on such edges)
             f = _collapse_pinched_edges(v, _drop_pockets(v, f))
         pinched = len(f) != count  # a collapse can fold faces into pairs the next pass removes
-        if full:
+        if full and suspects is not None and clean_topology and len(f) == mesh.n_faces and not nonmanifold:
+            aspect, length, area = np.zeros(len(f)), np.zeros((len(f), 3)), np.full(len(f), np.inf)
+            aspect[suspects], length[suspects], area[suspects] = _aspect(v, f[suspects])
+            suspects = None
+        elif full:
             aspect, length, area = _aspect(v, f)
         else:
             redo = np.flatnonzero(touched)

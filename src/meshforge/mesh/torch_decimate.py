@@ -64,6 +64,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..config import DecimateConfig
@@ -801,10 +802,11 @@ _NOOP_MARGIN = 1e-9
 
 def repair_is_noop(vertices: torch.Tensor, faces: torch.Tensor) -> bool:
     """Whether :func:`~meshforge.mesh.decimate.repair` would return this mesh as it is (:func:`repair_checks`)."""
-    return all(repair_checks(vertices, faces))
+    clean, suspects = repair_checks(vertices, faces)
+    return clean and suspects.size == 0
 
 
-def repair_checks(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[bool, bool]:
+def repair_checks(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[bool, np.ndarray]:
     """What :func:`~meshforge.mesh.decimate.repair` would find in a mesh, tested where it lies (one wait for the
     device instead of copying it to the host first: the repair's whole-mesh checks take 12–21 ms at 20k faces).
 
@@ -813,17 +815,18 @@ def repair_checks(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[bool, bo
             be referenced (the caller's compaction makes it so).
 
     Returns:
-        ``(topology clean, no sliver)``: the first True when no face repeats a vertex, no two faces share their
+        ``(topology clean, suspects)``: the first True when no face repeats a vertex, no two faces share their
         vertex set and no edge has more than two faces (``repair(clean_topology=True)`` may skip those checks);
-        the second when no face is a sliver by the repair's measures — aspect ratio (longest edge² over twice the
-        area, float64 from the float32 positions) over :data:`~meshforge.mesh.decimate.MAX_ASPECT`, or area under
-        :data:`~meshforge.mesh.decimate.DEGENERATE_AREA` × the squared bounding-box diagonal — with a relative margin
-        of :data:`_NOOP_MARGIN` towards "sliver". Both False when in doubt (also for ``V ≥ 2²¹``, where a face's
-        sorted indices no longer fit one int64 key).
+        ``suspects`` (int64 ``[S]``, host) the faces that may be slivers by the repair's measures — aspect ratio
+        (longest edge² over twice the area, float64 from the float32 positions) over
+        :data:`~meshforge.mesh.decimate.MAX_ASPECT`, or area under :data:`~meshforge.mesh.decimate.DEGENERATE_AREA` ×
+        the squared bounding-box diagonal — with a relative margin of :data:`_NOOP_MARGIN` towards "sliver"
+        (``repair(suspects=...)`` measures only those). In doubt (also for ``V ≥ 2²¹``, where a face's sorted
+        indices no longer fit one int64 key): not clean, every face a suspect.
     """
     nv, nf = vertices.shape[0], faces.shape[0]
     if nf == 0 or nv >= 1 << 21:
-        return nf == 0, nf == 0
+        return nf == 0, np.arange(nf)
     f = faces.long()
     s = torch.sort(f, dim=1)[0]
     face_keys = torch.sort((s[:, 0] * nv + s[:, 1]) * nv + s[:, 2])[0]
@@ -837,10 +840,9 @@ def repair_checks(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[bool, bo
     aspect = length.amax(1).pow(2) / (2.0 * area).clamp_min(1e-300)
     topology_bad = ((s[:, 0] == s[:, 1]) | (s[:, 1] == s[:, 2])).any()
     topology_bad |= (face_keys[1:] == face_keys[:-1]).any() | (edge_keys[2:] == edge_keys[:-2]).any()
-    sliver = (aspect > MAX_ASPECT * (1.0 - _NOOP_MARGIN)).any()
-    sliver |= (area < DEGENERATE_AREA * diag2 * (1.0 + _NOOP_MARGIN)).any()
-    bad_topology, bad_sliver = torch.stack([topology_bad, sliver]).tolist()  # the one wait for the device
-    return not bad_topology, not bad_sliver
+    sliver = (aspect > MAX_ASPECT * (1.0 - _NOOP_MARGIN)) | (area < DEGENERATE_AREA * diag2 * (1.0 + _NOOP_MARGIN))
+    suspects = torch.nonzero(sliver).squeeze(1).cpu().numpy()  # the one wait for the device
+    return not bool(topology_bad.item()), suspects
 
 
 def _clock(device: torch.device) -> float:
@@ -944,10 +946,13 @@ def decimate_torch(
     remap = torch.cumsum(used.long(), 0) - 1
     out_v = (pos[used] * scale + centre).to(torch.float32)
     out_f = remap[f]
-    clean_topology, no_sliver = repair_checks(out_v, out_f)
+    clean_topology, suspects = repair_checks(out_v, out_f)
     small = Mesh(out_v.cpu().numpy(), out_f.to(torch.int32).cpu().numpy())
     t3 = time.perf_counter()
-    result = small if clean_topology and no_sliver else repair(small, clean_topology=clean_topology)
+    if clean_topology and suspects.size == 0:
+        result = small
+    else:
+        result = repair(small, clean_topology=clean_topology, suspects=suspects if clean_topology else None)
     if timings is not None:
         timings.update(quadrics=t1 - t0, rounds=t2 - t1, to_host=t3 - t2, repair=time.perf_counter() - t3)
     facts: dict[str, Any] = {}
