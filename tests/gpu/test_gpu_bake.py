@@ -3,6 +3,8 @@ the ``gpu``-marked tests compare CUDA with CPU tensors and skip without a CUDA d
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from meshforge.geometry.closest import closest_point_on_triangles as closest_num
 from meshforge.geometry.normals import vertex_normals
 from meshforge.geometry.raster import rasterize as rasterize_numpy
 from meshforge.gpu import bake as tbake
+from meshforge.gpu import flood_triton
 from meshforge.gpu.raster import rasterize as rasterize_torch
 from meshforge.io.meshes import load_mesh
 from meshforge.mesh import bake as cbake
@@ -570,3 +573,35 @@ def test_cuda_sparse_voxel_bake_equals_cpu_tensors():
     covered = cbake.rasterize_atlas(low, 128).covered
     assert diff_stats(ref.base_color, got.base_color, covered)[1] <= 1
     assert diff_stats(ref.metallic_roughness, got.metallic_roughness, covered)[1] <= 1
+
+
+#: TRITON_INTERPRET=1 runs the Triton kernels on CPU tensors (Triton's interpreter), for a check without a GPU
+_TRITON_DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not flood_triton.AVAILABLE or (_TRITON_DEVICE == "cuda" and not torch.cuda.is_available()),
+    reason="needs Triton and a CUDA device (or TRITON_INTERPRET=1)",
+)
+def test_triton_jump_flooding_equals_the_torch_reference():
+    """One Triton launch a step (flood_triton) against the torch steps: the same seeds and distances, on blobs
+    in a non-square atlas, one written texel, and an almost full one."""
+    jump_flood_triton = flood_triton.jump_flood_triton
+    rng = np.random.default_rng(7)
+    blobs = np.zeros((96, 130), bool)
+    yy, xx = np.ogrid[:96, :130]
+    for _ in range(12):
+        y, x, r = rng.integers(0, 96), rng.integers(0, 130), rng.integers(1, 7)
+        blobs |= (yy - y) ** 2 + (xx - x) ** 2 <= r * r
+    single = np.zeros((64, 64), bool)
+    single[5, 60] = True
+    full = rng.random((40, 33)) < 0.97
+    for covered in (blobs, single, full):
+        c = torch.as_tensor(covered, device=_TRITON_DEVICE)
+        seed, dist = jump_flood_triton(c)
+        want_seed, want_dist = tbake.jump_flood(c)
+        assert torch.equal(seed, want_seed) and torch.equal(dist, want_dist)
+    assert float(want_dist.max()) > 0  # (the comparison can fail: uncovered texels exist)
+    with pytest.raises(ValueError, match="2048"):
+        jump_flood_triton(torch.ones((2049, 8), dtype=torch.bool, device=_TRITON_DEVICE))

@@ -32,6 +32,7 @@ the computation (``device``), so the same code runs on CPU tensors (tests, refer
 
 from __future__ import annotations
 
+import logging
 import math
 import weakref
 from collections.abc import Callable
@@ -41,15 +42,24 @@ import numpy as np
 import torch
 
 from ..config import BakeConfig
-from ..errors import StageError
+from ..errors import StageError, one_line
 from ..fields.base import Field, PBRAttributes, SurfaceAttributes, has_real_alpha, sample_pbr
 from ..fields.surface import SurfaceField
 from ..geometry.raster import DILATION_TEXELS
 from ..geometry.tangents import asset_tangents
 from ..threads import SMALL_POOL_THREADS, LazyThreadPool
 from ..types import Mesh, Textures
+from . import flood_triton
 from .raster import TorchRaster, rasterize_atlas, texel_points
 from .sample import TorchFieldPart, sample_parts, sample_pbr_tensor, torch_part
+
+_log = logging.getLogger(__name__)
+
+#: on a CUDA device with Triton (atlases up to 2048²), the seam dilation's jump flooding runs one kernel per step
+#: (:func:`~meshforge.gpu.flood_triton.jump_flood_triton`); False: always the torch reference (:func:`jump_flood`)
+TRITON_FLOOD = True
+#: why the Triton jump flooding could not run in this process (compile or launch failure); None while it works
+TRITON_FLOOD_FAILURE: str | None = None
 
 #: candidate (query, triangle) pairs tested per batch: bounds memory (~300 bytes each in float64)
 PAIR_BUDGET = 1 << 22
@@ -739,8 +749,26 @@ def never_written_torch(covered: torch.Tensor, dilation: float) -> torch.Tensor:
     return hits < 0.5
 
 
+def _jump_flood(covered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`jump_flood`, in the Triton kernel where :data:`TRITON_FLOOD` allows (a CUDA device, Triton, at most
+    2048 texels a side); a Triton failure sets :data:`TRITON_FLOOD_FAILURE` (logged once) and the torch reference
+    answers — the same result. Running out of device memory propagates."""
+    global TRITON_FLOOD_FAILURE
+    usable = TRITON_FLOOD and TRITON_FLOOD_FAILURE is None and flood_triton.AVAILABLE
+    if usable and covered.device.type == "cuda" and max(covered.shape) <= 2048:
+        try:
+            return flood_triton.jump_flood_triton(covered)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # a compile or launch failure of Triton (its errors have no common base class)
+            TRITON_FLOOD_FAILURE = one_line(exc)
+            _log.warning("Triton jump flooding unavailable, using the torch path: %s", TRITON_FLOOD_FAILURE)
+    return jump_flood(covered)
+
+
 def fill_gutters(values: torch.Tensor, covered: torch.Tensor, radius: float | None = None) -> torch.Tensor:
-    """Give uncovered texels the value of the nearest covered texel (:func:`jump_flood`); the torch twin of
+    """Give uncovered texels the value of the nearest covered texel (:func:`jump_flood`, by one Triton kernel a step
+    on a CUDA device: :func:`_jump_flood`); the torch twin of
     :func:`meshforge.mesh.bake.fill_gutters`.
 
     Args:
@@ -753,7 +781,7 @@ def fill_gutters(values: torch.Tensor, covered: torch.Tensor, radius: float | No
     if bool(covered.all()) or not bool(covered.any()):
         return values
     h, w, c = values.shape
-    seed, dist = jump_flood(covered)
+    seed, dist = _jump_flood(covered)
     out = values.reshape(h * w, c)[seed.view(-1)].view(h, w, c)
     if radius is not None:
         out = torch.where((dist <= radius)[..., None], out, values)
