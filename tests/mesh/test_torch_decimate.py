@@ -357,3 +357,18 @@ def test_the_host_repair_is_skipped_only_when_it_would_change_nothing(sphere):
         for fast in (repair(mesh, clean_topology=True), repair(mesh, clean_topology=True, suspects=suspects)):
             assert np.array_equal(fast.faces, full.faces) and np.array_equal(fast.vertices, full.vertices)
     assert noop(low.replace(vertices=low.vertices * 3.0))  # scale-free (the area limit follows the diagonal)
+
+
+def test_vertex_sums_add_in_row_order_without_atomics():
+    """The quadrics' per-vertex sums (_vertex_sums): the rows of each vertex added in their order — the bits a
+    sequential index_add_ gives — with vertices that have no row left at 0."""
+    from meshforge.mesh.torch_decimate import _vertex_sums
+
+    g = torch.Generator().manual_seed(3)
+    index = torch.randint(0, 50, (400,), generator=g)
+    index[index == 7] = 8  # vertex 7: no rows
+    values = torch.randn((400, 10), generator=g, dtype=torch.float64) * torch.logspace(-8, 8, 400)[:, None].double()
+    want = torch.zeros((52, 10), dtype=torch.float64).index_add_(0, index, values)
+    got = _vertex_sums(index, values, 52)
+    assert torch.equal(got, want) and not got[7].any() and not got[50:].any()
+    assert _vertex_sums(index[:0], values[:0], 5).shape == (5, 10)

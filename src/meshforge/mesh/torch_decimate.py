@@ -264,16 +264,39 @@ def fewest_faces_torch(faces: torch.Tensor, nv: int) -> int:
     return 4 * (n_parts - n_open) + n_open
 
 
+def _vertex_sums(index: torch.Tensor, values: torch.Tensor, nv: int) -> torch.Tensor:
+    """``[nv, C]``: per vertex the sum of the ``values`` rows ``[N, C]`` whose ``index`` ``[N]`` is that vertex, added
+    in the order of the rows — the same bits on every run (``index_add_`` on a GPU adds floats with atomics, in
+    whatever order the threads come: the quadrics, and with them near-tied collapse choices, changed run to run).
+
+    The rows are ranked within their vertex (a stable sort), then added rank by rank: as many steps as the
+    greatest number of rows of one vertex (a vertex's faces, about 6 on a mesh; one wait for the device).
+    """
+    out = torch.zeros((nv, values.shape[1]), dtype=values.dtype, device=values.device)
+    if index.numel() == 0:
+        return out
+    order = torch.argsort(index, stable=True)
+    counts = torch.bincount(index, minlength=nv)
+    start = torch.cumsum(counts, 0) - counts
+    sorted_index = index[order]
+    rank = torch.arange(index.numel(), device=index.device) - start[sorted_index]
+    slots = torch.full((nv, int(counts.max().item())), -1, dtype=torch.long, device=index.device)
+    slots[sorted_index, rank] = order
+    for j in range(slots.shape[1]):
+        row = slots[:, j]
+        out += torch.where((row >= 0)[:, None], values[row.clamp_min(0)], 0.0)
+    return out
+
+
 def _quadrics(pos: torch.Tensor, faces: torch.Tensor, e: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``[V, 10]`` per-vertex quadrics: area-weighted face planes plus boundary penalty planes."""
+    """``[V, 10]`` per-vertex quadrics: area-weighted face planes plus boundary penalty planes, summed in a fixed
+    order (:func:`_vertex_sums`)."""
     nv = pos.shape[0]
     cross, area, _ = _face_geometry(pos, faces)
     n = cross / (2.0 * area).clamp_min(1e-300)[:, None]
     d = -(n * pos[faces[:, 0]]).sum(1)
     kq = _packed_quadric(n, d, area)
-    q = torch.zeros((nv, 10), dtype=pos.dtype, device=pos.device)
-    for k in range(3):
-        q.index_add_(0, faces[:, k], kq)
+    index, values = faces.reshape(-1), kq.repeat_interleave(3, dim=0)  # each face's quadric at its 3 corners
     border = e["count"] == 1
     if bool(border.any()):
         a, b, c = e["a"][border], e["b"][border], e["opp0"][border]
@@ -282,9 +305,8 @@ def _quadrics(pos: torch.Tensor, faces: torch.Tensor, e: dict[str, torch.Tensor]
         m = torch.linalg.cross(edge, face_n)
         m = m / torch.linalg.vector_norm(m, dim=1, keepdim=True).clamp_min(1e-300)
         kb = _packed_quadric(m, -(m * pos[a]).sum(1), BOUNDARY_WEIGHT * (edge * edge).sum(1))
-        q.index_add_(0, a, kb)
-        q.index_add_(0, b, kb)
-    return q
+        index, values = torch.cat([index, a, b]), torch.cat([values, kb, kb])
+    return _vertex_sums(index, values, nv)
 
 
 def _hash(x: torch.Tensor) -> torch.Tensor:
