@@ -787,8 +787,8 @@ def _flip_caps(pos: torch.Tensor, faces: torch.Tensor, min_area: float, tol: flo
     found = dkeys[pos_in] == b * nv + a
     g = dorder[pos_in] // 3
     d = faces[g].sum(1) - a - b
-    e_keys = _edges(faces, nv)["key"]
-    ok = found & (c != d) & ~_member(torch.minimum(c, d) * nv + torch.maximum(c, d), e_keys)
+    # c–d is an edge when some face holds it in either direction (the directed keys at hand: no edge list needed)
+    ok = found & (c != d) & ~(_member(c * nv + d, dkeys) | _member(d * nv + c, dkeys))
     cross_f, _, _ = _triangle_geometry(pos[faces[fi]])
     cross_g, _, _ = _triangle_geometry(pos[faces[g]])
     norm_f = torch.linalg.vector_norm(cross_f, dim=1)
