@@ -213,7 +213,15 @@ def test_fused_decimation_matches_the_torch_rounds(meshes, monkeypatch):
     assert 1_900 <= fused.n_faces <= 2_000 and fused_counts["watertight"] and fused_counts["slivers_over_100"] == 0
     assert abs(fused.n_faces - plain.n_faces) <= 20
     assert chamfer_distance(fused, plain, n_samples=30_000) <= 5e-4
-    np.testing.assert_allclose(fused.vertices.mean(0), plain.vertices.mean(0), atol=2e-3)
+
+    # the surfaces' area-weighted centroids (the vertices' mean follows the tessellation: 0.3 % apart here)
+    def centroid(mesh):
+        t = mesh.vertices[mesh.faces].astype(np.float64)
+        area = np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1)
+        return (area[:, None] * t.mean(1)).sum(0) / area.sum()
+
+    diagonal = float(np.linalg.norm(np.ptp(spot.vertices, axis=0)))
+    np.testing.assert_allclose(centroid(fused), centroid(plain), atol=5e-4 * diagonal)
 
 
 def test_round_edges_match_the_torch_edges(meshes):

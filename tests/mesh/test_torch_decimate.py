@@ -372,3 +372,7 @@ def test_vertex_sums_add_in_row_order_without_atomics():
     got = _vertex_sums(index, values, 52)
     assert torch.equal(got, want) and not got[7].any() and not got[50:].any()
     assert _vertex_sums(index[:0], values[:0], 5).shape == (5, 10)
+    # rows taken through a source index (the quadrics' faces, each at its three corners)
+    source = torch.randint(0, 30, (400,), generator=g)
+    want = torch.zeros((52, 10), dtype=torch.float64).index_add_(0, index, values[source])
+    assert torch.equal(_vertex_sums(index, values[:30], 52, source), want)
