@@ -376,3 +376,8 @@ def test_vertex_sums_add_in_row_order_without_atomics():
     source = torch.randint(0, 30, (400,), generator=g)
     want = torch.zeros((52, 10), dtype=torch.float64).index_add_(0, index, values[source])
     assert torch.equal(_vertex_sums(index, values[:30], 52, source), want)
+    # a fan's centre (2,000 rows on one vertex among a million): steps by rank, memory by rows
+    fan = torch.cat([torch.zeros(2_000, dtype=torch.long), torch.arange(1, 1_000_001)])
+    ones = torch.ones((1, 1), dtype=torch.float64)
+    sums = _vertex_sums(fan, ones, 1_000_001, torch.zeros_like(fan))
+    assert sums[0, 0] == 2_000 and bool((sums[1:, 0] == 1).all())
