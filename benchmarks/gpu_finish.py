@@ -254,7 +254,7 @@ def main_pipeline(args: argparse.Namespace) -> None:
     ]
     stages = list(runs[0][0])
     median = {k: statistics.median(r[0][k] for r in runs) for k in stages}
-    facts = runs[0][1]
+    facts = runs[-1][1]  # the last run's (the first timed one may still compile kernels for the full size)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
         f"pipeline.finish on {device} ({name}), engine {facts['engine']}, torch {torch.__version__}: "
@@ -312,7 +312,7 @@ def main() -> None:
     runs = [run_once(args.resolution, args.faces, device) for _ in range(max(1, args.repeat))]
     stages = list(runs[0][0])
     median = {k: statistics.median(r[0][k] for r in runs) for k in stages}
-    facts = runs[0][1]
+    facts = runs[-1][1]  # the last run's (the first timed one may still compile kernels for the full size)
     low = runs[0][2]
     print(
         f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
