@@ -329,17 +329,7 @@ if AVAILABLE:
         for j in range(0, max_count):
             live = m & (j < count)
             x = tl.load(dst_ptr + first + j, mask=live, other=0)
-            key = tl.minimum(cb, x) * nv + tl.maximum(cb, x)
-            lo = tl.zeros([BLOCK], dtype=tl.int64)
-            hi = tl.zeros([BLOCK], dtype=tl.int64) + n_keys
-            for _ in range(0, steps):
-                open_ = lo < hi
-                mid = (lo + hi) // 2
-                v = tl.load(keys_ptr + mid, mask=live & open_, other=0)
-                right = v < key
-                lo = tl.where(open_ & right, mid + 1, lo)
-                hi = tl.where(open_ & ~right, mid, hi)
-            hit = tl.load(keys_ptr + lo, mask=live & (lo < n_keys), other=-1) == key
+            hit = _sorted_member(keys_ptr, n_keys, steps, tl.minimum(cb, x) * nv + tl.maximum(cb, x), live)
             common += (live & hit & (x != cb)).to(tl.int64)
         tl.store(out_ptr + i, common, mask=m)
 
