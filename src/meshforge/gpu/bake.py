@@ -693,22 +693,10 @@ def jump_flood(covered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         within a texel or so of the nearest.
     """
     h, w = covered.shape
-    dev = covered.device
     # float32 holds the squared distances exactly up to 2048² atlases; beyond, float64
     dt = torch.float32 if max(h, w) <= 2048 else torch.float64
-    far = float(4 * (h + w) + 16)  # sentinel coordinate: farther than any real seed
-    ys = torch.arange(h, device=dev, dtype=dt).view(h, 1).expand(h, w)
-    xs = torch.arange(w, device=dev, dtype=dt).view(1, w).expand(h, w)
-    sy = torch.where(covered, ys, torch.full((h, w), far, device=dev, dtype=dt))
-    sx = torch.where(covered, xs, torch.full((h, w), far, device=dev, dtype=dt))
-    best = (sy - ys) ** 2 + (sx - xs) ** 2
-    steps = []
-    k = 1 << max(0, (max(h, w) - 1).bit_length() - 1)
-    while k >= 1:
-        steps.append(k)
-        k //= 2
-    steps += [2, 1]
-    for k in steps:
+    far, (ys, xs, sy, sx, best) = flood_triton.flood_start(covered, dt)
+    for k in flood_triton.flood_steps(h, w):
         py = torch.nn.functional.pad(sy, (k, k, k, k), value=far)
         px = torch.nn.functional.pad(sx, (k, k, k, k), value=far)
         for dy in (-k, 0, k):

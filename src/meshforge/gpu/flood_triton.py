@@ -18,12 +18,46 @@ import importlib.util
 
 import torch
 
-__all__ = ["AVAILABLE", "jump_flood_triton"]
+__all__ = ["AVAILABLE", "flood_start", "flood_steps", "jump_flood_triton"]
 
 #: Triton importable (CUDA builds of PyTorch ship it)
 AVAILABLE = importlib.util.find_spec("triton") is not None
 #: texels per Triton program
 BLOCK = 1024
+
+
+def flood_start(covered: torch.Tensor, dtype: torch.dtype) -> tuple[float, tuple[torch.Tensor, ...]]:
+    """The jump flooding's start (both :func:`jump_flood_triton` and :func:`meshforge.gpu.bake.jump_flood`): every
+    covered texel its own seed, the others a far-away sentinel.
+
+    Args:
+        covered: ``[H, W]`` bool tensor; dtype: the seeds' float type (float32 holds the squared distances exactly up
+            to 2048² atlases).
+
+    Returns:
+        ``(far, (ys, xs, sy, sx, best))``: the sentinel coordinate; ``[H, W]`` each texel's row and column, its seed's
+        row and column, and the squared distance to it.
+    """
+    h, w = covered.shape
+    dev = covered.device
+    far = float(4 * (h + w) + 16)  # sentinel coordinate: farther than any real seed
+    ys = torch.arange(h, device=dev, dtype=dtype).view(h, 1).expand(h, w)
+    xs = torch.arange(w, device=dev, dtype=dtype).view(1, w).expand(h, w)
+    sy = torch.where(covered, ys, torch.full((h, w), far, device=dev, dtype=dtype))
+    sx = torch.where(covered, xs, torch.full((h, w), far, device=dev, dtype=dtype))
+    return far, (ys, xs, sy, sx, (sy - ys) ** 2 + (sx - xs) ** 2)
+
+
+def flood_steps(h: int, w: int) -> list[int]:
+    """The step distances of JFA+2 on an ``h`` × ``w`` atlas: the largest power of two below the longer side, halved
+    down to 1, then 2 and 1 again."""
+    steps = []
+    k = 1 << max(0, (max(h, w) - 1).bit_length() - 1)
+    while k >= 1:
+        steps.append(k)
+        k //= 2
+    return steps + [2, 1]
+
 
 if AVAILABLE:
     import triton
@@ -81,23 +115,11 @@ def jump_flood_triton(covered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     h, w = covered.shape
     if max(h, w) > 2048:
         raise ValueError(f"jump_flood_triton: a {h}×{w} atlas is over 2048 texels a side (float32 seeds)")
-    dev = covered.device
-    far = float(4 * (h + w) + 16)
-    ys = torch.arange(h, device=dev, dtype=torch.float32).view(h, 1).expand(h, w)
-    xs = torch.arange(w, device=dev, dtype=torch.float32).view(1, w).expand(h, w)
-    sy = torch.where(covered, ys, torch.full((h, w), far, device=dev, dtype=torch.float32))
-    sx = torch.where(covered, xs, torch.full((h, w), far, device=dev, dtype=torch.float32))
-    best = (sy - ys) ** 2 + (sx - xs) ** 2
+    far, (_, _, sy, sx, best) = flood_start(covered, torch.float32)
     src = [sy.contiguous(), sx.contiguous(), best.contiguous()]
     dst = [torch.empty_like(t) for t in src]
-    steps = []
-    k = 1 << max(0, (max(h, w) - 1).bit_length() - 1)
-    while k >= 1:
-        steps.append(k)
-        k //= 2
-    steps += [2, 1]
     grid = (triton.cdiv(h * w, BLOCK),)
-    for k in steps:
+    for k in flood_steps(h, w):
         _step_kernel[grid](*src, *dst, h, w, k, far, BLOCK=BLOCK)
         src, dst = dst, src
     sy, sx, best = src
