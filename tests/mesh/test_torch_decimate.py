@@ -270,7 +270,7 @@ def test_the_device_sliver_rounds_leave_the_cpu_repair_fewer_slivers(monkeypatch
     for rounds in (0, td.SLIVER_ROUNDS):
         monkeypatch.setattr(td, "SLIVER_ROUNDS", rounds)
         handed.clear()
-        results.append((*run(lumps, 6_000), sum(handed)))  # (no call: repair_is_noop found nothing to repair)
+        results.append((*run(lumps, 6_000), sum(handed)))  # (no call: repair_checks found nothing to repair)
     assert results[0][2] >= 5 and results[1][2] <= results[0][2] // 2
     for low, counts, _ in results:
         assert counts["watertight"] and counts["slivers_over_100"] == 0 and low.n_faces <= 6_000

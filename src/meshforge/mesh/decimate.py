@@ -264,7 +264,7 @@ def repair(
             ``np.inf``: no bound).
         clean_topology: the caller vouches that no face repeats a vertex, no two faces share their vertex set, no
             edge has more than two faces and every vertex is referenced (the GPU decimation tests this on the
-            device, :func:`~meshforge.mesh.torch_decimate.repair_is_noop`): the whole-mesh checks for those are
+            device, :func:`~meshforge.mesh.torch_decimate.repair_checks`): the whole-mesh checks for those are
             skipped, and a mesh no sliver operation changes is returned as it is — the same result, sooner.
         suspects: with ``clean_topology``, the caller also vouches that no face outside these indices is a sliver
             by the measures above (the device tested every face with a margin): the first pass measures only them.
